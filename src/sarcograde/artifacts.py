@@ -1,0 +1,159 @@
+"""Atomic writes, content hashes and the `run.json` provenance record of every output folder.
+
+Every artifact is written to a temporary file beside its target and renamed into place, so an
+interrupted run never leaves a half-written file that a later stage or a resume would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+PACKAGES = ("sarcograde", "torch", "monai", "SimpleITK", "numpy", "scipy", "pandas",
+            "scikit-learn", "lifelines", "matplotlib", "pydicom")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the full extension (".nii.gz") so that writers that pick a format by name still work.
+    ext = "".join(target.suffixes[-2:]) if target.suffix == ".gz" else target.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + ext, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(target, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target, text: str) -> None:
+    write_bytes(target, text.encode("utf-8"))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(target, obj: Any) -> None:
+    write_text(target, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def read_json(path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(target, frame) -> None:
+    """Write a pandas DataFrame as CSV, atomically, without the index."""
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, lineterminator="\n")
+    write_text(target, buf.getvalue())
+
+
+def write_npz(target, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(target, buf.getvalue())
+
+
+def save_figure(fig, target, dpi: int = 120) -> None:
+    """Save a matplotlib figure as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(target, buf.getvalue())
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_path(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, or of a folder's files (names and contents, sorted), e.g. a DICOM series."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_config(config: Any) -> str:
+    """A stable hash of a JSON-able configuration (key order does not matter)."""
+    return hash_bytes(json.dumps(config, sort_keys=True, default=_json_default).encode())[:16]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunRecord:
+    """The `run.json` of an output folder: command, config, versions, input hashes, seed, times.
+
+    Use as a context manager around a stage's work: it is written when the work ends, with
+    ``status`` "finished" or "failed", so that a reader can tell a complete folder from a broken one.
+    """
+
+    def __init__(self, out_dir, *, config: Any = None, inputs: dict[str, str] | None = None,
+                 seed: int | None = None):
+        self.out_dir = Path(out_dir)
+        self.record = {
+            "command": " ".join(["sarcograde", *sys.argv[1:]]) if sys.argv else "sarcograde",
+            "config": config,
+            "seed": seed,
+            "inputs": {name: hash_path(p) for name, p in (inputs or {}).items()},
+            "packages": package_versions(),
+            "platform": platform.platform(),
+            "start": now(),
+        }
+
+    def __enter__(self) -> "RunRecord":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.record["end"] = now()
+        self.record["status"] = "finished" if exc_type is None else "failed"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "run.json", self.record)

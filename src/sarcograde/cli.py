@@ -1,0 +1,51 @@
+"""The `sarcograde` command: one subcommand per stage of DESIGN.md.
+
+Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; this file only wires
+them up and turns a `SarcogradeError` into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import SarcogradeError
+
+# (subcommand, module, one-line help), in pipeline order.
+COMMANDS = [
+    ("check", "sarcograde.check", "validate a cohort manifest and write qa.csv"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sarcograde",
+        description="Soft-tissue sarcoma grading from MRI (low grade G1 vs high grade G2/G3).")
+    parser.add_argument("--version", action="version", version=f"sarcograde {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SarcogradeError as exc:
+        print(f"sarcograde {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"sarcograde {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The cohort manifest: one CSV row per patient (DESIGN.md, "The manifest").
+
+`load_manifest` parses every row it can and collects each problem with its row, patient and
+column, so that `check` can list them all at once; the other stages call it with `strict=True`
+and stop at the first problem.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import SarcogradeError
+
+CLINICAL_COLUMNS = ("age", "sex", "t_stage", "n_stage", "m_stage", "os_months", "os_event")
+MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?", "-", "--", "nd", "not available"}
+
+_GRADE_WORDS = {"low": 1, "intermediate": 2, "high": 3}
+_DAYS_PER_MONTH = 365.25 / 12
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    row: int            # line number in the CSV file (the header is line 1)
+    patient_id: str
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.patient_id or '?'}: row {self.row}, column {self.column}: {self.message}"
+
+
+@dataclass
+class Patient:
+    patient_id: str
+    row: int
+    grade: int | None                                  # FNCLCC 1, 2, 3 or unknown
+    images: dict[str, Path] = field(default_factory=dict)   # sequence -> image path
+    masks: dict[str, Path] = field(default_factory=dict)    # sequence -> mask path
+    rois: dict[str, str] = field(default_factory=dict)      # sequence -> RTSTRUCT ROI name
+    clinical: dict[str, object] = field(default_factory=dict)
+    site: str | None = None
+
+    @property
+    def label(self) -> int | None:
+        """Class 0 = low grade (G1), class 1 = high grade (G2/G3), None when the grade is unknown."""
+        return None if self.grade is None else int(self.grade >= 2)
+
+
+@dataclass
+class Cohort:
+    path: Path
+    patients: list[Patient]
+    sequences: list[str]
+    problems: list[ManifestProblem]
+    warnings: list[ManifestProblem]
+
+    def __iter__(self):
+        return iter(self.patients)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def by_id(self) -> dict[str, Patient]:
+        return {p.patient_id: p for p in self.patients}
+
+    def require_sequence(self, sequence: str | None) -> str:
+        """The sequence to work on: the one named, or the only one the manifest has."""
+        if sequence is None:
+            if len(self.sequences) != 1:
+                raise SarcogradeError(f"the manifest has sequences {', '.join(self.sequences)}; "
+                                      "name one with --sequence", path=self.path)
+            return self.sequences[0]
+        if sequence not in self.sequences:
+            raise SarcogradeError(f"no image_{sequence} column; sequences in the manifest: "
+                                  f"{', '.join(self.sequences) or 'none'}", path=self.path)
+        return sequence
+
+
+def _is_missing(value) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return str(value).strip().lower() in MISSING
+
+
+def parse_grade(value) -> int | None:
+    """FNCLCC grade from 1/2/3, G1..G3, 'grade 2', low/intermediate/high; None when missing."""
+    if _is_missing(value):
+        return None
+    text = str(value).strip().lower()
+    if text in _GRADE_WORDS:
+        return _GRADE_WORDS[text]
+    m = re.fullmatch(r"(?:g|grade|fnclcc)?\s*([123])(?:\.0+)?", text)
+    if m:
+        return int(m.group(1))
+    raise ValueError(f"unparseable grade {value!r} (use 1-3, G1-G3, low/intermediate/high, "
+                     "or leave empty for unknown)")
+
+
+def _number_with_unit(value, units: dict[str, float], what: str) -> float:
+    text = str(value).strip().lower().replace(",", ".")
+    m = re.fullmatch(r"([-+]?\d+(?:\.\d*)?|[-+]?\.\d+)\s*([a-z]*)\.?", text)
+    if not m or m.group(2) not in units:
+        raise ValueError(f"non-numeric {what} {value!r}" +
+                         (f" (units: {', '.join(u for u in units if u)})" if len(units) > 1 else ""))
+    number = float(m.group(1)) * units[m.group(2)]
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"invalid {what} {value!r}")
+    return number
+
+
+def parse_age(value) -> float:
+    return _number_with_unit(value, {"": 1, "y": 1, "yr": 1, "yrs": 1, "years": 1, "year": 1},
+                             "age")
+
+
+def parse_months(value) -> float:
+    """Survival time in months; '365 d', '2 y', '14 mo' and bare numbers (months) are accepted."""
+    units = {"": 1, "m": 1, "mo": 1, "mos": 1, "month": 1, "months": 1,
+             "d": 1 / _DAYS_PER_MONTH, "day": 1 / _DAYS_PER_MONTH, "days": 1 / _DAYS_PER_MONTH,
+             "w": 7 / _DAYS_PER_MONTH, "wk": 7 / _DAYS_PER_MONTH, "weeks": 7 / _DAYS_PER_MONTH,
+             "y": 12, "yr": 12, "yrs": 12, "year": 12, "years": 12}
+    return _number_with_unit(value, units, "survival time")
+
+
+def parse_sex(value) -> str:
+    text = str(value).strip().lower()
+    if text in ("m", "male", "man"):
+        return "M"
+    if text in ("f", "female", "woman", "w"):
+        return "F"
+    raise ValueError(f"unparseable sex {value!r} (use M/F)")
+
+
+def _stage(letter: str):
+    def parse(value) -> int:
+        text = str(value).strip().lower()
+        m = re.fullmatch(rf"(?:{letter})?\s*([0-4])(?:\.0+)?\s*[abc]?", text)
+        if not m:
+            raise ValueError(f"unparseable {letter.upper()} stage {value!r} "
+                             f"(use e.g. {letter.upper()}1, {letter.upper()}2b or 1)")
+        return int(m.group(1))
+    return parse
+
+
+def parse_event(value) -> int:
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "yes", "y", "true", "dead", "death", "died", "d", "deceased"):
+        return 1
+    if text in ("0", "0.0", "no", "n", "false", "alive", "censored", "ned", "awd"):
+        return 0
+    raise ValueError(f"unparseable survival event {value!r} (use 1 = death, 0 = censored)")
+
+
+PARSERS = {"age": parse_age, "sex": parse_sex, "t_stage": _stage("t"), "n_stage": _stage("n"),
+           "m_stage": _stage("m"), "os_months": parse_months, "os_event": parse_event}
+
+
+def _resolve(base: Path, value) -> Path:
+    path = Path(str(value).strip()).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
+    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SarcogradeError("manifest not found", path=path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SarcogradeError(f"cannot parse manifest CSV ({str(exc).splitlines()[0]})",
+                              path=path) from None
+    frame.columns = [c.strip() for c in frame.columns]
+    if "patient_id" not in frame.columns:
+        raise SarcogradeError("manifest has no patient_id column", path=path)
+    sequences = [c[len("image_"):] for c in frame.columns if c.startswith("image_")]
+    if not sequences:
+        raise SarcogradeError("manifest has no image_<SEQ> column", path=path)
+    for seq in sequences:
+        if f"mask_{seq}" not in frame.columns:
+            raise SarcogradeError(f"image_{seq} has no mask_{seq} column", path=path)
+
+    base = path.parent
+    patients, problems, notes = [], [], []
+    seen: dict[str, int] = {}
+    for i, row in frame.iterrows():
+        line = int(i) + 2
+        pid = str(row["patient_id"]).strip()
+        if not pid:
+            problems.append(ManifestProblem(line, "", "patient_id", "empty patient_id"))
+            continue
+        if pid in seen:
+            problems.append(ManifestProblem(line, pid, "patient_id",
+                                            f"duplicate patient_id (also on row {seen[pid]})"))
+            continue
+        seen[pid] = line
+        try:
+            grade = parse_grade(row.get("grade"))
+            if grade is None:
+                notes.append(ManifestProblem(line, pid, "grade", "grade unknown: predicted, "
+                                             "but left out of training and metrics"))
+        except ValueError as exc:
+            grade = None
+            problems.append(ManifestProblem(line, pid, "grade", str(exc)))
+        patient = Patient(pid, line, grade,
+                          site=None if _is_missing(row.get("site")) else str(row["site"]).strip())
+        for seq in sequences:
+            for kind, store in (("image", patient.images), ("mask", patient.masks)):
+                value = row[f"{kind}_{seq}"]
+                if _is_missing(value):
+                    problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
+                else:
+                    store[seq] = _resolve(base, value)
+            roi = row.get(f"roi_{seq}")
+            if not _is_missing(roi):
+                patient.rois[seq] = str(roi).strip()
+        for column, parse in PARSERS.items():
+            value = row.get(column)
+            if column not in frame.columns or _is_missing(value):
+                patient.clinical[column] = None
+                continue
+            try:
+                patient.clinical[column] = parse(value)
+            except ValueError as exc:
+                patient.clinical[column] = None
+                problems.append(ManifestProblem(line, pid, column, str(exc)))
+        patients.append(patient)
+
+    cohort = Cohort(path, patients, sequences, problems, notes)
+    if strict and problems:
+        more = f" (and {len(problems) - 1} more; run `sarcograde check`)" if len(problems) > 1 else ""
+        raise SarcogradeError(f"{problems[0]}{more}", path=path)
+    return cohort

@@ -1,0 +1,152 @@
+"""Reading and writing medical images with SimpleITK: NIfTI, NRRD, MHA and DICOM series folders.
+
+Geometry (spacing, origin, direction) is kept as stored; nothing here resamples or reorients.
+Every failure becomes a `SarcogradeError` naming the file, so a stage can report the patient.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .artifacts import atomic_path
+from .errors import SarcogradeError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+# Two grids agree when sizes match and spacing, origin and direction differ by less than these.
+SPACING_TOL = 1e-3   # relative
+ORIGIN_TOL_MM = 1e-2  # absolute, in mm; also scaled by the spacing below
+DIRECTION_TOL = 1e-3
+
+
+class MaskWarning(UserWarning):
+    """A mask problem that was repaired (e.g. a multi-label mask binarised)."""
+
+
+def _dicom_series(folder: Path, series_uid: str | None) -> list[str]:
+    reader = sitk.ImageSeriesReader
+    uids = reader.GetGDCMSeriesIDs(str(folder))
+    if not uids:
+        raise SarcogradeError("no DICOM image series in folder", path=folder)
+    if series_uid is not None:
+        if series_uid not in uids:
+            raise SarcogradeError(f"series {series_uid} not in folder; found {', '.join(uids)}",
+                                  path=folder)
+        chosen = series_uid
+    else:
+        files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in uids}
+        chosen = max(uids, key=lambda uid: len(files[uid]))
+        if len(uids) > 1:
+            warnings.warn(f"{folder}: {len(uids)} DICOM series; using the largest, {chosen} "
+                          f"({len(files[chosen])} files)", stacklevel=3)
+    return list(reader.GetGDCMSeriesFileNames(str(folder), chosen))
+
+
+def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
+    """Read a 3D image from a file or a DICOM series folder (the named or the largest series)."""
+    path = Path(path)
+    if not path.exists():
+        raise SarcogradeError("file not found", path=path)
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(_dicom_series(path, series_uid))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        reason = next((line for line in first if "ERROR" in line or "Unable" in line),
+                      first[0] if first else "unknown error")
+        raise SarcogradeError(f"cannot read image ({reason.strip()[:160]})", path=path) from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise SarcogradeError(f"{image.GetNumberOfComponentsPerPixel()}-component (colour or "
+                              "vector) image; a grey-value image is expected", path=path)
+    if image.GetDimension() != 3:
+        raise SarcogradeError(f"{image.GetDimension()}D image; a 3D volume is expected",
+                              path=path)
+    return image
+
+
+def is_rtstruct(path: str | Path) -> bool:
+    """True for a DICOM file whose modality is RTSTRUCT."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # not DICOM at all
+        return False
+    return getattr(ds, "Modality", None) == "RTSTRUCT"
+
+
+def binarise_mask(mask: sitk.Image, path: str | Path) -> sitk.Image:
+    """Return a UInt8 0/1 mask; a multi-label mask is binarised (label > 0) with a warning.
+
+    Non-integer values (a probability map, an interpolated mask) are an error, not a guess.
+    """
+    array = sitk.GetArrayViewFromImage(mask)
+    if not np.all(np.isfinite(array)):
+        raise SarcogradeError("mask has NaN or infinite voxels", path=path)
+    values = np.unique(array)
+    if not np.all(values == np.round(values)) or values.min() < 0:
+        raise SarcogradeError("non-binary mask: values other than non-negative integers "
+                              f"(e.g. {values[~(values == np.round(values))][:3].tolist() or values.min()})",
+                              path=path)
+    labels = values[values > 0]
+    if len(labels) > 1 or (len(labels) == 1 and labels[0] != 1):
+        warnings.warn(MaskWarning(f"{path}: multi-label mask (labels {', '.join(str(int(v)) for v in labels[:8])}) "
+                                  "binarised as label > 0"), stacklevel=2)
+    binary = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    binary.CopyInformation(mask)
+    return binary
+
+
+def read_mask(path: str | Path, reference: sitk.Image | None = None,
+              roi: str | None = None) -> sitk.Image:
+    """Read a tumour mask as UInt8 0/1: an image file, a DICOM folder, or a DICOM-RTSTRUCT file.
+
+    An RTSTRUCT is rasterised onto `reference`, the image it was drawn on; `roi` names the ROI.
+    """
+    path = Path(path)
+    if is_rtstruct(path):
+        if reference is None:
+            raise SarcogradeError("an RTSTRUCT mask needs its reference image", path=path)
+        from .rtstruct import rasterise_rtstruct
+
+        return rasterise_rtstruct(path, reference, roi)
+    return binarise_mask(read_image(path), path)
+
+
+def grid_mismatches(image: sitk.Image, mask: sitk.Image) -> list[str]:
+    """Ways in which two images are not on the same voxel grid (empty when they are)."""
+    problems = []
+    if image.GetSize() != mask.GetSize():
+        problems.append(f"size {image.GetSize()} vs {mask.GetSize()}")
+    sp_i, sp_m = np.array(image.GetSpacing()), np.array(mask.GetSpacing())
+    if np.any(np.abs(sp_i - sp_m) > SPACING_TOL * np.maximum(sp_i, sp_m)):
+        problems.append(f"spacing {tuple(np.round(sp_i, 4))} vs {tuple(np.round(sp_m, 4))}")
+    origin_tol = max(ORIGIN_TOL_MM, 0.01 * float(min(sp_i)))
+    if np.any(np.abs(np.array(image.GetOrigin()) - np.array(mask.GetOrigin())) > origin_tol):
+        problems.append(f"origin {tuple(np.round(image.GetOrigin(), 3))} vs "
+                        f"{tuple(np.round(mask.GetOrigin(), 3))}")
+    if np.any(np.abs(np.array(image.GetDirection()) - np.array(mask.GetDirection())) > DIRECTION_TOL):
+        problems.append("direction differs")
+    return problems
+
+
+def orientation_code(image: sitk.Image) -> str:
+    """The three-letter orientation code of the image axes, e.g. 'LPS' (ITK/DICOM convention)."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> None:
+    """Write an image atomically; the format follows the file name (.nii.gz, .nrrd, .mha)."""
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)

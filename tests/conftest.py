@@ -1,0 +1,35 @@
+"""Shared fixtures: the real TCIA data (skipped with a reason where absent) and headless plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+TCIA_ROOT = REPO.parent / "shared" / "data" / "tcia-sts"
+TCIA_PATIENTS = ["STS_002", "STS_003", "STS_004", "STS_008", "STS_012", "STS_015", "STS_024",
+                 "STS_025", "STS_032", "STS_035", "STS_042", "STS_047"]
+
+
+@pytest.fixture(scope="session")
+def tcia_root() -> Path:
+    """`../shared/data/tcia-sts` beside the clone; present in CI, absent in a user's clone."""
+    if not (TCIA_ROOT / "nifti").is_dir():
+        pytest.skip(f"real TCIA data not found at {TCIA_ROOT} (only present beside the CI clone)")
+    return TCIA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tcia_nifti_manifest(tcia_root, tmp_path_factory) -> Path:
+    """A manifest of the 12 real patients' NIfTI T1 images and masks (sequence `T1`)."""
+    out = tmp_path_factory.mktemp("tcia") / "manifest.csv"
+    rows = ["patient_id,image_T1,mask_T1"]
+    for pid in TCIA_PATIENTS:
+        folder = tcia_root / "nifti" / pid
+        rows.append(f"{pid},{folder / 'MR_T1_image.nii.gz'},{folder / 'MR_T1_mask.nii.gz'}")
+    out.write_text("\n".join(rows) + "\n")
+    return out

@@ -20,6 +20,7 @@ CLINICAL_COLUMNS = ("age", "sex", "t_stage", "n_stage", "m_stage", "os_months", 
 MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?", "-", "--", "nd", "not available"}
 
 _GRADE_WORDS = {"low": 1, "intermediate": 2, "high": 3}
+_ROMAN = {"i": 1, "ii": 2, "iii": 3}
 _DAYS_PER_MONTH = 365.25 / 12
 
 
@@ -88,15 +89,15 @@ def _is_missing(value) -> bool:
 
 
 def parse_grade(value) -> int | None:
-    """FNCLCC grade from 1/2/3, G1..G3, 'grade 2', low/intermediate/high; None when missing."""
+    """FNCLCC grade: 1-3, G1-G3, 'grade 2', 'grade II', low/intermediate/high; None if missing."""
     if _is_missing(value):
         return None
     text = str(value).strip().lower()
     if text in _GRADE_WORDS:
         return _GRADE_WORDS[text]
-    m = re.fullmatch(r"(?:g|grade|fnclcc)?\s*([123])(?:\.0+)?", text)
+    m = re.fullmatch(r"(?:g|grade|fnclcc)?\s*(?:([123])(?:\.0+)?|(i{1,3}))", text)
     if m:
-        return int(m.group(1))
+        return int(m.group(1)) if m.group(1) else _ROMAN[m.group(2)]
     raise ValueError(f"unparseable grade {value!r} (use 1-3, G1-G3, low/intermediate/high, "
                      "or leave empty for unknown)")
 
@@ -137,8 +138,10 @@ def parse_sex(value) -> str:
 
 
 def _stage(letter: str):
-    def parse(value) -> int:
+    def parse(value) -> int | None:
         text = str(value).strip().lower()
+        if re.fullmatch(rf"{letter}?\s*x", text):  # TX/NX/MX: cannot be assessed, i.e. unknown
+            return None
         m = re.fullmatch(rf"(?:{letter})?\s*([0-4])(?:\.0+)?\s*[abc]?", text)
         if not m:
             raise ValueError(f"unparseable {letter.upper()} stage {value!r} "

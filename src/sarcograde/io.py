@@ -23,7 +23,16 @@ ORIGIN_TOL_MM = 1e-2  # absolute, in mm; also scaled by the spacing below
 DIRECTION_TOL = 1e-3
 
 
-class MaskWarning(UserWarning):
+class ImageWarning(UserWarning):
+    """An input problem that was worked around; `check` lists it in the warnings column."""
+
+    def __init__(self, problem: str, path: str | Path):
+        super().__init__(f"{path}: {problem}")
+        self.problem = problem
+        self.path = path
+
+
+class MaskWarning(ImageWarning):
     """A mask problem that was repaired (e.g. a multi-label mask binarised)."""
 
 
@@ -41,8 +50,9 @@ def _dicom_series(folder: Path, series_uid: str | None) -> list[str]:
         files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in uids}
         chosen = max(uids, key=lambda uid: len(files[uid]))
         if len(uids) > 1:
-            warnings.warn(f"{folder}: {len(uids)} DICOM series; using the largest, {chosen} "
-                          f"({len(files[chosen])} files)", stacklevel=3)
+            warnings.warn(ImageWarning(f"{len(uids)} DICOM series in folder; using the largest, "
+                                       f"{chosen} ({len(files[chosen])} files)", folder),
+                          stacklevel=3)
     return list(reader.GetGDCMSeriesFileNames(str(folder), chosen))
 
 
@@ -62,7 +72,7 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
         first = str(exc).strip().splitlines()
         reason = next((line for line in first if "ERROR" in line or "Unable" in line),
                       first[0] if first else "unknown error")
-        raise SarcogradeError(f"cannot read image ({reason.strip()[:160]})", path=path) from None
+        raise SarcogradeError(f"cannot read file ({reason.strip()[:160]})", path=path) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise SarcogradeError(f"{image.GetNumberOfComponentsPerPixel()}-component (colour or "
                               "vector) image; a grey-value image is expected", path=path)
@@ -95,14 +105,16 @@ def binarise_mask(mask: sitk.Image, path: str | Path) -> sitk.Image:
     if not np.all(np.isfinite(array)):
         raise SarcogradeError("mask has NaN or infinite voxels", path=path)
     values = np.unique(array)
-    if not np.all(values == np.round(values)) or values.min() < 0:
-        raise SarcogradeError("non-binary mask: values other than non-negative integers "
-                              f"(e.g. {values[~(values == np.round(values))][:3].tolist() or values.min()})",
-                              path=path)
+    odd = values[(values != np.round(values)) | (values < 0)]
+    if len(odd):
+        shown = ", ".join(f"{v:g}" for v in odd[:3]) + (", ..." if len(odd) > 3 else "")
+        raise SarcogradeError(f"non-binary mask: values other than 0 and positive integer labels "
+                              f"({shown})", path=path)
     labels = values[values > 0]
     if len(labels) > 1 or (len(labels) == 1 and labels[0] != 1):
-        warnings.warn(MaskWarning(f"{path}: multi-label mask (labels {', '.join(str(int(v)) for v in labels[:8])}) "
-                                  "binarised as label > 0"), stacklevel=2)
+        shown = ", ".join(str(int(v)) for v in labels[:8]) + (", ..." if len(labels) > 8 else "")
+        warnings.warn(MaskWarning(f"multi-label mask (labels {shown}) binarised as label > 0",
+                                  path), stacklevel=2)
     binary = sitk.Cast(mask > 0, sitk.sitkUInt8)
     binary.CopyInformation(mask)
     return binary

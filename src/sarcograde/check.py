@@ -1,0 +1,290 @@
+"""Validate a cohort before any work and write its QA table, qa.csv.
+
+Every patient's image and mask are loaded and measured (shape, spacing, orientation, intensity
+percentiles, tumour volume and longest diameter). A patient is unusable when a file is missing or
+unreadable, image and mask are on different grids, the mask is empty or not binary, the image has
+NaN/inf voxels or is not 3D, or the manifest row has a duplicate id, an unparseable grade or a
+non-numeric clinical value. Each problem is printed as one line "patient: file: problem"; the
+exit status is 0 when every patient is usable and 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import cdist
+
+from .artifacts import RunRecord, write_csv
+from .cohort import Cohort, ManifestProblem, Patient, load_manifest
+from .console import progress
+from .errors import SarcogradeError
+from .io import ImageWarning, grid_mismatches, orientation_code, read_image, read_mask
+
+QA_COLUMNS = ["patient_id", "sequence", "image", "mask", "shape", "spacing_mm", "orientation",
+              "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml", "longest_diameter_mm",
+              "usable", "problems", "warnings"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem or warning: `text` goes into qa.csv, `line()` to the terminal."""
+
+    patient_id: str
+    path: Path | str
+    text: str
+
+    def line(self) -> str:
+        return f"{self.patient_id or '?'}: {self.path}: {self.text}"
+
+
+@dataclass
+class QaRow:
+    """One patient and sequence: the measurements of qa.csv and what was found wrong."""
+
+    patient_id: str
+    sequence: str
+    image: str = ""
+    mask: str = ""
+    values: dict = field(default_factory=dict)
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    def as_record(self) -> dict:
+        return {"patient_id": self.patient_id, "sequence": self.sequence, "image": self.image,
+                "mask": self.mask, **self.values, "usable": self.usable,
+                "problems": "; ".join(f.text for f in self.problems),
+                "warnings": "; ".join(f.text for f in self.warnings)}
+
+
+def physical_points(image: sitk.Image, index_xyz: np.ndarray) -> np.ndarray:
+    """Physical coordinates (mm) of voxel indices (n, 3) in x, y, z order: origin + D S index."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return np.array(image.GetOrigin()) + (index_xyz * np.array(image.GetSpacing())) @ direction.T
+
+
+def tumour_volume_ml(mask: sitk.Image) -> float:
+    """Number of mask voxels times the volume of one voxel, in millilitres."""
+    voxels = np.count_nonzero(sitk.GetArrayViewFromImage(mask))
+    return voxels * float(np.prod(mask.GetSpacing())) / 1000.0
+
+
+def _max_distance(points: np.ndarray, chunk: int = 2048) -> float:
+    best = 0.0
+    for start in range(0, len(points), chunk):
+        best = max(best, float(cdist(points[start:start + chunk], points[start:]).max()))
+    return best
+
+
+def longest_diameter_mm(mask: sitk.Image) -> float:
+    """Largest distance in mm between two tumour voxel centres (0 for one voxel, NaN if empty).
+
+    The farthest pair of a point set lies on its convex hull, and that hull is spanned by the
+    surface voxels alone, so only the hull vertices of the surface are compared.
+    """
+    array = sitk.GetArrayViewFromImage(mask) > 0
+    if not array.any():
+        return math.nan
+    box = ndimage.find_objects(array.view(np.uint8))[0]  # the tumour's bounding box
+    crop = np.pad(array[box], 1)  # a False border, so voxels on the box's faces count as surface
+    surface = crop & ~ndimage.binary_erosion(crop)
+    index_zyx = np.argwhere(surface) - 1 + np.array([s.start for s in box])
+    points = physical_points(mask, index_zyx[:, ::-1].astype(float))
+    if len(points) > 64:  # below that, comparing all pairs is cheaper than a hull
+        try:
+            points = points[ConvexHull(points).vertices]
+        except QhullError:  # all points in one plane or on one line, e.g. a one-slice tumour
+            points = points[ConvexHull(points, qhull_options="QJ").vertices]
+    return _max_distance(points)
+
+
+def _measure_image(image: sitk.Image, row: QaRow, path: Path) -> None:
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array)
+    n_bad = array.size - int(np.count_nonzero(finite))
+    if n_bad:
+        row.problems.append(Finding(row.patient_id, path,
+                                    f"image: {n_bad} NaN or infinite voxel(s)"))
+    values = array[finite] if n_bad else array
+    p1, p50, p99 = np.percentile(values, [1, 50, 99]) if values.size else (math.nan,) * 3
+    row.values.update(
+        shape="x".join(str(n) for n in image.GetSize()),
+        spacing_mm="x".join(f"{s:.6g}" for s in image.GetSpacing()),
+        orientation=orientation_code(image), p1=float(p1), p50=float(p50), p99=float(p99))
+
+
+def _measure_mask(mask: sitk.Image, row: QaRow, path: Path) -> None:
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    row.values.update(mask_voxels=voxels, tumour_volume_ml=tumour_volume_ml(mask),
+                      longest_diameter_mm=longest_diameter_mm(mask))
+    if voxels == 0:
+        row.problems.append(Finding(row.patient_id, path, "mask: empty mask (no voxel above 0)"))
+
+
+def _read(role: str, row: QaRow, reader, path: Path, *args) -> sitk.Image | None:
+    """Run an io reader; its error becomes a problem and its ImageWarnings become warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        try:
+            result = reader(path, *args)
+        except SarcogradeError as exc:
+            row.problems.append(Finding(row.patient_id, path, f"{role}: {exc.problem}"))
+            result = None
+    for w in caught:
+        if isinstance(w.message, ImageWarning):
+            row.warnings.append(Finding(row.patient_id, w.message.path,
+                                        f"{role}: {w.message.problem}"))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def check_patient(patient: Patient, sequence: str) -> QaRow:
+    """Load and measure one patient's image and mask of one sequence."""
+    row = QaRow(patient.patient_id, sequence)
+    image_path, mask_path = patient.images.get(sequence), patient.masks.get(sequence)
+    image = mask = None
+    if image_path is not None:
+        row.image = str(image_path)
+        image = _read("image", row, read_image, image_path)
+        if image is not None:
+            _measure_image(image, row, image_path)
+    if mask_path is not None:
+        row.mask = str(mask_path)
+        mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
+        if mask is not None:
+            _measure_mask(mask, row, mask_path)
+    if image is not None and mask is not None:
+        mismatches = grid_mismatches(image, mask)
+        if mismatches:
+            row.problems.append(Finding(patient.patient_id, mask_path,
+                                        "image and mask on different grids: " +
+                                        ", ".join(mismatches)))
+    return row
+
+
+def _manifest_finding(problem: ManifestProblem, manifest: Path) -> Finding:
+    return Finding(problem.patient_id, manifest,
+                   f"row {problem.row}, column {problem.column}: {problem.message}")
+
+
+def _manifest_findings(cohort: Cohort, found: list[ManifestProblem], row: QaRow) -> list[Finding]:
+    """The manifest's findings for a row: a file column's belong to its own sequence only."""
+    def applies(problem: ManifestProblem) -> bool:
+        for seq in cohort.sequences:
+            if problem.column in (f"image_{seq}", f"mask_{seq}", f"roi_{seq}"):
+                return seq == row.sequence
+        return True
+
+    return [_manifest_finding(p, cohort.path) for p in found
+            if p.patient_id == row.patient_id and applies(p)]
+
+
+def check_cohort(cohort: Cohort, sequences: list[str]) -> list[QaRow]:
+    """One QaRow per patient and sequence, plus one per manifest row that names no patient."""
+    rows: list[QaRow] = []
+    with progress() as bar:
+        task = bar.add_task("checking", total=len(cohort.patients) * len(sequences))
+        for patient in cohort.patients:
+            for sequence in sequences:
+                row = check_patient(patient, sequence)
+                row.problems[:0] = _manifest_findings(cohort, cohort.problems, row)
+                row.warnings[:0] = _manifest_findings(cohort, cohort.warnings, row)
+                rows.append(row)
+                bar.advance(task)
+    known = {p.patient_id for p in cohort.patients}
+    rows += [QaRow(problem.patient_id, "", problems=[_manifest_finding(problem, cohort.path)])
+             for problem in cohort.problems if problem.patient_id not in known]
+    return rows
+
+
+def qa_frame(rows: list[QaRow]) -> pd.DataFrame:
+    """The qa.csv table (docs/artifacts.md) of checked rows."""
+    return pd.DataFrame([r.as_record() for r in rows], columns=QA_COLUMNS)
+
+
+def _fmt(value, digits: int) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
+
+
+def print_table(rows: list[QaRow], out: Console) -> None:
+    """The QA table for the terminal: the columns a reader scans; qa.csv has them all."""
+    table = Table(title="cohort QA", box=box.SIMPLE_HEAD, header_style="bold")
+    for name in ("patient", "seq", "shape", "spacing mm", "orient", "tumour mL", "diam. mm",
+                 "status"):
+        table.add_column(name, justify="right" if name in ("tumour mL", "diam. mm") else "left",
+                         no_wrap=name in ("patient", "shape"))
+    for r in rows:
+        v = r.values
+        spacing = v.get("spacing_mm", "")
+        status = ("[red]unusable[/red]" if r.problems else
+                  "[yellow]warning[/yellow]" if r.warnings else "[green]ok[/green]")
+        table.add_row(escape(r.patient_id or "?"), escape(r.sequence), v.get("shape", ""),
+                      "x".join(f"{float(x):.2f}" for x in spacing.split("x")) if spacing else "",
+                      v.get("orientation", ""), _fmt(v.get("tumour_volume_ml"), 1),
+                      _fmt(v.get("longest_diameter_mm"), 1), status)
+    out.print(table)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path, help="cohort manifest CSV (see DESIGN.md)")
+    parser.add_argument("--sequence", action="append", metavar="SEQ",
+                        help="check only this sequence (repeatable); default: every image_<SEQ>")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="folder for qa.csv and run.json; default: the manifest's folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    cohort = load_manifest(args.manifest, strict=False)
+    sequences = [cohort.require_sequence(s) for s in args.sequence] if args.sequence \
+        else cohort.sequences
+    out = args.out if args.out is not None else cohort.path.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SarcogradeError(f"cannot create output folder ({exc.strerror})", path=out) from None
+    if not os.access(out, os.W_OK):
+        raise SarcogradeError("output folder is not writable", path=out)
+
+    config = {"manifest": str(cohort.path.resolve()), "sequences": sequences}
+    with RunRecord(out, config=config, inputs={"manifest": cohort.path}) as record:
+        rows = check_cohort(cohort, sequences)
+        write_csv(out / "qa.csv", qa_frame(rows))
+        unusable = sorted({r.patient_id for r in rows if not r.usable})
+        record.record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
+                                    "unusable": unusable}
+
+    # A terminal gets its own width; a log file (rich's default there: 80) gets room for the table.
+    print_table(rows, Console(highlight=False, width=None if sys.stdout.isatty() else 110))
+    # Plain prints, not rich: one line per finding however long, easy to grep.
+    for r in rows:
+        for f in r.warnings:
+            print(f"warning: {f.line()}", file=sys.stderr)
+    for r in rows:
+        for f in r.problems:
+            print(f.line(), file=sys.stderr)
+    usable = len(cohort.patients) - len(set(unusable) & {p.patient_id for p in cohort.patients})
+    print(f"{len(cohort.patients)} patient(s), {usable} usable; "
+          f"{sum(len(r.problems) for r in rows)} problem(s), "
+          f"{sum(len(r.warnings) for r in rows)} warning(s); wrote {out / 'qa.csv'}",
+          file=sys.stderr)
+    return 1 if unusable else 0

@@ -1,0 +1,311 @@
+"""`sarcograde check`: measurements in qa.csv, every bad-input case, and the 12 real patients."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.distance import cdist, pdist
+
+from sarcograde.check import QA_COLUMNS, longest_diameter_mm, tumour_volume_ml
+from sarcograde.cli import main
+
+SPACING = (0.8, 0.9, 2.5)
+ORIGIN = (-30.0, 12.5, 40.0)
+SHAPE_ZYX = (12, 28, 32)
+
+
+def volume(array: np.ndarray, spacing=SPACING, origin=ORIGIN, direction=None) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    return image
+
+
+def phantom(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy float image and an ellipsoidal uint8 tumour mask (z, y, x)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(SHAPE_ZYX)
+    mask = (((z - 6) / 3.5) ** 2 + ((y - 14) / 8) ** 2 + ((x - 15) / 9) ** 2 <= 1).astype(np.uint8)
+    image = (rng.normal(100, 10, SHAPE_ZYX) + 80 * mask).astype(np.float32)
+    return image, mask
+
+
+def brute_force_diameter(mask: sitk.Image) -> float:
+    """Max distance over all pairs of voxel centres, each placed by SimpleITK itself."""
+    index = np.argwhere(sitk.GetArrayFromImage(mask) > 0)[:, ::-1]
+    points = np.array([mask.TransformIndexToPhysicalPoint([int(i) for i in idx]) for idx in index])
+    return float(pdist(points).max()) if len(points) > 1 else 0.0
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """Three good patients (NIfTI, NRRD, MHA) and their manifest; returns (manifest, folder)."""
+    rows = []
+    for k, (pid, ext) in enumerate([("P1", ".nii.gz"), ("P2", ".nrrd"), ("P3", ".mha")]):
+        image, mask = phantom(k)
+        sitk.WriteImage(volume(image), str(tmp_path / f"{pid}_img{ext}"))
+        sitk.WriteImage(volume(mask), str(tmp_path / f"{pid}_mask{ext}"))
+        rows.append({"patient_id": pid, "grade": k + 1, "image_T1": f"{pid}_img{ext}",
+                     "mask_T1": f"{pid}_mask{ext}", "age": 50 + k, "os_months": 12 + k,
+                     "os_event": k % 2})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    return tmp_path / "manifest.csv", tmp_path
+
+
+def set_cell(manifest, pid: str, column: str, value) -> None:
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame.loc[frame.patient_id == pid, column] = value
+    frame.to_csv(manifest, index=False)
+
+
+def check(manifest, *extra) -> tuple[int, pd.DataFrame]:
+    rc = main(["check", str(manifest), *extra])
+    return rc, pd.read_csv(manifest.parent / "qa.csv", keep_default_na=False)
+
+
+def test_good_cohort_measurements(cohort, capsys):
+    manifest, folder = cohort
+    rc, qa = check(manifest)
+    assert rc == 0
+    assert list(qa.columns) == QA_COLUMNS
+    assert qa.usable.tolist() == [True, True, True]
+    for k, row in qa.iterrows():
+        image, mask = phantom(k)
+        assert row["shape"] == f"{SHAPE_ZYX[2]}x{SHAPE_ZYX[1]}x{SHAPE_ZYX[0]}"
+        assert [float(s) for s in row.spacing_mm.split("x")] == pytest.approx(SPACING)
+        assert row.orientation == "LPS"
+        assert [row.p1, row.p50, row.p99] == pytest.approx(np.percentile(image, [1, 50, 99]))
+        assert row.mask_voxels == mask.sum()
+        assert row.tumour_volume_ml == pytest.approx(mask.sum() * np.prod(SPACING) / 1000)
+        assert row.longest_diameter_mm == pytest.approx(brute_force_diameter(volume(mask)))
+        assert row.problems == "" and row.warnings == ""
+    out = capsys.readouterr()
+    assert "cohort QA" in out.out and "P3" in out.out
+    assert "3 patient(s), 3 usable" in out.err
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["summary"] == {"patients": 3, "rows": 3, "unusable": []}
+    assert record["config"]["sequences"] == ["T1"]
+
+
+def _replace(path, image: sitk.Image) -> None:
+    path.unlink()
+    sitk.WriteImage(image, str(path))
+
+
+def _mask_with(path, **geometry) -> None:
+    _, mask = phantom(1)
+    _replace(path, volume(mask, **geometry))
+
+
+def _image_with(path, change) -> None:
+    image, _ = phantom(1)
+    change(image)
+    _replace(path, volume(image))
+
+
+# (name, how to break patient P2, file named in the line, expected problem text)
+BROKEN = [
+    ("missing image", lambda d, m: (d / "P2_img.nrrd").unlink(), "P2_img.nrrd",
+     "image: file not found"),
+    ("missing mask", lambda d, m: (d / "P2_mask.nrrd").unlink(), "P2_mask.nrrd",
+     "mask: file not found"),
+    ("unreadable image", lambda d, m: (d / "P2_img.nrrd").write_bytes(b"\x00garbage" * 50),
+     "P2_img.nrrd", "image: cannot read file"),
+    ("no file given", lambda d, m: set_cell(m, "P2", "mask_T1", ""), "manifest.csv",
+     "row 3, column mask_T1: no file given"),
+    ("grid size", lambda d, m: _replace(d / "P2_mask.nrrd",
+                                        volume(np.zeros((12, 28, 30), np.uint8) + 1)),
+     "P2_mask.nrrd", "image and mask on different grids: size (32, 28, 12) vs (30, 28, 12)"),
+    ("grid spacing", lambda d, m: _mask_with(d / "P2_mask.nrrd", spacing=(0.8, 0.9, 3.0)),
+     "P2_mask.nrrd", "image and mask on different grids: spacing"),
+    ("grid origin", lambda d, m: _mask_with(d / "P2_mask.nrrd", origin=(-30.0, 12.5, 41.0)),
+     "P2_mask.nrrd", "image and mask on different grids: origin"),
+    ("grid direction", lambda d, m: _mask_with(d / "P2_mask.nrrd",
+                                               direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1)),
+     "P2_mask.nrrd", "image and mask on different grids: direction differs"),
+    ("empty mask", lambda d, m: _replace(d / "P2_mask.nrrd", volume(np.zeros(SHAPE_ZYX, np.uint8))),
+     "P2_mask.nrrd", "mask: empty mask"),
+    ("non-binary mask", lambda d, m: _replace(d / "P2_mask.nrrd",
+                                              volume(phantom(1)[1].astype(np.float32) * 0.5)),
+     "P2_mask.nrrd", "mask: non-binary mask: values other than 0 and positive integer labels (0.5)"),
+    ("NaN voxels", lambda d, m: _image_with(d / "P2_img.nrrd",
+                                            lambda a: a.__setitem__((0, 0, slice(0, 3)), np.nan)),
+     "P2_img.nrrd", "image: 3 NaN or infinite voxel(s)"),
+    ("inf voxels", lambda d, m: _image_with(d / "P2_img.nrrd",
+                                            lambda a: a.__setitem__((5, 5, 5), -np.inf)),
+     "P2_img.nrrd", "image: 1 NaN or infinite voxel(s)"),
+    ("2D image", lambda d, m: _replace(d / "P2_img.nrrd", sitk.GetImageFromArray(np.ones((28, 32)))),
+     "P2_img.nrrd", "image: 2D image; a 3D volume is expected"),
+    ("4D image", lambda d, m: _replace(d / "P2_img.nrrd",
+                                       sitk.JoinSeries([volume(phantom(1)[0])] * 2)),
+     "P2_img.nrrd", "image: 4D image; a 3D volume is expected"),
+    ("unparseable grade", lambda d, m: set_cell(m, "P2", "grade", "G5"), "manifest.csv",
+     "row 3, column grade: unparseable grade 'G5'"),
+    ("non-numeric age", lambda d, m: set_cell(m, "P2", "age", "sixty"), "manifest.csv",
+     "row 3, column age: non-numeric age 'sixty'"),
+    ("non-numeric survival", lambda d, m: set_cell(m, "P2", "os_months", "long"), "manifest.csv",
+     "row 3, column os_months: non-numeric survival time 'long'"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, file, problem", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_patient_is_reported_and_exits_1(cohort, capsys, name, breaks, file, problem):
+    manifest, folder = cohort
+    breaks(folder, manifest)
+    rc, qa = check(manifest)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("P2: ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"P2: {folder / file}: {problem}"), lines[0]
+    by_id = qa.set_index("patient_id")
+    assert by_id.loc["P2", "problems"].startswith(problem.split(": ", 1)[0])
+    assert not by_id.loc["P2", "usable"]
+    assert by_id.loc["P1", "usable"] and by_id.loc["P3", "usable"]
+    assert "3 patient(s), 2 usable" in err
+
+
+def test_duplicate_patient_id(cohort, capsys):
+    manifest, folder = cohort
+    with open(manifest, "a") as fh:
+        fh.write("P2,1,P1_img.nii.gz,P1_mask.nii.gz,50,12,0\n")
+    rc, qa = check(manifest)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"P2: {manifest}: row 5, column patient_id: duplicate patient_id (also on row 3)" in err
+    assert qa.patient_id.tolist() == ["P1", "P2", "P3"]   # the duplicate row is not a patient
+    assert qa.usable.tolist() == [True, False, True]
+
+
+def test_row_without_patient_id_gets_its_own_row(cohort, capsys):
+    manifest, _ = cohort
+    with open(manifest, "a") as fh:
+        fh.write(",1,P1_img.nii.gz,P1_mask.nii.gz,50,12,0\n")
+    rc, qa = check(manifest)
+    assert rc == 1
+    assert f"?: {manifest}: row 5, column patient_id: empty patient_id" in capsys.readouterr().err
+    assert qa.usable.tolist() == [True, True, True, False]
+
+
+def test_tolerable_origin_jitter_is_not_a_problem(cohort):
+    manifest, folder = cohort
+    _mask_with(folder / "P2_mask.nrrd", origin=(-30.0, 12.5, 40.001))
+    assert check(manifest)[0] == 0
+
+
+def test_multilabel_mask_is_binarised_with_a_warning(cohort, capsys):
+    manifest, folder = cohort
+    _, mask = phantom(1)
+    labels = mask.copy()
+    labels[:6][mask[:6] > 0] = 2
+    _replace(folder / "P2_mask.nrrd", volume(labels))
+    rc, qa = check(manifest)
+    err = capsys.readouterr().err
+    assert rc == 0
+    row = qa.set_index("patient_id").loc["P2"]
+    assert row.usable and row.mask_voxels == mask.sum()
+    assert row.warnings == "mask: multi-label mask (labels 1, 2) binarised as label > 0"
+    assert f"warning: P2: {folder / 'P2_mask.nrrd'}: mask: multi-label mask" in err
+
+
+def test_unknown_grade_is_a_warning_not_a_problem(cohort, capsys):
+    manifest, _ = cohort
+    set_cell(manifest, "P3", "grade", "N/A")
+    rc, qa = check(manifest)
+    assert rc == 0
+    assert qa.warnings.tolist()[2].startswith("row 4, column grade: grade unknown")
+
+
+def test_out_folder_and_sequence_selection(tmp_path, capsys):
+    image, mask = phantom(0)
+    sitk.WriteImage(volume(image), str(tmp_path / "img.nii.gz"))
+    sitk.WriteImage(volume(mask), str(tmp_path / "mask.nii.gz"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("patient_id,grade,image_T1,mask_T1,image_T2,mask_T2\n"
+                        "A,2,img.nii.gz,mask.nii.gz,img.nii.gz,missing.nii.gz\n")
+    out = tmp_path / "qa_out"
+    assert main(["check", str(manifest), "--sequence", "T1", "--out", str(out)]) == 0
+    qa = pd.read_csv(out / "qa.csv")
+    assert qa.sequence.tolist() == ["T1"] and (out / "run.json").is_file()
+    assert not (tmp_path / "qa.csv").exists()
+    assert main(["check", str(manifest)]) == 1   # T2's mask is missing
+    qa = pd.read_csv(tmp_path / "qa.csv", keep_default_na=False)
+    assert qa.sequence.tolist() == ["T1", "T2"] and qa.usable.tolist() == [True, False]
+    assert main(["check", str(manifest), "--sequence", "FLAIR"]) == 1
+    assert "no image_FLAIR column; sequences in the manifest: T1, T2" in capsys.readouterr().err
+
+
+def test_unreadable_manifest_writes_nothing(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,image_T1,mask_T1\nA,a.nii,b.nii\n")
+    assert main(["check", str(manifest)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"sarcograde check: error: {manifest}: manifest has no patient_id column"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+
+def _spheroid(shape, centre, radii) -> np.ndarray:
+    grid = np.indices(shape)
+    return (sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1).astype(np.uint8)
+
+
+def test_diameter_of_a_box_is_its_diagonal():
+    mask = np.zeros((10, 12, 14), np.uint8)
+    mask[2:7, 3:11, 1:13] = 1                      # 5 x 8 x 12 voxels (z, y, x)
+    spacing = (0.7, 1.1, 3.0)                      # x, y, z
+    expected = math.dist((0, 0, 0), (11 * 0.7, 7 * 1.1, 4 * 3.0))
+    assert longest_diameter_mm(volume(mask, spacing=spacing)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("direction", [None, (0, 0, 1, 0.6, 0.8, 0, -0.8, 0.6, 0)],
+                         ids=["axial", "oblique"])
+def test_diameter_matches_all_pairs(direction):
+    rng = np.random.default_rng(7)
+    blob = _spheroid((14, 30, 26), (7, 15, 12), (5, 12, 9))
+    blob &= rng.random(blob.shape) < 0.9           # ragged, with holes: many hull vertices
+    image = volume(blob, spacing=(0.6, 1.3, 2.2), direction=direction)
+    assert longest_diameter_mm(image) == pytest.approx(brute_force_diameter(image))
+
+
+def test_diameter_of_flat_and_tiny_masks():
+    flat = np.zeros((3, 30, 30), np.uint8)
+    flat[1] = _spheroid((30, 30), (14, 15), (11, 7))   # one slice: a planar point set
+    image = volume(flat)
+    assert longest_diameter_mm(image) == pytest.approx(brute_force_diameter(image))
+    line = np.zeros((3, 3, 90), np.uint8)
+    line[1, 1, 4:80] = 1                                 # collinear
+    assert longest_diameter_mm(volume(line)) == pytest.approx(75 * SPACING[0])
+    single = np.zeros((3, 3, 3), np.uint8)
+    single[1, 1, 1] = 1
+    assert longest_diameter_mm(volume(single)) == 0.0
+    assert math.isnan(longest_diameter_mm(volume(np.zeros((3, 3, 3), np.uint8))))
+    assert tumour_volume_ml(volume(single)) == pytest.approx(np.prod(SPACING) / 1000)
+
+
+def test_real_tcia_patients_all_usable(tcia_nifti_manifest, tcia_root, capsys):
+    rc, qa = check(tcia_nifti_manifest)
+    assert rc == 0, capsys.readouterr().err
+    assert len(qa) == 12 and qa.usable.all()
+    assert set(qa.orientation) == {"LPS"}
+    for row in qa.itertuples():
+        mask = sitk.ReadImage(str(tcia_root / "nifti" / row.patient_id / "MR_T1_mask.nii.gz"))
+        voxels = int((sitk.GetArrayFromImage(mask) > 0).sum())
+        voxel_ml = np.prod(mask.GetSpacing()) / 1000
+        assert row.mask_voxels == voxels
+        assert row.tumour_volume_ml == pytest.approx(voxels * voxel_ml, rel=1e-12)
+    smallest = qa.loc[qa.mask_voxels.idxmin()]
+    mask = sitk.ReadImage(str(tcia_root / "nifti" / smallest.patient_id / "MR_T1_mask.nii.gz"))
+    index = np.argwhere(sitk.GetArrayFromImage(mask) > 0)[:, ::-1]
+    points = np.array([mask.TransformContinuousIndexToPhysicalPoint(i.tolist()) for i in
+                       index.astype(float)])
+    all_pairs = max(cdist(points[i:i + 1000], points).max() for i in range(0, len(points), 1000))
+    assert smallest.longest_diameter_mm == pytest.approx(all_pairs)

@@ -1,0 +1,793 @@
+"""Write the evaluation, attention maps, training curves and provenance into one HTML page.
+
+The page is self-contained (inline CSS, images as base64 data URIs, no script, no network), so a
+clinician can open it offline, print it or attach it to a manuscript draft. Every number on it
+is read from the artifacts of the earlier stages (docs/artifacts.md); a part that was not run is
+stated as "not run", never left out silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import __version__
+from .artifacts import read_json, write_text
+from .console import info
+from .errors import SarcogradeError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Below this many test patients the report warns that the confidence intervals are wide.
+SMALL_COHORT = 100
+
+CLASSIFICATION_METRICS = (("auc", "AUC"), ("precision", "Precision"),
+                          ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+                          ("f1", "F1"), ("accuracy", "Accuracy"))
+CALIBRATION_METRICS = (("brier", "Brier score"), ("calibration_slope", "Calibration slope"),
+                       ("calibration_intercept", "Calibration intercept"))
+# How many attention montages the gallery shows per kind of case.
+GALLERY_PER_KIND = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+
+
+def format_number(x: Any, digits: int = 2) -> str:
+    """A number with `digits` decimals; "n/a" for a missing or non-finite value."""
+    if x is None or isinstance(x, str):
+        return "n/a" if x in (None, "") else x
+    x = float(x)
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def format_ci(ci: Any, digits: int = 2) -> str:
+    """A 95% CI as "(0.66-0.83)"; with a negative bound "(-0.50 to 0.20)" so the sign stays legible."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(
+            c is None or not math.isfinite(float(c)) for c in ci):
+        return ""
+    lo, hi = (format_number(c, digits) for c in ci)
+    sep = " to " if min(float(c) for c in ci) < 0 else "-"
+    return f"({lo}{sep}{hi})"
+
+
+def format_estimate(block: Any, digits: int = 2) -> str:
+    """A metrics.json estimate {"value", "ci95"} as "0.75 (0.66-0.83)"."""
+    if not isinstance(block, dict):
+        return format_number(block, digits)
+    value = format_number(block.get("value"), digits)
+    ci = format_ci(block.get("ci95"), digits)
+    return f"{value} {ci}" if ci and value != "n/a" else value
+
+
+def format_p(p: Any) -> str:
+    """A p-value as reported in papers: "<0.001" or three decimals."""
+    if p is None or isinstance(p, str):
+        return "n/a" if p in (None, "") else p
+    p = float(p)
+    if not math.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+# --------------------------------------------------------------------------------------------
+# HTML building blocks
+
+
+class Html(str):
+    """Markup that is already escaped (plain `str` is escaped wherever it is inserted)."""
+
+
+def esc(content: Any) -> Html:
+    if isinstance(content, Html):
+        return content
+    return Html(html.escape("" if content is None else str(content)))
+
+
+def join(parts: Iterable[Any]) -> Html:
+    return Html("".join(esc(p) for p in parts))
+
+
+def tag(name: str, content: Any = "", **attrs: Any) -> Html:
+    """`<name attrs>content</name>`; `class_` gives `class`, `data_x` gives `data-x`."""
+    rendered = "".join(
+        f' {key.rstrip("_").replace("_", "-")}="{html.escape(str(value), quote=True)}"'
+        for key, value in attrs.items() if value is not None)
+    return Html(f"<{name}{rendered}>{esc(content)}</{name}>")
+
+
+def estimate_cell(block: Any, **attrs: Any) -> Html:
+    """A table cell "0.75 (0.66-0.83)" with the interval in a muted span."""
+    text = format_estimate(block)
+    value, _, ci = text.partition(" ")
+    content = join([value, " ", tag("span", ci, class_="ci")]) if ci else esc(value)
+    note = block.get("note") if isinstance(block, dict) else None
+    return tag("td", content, class_="num", title=note, **attrs)
+
+
+def table(header: list[Any], rows: list[list[Any]], *, wide: bool = False,
+          row_classes: list[str | None] | None = None, **attrs: Any) -> Html:
+    """A table; a cell that is already a `<td>` (Html starting with "<td") is kept as it is."""
+    head = tag("thead", tag("tr", join(tag("th", h) for h in header)))
+    body = []
+    for i, row in enumerate(rows):
+        cells = join(c if isinstance(c, Html) and c.startswith("<td") else tag("td", c)
+                     for c in row)
+        body.append(tag("tr", cells, class_=row_classes[i] if row_classes else None))
+    return tag("table", join([head, tag("tbody", join(body))]),
+               class_="wide" if wide else None, **attrs)
+
+
+def not_run(what: str, how: str = "") -> Html:
+    return tag("div", join([tag("strong", "Not run: "), what, f" {how}" if how else ""]),
+               class_="not-run")
+
+
+def png_data_uri(path: Path) -> str:
+    """The PNG file as a base64 data URI; a file that is not a PNG is a clear error."""
+    data = Path(path).read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise SarcogradeError("not a PNG image", path=path)
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure(path: Path, caption: Any, alt: str | None = None, **attrs: Any) -> Html:
+    img = Html(f'<img src="{png_data_uri(path)}" alt="{html.escape(alt or path.stem)}">')
+    return tag("figure", join([img, tag("figcaption", caption)]), **attrs)
+
+
+def pretty_name(key: str) -> str:
+    """A model or column key as a label: "clinical_volume" -> "Clinical volume"."""
+    text = str(key).replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    body: Html
+
+
+@dataclass
+class ReportInputs:
+    """The folders the page is built from; all but `eval_dir` are optional."""
+
+    eval_dir: Path
+    explain_dir: Path | None = None
+    run_dir: Path | None = None
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.eval_dir = Path(self.eval_dir)
+        metrics_path = self.eval_dir / "metrics.json"
+        if not metrics_path.is_file():
+            raise SarcogradeError("no metrics.json: run `sarcograde evaluate` first",
+                                  path=self.eval_dir)
+        self.metrics = _read_json(metrics_path)
+        if not isinstance(self.metrics, dict) or "auc" not in self.metrics:
+            raise SarcogradeError("not an evaluate metrics.json (no 'auc')", path=metrics_path)
+        for name in ("explain_dir", "run_dir", "cache_dir"):
+            folder = getattr(self, name)
+            if folder is not None:
+                folder = Path(folder)
+                if not folder.is_dir():
+                    raise SarcogradeError("folder not found", path=folder)
+                setattr(self, name, folder)
+        self.eval_record = _optional_json(self.eval_dir / "run.json")
+        self.run_config = _optional_json(self.run_dir / "config.json") if self.run_dir else None
+        self.cache_config = (_optional_json(self.cache_dir / "config.json")
+                             if self.cache_dir else None)
+
+    def records(self) -> dict[str, dict]:
+        """The run.json of every folder given, by stage."""
+        folders = {"evaluate": self.eval_dir, "train": self.run_dir,
+                   "preprocess": self.cache_dir, "explain": self.explain_dir}
+        out = {}
+        for stage, folder in folders.items():
+            record = _optional_json(folder / "run.json") if folder else None
+            if isinstance(record, dict):
+                out[stage] = record
+        return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise SarcogradeError(f"cannot read JSON: {exc}", path=path) from None
+
+
+def _optional_json(path: Path) -> Any:
+    return _read_json(path) if path.is_file() else None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise SarcogradeError(f"cannot read CSV: {exc}", path=path) from None
+
+
+def _lookup(mapping: Any, *keys: str, default: Any = None) -> Any:
+    """mapping[k1][k2]...; `default` where any level is missing."""
+    for key in keys:
+        if not isinstance(mapping, dict) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _caveats(inputs: ReportInputs) -> list[Html]:
+    metrics = inputs.metrics
+    notes = []
+    if _is_synthetic(inputs):
+        notes.append(tag("div", join([
+            tag("strong", "Synthetic cohort. "),
+            "These images were generated by `sarcograde synth`; the numbers show that the "
+            "pipeline works, not how the method performs on patients."]), class_="caveat"))
+    n, n_low = metrics.get("n"), metrics.get("n_low")
+    if isinstance(n, int) and n < SMALL_COHORT:
+        notes.append(tag("div", join([
+            tag("strong", "Small cohort. "),
+            f"{n} patients ({n_low} low grade) were evaluated: the 95% confidence intervals are "
+            "wide; read them, not the point estimates."]), class_="caveat"))
+    return notes
+
+
+def _is_synthetic(inputs: ReportInputs) -> bool:
+    """True when a manifest behind the evaluation was written by `sarcograde synth`."""
+    candidates = []
+    for config in (_lookup(inputs.eval_record, "config"), inputs.cache_config,
+                   _lookup(inputs.run_config, "preprocess")):
+        if isinstance(config, dict):
+            candidates += [v for k, v in config.items()
+                           if "manifest" in str(k) and isinstance(v, str)]
+    for manifest in candidates:
+        record = _optional_json(Path(manifest).parent / "run.json")
+        if " synth" in str(_lookup(record, "command", default="")):
+            return True
+    return False
+
+
+def _summary(inputs: ReportInputs) -> Html:
+    m = inputs.metrics
+    cards = []
+    for key, label in (("auc", "AUC"), ("sensitivity", "Sensitivity"),
+                       ("specificity", "Specificity"), ("accuracy", "Accuracy")):
+        block = m.get(key)
+        value = format_number(_lookup(block, "value") if isinstance(block, dict) else block)
+        ci = format_ci(_lookup(block, "ci95"))
+        cards.append(tag("div", join([tag("div", label, class_="label"),
+                                      tag("div", value, class_="value"),
+                                      tag("div", f"95% CI {ci[1:-1]}" if ci else "", class_="ci")]),
+                         class_="card", data_metric=key))
+    cards.append(tag("div", join([
+        tag("div", "Patients", class_="label"), tag("div", m.get("n", "n/a"), class_="value"),
+        tag("div", f"{m.get('n_low', 'n/a')} low grade, {m.get('n_high', 'n/a')} high grade",
+            class_="ci")]), class_="card"))
+    return tag("div", join(cards), class_="cards")
+
+
+def _flow_section(inputs: ReportInputs) -> Section:
+    path = inputs.eval_dir / "patient_flow.json"
+    if not path.is_file():
+        return Section("flow", "Patient flow", not_run("patient_flow.json is missing in the "
+                                                      "evaluation folder."))
+    flow = _read_json(path)
+    included = flow.get("included", [])
+    excluded = flow.get("excluded", [])
+    n_included = len(included) if isinstance(included, list) else included
+    parts = [tag("p", f"{n_included} patients were included in the evaluation; "
+                      f"{len(excluded)} were left out.")]
+    if excluded:
+        rows = [[e.get("patient_id", ""), e.get("reason", "")] for e in excluded]
+        parts.append(table(["Patient", "Reason left out"], rows))
+    return Section("flow", "Patient flow", join(parts))
+
+
+def _cohort_section(inputs: ReportInputs) -> Section:
+    csv_path = inputs.eval_dir / "cohort_table.csv"
+    md_path = inputs.eval_dir / "cohort_table.md"
+    if not csv_path.is_file():
+        return Section("cohort", "Cohorts", not_run(
+            "no cohort table (evaluate writes it when given --train-manifest)."))
+    frame = _read_csv(csv_path).fillna("")
+    body = [table([str(c) for c in frame.columns],
+                  [[format_cell(v) for v in row] for row in frame.itertuples(index=False)],
+                  wide=True, id="cohort-table")]
+    if md_path.is_file():
+        # Footnotes of the markdown version (which test, which correction) below the table.
+        notes = [line.strip() for line in md_path.read_text().splitlines()
+                 if line.strip() and not line.lstrip().startswith("|")
+                 and not line.lstrip().startswith("#")]
+        body += [tag("p", n, class_="note") for n in notes]
+    return Section("cohort", "Cohorts", join(body))
+
+
+def format_cell(value: Any) -> str:
+    """A CSV cell: floats with at most three decimals, everything else as written."""
+    if isinstance(value, float):
+        return format_number(value, 3 if abs(value) < 1 else 1)
+    return str(value)
+
+
+def _model_rows(metrics: dict) -> list[tuple[str, str, dict]]:
+    """(key, label, metrics block) of the DL model and every baseline."""
+    rows = [("dl", "DL model (ensemble)", metrics)]
+    for key, block in (metrics.get("baselines") or {}).items():
+        if isinstance(block, dict):
+            rows.append((key, pretty_name(block.get("label", key)), block))
+    return rows
+
+
+def _delong_p(block: dict) -> Any:
+    delong = block.get("delong")
+    return delong.get("p") if isinstance(delong, dict) else block.get("delong_p")
+
+
+def _performance_section(inputs: ReportInputs) -> Section:
+    m = inputs.metrics
+    models = _model_rows(m)
+    has_baselines = len(models) > 1
+    threshold = m.get("threshold")
+    parts = [tag("p", join([
+        f"Test cohort: {m.get('n', 'n/a')} patients ({m.get('n_low', 'n/a')} low grade, "
+        f"{m.get('n_high', 'n/a')} high grade). Predicted high grade when p_high > "
+        f"{format_number(threshold)} (argmax). Values are point estimates with 95% confidence "
+        f"intervals from {_bootstrap_count(inputs)} bootstrap resamples of patients."]))]
+
+    header = ["Model"] + [label for _, label in CLASSIFICATION_METRICS]
+    if has_baselines:
+        header.append("DeLong p vs DL")
+    rows = []
+    for key, label, block in models:
+        row = [label] + [estimate_cell(block.get(metric), data_model=key, data_metric=metric)
+                         for metric, _ in CLASSIFICATION_METRICS]
+        if has_baselines:
+            row.append(tag("td", "reference" if key == "dl" else format_p(_delong_p(block)),
+                           class_="num", data_model=key, data_metric="delong_p"))
+        rows.append(row)
+    parts += [tag("h3", "Discrimination and classification"),
+              table(header, rows, wide=True, id="metrics-table",
+                    row_classes=["primary"] + [None] * (len(rows) - 1))]
+    if not has_baselines:
+        parts.append(not_run("baselines (clinical, tumour volume, both): evaluate was not "
+                             "given --train-manifest."))
+
+    rows = [[label] + [estimate_cell(block.get(metric), data_model=key, data_metric=metric)
+                       for metric, _ in CALIBRATION_METRICS] for key, label, block in models]
+    parts += [tag("h3", "Calibration"),
+              table(["Model"] + [label for _, label in CALIBRATION_METRICS], rows,
+                    id="calibration-table", row_classes=["primary"] + [None] * (len(rows) - 1)),
+              tag("p", "Brier score: mean squared error of p_high (lower is better). "
+                       "Calibration slope 1 and intercept 0 for a perfectly calibrated model "
+                       "(logistic recalibration on logit p_high).", class_="note")]
+    parts.append(_youden(m))
+    parts.append(_confusion(inputs.eval_dir / "confusion.csv"))
+
+    figures = [figure(inputs.eval_dir / name, caption)
+               for name, caption in (("roc.png", "ROC curve of the test cohort with its 95% "
+                                                 "bootstrap band."),
+                                     ("calibration.png", "Reliability diagram: observed share "
+                                                         "of high grade per bin of p_high."))
+               if (inputs.eval_dir / name).is_file()]
+    if figures:
+        parts.append(tag("div", join(figures), class_="grid two"))
+    else:
+        parts.append(not_run("ROC and calibration plots (roc.png, calibration.png missing)."))
+    return Section("performance", "Performance on the test cohort", join(parts))
+
+
+def _bootstrap_count(inputs: ReportInputs) -> str:
+    count = inputs.metrics.get("bootstrap") or _lookup(inputs.eval_record, "config", "bootstrap")
+    if isinstance(count, dict):
+        count = count.get("resamples") or count.get("n")
+    return str(count) if count else "(not recorded)"
+
+
+def _youden(metrics: dict) -> Html:
+    block = metrics.get("youden")
+    title = tag("h3", "Youden threshold from cross-validation")
+    if not isinstance(block, dict) or block.get("threshold") is None:
+        reason = block.get("note") if isinstance(block, dict) else None
+        return join([title, not_run(reason or "Youden threshold: evaluate was not given --run "
+                                              "(the training cohort's out-of-fold predictions).")])
+    keys = [(k, label) for k, label in CLASSIFICATION_METRICS if k in block and k != "auc"]
+    rows = [[tag("td", label), estimate_cell(block.get(k), data_model="youden", data_metric=k),
+             estimate_cell(metrics.get(k))] for k, label in keys]
+    return join([
+        title,
+        tag("p", f"The threshold that maximises sensitivity + specificity - 1 on the training "
+                 f"cohort's out-of-fold predictions is p_high > "
+                 f"{format_number(block['threshold'], 3)}; the metrics on the test cohort at that "
+                 f"threshold beside those at argmax ({format_number(metrics.get('threshold'))}):"),
+        table(["Metric", f"Youden ({format_number(block['threshold'], 3)})",
+               f"Argmax ({format_number(metrics.get('threshold'))})"], rows, id="youden-table")])
+
+
+def _confusion(path: Path) -> Html:
+    title = tag("h3", "Confusion matrix (argmax)")
+    if not path.is_file():
+        return join([title, not_run("confusion.csv is missing.")])
+    frame = _read_csv(path)
+    return join([title, table([str(c) for c in frame.columns],
+                              [[format_cell(v) for v in row]
+                               for row in frame.itertuples(index=False)], id="confusion-table")])
+
+
+def _survival_section(inputs: ReportInputs) -> Section:
+    path = inputs.eval_dir / "survival.json"
+    if not path.is_file():
+        return Section("survival", "Survival", not_run(
+            "survival analysis (the test manifest has no os_months / os_event, or evaluate "
+            "skipped it)."))
+    survival = _read_json(path)
+    models = survival.get("models", survival)
+    rows, keys = [], []
+    for key, block in models.items():
+        if not isinstance(block, dict):
+            continue
+        keys.append(key)
+        rows.append([pretty_name(block.get("label", key)),
+                     tag("td", block.get("n_low", "n/a"), class_="num"),
+                     tag("td", block.get("n_high", "n/a"), class_="num"),
+                     tag("td", format_p(block.get("p")), class_="num", data_model=key,
+                         data_metric="logrank_p"),
+                     tag("td", format_p(block.get("p_bonferroni")), class_="num",
+                         data_model=key, data_metric="p_bonferroni")])
+    parts = [tag("p", "Overall survival by predicted class (low vs high grade) and by the true "
+                      "grade; log-rank test, Bonferroni correction over the models compared."),
+             table(["Stratified by", "Low", "High", "Log-rank p", "Bonferroni p"], rows,
+                   id="survival-table")]
+    if survival.get("note"):
+        parts.append(tag("p", survival["note"], class_="note"))
+    labels = {key: block.get("label", key) for key, block in models.items()
+              if isinstance(block, dict)}
+    km = sorted(inputs.eval_dir.glob("km_*.png"))
+    if km:
+        parts.append(tag("div", join(
+            figure(p, f"Kaplan-Meier, overall survival, stratified by "
+                      f"{labels.get(p.stem[3:], pretty_name(p.stem[3:]))}.") for p in km),
+            class_="grid two"))
+    return Section("survival", "Survival", join(parts))
+
+
+def _attention_section(inputs: ReportInputs) -> Section:
+    title = "Attention maps"
+    if inputs.explain_dir is None:
+        return Section("attention", title, not_run(
+            "attention maps: no --explain folder was given (run `sarcograde explain`)."))
+    path = inputs.explain_dir / "attention.csv"
+    if not path.is_file():
+        raise SarcogradeError("no attention.csv: not a `sarcograde explain` folder",
+                              path=inputs.explain_dir)
+    frame = _read_csv(path)
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    off = frame["off_tumour"].astype(str).str.lower().isin(("true", "1", "yes"))
+    frame = frame.assign(off_tumour=off, on_tumour=frame["inside"] + frame["ring"])
+    known = frame["label"].notna()
+    frame = frame.assign(correct=known & (frame["predicted"] == frame["label"]))
+
+    picks: dict[str, list[str]] = {}
+
+    def pick(rows: pd.DataFrame, kind: str) -> None:
+        for pid in rows["patient_id"].head(GALLERY_PER_KIND):
+            picks.setdefault(pid, []).append(kind)
+
+    pick(frame[frame["correct"]].sort_values("inside", ascending=False), "correct")
+    pick(frame[known & ~frame["correct"]].sort_values("inside", ascending=False), "wrong")
+    pick(frame.sort_values("on_tumour", ascending=False), "highest attention on tumour")
+    pick(frame.sort_values("on_tumour"), "lowest attention on tumour")
+    pick(frame[frame["off_tumour"]], "off tumour")
+
+    cards = []
+    by_id = frame.set_index("patient_id")
+    for pid, kinds in picks.items():
+        png = inputs.explain_dir / f"{pid}.png"
+        row = by_id.loc[pid]
+        tags = join(tag("span", k, class_="tag" + (" wrong" if k == "wrong" else
+                                                  " off" if "off" in k or "lowest" in k else ""))
+                    for k in kinds)
+        caption = join([tags, tag("strong", pid), " ",
+                        f"p_high {format_number(row['p_high'])}, predicted "
+                        f"{_grade_word(row['predicted'])}, true {_grade_word(row['label'])}; "
+                        f"attention inside {format_number(row['inside'])}, ring "
+                        f"{format_number(row['ring'])}, elsewhere {format_number(row['elsewhere'])}"])
+        if png.is_file():
+            cards.append(figure(png, caption, alt=f"attention map {pid}", data_patient=pid,
+                                data_kinds=";".join(kinds)))
+        else:
+            cards.append(tag("p", join([caption, " (montage missing)"]), class_="note"))
+
+    n_off = int(frame["off_tumour"].sum())
+    rows = [[r.patient_id, tag("td", r.n_slices, class_="num"),
+             tag("td", format_number(r.p_high), class_="num"), _grade_word(r.predicted),
+             _grade_word(r.label), tag("td", format_number(r.inside), class_="num",
+                                       data_patient=r.patient_id, data_metric="inside"),
+             tag("td", format_number(r.ring), class_="num"),
+             tag("td", format_number(r.elsewhere), class_="num"),
+             tag("td", "off tumour", class_="flag") if r.off_tumour else tag("td", "ok",
+                                                                              class_="ok")]
+            for r in frame.itertuples(index=False)]
+    body = [
+        tag("p", "Grad-CAM maps averaged over the fold models; the share of attention inside "
+                 "the tumour, in a ring around it and elsewhere. Patients whose attention falls "
+                 "mostly off the tumour and its border are flagged for review (the paper's "
+                 f"failure case, attention on air): {n_off} of {len(frame)} here."),
+        tag("div", join(cards), class_="gallery"),
+        tag("h3", "All patients"),
+        table(["Patient", "Slices", "p_high", "Predicted", "True", "Inside", "Ring", "Elsewhere",
+               "Flag"], rows, wide=True, id="attention-table")]
+    return Section("attention", title, join(body))
+
+
+def _grade_word(label: Any) -> str:
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return "unknown"
+    return "high" if int(label) == 1 else "low"
+
+
+def _training_section(inputs: ReportInputs) -> Section:
+    title = "Training"
+    if inputs.run_dir is None:
+        return Section("training", title, not_run(
+            "learning curves: no --run folder was given."))
+    folds = sorted(p for p in inputs.run_dir.glob("fold_*") if p.is_dir())
+    if not folds:
+        raise SarcogradeError("no fold_XX folders: not a `sarcograde train` folder",
+                              path=inputs.run_dir)
+    rows, figures = [], []
+    for fold in folds:
+        history_path = fold / "history.csv"
+        if history_path.is_file():
+            history = _read_csv(history_path)
+            best = history.loc[history["val_loss"].idxmin()]
+            rows.append([fold.name, tag("td", len(history), class_="num"),
+                         tag("td", int(best["epoch"]), class_="num", data_fold=fold.name,
+                             data_metric="best_epoch"),
+                         tag("td", format_number(best["val_loss"], 3), class_="num"),
+                         tag("td", format_number(best.get("val_auc")), class_="num")])
+        else:
+            rows.append([fold.name, "history.csv missing", "", "", ""])
+        if (fold / "learning_curve.png").is_file():
+            figures.append(figure(fold / "learning_curve.png", fold.name,
+                                  alt=f"learning curve {fold.name}"))
+    body = [tag("p", "Best epoch = lowest validation loss (early stopping restores its "
+                     "weights)."),
+            table(["Fold model", "Epochs run", "Best epoch", "Val. loss at best",
+                   "Val. AUC at best"], rows, id="training-table")]
+    if figures:
+        body.append(tag("div", join(figures), class_="grid"))
+    return Section("training", title, join(body))
+
+
+def methods_paragraph(inputs: ReportInputs) -> str:
+    """A methods paragraph for a manuscript, every number read from the run's files."""
+    run_config = inputs.run_config or {}
+    pre = (run_config.get("preprocess") or inputs.cache_config or {})
+    cache = inputs.cache_config or run_config.get("cache") or {}
+    pre = {**cache, **pre} if isinstance(pre, dict) else cache
+    model = run_config.get("model") or {}
+    train = run_config.get("train") or {}
+    missing = "(not recorded)"
+
+    def v(d: dict, key: str, fmt=str) -> str:
+        return fmt(d[key]) if d.get(key) is not None else missing
+
+    sentences = []
+    sequence = pre.get("sequence") or missing
+    if pre:
+        n4 = (f"N4 bias-field correction (SimpleITK, shrink factor {v(pre, 'n4_shrink')}, "
+              f"iterations {v(pre, 'n4_iterations', _list)})" if pre.get("n4")
+              else "no bias-field correction")
+        sentences.append(
+            f"Images of the {sequence} sequence underwent {n4}, were resampled to "
+            f"{v(pre, 'spacing_mm')} mm isotropic voxels (linear interpolation for images, "
+            f"nearest neighbour for masks) and z-score normalised. Every axial slice containing "
+            f"tumour was cropped to the tumour's bounding box plus a {v(pre, 'margin_mm')} mm "
+            f"margin, made square and resized to {v(pre, 'size')} x {v(pre, 'size')} pixels.")
+    if model:
+        arch = str(model.get("architecture", missing))
+        detail = ""
+        if model.get("block_config") is not None:
+            detail = (f" (block configuration {_list(model['block_config'])}, growth rate "
+                      f"{v(model, 'growth_rate')}, {v(model, 'init_features')} initial features)")
+        pretrained = model.get("pretrained")
+        init = ("initialised with ImageNet weights" if pretrained not in (None, "none", False)
+                else "trained from random initialisation")
+        sentences.append(f"A 2D {_arch_name(arch)}{detail} with two outputs was {init}.")
+    if train:
+        aug = "with" if train.get("augment") else "without"
+        augmentations = train.get("augmentation") or train.get("augmentations")
+        aug_detail = f" ({_list(augmentations)})" if augmentations and train.get("augment") else ""
+        sentences.append(
+            f"Models were trained in stratified {v(train, 'folds')}-fold cross-validation with "
+            f"{v(train, 'repeats')} repeat(s) at patient level ({_n_models(train)} models) with "
+            f"Adam (learning rate {v(train, 'learning_rate', _sci)}, batch size "
+            f"{v(train, 'batch_size')}), class-weighted cross-entropy, at most "
+            f"{v(train, 'max_epochs')} epochs and early stopping on the validation loss "
+            f"(patience {v(train, 'patience')} epochs), {aug} on-the-fly augmentation{aug_detail}.")
+    aggregate = _aggregation(inputs)
+    sentences.append(
+        f"For each test patient the prediction was {aggregate}; a patient was called high grade "
+        f"when p_high > {format_number(inputs.metrics.get('threshold'))}. 95% confidence "
+        f"intervals come from {_bootstrap_count(inputs)} bootstrap resamples of patients.")
+    if inputs.metrics.get("baselines"):
+        sentences.append("Logistic-regression baselines on clinical variables, tumour volume "
+                         "and both were fitted with the same cross-validation and compared "
+                         "with the DL model by DeLong's test.")
+    if (inputs.eval_dir / "survival.json").is_file():
+        sentences.append("Overall survival was compared between predicted groups with "
+                         "Kaplan-Meier curves and the log-rank test, Bonferroni-corrected.")
+    return " ".join(sentences)
+
+
+def _aggregation(inputs: ReportInputs) -> str:
+    config = _lookup(inputs.eval_record, "config") or {}
+    rule = None
+    predictions = config.get("predictions") if isinstance(config, dict) else None
+    if predictions:
+        for record_path in (Path(predictions).with_suffix(".run.json"),
+                            Path(predictions).parent / "run.json"):
+            record = _optional_json(record_path)
+            rule = _lookup(record, "config", "aggregate")
+            if rule:
+                break
+    if rule == "probabilities":
+        return "the mean of the slice probabilities over all fold models and tumour slices"
+    if rule == "logits":
+        return ("the softmax of the mean logits over all fold models and tumour slices (the "
+                "paper's rule)")
+    return "the ensemble mean over all fold models and tumour slices (aggregation not recorded)"
+
+
+def _arch_name(arch: str) -> str:
+    return {"densenet161": "DenseNet-161", "densenet121": "DenseNet-121",
+            "densenet": "DenseNet"}.get(arch.lower(), arch)
+
+
+def _n_models(train: dict) -> str:
+    try:
+        return str(int(train["folds"]) * int(train["repeats"]))
+    except (KeyError, TypeError, ValueError):
+        return "(not recorded)"
+
+
+def _list(values: Any) -> str:
+    return ", ".join(str(v) for v in values) if isinstance(values, (list, tuple)) else str(values)
+
+
+def _sci(x: Any) -> str:
+    x = float(x)
+    return f"{x:g}" if 1e-3 <= abs(x) < 1e3 else f"{x:.0e}".replace("e-0", "e-")
+
+
+def _methods_section(inputs: ReportInputs) -> Section:
+    body = [tag("p", methods_paragraph(inputs), class_="methods", id="methods-text")]
+    if inputs.run_config is None:
+        body.append(not_run("training details: no --run folder was given."))
+    return Section("methods", "Methods (generated from the configuration)", join(body))
+
+
+def _provenance_section(inputs: ReportInputs) -> Section:
+    records = inputs.records()
+    parts = []
+    if records:
+        rows = [[stage, r.get("command", ""), r.get("start", ""), r.get("end", ""),
+                 r.get("status", ""), r.get("seed", "")] for stage, r in records.items()]
+        parts += [tag("h3", "Runs"), table(["Stage", "Command", "Start", "End", "Status",
+                                            "Seed"], rows, wide=True)]
+        packages = sorted({name for r in records.values() for name in (r.get("packages") or {})})
+        rows = [[name] + [(r.get("packages") or {}).get(name, "") for r in records.values()]
+                for name in packages]
+        parts += [tag("h3", "Package versions"),
+                  table(["Package"] + list(records), rows, id="versions-table")]
+    else:
+        parts.append(not_run("provenance: no run.json found."))
+    config = inputs.run_config or _lookup(inputs.eval_record, "config")
+    if isinstance(config, dict):
+        parts += [tag("h3", "Configuration"), _config_tables(config)]
+    return Section("provenance", "Configuration and provenance", join(parts))
+
+
+def _config_tables(config: dict) -> Html:
+    """One small parameter table per config section, side by side."""
+    scalars = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    sections = ({"general": scalars} if scalars else {}) | {
+        k: v for k, v in config.items() if isinstance(v, dict)}
+    tables = []
+    for name, values in sections.items():
+        rows = [[key, _config_value(value)] for key, value in values.items()]
+        tables.append(tag("div", join([tag("h3", name), table(["Parameter", "Value"], rows)])))
+    return tag("div", join(tables), class_="grid config")
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return _list(value) if isinstance(value, (list, tuple)) else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Page
+
+
+def render_report(inputs: ReportInputs, title: str | None = None) -> str:
+    """The report page as one HTML string."""
+    sections = [_flow_section(inputs), _cohort_section(inputs), _performance_section(inputs),
+                _survival_section(inputs), _attention_section(inputs),
+                _training_section(inputs), _methods_section(inputs),
+                _provenance_section(inputs)]
+    title = title or "Soft-tissue sarcoma grading: external validation report"
+    css = resources.files("sarcograde").joinpath("templates", "report.css").read_text()
+    created = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    toc = tag("nav", join(tag("a", s.title, href=f"#{s.anchor}") for s in sections),
+              class_="toc")
+    body = join([
+        tag("header", tag("div", join([
+            tag("h1", title),
+            tag("p", f"sarcograde {__version__} · created {created} · low grade (FNCLCC G1) vs "
+                     "high grade (G2/G3) · method of Navarro et al., Cancers 2021")]),
+            class_="inner"), class_="page"),
+        Html("<main>"), toc, *_caveats(inputs), _summary(inputs),
+        *(tag("section", join([tag("h2", s.title), s.body]), id=s.anchor) for s in sections),
+        tag("footer", f"Generated by `sarcograde report` from {inputs.eval_dir}. "
+                      "Research software; not a medical device."),
+        Html("</main>")])
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>\n{css}</style>\n</head>\n"
+            f"<body>\n{body}\n</body>\n</html>\n")
+
+
+def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=None,
+                 title: str | None = None) -> Path:
+    """Write the report of an evaluate folder (and optionally explain/run/cache) to `out`."""
+    inputs = ReportInputs(Path(eval_dir), explain_dir=explain_dir, run_dir=run_dir,
+                          cache_dir=cache_dir)
+    out = Path(out)
+    write_text(out, render_report(inputs, title))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("eval_dir", metavar="EVAL", type=Path,
+                        help="output folder of `sarcograde evaluate` (holds metrics.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the HTML file to write (default: EVAL/report.html)")
+    parser.add_argument("--explain", type=Path, default=None, metavar="DIR",
+                        help="output folder of `sarcograde explain` (attention gallery)")
+    parser.add_argument("--run", type=Path, default=None, metavar="RUN",
+                        help="output folder of `sarcograde train` (learning curves, config)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="CACHE",
+                        help="the test cohort's preprocess cache (preprocessing parameters)")
+    parser.add_argument("--title", default=None, help="page title")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or Path(args.eval_dir) / "report.html"
+    path = build_report(args.eval_dir, out, explain_dir=args.explain, run_dir=args.run,
+                        cache_dir=args.cache, title=args.title)
+    info(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0

@@ -1,0 +1,1 @@
+"""Importers that turn a public collection, as it is published, into a sarcograde manifest."""

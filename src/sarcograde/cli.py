@@ -16,6 +16,7 @@ from .errors import SarcogradeError
 # (subcommand, module, one-line help), in pipeline order.
 COMMANDS = [
     ("check", "sarcograde.check", "validate a cohort manifest and write qa.csv"),
+    ("import", "sarcograde.importers.cli", "build a manifest from a public collection (tcia-sts)"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
 ]
 

@@ -115,7 +115,6 @@ def test_dicom_layout_and_check_accepts_both_variants(small_root, clinical, tmp_
     assert dicom["STS_002"].masks["T1"].name == "RS.dcm"
     assert dicom["STS_002"].rois["T1"] == "GTV_Mass_MR_T1"
     assert dicom["STS_002"].images["T1"].is_dir()
-    pytest.importorskip("sarcograde.check", reason="`sarcograde check` has not landed yet")
     for prefer, manifest in variants.items():
         assert main(["check", str(manifest), "--out", str(tmp_path / f"qa-{prefer}")]) == 0, prefer
 

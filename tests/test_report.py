@@ -64,52 +64,76 @@ def write_fixture(root: Path, *, baselines=True, survival=True, cohort=True, exp
     rng = np.random.default_rng(7)
     eval_dir = root / "eval"
     eval_dir.mkdir(parents=True)
-    metrics = {"n": n, "n_low": 6, "n_high": n - 6, "threshold": 0.5, "bootstrap": 200,
-               **_metrics_block(rng)}
-    metrics["youden"] = {"threshold": 0.6234, **{k: _estimate(rng) for k in
-                                                 ("sensitivity", "specificity", "precision",
-                                                  "f1", "accuracy")}}
+    predictions = root / "predictions.csv"
+    predictions.write_text("patient_id,p_high,predicted\n")
+    (root / "predictions.run.json").write_text(json.dumps({"config": {"aggregate": "logits"}}))
+    metrics = {"model": "DL-T2FS", "predictions": str(predictions), "n": n, "n_low": 6,
+               "n_high": n - 6, "threshold": 0.5, **_metrics_block(rng),
+               "bootstrap": {"resamples": 200, "seed": 0, "interval": "percentile, 95%"}}
+    metrics["youden"] = {"threshold": 0.6234, "n_training": 60,
+                         **{k: _estimate(rng) for k in
+                            ("precision", "sensitivity", "specificity", "f1", "accuracy")}}
     if baselines:
         metrics["baselines"] = {
-            name: {**_metrics_block(rng), "delong_p": p}
-            for name, p in (("clinical", 0.01234), ("volume", 0.00042), ("clinical_volume", 0.5))}
+            "model": "logistic regression (scikit-learn), standardised features",
+            "features": {"clinical": ["t_stage", "n_stage", "m_stage", "age"],
+                         "volume": ["log_volume"]},
+            "imputation": ["age: missing for 2/60 training and 0/40 test patients, imputed"],
+            "dropped_features": [], "cv": {"folds": 3, "repeats": 2, "source": "the DL run's"},
+            "models": {name: {"label": label, **_metrics_block(rng),
+                              "delong_vs_dl": {"z": 1.0, "p": p}}
+                       for name, label, p in (("clinical", "Clinical", 0.01234),
+                                              ("volume", "Tumour volume", 0.00042),
+                                              ("combined", "Clinical + volume", 0.5))}}
+        metrics["baselines"]["models"]["broken"] = {"note": "not computable: no feature values"}
+    else:
+        metrics["baselines"] = {"note": "not computed: no --train-manifest given"}
     (eval_dir / "metrics.json").write_text(json.dumps(metrics))
-    flow = {"included": [f"test-{i:03d}" for i in range(n)],
+    flow = {"n_predictions": n + 1, "n_manifest": n + 1, "n_included": n,
+            "included": [f"test-{i:03d}" for i in range(n)],
             "excluded": [{"patient_id": "test-900", "reason": "grade unknown"},
                          {"patient_id": "test-901", "reason": "not predicted"}]}
     (eval_dir / "patient_flow.json").write_text(json.dumps(flow))
-    pd.DataFrame({"outcome": ["low", "high"], "predicted low": [4, 3],
-                  "predicted high": [2, 31]}).to_csv(eval_dir / "confusion.csv", index=False)
+    pd.DataFrame({"model": ["DL-T2FS", "DL-T2FS"], "rule": ["argmax", "youden"],
+                  "threshold": [0.5, 0.6234], "tn": [4, 5], "fp": [2, 1], "fn": [3, 6],
+                  "tp": [31, 28]}).to_csv(eval_dir / "confusion.csv", index=False)
     for name in ("roc", "calibration"):
         _png(eval_dir / f"{name}.png", seed=len(name))
     if cohort:
-        pd.DataFrame({"variable": ["age, median (IQR)", "sex, female", "grade, G1"],
-                      "training": ["61 (50-70)", "25 (42%)", "21 (35%)"],
-                      "test": ["58 (47-69)", "19 (48%)", "6 (15%)"],
-                      "p": [0.4321, 0.61, 0.021], "p_bonferroni": [1.0, 1.0, 0.063]}
-                     ).to_csv(eval_dir / "cohort_table.csv", index=False)
         (eval_dir / "cohort_table.md").write_text(
-            "| variable | training | test |\n|---|---|---|\n| age | 61 | 58 |\n\n"
+            "| | | Training (n=60) | Test (n=40) | p | p adjusted |\n"
+            "| --- | --- | --- | --- | --- | --- |\n"
+            "| Age | | 61.2 ± 9.1 (median 60.0) | 58.1 ± 11.0 (median 57.5) | 0.432 | 1.000 |\n"
+            "| Sex | female | 25/60 (41.7%) | 19/40 (47.5%) | 0.610 | 1.000 |\n"
+            "| | male | 35/60 (58.3%) | 21/40 (52.5%) | | |\n\n"
             "Wilcoxon rank-sum for age; Fisher's exact test for sex.\n")
     if survival:
-        (eval_dir / "survival.json").write_text(json.dumps({"models": {
-            "dl": {"label": "DL model", "n_low": 9, "n_high": 31, "p": 0.0312,
-                   "p_bonferroni": 0.1248},
-            "grade": {"label": "true grade", "n_low": 6, "n_high": 34, "p": 0.00071,
-                      "p_bonferroni": 0.00284}}}))
-        for model in ("dl", "grade"):
+        groups = {"dl": ("DL-T2FS: predicted grade", ("predicted low", "predicted high"),
+                         0.0312, 0.0624),
+                  "grade": ("True grade (FNCLCC)", ("low (G1)", "high (G2/G3)"), 0.00071, 0.00142)}
+        models = {key: {"title": title, "figure": f"km_{key}.png",
+                        "groups": {names[0]: {"n": 9, "deaths": 2, "median_months": None},
+                                   names[1]: {"n": 31, "deaths": 14, "median_months": 41.27}},
+                        "logrank": {"chi2": 4.6, "df": 1, "p": p, "p_bonferroni": p_adj}}
+                  for key, (title, names, p, p_adj) in groups.items()}
+        (eval_dir / "survival.json").write_text(json.dumps({
+            "time_unit": "months", "n": n, "deaths": 16, "excluded_no_survival_data": [],
+            "correction": "Bonferroni over the 2 log-rank tests made", "models": models}))
+        for model in models:
             _png(eval_dir / f"km_{model}.png", seed=3)
+    else:
+        (eval_dir / "survival.json").write_text(json.dumps(
+            {"n": 0, "note": "not computable: no patient has os_months and os_event"}))
     paths = {"eval": eval_dir, "explain": None, "run": None, "cache": None}
     manifest_dir = root / "cohort"
     manifest_dir.mkdir()
     (manifest_dir / "manifest.csv").write_text("patient_id,grade\n")
     if synthetic:
-        (manifest_dir / "run.json").write_text(json.dumps(
-            {"command": "sarcograde synth cohort --patients 40", "status": "finished"}))
+        (manifest_dir / "synth.json").write_text(json.dumps({"generator": "sarcograde 0.1.0"}))
     (eval_dir / "run.json").write_text(json.dumps({
         "command": "sarcograde evaluate predictions.csv", "seed": 0, "status": "finished",
         "start": "2025-01-01T10:00:00+00:00", "end": "2025-01-01T10:01:00+00:00",
-        "config": {"manifest": str(manifest_dir / "manifest.csv"), "bootstrap": 200},
+        "config": {"bootstrap": 200, "seed": 0},
         "packages": {"python": "3.11.2", "numpy": "2.4.6", "sarcograde": "0.1.0"}}))
     if explain:
         explain_dir = root / "explain"
@@ -130,10 +154,9 @@ def write_fixture(root: Path, *, baselines=True, survival=True, cohort=True, exp
         paths["explain"] = explain_dir
     if run:
         run_dir = root / "run"
-        config = {"preset": "quick",
-                  "preprocess": {"sequence": "T2FS", "spacing_mm": 1.0, "size": 48,
-                                 "margin_mm": 12.5, "n4": True, "n4_shrink": 4,
-                                 "n4_iterations": [20, 20]},
+        preprocess = {"sequence": "T2FS", "spacing_mm": 1.0, "size": 48, "margin_mm": 12.5,
+                      "n4": True, "n4_shrink": 4, "n4_iterations": [20, 20]}
+        config = {"preset": "quick", "preprocess": preprocess,
                   "model": {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
                             "block_config": [2, 4, 4], "pretrained": "none"},
                   "train": {"folds": 3, "repeats": 2, "batch_size": 32, "learning_rate": 0.002,
@@ -155,7 +178,7 @@ def write_fixture(root: Path, *, baselines=True, survival=True, cohort=True, exp
         cache_dir = root / "cache"
         cache_dir.mkdir()
         (cache_dir / "config.json").write_text(json.dumps(
-            {**config["preprocess"], "manifest": str(manifest_dir / "manifest.csv")}))
+            {**preprocess, "manifest": str(manifest_dir / "manifest.csv")}))
         paths["cache"] = cache_dir
     return paths
 
@@ -261,13 +284,16 @@ def test_every_section_is_present(full):
 def test_metric_cells_equal_metrics_json(full):
     paths, _, parsed = full
     metrics = json.loads((paths["eval"] / "metrics.json").read_text())
-    models = {"dl": metrics, **metrics["baselines"]}
-    for model, block in models.items():
+    baselines = {k: b for k, b in metrics["baselines"]["models"].items() if "auc" in b}
+    for model, block in {"dl": metrics, **baselines}.items():
         for key in METRIC_KEYS:
             assert parsed.cells[(model, key)] == expected(block[key]), (model, key)
-    for model, block in metrics["baselines"].items():
-        p = block["delong_p"]
+    for model, block in baselines.items():
+        p = block["delong_vs_dl"]["p"]
         assert parsed.cells[(model, "delong_p")] == ("<0.001" if p < 0.001 else f"{p:.3f}")
+    # A baseline that could not be fitted keeps its row, with the reason below the table.
+    assert parsed.cells[("broken", "auc")] == "n/a"
+    assert "not computable: no feature values" in parsed.sections["performance"]
     youden = metrics["youden"]
     for key in ("sensitivity", "specificity", "precision", "f1", "accuracy"):
         assert parsed.cells[("youden", key)] == expected(youden[key])
@@ -281,13 +307,17 @@ def test_survival_flow_cohort_attention_and_training_numbers(full):
     survival = json.loads((paths["eval"] / "survival.json").read_text())["models"]
     for model, block in survival.items():
         for key, cell in (("p", "logrank_p"), ("p_bonferroni", "p_bonferroni")):
-            p = block[key]
+            p = block["logrank"][key]
             assert parsed.cells[(model, cell)] == ("<0.001" if p < 0.001 else f"{p:.3f}")
+        for group, g in block["groups"].items():
+            assert group in parsed.sections["survival"]
+    assert "41.3" in parsed.sections["survival"] and "not reached" in parsed.sections["survival"]
     flow = parsed.sections["flow"]
-    assert "40 patients were included" in flow and "2 were left out" in flow
+    assert "40 included" in flow and "2 left out" in flow and "41 patients predicted" in flow
     assert "test-900" in flow and "grade unknown" in flow and "not predicted" in flow
     cohort = parsed.sections["cohort"]
-    assert "61 (50-70)" in cohort and "0.432" in cohort and "Fisher's exact test" in cohort
+    assert "Training (n=60)" in cohort and "25/60 (41.7%)" in cohort
+    assert "Fisher's exact test" in cohort and "---" not in cohort
 
     attention = pd.read_csv(paths["explain"] / "attention.csv")
     for row in attention.itertuples():
@@ -332,7 +362,8 @@ def test_methods_paragraph_takes_its_numbers_from_the_config(full):
                     f"{train['repeats']} repeat", f"{train['folds'] * train['repeats']} models",
                     f"batch size {train['batch_size']}", f"learning rate {train['learning_rate']}",
                     f"at most {train['max_epochs']} epochs", f"patience {train['patience']}",
-                    "random initialisation", "T2FS", "200 bootstrap resamples"):
+                    "random initialisation", "T2FS", "200 bootstrap resamples",
+                    "softmax of the mean logits"):
         assert snippet in text, snippet
     provenance = parsed.sections["provenance"]
     assert "2.13.0" in provenance and "sarcograde train cache --preset quick" in provenance

@@ -72,8 +72,10 @@ def check(manifest, *extra) -> tuple[int, pd.DataFrame]:
 
 def test_good_cohort_measurements(cohort, capsys):
     manifest, folder = cohort
+    (folder / "run.json").write_text('{"command": "sarcograde synth"}')   # synth's own record
     rc, qa = check(manifest)
     assert rc == 0
+    assert (folder / "run.json").read_text() == '{"command": "sarcograde synth"}'
     assert list(qa.columns) == QA_COLUMNS
     assert qa.usable.tolist() == [True, True, True]
     for k, row in qa.iterrows():
@@ -89,8 +91,8 @@ def test_good_cohort_measurements(cohort, capsys):
     out = capsys.readouterr()
     assert "cohort QA" in out.out and "P3" in out.out
     assert "3 patient(s), 3 usable" in out.err
-    record = json.loads((folder / "run.json").read_text())
-    assert record["status"] == "finished"
+    record = json.loads((folder / "qa.run.json").read_text())
+    assert record["status"] == "finished" and record["end"] >= record["start"]
     assert record["summary"] == {"patients": 3, "rows": 3, "unusable": []}
     assert record["config"]["sequences"] == ["T1"]
 
@@ -235,7 +237,7 @@ def test_out_folder_and_sequence_selection(tmp_path, capsys):
     out = tmp_path / "qa_out"
     assert main(["check", str(manifest), "--sequence", "T1", "--out", str(out)]) == 0
     qa = pd.read_csv(out / "qa.csv")
-    assert qa.sequence.tolist() == ["T1"] and (out / "run.json").is_file()
+    assert qa.sequence.tolist() == ["T1"] and (out / "qa.run.json").is_file()
     assert not (tmp_path / "qa.csv").exists()
     assert main(["check", str(manifest)]) == 1   # T2's mask is missing
     qa = pd.read_csv(tmp_path / "qa.csv", keep_default_na=False)

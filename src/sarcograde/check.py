@@ -29,7 +29,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
-from .artifacts import RunRecord, write_csv
+from .artifacts import RunRecord, now, write_csv, write_json
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .errors import SarcogradeError
@@ -250,7 +250,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequence", action="append", metavar="SEQ",
                         help="check only this sequence (repeatable); default: every image_<SEQ>")
     parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="folder for qa.csv and run.json; default: the manifest's folder")
+                        help="folder for qa.csv and qa.run.json; default: the manifest's folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -266,12 +266,19 @@ def run(args: argparse.Namespace) -> int:
         raise SarcogradeError("output folder is not writable", path=out)
 
     config = {"manifest": str(cohort.path.resolve()), "sequences": sequences}
-    with RunRecord(out, config=config, inputs={"manifest": cohort.path}) as record:
+    # RunRecord's content as qa.run.json: the default folder may hold synth's or import's run.json.
+    record = RunRecord(out, config=config, inputs={"manifest": cohort.path}).record
+    record["status"] = "failed"
+    try:
         rows = check_cohort(cohort, sequences)
         write_csv(out / "qa.csv", qa_frame(rows))
         unusable = sorted({r.patient_id for r in rows if not r.usable})
-        record.record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
-                                    "unusable": unusable}
+        record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
+                             "unusable": unusable}
+        record["status"] = "finished"
+    finally:
+        record["end"] = now()
+        write_json(out / "qa.run.json", record)
 
     # A terminal gets its own width; a log file (rich's default there: 80) gets room for the table.
     print_table(rows, Console(highlight=False, width=None if sys.stdout.isatty() else 110))

@@ -92,17 +92,19 @@ def torchvision_to_monai_key(key: str) -> str:
     return key
 
 
-def _imagenet_state_dict() -> tuple[dict, Path]:
+def imagenet_weights_file() -> Path:
+    """torchvision's ImageNet DenseNet-161 file in torch's checkpoint folder, downloaded if absent."""
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     local = folder / IMAGENET_FILE
     if local.is_file():
-        return _read_state_dict(local), local
+        return local
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # an offline machine should fail in seconds, not hang
     try:
-        state = torch.hub.load_state_dict_from_url(IMAGENET_URL, model_dir=str(folder),
-                                                   map_location="cpu", progress=True,
-                                                   check_hash=True, weights_only=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        # torchvision's file names carry the first digits of the file's SHA-256; check them.
+        torch.hub.download_url_to_file(IMAGENET_URL, str(local),
+                                       hash_prefix=IMAGENET_FILE.split("-")[1].split(".")[0])
     except Exception as exc:  # no network, proxy, HTTP error, corrupt download: all the same to a user
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SarcogradeError(
@@ -111,7 +113,7 @@ def _imagenet_state_dict() -> tuple[dict, Path]:
             f"to the file, or train from scratch with --pretrained none", path=local) from None
     finally:
         socket.setdefaulttimeout(previous)
-    return state, local
+    return local
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -138,11 +140,8 @@ def load_pretrained(model: nn.Module, source: str | Path) -> nn.Module:
     """
     if str(source).lower() == "none":
         return model
-    if str(source).lower() == "imagenet":
-        state, path = _imagenet_state_dict()
-    else:
-        path = Path(source)
-        state = _read_state_dict(path)
+    path = imagenet_weights_file() if str(source).lower() == "imagenet" else Path(source)
+    state = _read_state_dict(path)
 
     target = model.state_dict()
     mapped: dict[str, torch.Tensor] = {}

@@ -17,6 +17,7 @@ from .errors import SarcogradeError
 COMMANDS = [
     ("check", "sarcograde.check", "validate a cohort manifest and write qa.csv"),
     ("import", "sarcograde.importers.cli", "build a manifest from a public collection (tcia-sts)"),
+    ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
 ]
 

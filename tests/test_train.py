@@ -1,0 +1,223 @@
+"""Cross-validated training: splits, class weights, learning, early stopping, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.class_weight import compute_class_weight
+
+from sarcograde import model as model_lib
+from sarcograde import train as train_mod
+from sarcograde.cli import main
+from sarcograde.config import load_config
+from sarcograde.data import load_slices
+from sarcograde.errors import SarcogradeError
+from sarcograde.splits import make_splits
+from test_data import cohort, write_cache
+
+TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block_config": [2, 2],
+        "pretrained": "none"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared cores: one torch thread avoids OpenMP threads waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(**train) -> dict:
+    cfg = load_config("quick")
+    cfg["model"] = dict(TINY)
+    cfg["train"].update({"folds": 2, "repeats": 1, "batch_size": 16, "max_epochs": 3,
+                         "patience": 10, **train})
+    return cfg
+
+
+def read_state(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+# --- splits -------------------------------------------------------------------------------
+
+def test_fifteen_splits_never_leak_and_validate_everyone_once_per_repeat():
+    ids = [f"P{i:02d}" for i in range(43)]
+    labels = np.array([0] * 12 + [1] * 31)
+    splits, adaptation = make_splits(ids, labels, folds=5, repeats=3, seed=7)
+    assert adaptation is None and len(splits) == 15
+    assert [s.name for s in splits] == [f"fold_{i:02d}" for i in range(15)]
+    low = {p for p, lab in zip(ids, labels) if lab == 0}
+    for repeat in range(3):
+        in_repeat = [s for s in splits if s.repeat == repeat]
+        validated = [p for s in in_repeat for p in s.val]
+        assert sorted(validated) == ids  # every patient exactly once per repeat
+        for s in in_repeat:
+            assert not set(s.train) & set(s.val) and sorted(s.train + s.val) == ids
+            assert len(set(s.val) & low) in (2, 3)  # 12 low-grade over 5 folds
+            assert len(s.val) in (8, 9)
+    assert splits[0].val != splits[5].val  # repeats shuffle differently
+    again, _ = make_splits(ids, labels, folds=5, repeats=3, seed=7)
+    assert again == splits
+
+
+def test_slices_of_a_patient_stay_on_one_side(tmp_path):
+    slices = load_slices(write_cache(tmp_path, cohort(6, 9)))
+    splits, _ = make_splits(slices.patient_ids, slices.labels, folds=3, repeats=2, seed=0)
+    images = torch.from_numpy(slices.images)
+    labels = torch.from_numpy(slices.labels[slices.patient_index])
+    for split in splits:
+        data = train_mod.fold_data(slices, split, images, labels)
+        train_owners = {slices.patient_ids[i] for i in slices.patient_index[data.train.numpy()]}
+        val_owners = [slices.patient_ids[i] for i in slices.patient_index[data.val.numpy()]]
+        assert train_owners == set(split.train) and set(val_owners) == set(split.val)
+        assert len(data.train) + len(data.val) == len(slices.images)
+        # val_owner points each validation slice at its own patient
+        assert [data.val_patients[i] for i in data.val_owner.numpy()] == val_owners
+
+
+def test_folds_adapt_to_two_low_grade_patients():
+    ids = [f"P{i}" for i in range(12)]
+    splits, adaptation = make_splits(ids, np.array([0, 0] + [1] * 10), folds=5, repeats=3, seed=0)
+    assert len(splits) == 6 and {s.fold for s in splits} == {0, 1}
+    assert "only 2 low-grade patients" in adaptation and "2 folds" in adaptation
+    for s in splits:
+        assert sum(p in ("P0", "P1") for p in s.val) == 1
+    with pytest.raises(SarcogradeError, match="at least 2 patients of each grade"):
+        make_splits(ids, np.array([0] + [1] * 11), folds=5, repeats=1, seed=0)
+
+
+def test_class_weights_are_inverse_slice_frequency():
+    labels = np.random.default_rng(0).choice([0, 1], size=97, p=[0.2, 0.8])
+    expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    np.testing.assert_allclose(train_mod.class_weights(labels), expected)
+    with pytest.raises(SarcogradeError, match="one grade only"):
+        train_mod.class_weights(np.ones(5, dtype=int))
+
+
+# --- training ------------------------------------------------------------------------------
+
+def test_learns_the_planted_grade_signal(tmp_path):
+    cache = write_cache(tmp_path / "cache", cohort(12, 12), seed=3)
+    run = train_mod.train_cv(cache, tmp_path / "run", config(folds=3, max_epochs=5), seed=0,
+                             device="cpu")
+    cv = pd.read_csv(run / "cv_predictions.csv", dtype={"patient_id": str})
+    assert sorted(cv["patient_id"]) == sorted(cohort(12, 12))
+    assert roc_auc_score(cv["label"], cv["p_high"]) > 0.8
+    slices = load_slices(cache)
+    for k in range(3):
+        fold = run / f"fold_{k:02d}"
+        history = pd.read_csv(fold / "history.csv")
+        assert list(history.columns) == list(train_mod.HISTORY_COLUMNS)
+        assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+        assert (fold / "learning_curve.png").stat().st_size > 0
+        assert not (fold / train_mod.CHECKPOINT).exists()
+        # model.pt predicts the out-of-fold patients as recorded: mean logits, then softmax
+        net, info = model_lib.load_fold_model(fold / "model.pt")
+        assert info["best_epoch"] == history["val_loss"].idxmin() + 1
+        for row in cv[cv["fold"] == k].itertuples():
+            own = slices.images[slices.slices_of(np.array([slices.patient_ids.index(row.patient_id)]))]
+            with torch.no_grad():
+                logits = net(model_lib.prepare_input(own, info["input"])).mean(0)
+            assert torch.softmax(logits, 0)[1].item() == pytest.approx(row.p_high, abs=1e-5)
+    folds = json.loads((run / "folds.json").read_text())
+    assert folds["folds"] == 3 and folds["adaptation"] is None and len(folds["splits"]) == 3
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
+    cache = write_cache(tmp_path / "cache", cohort(4, 4))
+    scripted = iter([1.0, 0.6, 0.8, 0.9, 0.7, 0.5])  # best at epoch 2; patience 3 stops at 5
+    snapshots = []
+    real_evaluate = train_mod.evaluate
+
+    def controlled(model, *args, **kwargs):
+        result = real_evaluate(model, *args, **kwargs)
+        loss = next(scripted, None)
+        if loss is not None:  # during training; the final evaluation keeps its real loss
+            snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+            result.loss = loss
+        return result
+
+    monkeypatch.setattr(train_mod, "evaluate", controlled)
+    run = train_mod.train_cv(cache, tmp_path / "run", config(max_epochs=20, patience=3),
+                             seed=0, device="cpu", only_fold=0)
+    history = pd.read_csv(run / "fold_00" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert history["val_loss"].tolist() == [1.0, 0.6, 0.8, 0.9, 0.7]
+    saved = read_state(run / "fold_00" / "model.pt")
+    assert torch.load(run / "fold_00" / "model.pt", weights_only=True)["best_epoch"] == 2
+    assert all(torch.equal(saved[k], snapshots[1][k]) for k in saved)
+    assert not all(torch.equal(saved[k], snapshots[4][k]) for k in saved)
+    assert not (run / "fold_01").exists()  # --fold 0 trains one split only
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    cache = write_cache(tmp_path / "cache", cohort(5, 5))
+    cfg = config(max_epochs=4, augment={"elastic_p": 0.5})
+    full = train_mod.train_cv(cache, tmp_path / "full", cfg, seed=1, device="cpu")
+
+    real_save = train_mod.save_checkpoint
+
+    def interrupted(path, state):
+        real_save(path, state)
+        if path.parent.name == "fold_01" and len(state["history"]) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train_cv(cache, tmp_path / "resumed", cfg, seed=1, device="cpu")
+    assert (tmp_path / "resumed" / "fold_01" / train_mod.CHECKPOINT).is_file()
+    assert not (tmp_path / "resumed" / "fold_01" / "model.pt").exists()
+    first_fold = (tmp_path / "resumed" / "fold_00" / "model.pt").stat().st_mtime_ns
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    resumed = train_mod.train_cv(cache, tmp_path / "resumed", cfg, seed=1, device="cpu")
+
+    assert (resumed / "fold_00" / "model.pt").stat().st_mtime_ns == first_fold  # not retrained
+    for fold in ("fold_00", "fold_01"):
+        a, b = read_state(full / fold / "model.pt"), read_state(resumed / fold / "model.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        ha, hb = (pd.read_csv(r / fold / "history.csv") for r in (full, resumed))
+        pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(pd.read_csv(full / "cv_predictions.csv"),
+                                  pd.read_csv(resumed / "cv_predictions.csv"))
+
+    other = config(max_epochs=4, augment={"elastic_p": 0.5}, learning_rate=3e-3)
+    with pytest.raises(SarcogradeError, match="config.json: this run folder was trained with "
+                                              "another configuration"):
+        train_mod.train_cv(cache, resumed, other, seed=1, device="cpu")
+
+
+def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, capsys):
+    grades = {**cohort(2, 6), "U0": None}
+    cache = write_cache(tmp_path / "cache", grades)
+    user = tmp_path / "tiny.yaml"
+    user.write_text(yaml.safe_dump({"model": TINY, "train": {"max_epochs": 1, "batch_size": 8}}))
+    code = main(["train", str(cache), "--out", str(tmp_path / "run"), "--preset", "quick",
+                 "--config", str(user), "--fold", "1", "--device", "cpu", "--seed", "4"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "only 2 low-grade patients" in err and "U0" in err
+    folds = json.loads((tmp_path / "run" / "folds.json").read_text())
+    assert folds["folds"] == 2 and folds["folds_requested"] == 5 and folds["seed"] == 4
+    assert "only 2 low-grade" in folds["adaptation"]
+    assert all("U0" not in s["train"] + s["val"] for s in folds["splits"])
+    assert sorted(p.name for p in (tmp_path / "run").glob("fold_*")) == ["fold_01"]
+
+    grades["L01"] = 3  # one low-grade patient left: no stratified split is possible
+    bad = write_cache(tmp_path / "bad", grades)
+    code = main(["train", str(bad), "--out", str(tmp_path / "bad_run"), "--preset", "quick",
+                 "--config", str(user), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "sarcograde train: error: stratified cross-validation needs at least 2 patients of each "
+        "grade; the cohort has 1 low-grade and 7 high-grade patients with a known grade")
+    assert not (tmp_path / "bad_run").exists()

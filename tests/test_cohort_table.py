@@ -92,3 +92,13 @@ def test_nominal_test_is_fisher_exact():
     assert nominal_test(table) == pytest.approx(_freeman_halton_exact(table), abs=0.01)
     assert nominal_test(table) == nominal_test(table)  # seeded
     assert np.isnan(nominal_test([[5, 6], [0, 0]]))  # one category only: nothing to test
+
+
+def test_a_variable_with_one_value_is_not_tested():
+    train, test = _patients(20, 2, "A"), _patients(20, 3, "B")
+    for patient in train + test:
+        patient.clinical["n_stage"] = 0
+    table, footnote = cohort_table(train, test)
+    n_stage = table[table["variable"] == "N stage"]
+    assert n_stage["level"].tolist() == ["N0"] and n_stage["p"].isna().all()
+    assert "Bonferroni over the 6 tests" in footnote  # age, sex, T, M, grade, OS

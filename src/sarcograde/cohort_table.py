@@ -21,11 +21,12 @@ MONTE_CARLO_TABLES = 20000
 FOOTNOTE = ("Continuous values are mean ± SD (median); categories n/N (%). p: Wilcoxon rank-sum "
             "(Mann-Whitney U, two-sided, scipy.stats.mannwhitneyu) for continuous and ordinal "
             "variables (age, tumour volume, T/N/M stage, grade); Fisher's exact test "
-            "(scipy.stats.fisher_exact; 2 x 2 tables exact, two-sided; larger tables by Monte Carlo "
-            "over 20,000 random tables with the observed margins, seeded) for nominal variables "
-            "(sex); log-rank for overall "
+            "(scipy.stats.fisher_exact; 2 x 2 tables exact, two-sided; larger tables by Monte "
+            "Carlo over 20,000 random tables with the observed margins, seeded) for nominal "
+            "variables (sex); log-rank for overall "
             "survival (median by Kaplan-Meier). p adjusted: Bonferroni over the {k} tests made. "
-            "Missing values are left out of each test.")
+            "Missing values are left out of each test; a variable with a single value in both "
+            "cohorts is not tested.")
 
 
 def _share(k: int, n: int) -> str:
@@ -51,10 +52,8 @@ def _summary(values: list) -> str:
 
 def _wilcoxon(a: list, b: list) -> float:
     x, y = _present(a), _present(b)
-    if x.size == 0 or y.size == 0:
-        return float("nan")
-    if np.unique(np.r_[x, y]).size == 1:
-        return 1.0  # every value the same: the rank-sum statistic has no spread
+    if x.size == 0 or y.size == 0 or np.unique(np.r_[x, y]).size == 1:
+        return float("nan")  # nothing to compare: no values, or one value in both cohorts
     return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 

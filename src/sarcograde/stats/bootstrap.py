@@ -23,7 +23,7 @@ def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
 
 
 def bootstrap(statistic: Statistic, y, p, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """`statistic` (a function of stacked ``(y, p)``) on each resample: name -> ``(n_resamples,)``."""
+    """`statistic` (a function of stacked ``(y, p)``) on each resample: name -> values."""
     y, p = np.asarray(y), np.asarray(p, float)
     parts = [statistic(y[chunk], p[chunk]) for chunk in np.array_split(
         indices, max(1, -(-len(indices) // CHUNK)))]

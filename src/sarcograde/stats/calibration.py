@@ -28,7 +28,7 @@ def _logit(p) -> np.ndarray:
 
 
 def _newton(y, x, fit_slope: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum-likelihood (a, b) of ``y ~ a + b x``, or (a, 1) with b fixed; NaN if not converged."""
+    """Maximum-likelihood (a, b) of ``y ~ a + b x`` (or a with b fixed at 1); NaN if none."""
     y = np.asarray(y, float)
     batch = y.shape[:-1]
     a, b = np.zeros(batch), np.ones(batch)

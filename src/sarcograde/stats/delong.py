@@ -74,7 +74,7 @@ def _result(auc_1: float, auc_2: float, variance: float) -> DeLongResult:
         z, p = (0.0, 1.0) if difference == 0 else (np.copysign(np.inf, difference), 0.0)
     half = norm.ppf(0.975) * se
     return DeLongResult(auc_1, auc_2, difference, se, float(z), p,
-                        (difference - half, difference + half))
+                        (float(difference - half), float(difference + half)))
 
 
 def delong_test(y, p_1, p_2) -> DeLongResult:

@@ -1,4 +1,4 @@
-"""Classification metrics of a binary prediction: confusion counts, ROC curve, AUC, Youden threshold.
+"""Classification metrics of a binary prediction: confusion counts, ROC, AUC, Youden threshold.
 
 Class 1 is high grade. A patient is called high grade when ``p_high > threshold``; with the
 default 0.5 this is the argmax of the two softmax outputs (a tie goes to low grade, as argmax does).
@@ -34,7 +34,10 @@ def confusion_counts(y, predicted) -> dict[str, np.ndarray]:
 
 
 def auc(y, p):
-    """Area under the ROC curve as the Mann-Whitney statistic (ties count one half); NaN with one class."""
+    """Area under the ROC curve as the Mann-Whitney statistic (ties count one half).
+
+    NaN where the last axis holds one class only.
+    """
     y = np.asarray(y, bool)
     ranks = rankdata(np.asarray(p, float), axis=-1)  # midranks: a tied pair counts one half
     n_pos = y.sum(-1)

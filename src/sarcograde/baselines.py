@@ -1,0 +1,179 @@
+"""Logistic-regression baselines of the paper (section 2.8): clinical, tumour volume, and both.
+
+Each baseline is fitted with the same repeated stratified cross-validation as the deep-learning
+model on the training cohort (one model per fold), and the test cohort gets the mean of the fold
+models' probabilities, as the DL ensemble does. Features are standardised; a missing value is
+imputed with the median of the fold's training patients (scikit-learn pipeline). The logistic
+regression is class-weighted (inverse class frequency), like the DL model's loss.
+
+The tumour volume is counted from the mask files (voxels x voxel volume) and cached per patient
+with a hash of the mask, so that a rerun reads no image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from .artifacts import hash_path, write_csv
+from .cohort import Patient
+from .console import progress
+from .errors import SarcogradeError
+from .io import is_rtstruct, read_image, read_mask
+
+CLINICAL = ("t_stage", "n_stage", "m_stage", "age")
+VOLUME = ("log_volume_ml",)
+BASELINES = {"clinical": CLINICAL, "volume": VOLUME, "clinical_volume": CLINICAL + VOLUME}
+LABELS = {"clinical": "Clinical", "volume": "Tumour volume", "clinical_volume": "Clinical + volume"}
+
+
+def _volume_key(patient: Patient, sequence: str) -> str:
+    """What the volume depends on: the mask's bytes (and the image and ROI for an RTSTRUCT)."""
+    mask = patient.masks[sequence]
+    if not mask.exists():
+        raise SarcogradeError("file not found", patient=patient.patient_id, path=mask)
+    key = hash_path(mask)
+    if is_rtstruct(mask):
+        key += f"|{patient.rois.get(sequence, '')}|{hash_path(patient.images[sequence])}"
+    return key
+
+
+def _measure_volume(patient: Patient, sequence: str) -> tuple[int, float]:
+    mask_path = patient.masks[sequence]
+    try:
+        reference = read_image(patient.images[sequence]) if is_rtstruct(mask_path) else None
+        mask = read_mask(mask_path, reference=reference, roi=patient.rois.get(sequence))
+    except SarcogradeError as exc:
+        raise SarcogradeError(exc.problem, patient=patient.patient_id, path=exc.path) from None
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
+    if voxels == 0:
+        raise SarcogradeError("empty mask: no tumour voxel to measure a volume",
+                              patient=patient.patient_id, path=mask_path)
+    return voxels, voxel_ml
+
+
+CACHE_COLUMNS = ["patient_id", "sequence", "mask", "key", "voxels", "voxel_ml", "volume_ml"]
+
+
+def _read_volume_cache(cache: Path) -> dict:
+    """Cached rows by (patient, sequence, key); an unreadable or foreign file is ignored."""
+    if not cache.is_file():
+        return {}
+    try:
+        old = pd.read_csv(cache, dtype={"patient_id": str, "sequence": str, "key": str},
+                          float_precision="round_trip")  # exact floats: reruns give equal numbers
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return {}
+    if list(old.columns) != CACHE_COLUMNS:
+        return {}
+    return {(r.patient_id, r.sequence, r.key): r for r in old.itertuples()}
+
+
+def tumour_volumes(patients: list[Patient], sequence: str, cache: str | Path) -> dict[str, float]:
+    """Tumour volume in ml per patient from the `sequence` mask, reusing `cache` (a CSV) if valid.
+
+    Use one cache per cohort (patient ids may repeat between hospitals). The cache holds
+    `CACHE_COLUMNS`; a row is reused only when the mask (and, for an RTSTRUCT, the image and ROI)
+    is byte-identical.
+    """
+    known = _read_volume_cache(Path(cache))
+    rows = []
+    with progress() as bar:
+        task = bar.add_task(f"tumour volumes ({sequence})", total=len(patients))
+        for patient in patients:
+            if sequence not in patient.masks:
+                raise SarcogradeError(f"no mask_{sequence} given", patient=patient.patient_id)
+            key = _volume_key(patient, sequence)
+            hit = known.get((patient.patient_id, sequence, key))
+            voxels, voxel_ml = ((int(hit.voxels), float(hit.voxel_ml)) if hit is not None
+                                else _measure_volume(patient, sequence))
+            rows.append({"patient_id": patient.patient_id, "sequence": sequence,
+                         "mask": str(patient.masks[sequence]), "key": key, "voxels": voxels,
+                         "voxel_ml": voxel_ml, "volume_ml": voxels * voxel_ml})
+            bar.advance(task)
+    write_csv(cache, pd.DataFrame(rows, columns=CACHE_COLUMNS))
+    return {r["patient_id"]: r["volume_ml"] for r in rows}
+
+
+def feature_table(patients: list[Patient], volumes: dict[str, float] | None = None) -> pd.DataFrame:
+    """The baseline features per patient (index patient_id): T, N, M stage, age, log volume (ml)."""
+    rows = {}
+    for patient in patients:
+        row = {name: patient.clinical.get(name) for name in CLINICAL}
+        volume = (volumes or {}).get(patient.patient_id)
+        row["log_volume_ml"] = np.log(volume) if volume else None
+        rows[patient.patient_id] = row
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(CLINICAL + VOLUME),
+                                  dtype=float)
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    repeat: int
+    fold: int
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+
+def stratified_splits(ids, labels, folds: int, repeats: int, seed: int) -> list[Split]:
+    """Repeated stratified k-fold splits of patients (scikit-learn), named fold_00, fold_01, ..."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    ids, labels = np.asarray(ids), np.asarray(labels)
+    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    return [Split(f"fold_{i:02d}", i // folds, i % folds, tuple(ids[tr]), tuple(ids[va]))
+            for i, (tr, va) in enumerate(cv.split(ids, labels))]
+
+
+def splits_from_folds_json(folds: dict) -> list[Split]:
+    """The DL run's splits as written by `train` in RUN/folds.json."""
+    return [Split(s["name"], int(s["repeat"]), int(s["fold"]), tuple(map(str, s["train"])),
+                  tuple(map(str, s["val"]))) for s in folds["splits"]]
+
+
+def make_model():
+    """Median imputation, standardisation, class-weighted logistic regression."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                         LogisticRegression(class_weight="balanced", max_iter=1000))
+
+
+@dataclass
+class BaselineFit:
+    features: tuple[str, ...]
+    models: list                   # one fitted pipeline per split
+    cv_predictions: pd.DataFrame   # patient_id, repeat, fold, label, p_high (out of fold)
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Ensemble probability of high grade: the mean over the fold models."""
+        x = features.loc[:, list(self.features)].to_numpy(float)
+        return np.mean([m.predict_proba(x)[:, 1] for m in self.models], axis=0)
+
+
+def fit_baseline(features: pd.DataFrame, labels: pd.Series, splits: list[Split],
+                 columns: tuple[str, ...]) -> BaselineFit:
+    """One logistic regression per split on its training patients; out-of-fold predictions kept."""
+    models, oof = [], []
+    for split in splits:
+        y_train = labels.loc[list(split.train)].to_numpy(int)
+        if len(np.unique(y_train)) < 2:
+            raise ValueError(f"{split.name}: the training patients are all of one grade class")
+        model = make_model().fit(features.loc[list(split.train), list(columns)].to_numpy(float),
+                                 y_train)
+        models.append(model)
+        p_val = model.predict_proba(features.loc[list(split.val), list(columns)].to_numpy(float))
+        oof.append(pd.DataFrame({"patient_id": list(split.val), "repeat": split.repeat,
+                                 "fold": split.fold,
+                                 "label": labels.loc[list(split.val)].to_numpy(),
+                                 "p_high": p_val[:, 1]}))
+    return BaselineFit(tuple(columns), models, pd.concat(oof, ignore_index=True))

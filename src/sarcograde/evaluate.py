@@ -1,0 +1,600 @@
+"""Evaluate predictions on a graded test cohort, as in the paper's sections 2.8, 2.9 and 3.
+
+Metrics with 95% percentile CIs from a patient bootstrap (AUC, precision, sensitivity,
+specificity, F1, accuracy, Brier, calibration slope and intercept) at the argmax threshold and,
+with --run, at the Youden threshold of the training run's out-of-fold predictions; ROC curve with
+its CI band and reliability diagram; with --train-manifest the logistic-regression baselines
+(clinical, tumour volume, both; same cross-validation, DeLong test against the DL model) and the
+cohort table (training against test); Kaplan-Meier overall survival by predicted and true grade
+group with log-rank tests (Bonferroni-adjusted). Patients are matched by patient_id, never by
+row position; those in only one of the files, or without a grade, are listed in
+patient_flow.json and left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import baselines as bl
+from .artifacts import RunRecord, read_json, save_figure, write_csv, write_json, write_text
+from .cohort import Cohort, Patient, load_manifest
+from .cohort_table import cohort_table, to_markdown
+from .console import console, info, warn
+from .errors import SarcogradeError
+from .stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
+                    classify, confusion_counts, delong_test, percentile_ci, reliability_curve,
+                    resample_indices, roc_band, roc_curve, youden_threshold)
+from .survival import bonferroni, kaplan_meier, logrank_test, plot_kaplan_meier
+
+ALL_METRICS = METRICS + ("calibration_slope", "calibration_intercept")
+THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy")
+ARGMAX = 0.5
+RULE = "high grade when p_high > threshold; 0.5 is the argmax of the softmax outputs"
+ROC_GRID = np.linspace(0, 1, 101)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("predictions", type=Path, help="predictions.csv from `sarcograde predict`")
+    parser.add_argument("--manifest", type=Path, required=True,
+                        help="manifest of the test cohort (grades, clinical data, masks)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder EVAL/")
+    parser.add_argument("--train-manifest", type=Path,
+                        help="manifest of the training cohort: enables the baselines and Table 1")
+    parser.add_argument("--run", type=Path,
+                        help="training run folder: Youden threshold from its cv_predictions.csv, "
+                             "baseline folds from its folds.json")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples of patients for the 95%% CIs (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and CV splits")
+    parser.add_argument("--sequence", help="mask sequence for the tumour volume (default: the "
+                                           "manifest's only sequence)")
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def _read_csv(path: Path, columns: set[str], what: str) -> pd.DataFrame:
+    """A CSV with at least `columns`, patient ids as text; a clear error otherwise."""
+    if not path.is_file():
+        raise SarcogradeError(f"{what} not found", path=path)
+    try:
+        frame = pd.read_csv(path, dtype={"patient_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SarcogradeError(f"cannot parse CSV ({str(exc).splitlines()[0]})", path=path) from None
+    missing = columns - set(frame.columns)
+    if missing:
+        raise SarcogradeError(f"missing column(s) {', '.join(sorted(missing))}", path=path)
+    return frame
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """patient_id and p_high from predictions.csv, checked: unique ids, probabilities in [0, 1]."""
+    frame = _read_csv(path, {"patient_id", "p_high"}, "predictions file")
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    duplicated = frame["patient_id"][frame["patient_id"].duplicated()]
+    if len(duplicated):
+        raise SarcogradeError("patient predicted twice", patient=duplicated.iloc[0], path=path)
+    p = pd.to_numeric(frame["p_high"], errors="coerce")
+    bad = ~p.between(0, 1)
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise SarcogradeError(f"p_high {row['p_high']!r} is not a probability in [0, 1]",
+                              patient=row["patient_id"], path=path)
+    return pd.DataFrame({"patient_id": frame["patient_id"], "p_high": p.astype(float)})
+
+
+def match_patients(predictions: pd.DataFrame, cohort: Cohort
+                   ) -> tuple[list[Patient], np.ndarray, dict]:
+    """The graded patients present in both files (by id, in prediction order) and the flow."""
+    by_id = cohort.by_id()
+    predicted = set(predictions["patient_id"])
+    included, p, excluded = [], [], []
+    for pid, p_high in zip(predictions["patient_id"], predictions["p_high"]):
+        patient = by_id.get(pid)
+        if patient is None:
+            excluded.append({"patient_id": pid, "reason": "not in manifest"})
+        elif patient.label is None:
+            excluded.append({"patient_id": pid, "reason": "grade unknown"})
+        else:
+            included.append(patient)
+            p.append(p_high)
+    excluded += [{"patient_id": patient.patient_id, "reason": "not predicted"}
+                 for patient in cohort if patient.patient_id not in predicted]
+    flow = {"n_predictions": len(predictions), "n_manifest": len(cohort),
+            "n_included": len(included), "included": [pt.patient_id for pt in included],
+            "excluded": excluded}
+    return included, np.asarray(p, float), flow
+
+
+def read_cv_predictions(run: Path) -> pd.DataFrame:
+    """Out-of-fold predictions of the training run, one row per patient (mean over repeats)."""
+    path = run / "cv_predictions.csv"
+    frame = _read_csv(path, {"patient_id", "label", "p_high"},
+                      "cv_predictions.csv (is this a `sarcograde train` run?)")
+    labels = frame.groupby("patient_id")["label"].nunique()
+    if (labels > 1).any():
+        raise SarcogradeError("patient with different labels in different repeats",
+                              patient=labels[labels > 1].index[0], path=path)
+    return frame.groupby("patient_id", sort=False).agg(label=("label", "first"),
+                                                       p_high=("p_high", "mean")).reset_index()
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def _number(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _why_undefined(name: str, y: np.ndarray) -> str:
+    one_class = ("only high-grade" if y.all() else "only low-grade") + " patients"
+    reasons = {
+        "auc": f"{one_class}; the AUC needs both classes",
+        "sensitivity": "no high-grade patient",
+        "specificity": "no low-grade patient",
+        "precision": "no patient predicted high grade",
+        "f1": "no high-grade patient and none predicted high grade",
+    }
+    if name.startswith("calibration"):
+        return (f"{one_class}; the logistic recalibration needs both classes"
+                if y.all() or not y.any() else
+                "no finite logistic fit: the probabilities separate the classes completely")
+    return reasons.get(name, "undefined on these patients")
+
+
+def _statistic(threshold: float, names: tuple[str, ...]):
+    def statistic(y, p) -> dict[str, np.ndarray]:
+        values = binary_metrics(y, p, threshold)
+        if "calibration_slope" in names:
+            values["calibration_slope"] = calibration_slope(y, p)
+            values["calibration_intercept"] = calibration_intercept(y, p)
+        return {name: values[name] for name in names}
+    return statistic
+
+
+def metric_block(y: np.ndarray, p: np.ndarray, threshold: float, indices: np.ndarray,
+                 names: tuple[str, ...] = ALL_METRICS) -> dict:
+    """`{name: {"value", "ci95", "resamples"}}` (or a "not computable" note) and the confusion."""
+    statistic = _statistic(threshold, names)
+    point = statistic(y, p)
+    samples = bootstrap(statistic, y, p, indices)
+    predicted = classify(p, threshold)
+    block = {}
+    for name in names:
+        value = _number(point[name])
+        if value is None:
+            block[name] = {"value": None, "ci95": None,
+                           "note": "not computable: " + _why_undefined(name, y)}
+            continue
+        ci, valid = percentile_ci(samples[name])
+        block[name] = {"value": value, "ci95": ci, "resamples": valid}
+    block["confusion"] = {k: int(v) for k, v in confusion_counts(y, predicted).items()}
+    return block
+
+
+def _single_class_resamples(y: np.ndarray, indices: np.ndarray) -> int:
+    resampled = y[indices]
+    return int(np.sum(resampled.all(axis=1) | ~resampled.any(axis=1)))
+
+
+def youden_block(run: Path, y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> dict:
+    cv = read_cv_predictions(run)
+    source = str(run / "cv_predictions.csv")
+    try:
+        threshold = youden_threshold(cv["label"].to_numpy(int), cv["p_high"].to_numpy(float))
+    except ValueError:
+        return {"source": source, "note": "not computable: the training run's out-of-fold "
+                                          "predictions have one grade class only"}
+    return {"threshold": threshold, "source": source, "n_training": len(cv),
+            "rule": "maximises sensitivity + specificity - 1 on the training cohort's "
+                    "out-of-fold predictions (mean over repeats per patient)",
+            **metric_block(y, p, threshold, indices, THRESHOLD_METRICS)}
+
+
+# ---------------------------------------------------------------------------- baselines
+
+def _cohort_name(patients: list[Patient], fallback: str) -> str:
+    sites = {p.site for p in patients}
+    return f"{fallback} ({sites.pop()})" if len(sites) == 1 and None not in sites else fallback
+
+
+def baseline_splits(run: Path | None, ids: list[str], labels: np.ndarray, seed: int
+                    ) -> tuple[list[bl.Split], dict]:
+    """The DL run's own splits when they cover exactly these patients, else new stratified ones."""
+    folds, repeats, source = 5, 3, "repeated stratified k-fold (scikit-learn), seeded"
+    if run is not None:
+        path = run / "folds.json"
+        if not path.is_file():
+            raise SarcogradeError("folds.json not found", path=path)
+        try:
+            spec = read_json(path)
+            splits = bl.splits_from_folds_json(spec)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SarcogradeError(f"not a folds.json of `sarcograde train` ({exc!r})",
+                                  path=path) from None
+        covered = {pid for split in splits for pid in split.train + split.val}
+        if covered == set(ids):
+            return splits, {"folds": spec["folds"], "repeats": spec["repeats"],
+                            "source": f"{path}: the DL run's own splits"}
+        folds, repeats, seed = int(spec["folds"]), int(spec["repeats"]), int(spec.get("seed", seed))
+        source = (f"new splits with the folds x repeats and seed of {path}: its patients differ "
+                  f"from the training manifest's graded patients")
+    smallest = int(min(np.sum(labels == 0), np.sum(labels == 1)))
+    if smallest < 2:
+        raise ValueError("fewer than two training patients in a grade class")
+    if smallest < folds:
+        source += f"; {folds} folds reduced to {smallest} (smallest class has {smallest} patients)"
+        folds = smallest
+    return (bl.stratified_splits(ids, labels, folds, repeats, seed),
+            {"folds": folds, "repeats": repeats, "seed": seed, "source": source})
+
+
+def _imputation_notes(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> list[str]:
+    notes = []
+    for column in columns:
+        k_train, k_test = int(train[column].isna().sum()), int(test[column].isna().sum())
+        if k_train or k_test:
+            notes.append(f"{column}: missing for {k_train}/{len(train)} training and "
+                         f"{k_test}/{len(test)} test patients, imputed with the median of each "
+                         "fold's training patients")
+    return notes
+
+
+def run_baselines(args, train_patients: list[Patient], test_patients: list[Patient],
+                  volumes: tuple[dict, dict], y: np.ndarray, p_dl: np.ndarray,
+                  indices: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fit the three baselines by CV on the training cohort; metrics and DeLong on the test one."""
+    x_train = bl.feature_table(train_patients, volumes[0])
+    x_test = bl.feature_table(test_patients, volumes[1])
+    labels = pd.Series([p.label for p in train_patients], index=x_train.index)
+    empty = [c for c in x_train.columns if x_train[c].isna().all()]
+    usable = [c for c in x_train.columns if c not in empty]
+    block = {"model": "logistic regression (scikit-learn), standardised features, class-weighted",
+             "features": {name: list(cols) for name, cols in bl.BASELINES.items()},
+             "imputation": _imputation_notes(x_train, x_test, usable),
+             "dropped_features": [f"{c}: no value in the training cohort" for c in empty],
+             "n_training": len(train_patients), "models": {}}
+    try:
+        splits, block["cv"] = baseline_splits(args.run, list(x_train.index),
+                                              labels.to_numpy(int), args.seed)
+    except ValueError as exc:
+        block["note"] = f"not computable: {exc}"
+        return block, {}
+    probabilities = {}
+    for name, columns in bl.BASELINES.items():
+        columns = tuple(c for c in columns if c in usable)
+        if not columns:
+            block["models"][name] = {"note": "not computable: none of its features has a value "
+                                             "in the training cohort"}
+            continue
+        try:
+            fit = bl.fit_baseline(x_train, labels, splits, columns)
+        except ValueError as exc:
+            block["models"][name] = {"note": f"not computable: {exc}"}
+            continue
+        p = fit.predict(x_test)
+        probabilities[name] = p
+        result = {"label": bl.LABELS[name], "features": list(columns), "threshold": ARGMAX,
+                  **metric_block(y, p, ARGMAX, indices)}
+        try:
+            result["delong_vs_dl"] = {
+                **delong_test(y, p_dl, p).to_dict(),
+                "test": "paired DeLong test, two-sided; difference = AUC(DL) - AUC(baseline)"}
+        except ValueError as exc:
+            result["delong_vs_dl"] = {"note": f"not computable: {exc}"}
+        block["models"][name] = result
+    return block, probabilities
+
+
+# ---------------------------------------------------------------------------- survival
+
+def survival_analysis(patients: list[Patient],
+                      groupings: dict[str, tuple[str, np.ndarray, tuple[str, str]]]
+                      ) -> tuple[dict, dict]:
+    """Kaplan-Meier and log-rank per grouping (key -> (title, group of each patient, group order)).
+
+    Returns survival.json's content and the KM figures by file name.
+    """
+    known = np.array([p.clinical.get("os_months") is not None
+                      and p.clinical.get("os_event") is not None for p in patients], bool)
+    result = {"time_unit": "months", "n": int(known.sum()),
+              "excluded_no_survival_data": [p.patient_id for p, k in zip(patients, known) if not k]}
+    if not known.any():
+        result["note"] = "not computable: no patient has os_months and os_event"
+        return result, {}
+    time = np.array([p.clinical["os_months"] for p, k in zip(patients, known) if k], float)
+    event = np.array([p.clinical["os_event"] for p, k in zip(patients, known) if k], int)
+    result["deaths"] = int(event.sum())
+    models, curves, pvalues = {}, {}, {}
+    for key, (title, groups, order) in groupings.items():
+        groups = np.asarray(groups)[known]
+        curves[key] = {g: kaplan_meier(time[groups == g], event[groups == g])
+                       for g in order if np.any(groups == g)}
+        entry = {"title": title, "figure": f"km_{key}.png",
+                 "groups": {g: {"n": km.n, "deaths": int(km.events.sum()),
+                                "median_months": _number(km.median)}
+                            for g, km in curves[key].items()}}
+        try:
+            test = logrank_test(time, event, groups)
+            entry["logrank"] = {"chi2": test.statistic, "df": test.df, "p": test.p}
+            pvalues[key] = test.p
+        except ValueError as exc:
+            entry["logrank"] = {"note": f"not computable: {exc}"}
+        models[key] = entry
+    adjusted = dict(zip(pvalues, bonferroni(list(pvalues.values()))))
+    figures = {}
+    for key, entry in models.items():
+        if key in adjusted:
+            entry["logrank"]["p_bonferroni"] = float(adjusted[key])
+            subtitle = (f"log-rank p = {entry['logrank']['p']:.3g} "
+                        f"(Bonferroni over {len(adjusted)}: {adjusted[key]:.3g})")
+        else:
+            subtitle = "log-rank " + entry["logrank"]["note"]
+        figures[entry["figure"]] = plot_kaplan_meier(curves[key], entry["title"], subtitle)
+    result["correction"] = f"Bonferroni over the {len(adjusted)} log-rank tests made"
+    result["models"] = models
+    return result, figures
+
+
+# ---------------------------------------------------------------------------- figures
+
+def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], dl_key: str,
+               indices: np.ndarray):
+    """ROC curves of all models; the DL model with its bootstrap 95% band and argmax point."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    for name, (p, block) in curves.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        auc, ci = block["auc"]["value"], block["auc"]["ci95"]
+        label = f"{name}: AUC {auc:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        line, = ax.plot(fpr, tpr, linewidth=2 if name == dl_key else 1.2, label=label,
+                        zorder=3 if name == dl_key else 2)
+        if name == dl_key:
+            low, high = roc_band(y, p, indices, ROC_GRID)
+            ax.fill_between(ROC_GRID, low, high, color=line.get_color(), alpha=0.2, linewidth=0,
+                            label="95% CI (bootstrap)")
+            c = block["confusion"]
+            ax.plot(c["fp"] / (c["fp"] + c["tn"]), c["tp"] / (c["tp"] + c["fn"]), "o",
+                    color=line.get_color(), label="argmax threshold", zorder=4)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"ROC, test cohort (n={len(y)}, {int(y.sum())} high grade)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(y: np.ndarray, p: np.ndarray, block: dict, name: str, n_bins: int):
+    """Reliability diagram with Wilson 95% intervals and the patient count of each bin."""
+    import matplotlib.pyplot as plt
+
+    curve = reliability_curve(y, p, n_bins)
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.2, 6), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="perfect calibration")
+    filled = curve["count"] > 0
+    ax.errorbar(curve["mean_predicted"][filled], curve["observed"][filled],
+                yerr=[curve["observed"][filled] - curve["observed_low"][filled],
+                      curve["observed_high"][filled] - curve["observed"][filled]],
+                fmt="o-", capsize=3, label=f"{name} (Wilson 95% CI)")
+    slope, intercept = block["calibration_slope"]["value"], block["calibration_intercept"]["value"]
+    text = ", ".join(f"{label} {value:.2f}" for label, value in
+                     (("slope", slope), ("intercept", intercept)) if value is not None)
+    ax.set_title(f"calibration, test cohort (n={len(y)})" + (f"\n{text}" if text else ""),
+                 fontsize=10)
+    ax.set_ylabel("observed fraction high grade")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    centres = (curve["edges"][:-1] + curve["edges"][1:]) / 2
+    width = np.diff(curve["edges"])
+    ax_count.bar(centres, curve["count"], width=width * 0.9, color="0.6")
+    for x, count in zip(centres, curve["count"]):
+        if count:
+            ax_count.text(x, count, str(int(count)), ha="center", va="bottom", fontsize=7)
+    ax_count.set_ylabel("patients")
+    ax_count.set_xlabel("predicted probability of high grade")
+    ax_count.set_xlim(0, 1)
+    ax_count.set_ylim(0, max(1, curve["count"].max()) * 1.25)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- tables
+
+def _model_rows(models: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for key, block in models.items():
+        row = {"model": key, "label": block.get("label", key), "n": block.get("n"),
+               "threshold": block.get("threshold")}
+        for name in ALL_METRICS:
+            entry = block.get(name) or {}
+            ci = entry.get("ci95") or [None, None]
+            row.update({name: entry.get("value"), f"{name}_ci_low": ci[0],
+                        f"{name}_ci_high": ci[1]})
+        delong = block.get("delong_vs_dl") or {}
+        row.update({"delong_z_vs_dl": delong.get("z"), "delong_p_vs_dl": delong.get("p")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _confusion_rows(entries: list[tuple[str, str, float, dict]]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": model, "rule": rule, "threshold": threshold, **confusion}
+                         for model, rule, threshold, confusion in entries],
+                        columns=["model", "rule", "threshold", "tn", "fp", "fn", "tp"])
+
+
+def _cell(entry: dict) -> str:
+    if entry.get("value") is None:
+        return "n/a"
+    ci = entry.get("ci95")
+    return f"{entry['value']:.2f}" + (f" ({ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
+
+
+def print_summary(models: dict[str, dict]) -> None:
+    """Metrics (rows) by model (columns), value and 95% CI, on the console."""
+    from rich.table import Table
+
+    table = Table(title="test cohort: value (95% bootstrap CI)", title_style="bold")
+    table.add_column("metric")
+    for key, block in models.items():
+        table.add_column(block.get("label", key), justify="right")
+    for name in ALL_METRICS:
+        table.add_row(name.replace("_", " "),
+                      *[_cell(block.get(name, {})) for block in models.values()])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- stage
+
+def _remove_stale(out: Path, keep: set[str]) -> None:
+    """Delete the optional outputs of an earlier run that are not in `keep`."""
+    optional = [*out.glob("km_*.png"), out / "roc.png", out / "cohort_table.csv",
+                out / "cohort_table.md"]
+    for path in optional:
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _inputs(args) -> dict[str, Path]:
+    inputs = {"predictions": args.predictions, "manifest": args.manifest}
+    if args.train_manifest is not None:
+        inputs["train_manifest"] = args.train_manifest
+    if args.run is not None:
+        for name in ("cv_predictions.csv", "folds.json"):
+            if (args.run / name).is_file():
+                inputs[f"run/{name}"] = args.run / name
+    return inputs
+
+
+def run(args) -> int:
+    if args.bootstrap < 1:
+        raise SarcogradeError("--bootstrap must be at least 1")
+    if args.run is not None and not args.run.is_dir():
+        raise SarcogradeError("run folder not found", path=args.run)
+    predictions = read_predictions(args.predictions)
+    test_cohort = load_manifest(args.manifest, strict=True)
+    train_cohort = (load_manifest(args.train_manifest, strict=True)
+                    if args.train_manifest is not None else None)
+    sequence = None
+    if train_cohort is not None:
+        sequence = test_cohort.require_sequence(args.sequence)
+        train_cohort.require_sequence(sequence)
+
+    included, p, flow = match_patients(predictions, test_cohort)
+    for reason in ("not in manifest", "not predicted", "grade unknown"):
+        ids = [e["patient_id"] for e in flow["excluded"] if e["reason"] == reason]
+        if ids:
+            warn(f"{len(ids)} patient(s) left out, {reason}: {', '.join(ids[:8])}"
+                 + (" ..." if len(ids) > 8 else ""))
+    if not included:
+        raise SarcogradeError("no patient is both predicted and graded in the manifest "
+                              "(patients are matched by patient_id)", path=args.predictions)
+    y = np.array([pt.label for pt in included], int)
+    dl_label = f"DL-{args.sequence}" if args.sequence else "DL"
+    config = {"bootstrap": args.bootstrap, "seed": args.seed, "sequence": sequence,
+              "threshold": ARGMAX, "threshold_rule": RULE, "ci": "bootstrap percentile, 95%"}
+
+    with RunRecord(args.out, config=config, inputs=_inputs(args), seed=args.seed):
+        indices = resample_indices(len(y), args.bootstrap, args.seed)
+        n_bins = 10 if len(y) >= 100 else 5
+        dl = {"label": dl_label, "n": len(y), "threshold": ARGMAX,
+              **metric_block(y, p, ARGMAX, indices)}
+        metrics = {
+            "model": dl_label, "predictions": str(args.predictions),
+            "n": len(y), "n_low": int((y == 0).sum()), "n_high": int(y.sum()),
+            "threshold": ARGMAX, "threshold_rule": RULE,
+            **{k: v for k, v in dl.items() if k not in ("label", "n", "threshold")},
+            "bootstrap": {"resamples": args.bootstrap, "seed": args.seed,
+                          "interval": "percentile, 95%", "unit": "patient",
+                          "skipped_single_class": _single_class_resamples(y, indices)},
+            "calibration": {"bins": n_bins, "slope": "logistic fit y ~ a + b logit(p)",
+                            "intercept": "calibration-in-the-large, y ~ a + offset(logit(p))"},
+            "youden": ({"note": "not computed: no --run given"} if args.run is None
+                       else youden_block(args.run, y, p, indices)),
+        }
+        confusion = [(dl_label, "argmax", ARGMAX, dl["confusion"])]
+        if "threshold" in metrics["youden"]:
+            confusion.append((dl_label, "youden", metrics["youden"]["threshold"],
+                              metrics["youden"]["confusion"]))
+        models = {"dl": dl}
+        probabilities = {"dl": p}
+        table = None
+        if train_cohort is not None:
+            train_patients = [pt for pt in train_cohort if pt.label is not None]
+            if len(train_patients) < len(train_cohort):
+                warn(f"{len(train_cohort) - len(train_patients)} training patient(s) without a "
+                     "grade left out of the baselines and the cohort table")
+            volumes = (bl.tumour_volumes(train_patients, sequence,
+                                         args.out / "tumour_volumes_train.csv"),
+                       bl.tumour_volumes(included, sequence, args.out / "tumour_volumes_test.csv"))
+            baselines, baseline_p = run_baselines(args, train_patients, included, volumes, y, p,
+                                                  indices)
+            metrics["baselines"] = baselines
+            for note in baselines["imputation"] + baselines["dropped_features"]:
+                info(f"baselines: {note}")
+            if "note" in baselines:
+                warn(f"baselines: {baselines['note']}")
+            for key, block in baselines["models"].items():
+                if key in baseline_p:
+                    models[key] = {"n": len(y), **block}
+                    probabilities[key] = baseline_p[key]
+                    confusion.append((bl.LABELS[key], "argmax", ARGMAX, block["confusion"]))
+                else:
+                    warn(f"baseline {key}: {block['note']}")
+            table = cohort_table(train_patients, included, volumes)
+            names = (_cohort_name(train_patients, "Training"), _cohort_name(included, "Test"))
+        else:
+            metrics["baselines"] = {"note": "not computed: no --train-manifest given"}
+
+        predicted_groups = ("predicted low", "predicted high")
+        groupings = {key: (f"{models[key]['label']}: predicted grade",
+                           np.where(classify(probabilities[key]) == 1, *predicted_groups[::-1]),
+                           predicted_groups)
+                     for key in models}
+        grade_groups = ("low (G1)", "high (G2/G3)")
+        groupings["grade"] = ("True grade (FNCLCC)", np.where(y == 1, *grade_groups[::-1]),
+                              grade_groups)
+        survival, km_figures = survival_analysis(included, groupings)
+        if "note" in survival:
+            warn(f"survival: {survival['note']}")
+
+        # Everything is computed; now write, each file atomically, and drop what an earlier
+        # run into the same folder wrote but this one does not (a stale figure would mislead).
+        _remove_stale(args.out, keep=set(km_figures)
+                      | ({"roc.png"} if dl["auc"]["value"] is not None else set())
+                      | ({"cohort_table.csv", "cohort_table.md"} if table is not None else set()))
+        write_json(args.out / "patient_flow.json", flow)
+        write_json(args.out / "metrics.json", metrics)
+        write_csv(args.out / "confusion.csv", _confusion_rows(confusion))
+        write_csv(args.out / "baselines.csv", _model_rows(models))
+        write_csv(args.out / "baseline_predictions.csv", pd.DataFrame(
+            {"patient_id": [pt.patient_id for pt in included], "label": y,
+             **{f"p_{key}": prob for key, prob in probabilities.items()}}))
+        write_json(args.out / "survival.json", survival)
+        for name, fig in km_figures.items():
+            save_figure(fig, args.out / name)
+        if dl["auc"]["value"] is not None:
+            labelled = {models[k].get("label", k): (probabilities[k], models[k]) for k in models}
+            save_figure(roc_figure(y, labelled, dl_label, indices), args.out / "roc.png")
+        else:
+            warn(f"roc.png not drawn: {dl['auc']['note']}")
+        save_figure(calibration_figure(y, p, dl, dl_label, n_bins), args.out / "calibration.png")
+        if table is not None:
+            frame, footnote = table
+            write_csv(args.out / "cohort_table.csv", frame)
+            write_text(args.out / "cohort_table.md", to_markdown(frame, footnote, names))
+
+    print_summary(models)
+    info(f"evaluated {len(y)} patients ({int((y == 0).sum())} low, {int(y.sum())} high grade); "
+         f"wrote {args.out}")
+    return 0

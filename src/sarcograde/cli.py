@@ -18,6 +18,7 @@ COMMANDS = [
     ("check", "sarcograde.check", "validate a cohort manifest and write qa.csv"),
     ("import", "sarcograde.importers.cli", "build a manifest from a public collection (tcia-sts)"),
     ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
+    ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
 ]
 

@@ -1,7 +1,5 @@
 """Classification metrics against scikit-learn and the paper's Table 2."""
 
-import itertools
-
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -67,14 +65,15 @@ def test_paper_table2_dl_t1fsgd_from_its_implied_confusion_matrix():
     m = binary_metrics(y, p)
     assert {name: round(float(m[name]), 2) for name in table2} == table2
 
-    def rounded(tp, fn, tn, fp):
-        return (round(tp / (tp + fp), 2), round(tp / (tp + fn), 2), round(tn / (tn + fp), 2),
-                round(2 * tp / (2 * tp + fp + fn), 2), round((tp + tn) / 158, 2))
-    matches = [(tp, 158 - n_low - tp, tn, n_low - tn)
-               for n_low in range(1, 158) for tp, tn in itertools.product(range(159 - n_low),
-                                                                          range(n_low + 1))
-               if tp + n_low - tn > 0
-               and rounded(tp, 158 - n_low - tp, tn, n_low - tn) == tuple(table2.values())]
+    # every (n_low, tp, tn) over 158 patients, vectorised
+    n_low, tp, tn = np.meshgrid(np.arange(1, 158), np.arange(158), np.arange(158), indexing="ij")
+    fn, fp = 158 - n_low - tp, n_low - tn
+    valid = (fn >= 0) & (fp >= 0) & (tp + fp > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rounded = [np.round(v, 2) for v in (tp / (tp + fp), tp / (tp + fn), tn / (tn + fp),
+                                            2 * tp / (2 * tp + fp + fn), (tp + tn) / 158)]
+    hit = valid & np.logical_and.reduce([r == v for r, v in zip(rounded, table2.values())])
+    matches = [(int(tp[i]), int(fn[i]), int(tn[i]), int(fp[i])) for i in zip(*np.nonzero(hit))]
     assert matches == [(121, 12, 10, 15)]
 
 

@@ -134,11 +134,13 @@ class RunRecord:
 
     Use as a context manager around a stage's work: it is written when the work ends, with
     ``status`` "finished" or "failed", so that a reader can tell a complete folder from a broken one.
+    Add stage-specific results to ``record`` inside the block.
     """
 
     def __init__(self, out_dir, *, config: Any = None, inputs: dict[str, str] | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, name: str = "run.json"):
         self.out_dir = Path(out_dir)
+        self.name = name  # e.g. "qa.run.json" where the folder is shared with other stages
         self.record = {
             "command": " ".join(["sarcograde", *sys.argv[1:]]) if sys.argv else "sarcograde",
             "config": config,
@@ -156,4 +158,4 @@ class RunRecord:
         self.record["end"] = now()
         self.record["status"] = "finished" if exc_type is None else "failed"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / "run.json", self.record)
+        write_json(self.out_dir / self.name, self.record)

@@ -29,7 +29,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
-from .artifacts import RunRecord, now, write_csv, write_json
+from .artifacts import RunRecord, write_csv
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .errors import SarcogradeError
@@ -266,19 +266,14 @@ def run(args: argparse.Namespace) -> int:
         raise SarcogradeError("output folder is not writable", path=out)
 
     config = {"manifest": str(cohort.path.resolve()), "sequences": sequences}
-    # RunRecord's content as qa.run.json: the default folder may hold synth's or import's run.json.
-    record = RunRecord(out, config=config, inputs={"manifest": cohort.path}).record
-    record["status"] = "failed"
-    try:
+    # qa.run.json, not run.json: the default folder may hold synth's or import's run.json.
+    with RunRecord(out, config=config, inputs={"manifest": cohort.path},
+                   name="qa.run.json") as run_record:
         rows = check_cohort(cohort, sequences)
         write_csv(out / "qa.csv", qa_frame(rows))
         unusable = sorted({r.patient_id for r in rows if not r.usable})
-        record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
-                             "unusable": unusable}
-        record["status"] = "finished"
-    finally:
-        record["end"] = now()
-        write_json(out / "qa.run.json", record)
+        run_record.record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
+                                        "unusable": unusable}
 
     # A terminal gets its own width; a log file (rich's default there: 80) gets room for the table.
     print_table(rows, Console(highlight=False, width=None if sys.stdout.isatty() else 110))

@@ -16,20 +16,29 @@ from .errors import SarcogradeError
 # (subcommand, module, one-line help), in pipeline order.
 COMMANDS = [
     ("check", "sarcograde.check", "validate a cohort manifest and write qa.csv"),
+    ("synth", "sarcograde.synth", "write a synthetic multi-site cohort with a known grade signal"),
     ("import", "sarcograde.importers.cli", "build a manifest from a public collection (tcia-sts)"),
+    ("preprocess", "sarcograde.preprocess.stage", "N4, 1 mm resampling, z-score, tumour slices"),
     ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
+    ("predict", "sarcograde.predict", "grade every patient of a cache with a run's ensemble"),
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
+    ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (and its arguments added), so that
+    `sarcograde --help` and light stages such as `check` do not pay for importing torch."""
     parser = argparse.ArgumentParser(
         prog="sarcograde",
         description="Soft-tissue sarcoma grading from MRI (low grade G1 vs high grade G2/G3).")
     parser.add_argument("--version", action="version", version=f"sarcograde {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
+        if name != command:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(p)
@@ -38,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    names = {name for name, _, _ in COMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in names else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -1,0 +1,338 @@
+"""Tests of `sarcograde synth`: determinism, a valid cohort, the grade signal, sites, clinical data."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+from scipy.spatial import ConvexHull
+from scipy.spatial.distance import pdist
+from sklearn.metrics import roc_auc_score
+
+from sarcograde.cli import main
+from sarcograde.cohort import load_manifest
+from sarcograde.errors import SarcogradeError
+from sarcograde.io import grid_mismatches, orientation_code, read_image, read_mask
+from sarcograde.synth import make_cohort, site_profile
+from sarcograde.synth.patients import (HAZARD_RATIOS, draw_clinical, draw_grades, draw_grid,
+                                       sample_cohort, t_stage)
+from sarcograde.synth.phantom import TumourLattice, contrast, render
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder` but run.json, which records the time by design."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "run.json"}
+
+
+def physical_points(image: sitk.Image, index_zyx: np.ndarray) -> np.ndarray:
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    xyz = index_zyx[:, ::-1] * np.array(image.GetSpacing())
+    return np.array(image.GetOrigin()) + xyz @ direction.T
+
+
+def mask_diameter_mm(mask: sitk.Image) -> float:
+    """Largest distance between two tumour voxel centres (via the convex hull)."""
+    points = physical_points(mask, np.argwhere(sitk.GetArrayViewFromImage(mask) > 0))
+    return float(pdist(points[ConvexHull(points).vertices]).max())
+
+
+@pytest.fixture(scope="module")
+def cohort20(tmp_path_factory) -> Path:
+    # siteA's own profile, with coarser voxels to keep the test fast on two cores.
+    return make_cohort(tmp_path_factory.mktemp("synth20"), 20, "siteA", seed=7,
+                       pixel_mm=(0.9, 1.0), slice_mm=(5.0, 6.0))
+
+
+@pytest.fixture(scope="module")
+def mixed_pair(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Two cohorts with one seed and one with another; three orientations in each."""
+    base = tmp_path_factory.mktemp("synth_mixed")
+    site = {"orientations": ("LPS", "RAS", "PLI"), "pixel_mm": (0.9, 1.0), "slice_mm": 6.0}
+    return tuple(make_cohort(base / name, 3, "hospX", seed=seed, **site).parent
+                 for name, seed in (("a", 11), ("b", 11), ("c", 12)))
+
+
+def test_same_seed_gives_byte_identical_files(mixed_pair):
+    first, second, _ = mixed_pair
+    hashes = file_hashes(first)
+    assert len([name for name in hashes if name.startswith(("images/", "masks/"))]) == 12
+    assert {"manifest.csv", "truth.csv", "synth.json"} <= set(hashes)
+    assert hashes == file_hashes(second)
+    # gzip stores a modification time in bytes 4-8: it must be zero, or the bytes would differ.
+    for name in hashes:
+        if name.endswith(".gz"):
+            assert (first / name).read_bytes()[4:8] == b"\0\0\0\0", name
+    assert json.loads((first / "run.json").read_text())["status"] == "finished"
+
+
+def test_different_seed_gives_different_images(mixed_pair):
+    first, _, other = mixed_pair
+    a, b = file_hashes(first), file_hashes(other)
+    images = [name for name in a if name.startswith("images/")]
+    assert images and all(a[name] != b[name] for name in images)
+
+
+def test_manifest_is_valid_and_every_mask_fits_its_image(cohort20):
+    cohort = load_manifest(cohort20, strict=True)
+    assert cohort.sequences == ["T1FSGd", "T2FS"]
+    assert [p.patient_id for p in cohort] == [f"siteA-{i:03d}" for i in range(1, 21)]
+    assert all(p.site == "siteA" and p.grade in (1, 2, 3) for p in cohort)
+    assert all(value is not None for p in cohort for value in p.clinical.values())
+    raw = pd.read_csv(cohort20)
+    assert not any(Path(v).is_absolute() for c in raw if c.startswith(("image_", "mask_"))
+                   for v in raw[c])
+    for patient in cohort:
+        for seq in cohort.sequences:
+            image, mask = read_image(patient.images[seq]), read_mask(patient.masks[seq])
+            assert image.GetPixelID() == sitk.sitkInt16
+            assert grid_mismatches(image, mask) == []
+            values = np.unique(sitk.GetArrayViewFromImage(mask))
+            assert values.tolist() == [0, 1], (patient.patient_id, seq)
+            # The field of view holds the whole tumour and the whole limb, with air around it.
+            tumour = sitk.GetArrayViewFromImage(mask)
+            pixels = sitk.GetArrayViewFromImage(image)
+            air = 0.1 * np.median(pixels[tumour > 0])
+            for axis in range(3):
+                for end in (0, -1):
+                    assert not np.take(tumour, end, axis=axis).any()
+                    if axis > 0:   # in-plane edges
+                        assert np.median(np.take(pixels, end, axis=axis)) < air
+
+
+def test_check_accepts_the_synthetic_cohort(cohort20, tmp_path):
+    assert main(["check", str(cohort20), "--out", str(tmp_path)]) == 0
+    qa = pd.read_csv(tmp_path / "qa.csv")
+    assert len(qa) == 40 and qa["usable"].all()
+
+
+@pytest.fixture(scope="module")
+def grade_features(cohort20) -> dict[str, pd.DataFrame]:
+    return {seq: _grade_features(cohort20, seq) for seq in ("T1FSGd", "T2FS")}
+
+
+def _grade_features(cohort20: Path, sequence: str) -> pd.DataFrame:
+    """Per patient: coefficient of variation inside the mask, and the signal of a 2-4 mm ring
+    outside the mask relative to the tumour's median (in-plane rings, slices being thick)."""
+    rows = []
+    for patient in load_manifest(cohort20, strict=True):
+        image = sitk.GetArrayFromImage(read_image(patient.images[sequence])).astype(float)
+        mask_image = read_mask(patient.masks[sequence])
+        mask = sitk.GetArrayFromImage(mask_image).astype(bool)
+        in_plane = np.zeros((1, 3, 3), bool)
+        in_plane[0] = True
+        pixel = mask_image.GetSpacing()[0]
+        ring = ndimage.binary_dilation(mask, in_plane, iterations=round(4 / pixel)) \
+            & ~ndimage.binary_dilation(mask, in_plane, iterations=round(2 / pixel))
+        inside = image[mask]
+        rows.append({"label": patient.label, "cv": inside.std() / inside.mean(),
+                     "ring": image[ring].mean() / np.median(inside)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("sequence", ["T1FSGd", "T2FS"])
+def test_grade_signal_separates_low_from_high_grade(grade_features, sequence):
+    features = grade_features[sequence]
+    assert features["label"].nunique() == 2
+    # Heterogeneity (texture, necrosis) inside the mask, oedema outside it.
+    assert roc_auc_score(features["label"], features["cv"]) > 0.9
+    assert roc_auc_score(features["label"], features["ring"]) > 0.9
+
+
+def test_oedema_lies_outside_the_mask_and_only_in_high_grade(cohort20, grade_features):
+    truth = pd.read_csv(cohort20.parent / "truth.csv")
+    assert (truth.loc[truth["grade"] == 1, ["oedema", "necrosis"]] == 0).all().all()
+    assert (truth.loc[truth["grade"] == 3, "necrosis"] > 0).all()
+    assert (truth.loc[truth["grade"] == 1, "capsule"] == 1).all()
+    # T2FS: oedema is bright; the ring outside the mask is brighter for tumours with oedema.
+    features = grade_features["T2FS"]
+    with_oedema = truth["oedema"].to_numpy() > 0.3
+    assert features["ring"][with_oedema].min() > features["ring"][truth["grade"] == 1].max()
+
+
+def test_low_grade_share_is_the_requested_fraction(cohort20):
+    grades = pd.read_csv(cohort20)["grade"]
+    assert (grades == 1).sum() == round(0.35 * 20)
+    for n, fraction in ((200, 0.15), (57, 0.35), (10, 0.0)):
+        drawn = np.array(draw_grades(n, fraction, seed=3, site="siteB"))
+        assert (drawn == 1).sum() == round(fraction * n)
+        assert set(drawn) <= {1, 2, 3}
+
+
+def test_t_stage_and_volume_follow_the_tumour_in_the_mask(cohort20):
+    assert t_stage(50.0) == "T1b" and t_stage(50.1) == "T2b"   # AJCC 7: T2 above 5 cm
+    manifest = pd.read_csv(cohort20)
+    truth = pd.read_csv(cohort20.parent / "truth.csv").set_index("patient_id")
+    for _, row in manifest.iterrows():
+        mask = sitk.ReadImage(str(cohort20.parent / row["mask_T2FS"]))
+        spacing = mask.GetSpacing()
+        measured = mask_diameter_mm(mask)
+        drawn = truth.loc[row["patient_id"], "longest_diameter_mm"]
+        # Voxel centres can miss up to one slice of the length, never add to it.
+        assert drawn - max(spacing) - 1.0 <= measured <= drawn + 1.0, row["patient_id"]
+        assert row["t_stage"] == t_stage(drawn)
+        if abs(measured - 50) > max(spacing) + 1.0:
+            assert row["t_stage"] == ("T2b" if measured > 50 else "T1b"), row["patient_id"]
+        volume_ml = sitk.GetArrayViewFromImage(mask).sum() * np.prod(spacing) / 1000
+        assert volume_ml == pytest.approx(truth.loc[row["patient_id"], "tumour_volume_ml"],
+                                          rel=0.03)
+
+
+def test_sites_differ_and_follow_their_configuration():
+    assert site_profile("siteA") == site_profile("siteA")
+    profiles = [site_profile(name) for name in ("siteA", "siteB", "siteC", "siteD")]
+    assert len({(p.pixel_mm, p.slice_mm, p.orientations, p.scale) for p in profiles}) == 4
+    for profile in profiles:
+        assert 0.68 <= profile.pixel_mm[0] <= profile.pixel_mm[1] <= 1.0
+        assert 3.0 <= profile.slice_mm[0] <= profile.slice_mm[1] <= 6.0
+
+    fine = site_profile("fine", pixel_mm=(0.7, 0.75), slice_mm=3, orientations=("LPS",))
+    coarse = site_profile("coarse", pixel_mm=1.0, slice_mm=(5.5, 6.0), orientations=("RAS", "LPI"))
+    for profile in (fine, coarse):
+        specs = sample_cohort(12, profile, seed=5, sequences=("T1FSGd", "T2FS"))
+        grids = [g for s in specs for g in s.grids.values()]
+        assert all(profile.pixel_mm[0] <= g.spacing[0] == g.spacing[1] <= profile.pixel_mm[1]
+                   for g in grids)
+        assert all(profile.slice_mm[0] <= g.spacing[2] <= profile.slice_mm[1] for g in grids)
+        assert {g.orientation for g in grids} == set(profile.orientations)
+
+
+def test_written_orientation_keeps_the_physical_geometry(mixed_pair):
+    """The same tumour stored LPS, RAS and PLI lies at the same place in scanner space."""
+    folder = mixed_pair[0]
+    truth = pd.read_csv(folder / "truth.csv")
+    manifest = pd.read_csv(folder / "manifest.csv")
+    codes = set()
+    for (_, row), (_, drawn) in zip(manifest.iterrows(), truth.iterrows()):
+        image = read_image(folder / row["image_T2FS"])
+        assert orientation_code(image) == drawn["orientation_T2FS"]
+        codes.add(drawn["orientation_T2FS"])
+
+    profile = site_profile("hospX", orientations=("LPS",), pixel_mm=1.0, slice_mm=4.0)
+    spec = sample_cohort(1, profile, seed=2, sequences=("T2FS",))[0]
+    lattice = TumourLattice(spec.tumour, np.random.default_rng(spec.render_seed))
+    centroids, volumes = [], []
+    for code in ("LPS", "RAS", "PLI", "SAR"):
+        spec.grids["T2FS"] = draw_grid(np.random.default_rng(0), profile, spec.anatomy, code)
+        image, mask = render(spec, "T2FS", lattice, profile.noise, profile.bias)
+        assert orientation_code(image) == code
+        points = physical_points(mask, np.argwhere(sitk.GetArrayViewFromImage(mask) > 0))
+        centroids.append(points.mean(axis=0))
+        volumes.append(len(points) * np.prod(mask.GetSpacing()))
+    expected = np.array(spec.tumour.centre) + np.array(spec.anatomy.world_offset)
+    for centroid in centroids:
+        # The lobes move the centroid off the ellipsoid centre, equally in every orientation.
+        np.testing.assert_allclose(centroid, centroids[0], atol=0.5)
+        assert np.linalg.norm(centroid - expected) < 0.25 * spec.tumour.longest_diameter_mm
+    np.testing.assert_allclose(volumes, volumes[0], rtol=0.02)
+
+
+def test_survival_hazard_is_higher_for_high_grade():
+    from lifelines import CoxPHFitter, KaplanMeierFitter
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4000):
+        grade = 1 if i % 2 else 3
+        c = draw_clinical(rng, grade, longest_diameter_mm=60.0)
+        rows.append({"high": int(grade > 1), "m1": int(c["m_stage"] == "M1"),
+                     "n1": int(c["n_stage"] == "N1"), "age": c["age"],
+                     "os_months": c["os_months"], "os_event": c["os_event"]})
+    frame = pd.DataFrame(rows)
+    assert (frame["os_months"] > 0).all()
+    assert 0.1 < frame["os_event"].mean() < 0.9          # deaths and censored patients
+    assert frame["os_months"].max() <= 120               # administrative censoring
+    assert frame.loc[frame["high"] == 1, "m1"].mean() > frame.loc[frame["high"] == 0, "m1"].mean()
+    # The generating hazard ratios are recovered by a Cox fit, within 3 standard errors.
+    cox = CoxPHFitter().fit(frame, "os_months", "os_event")
+    for name, key in (("high", "high_grade"), ("m1", "m1"), ("n1", "n1"), ("age", "age_per_year")):
+        error = abs(cox.params_[name] - np.log(HAZARD_RATIOS[key]))
+        assert error < 3 * cox.standard_errors_[name], (name, error)
+    assert cox.standard_errors_["high"] < 0.1
+    km = {high: KaplanMeierFitter().fit(g["os_months"], g["os_event"])
+          for high, g in frame.groupby("high")}
+    assert km[1].median_survival_time_ < km[0].median_survival_time_
+    assert km[1].predict(60.0) < km[0].predict(60.0) - 0.15
+
+
+def test_sequence_contrasts_follow_their_names():
+    t1gd, t2fs, t2 = contrast("T1FSGd"), contrast("T2FS"), contrast("T2")
+    assert t2fs["fat"] < t2fs["muscle"] < t2["fat"]                       # fat suppressed
+    assert t2fs["necrosis"] > t2fs["tumour"] and t2fs["oedema"] > t2fs["muscle"]
+    assert t1gd["necrosis"] < t1gd["tumour"] and t1gd["vessel"] > t1gd["tumour"]
+    assert contrast("T1")["fat"] > contrast("T1")["tumour"]
+
+
+def test_cli_resumes_refuses_another_configuration_and_overwrites(tmp_path, capsys):
+    out = tmp_path / "cohort"
+    args = ["synth", str(out), "--patients", "2", "--site", "x1", "--seed", "4",
+            "--sequences", "T2FS", "--slice-mm", "6", "--pixel-mm", "1.0"]
+    assert main(args) == 0
+    images = sorted((out / "images").iterdir())
+    assert [p.name for p in images] == ["x1-001_T2FS.nii.gz", "x1-002_T2FS.nii.gz"]
+    stamps = {p: p.stat().st_mtime_ns for p in images}
+    before = file_hashes(out)
+
+    assert main(args) == 0                                   # same configuration: resumed
+    assert {p: p.stat().st_mtime_ns for p in images} == stamps
+    assert "kept 2 finished patient(s)" in capsys.readouterr().err.replace("\n", " ")
+
+    other = [a if a != "4" else "5" for a in args]
+    assert main(other) == 1                                  # another seed: refused, untouched
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err and str(out) in err
+    assert file_hashes(out) == before
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+    assert main(other + ["--overwrite"]) == 0
+    assert file_hashes(out)["images/x1-001_T2FS.nii.gz"] != before["images/x1-001_T2FS.nii.gz"]
+    assert json.loads((out / "synth.json").read_text())["seed"] == 5
+
+
+def test_preview_shows_each_patient_and_sequence(tmp_path):
+    out = tmp_path / "cohort"
+    assert main(["synth", str(out), "--patients", "2", "--site", "x2", "--sequences", "T1FSGd",
+                 "--slice-mm", "6", "--pixel-mm", "1.0", "--orientations", "RAS", "--preview"]) == 0
+    with open(out / "preview.png", "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"orientations": ("LPX",)}, "invalid orientation code 'LPX'"),
+    ({"site": "a/b"}, "invalid site name"),
+    ({"low_fraction": 1.5}, "low_fraction must lie in"),
+    ({"sequences": ("T2FS", "T2FS")}, "sequence named twice"),
+    ({"sequences": ("T2 FS",)}, "invalid sequence name"),
+    ({"n_patients": 0}, "--patients must be at least 1"),
+    ({"slice_mm": (6, 3)}, "slice_mm must be a positive number or a range"),
+    ({"seed": -1}, "seed must be >= 0"),
+    ({"voxel_mm": 1.0}, "unknown site setting(s) voxel_mm"),
+])
+def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path, kwargs, message):
+    arguments = {"out": tmp_path / "c", "n_patients": 1, "site": "s", "seed": 0, **kwargs}
+    with pytest.raises(SarcogradeError) as error:
+        make_cohort(**arguments)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_different_manifest_in_the_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "manifest.csv").write_text("patient_id,image_T1,mask_T1\n")
+    with pytest.raises(SarcogradeError, match="unknown configuration"):
+        make_cohort(tmp_path, 1, "s", 0)
+    assert (tmp_path / "manifest.csv").read_text() == "patient_id,image_T1,mask_T1\n"
+    assert not (tmp_path / "images").exists()
+
+
+def test_gzip_of_a_written_image_is_a_valid_nifti(mixed_pair):
+    path = next((mixed_pair[0] / "images").iterdir())
+    header = gzip.decompress(path.read_bytes())[:348]
+    assert int.from_bytes(header[:4], "little") == 348      # NIfTI-1 sizeof_hdr
+    assert header[344:348] in (b"n+1\0", b"ni1\0")

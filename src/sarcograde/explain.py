@@ -1,0 +1,202 @@
+"""Attention maps (Grad-CAM) of a run's ensemble on every tumour slice, with attention scores.
+
+For each chosen patient of CACHE (default: all), the Grad-CAM map of the patient's predicted
+class (the ensemble's prediction, mean logits then softmax as in `predict`) on the last feature
+map of every fold model, averaged over the models. Writes into DIR:
+`<patient_id>.png` (a montage of up to --montage-slices evenly spaced slices with the map, the
+tumour contour, the ring and each slice's p_high), `attention.csv` (per patient: share of
+attention inside the tumour, in a ring of --ring-mm around it and elsewhere, and the `off_tumour`
+flag when inside + ring < --min-attention: the paper's failure case of attention on air),
+`attention_slices.csv` (the same per slice), `maps/<patient_id>.npz` (the maps, which let an
+interrupted run resume) and `run.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import softmax
+
+from . import LABELS
+from .artifacts import RunRecord, hash_config, save_figure, write_csv, write_npz
+from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, slice_shares,
+                        tumour_regions)
+from .console import info, progress, warn
+from .errors import SarcogradeError
+from .predict import (aggregate, check_cache_fits, load_ensemble, load_patient, patient_key,
+                      read_cache_config, read_index, resolve_device, slice_logits)
+
+
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
+def montage_slices(n: int, max_slices: int) -> np.ndarray:
+    """Indices of at most `max_slices` evenly spaced slices out of n, first and last included."""
+    if n <= max_slices:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_slices).round().astype(int))
+
+
+def slice_p_high(logits: np.ndarray) -> np.ndarray:
+    """Each slice's ensemble p_high (n,) from logits (models, n, 2): mean logits, then softmax."""
+    return softmax(logits.mean(axis=0, dtype=np.float64), axis=-1)[:, 1]
+
+
+def display_maps(cam: np.ndarray) -> np.ndarray:
+    """Maps scaled to a maximum of 1 per slice, in float16: what is stored, shown and scored
+    (the shares do not depend on a slice's scale)."""
+    peak = cam.reshape(len(cam), -1).max(axis=1)
+    scale = np.divide(1.0, peak, out=np.zeros_like(peak), where=peak > 0)
+    return (cam * scale[:, None, None]).astype(np.float16)
+
+
+def plot_montage(patient_id: str, arrays: dict[str, np.ndarray], cam: np.ndarray,
+                 p_high_per_slice: np.ndarray, summary: dict, *, ring_mm: float, method: str,
+                 n_models: int, max_slices: int = 12):
+    """A figure of the chosen slices: grey image, map in colour, tumour contour (white), ring
+    border (dashed), slice position and p_high; the patient's prediction and scores on top."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    image, mask = arrays["image"].astype(np.float32), arrays["mask"]
+    pixel_mm, z_mm = arrays["pixel_mm"], arrays.get("z_mm", np.arange(len(image), dtype=float))
+    chosen = montage_slices(len(image), max_slices)
+    cols = min(4, len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 1.0, 2.3 * rows + 0.9),
+                             squeeze=False, layout="constrained")
+    low, high = np.percentile(image, [1, 99])
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), chosen):
+        ax.imshow(image[i], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        ax.imshow(cam[i].astype(np.float32), cmap="jet", vmin=0, vmax=1, alpha=0.4,
+                  interpolation="bilinear")
+        inside, ring = tumour_regions(mask[i], pixel_mm[i], ring_mm)
+        if inside.any():
+            ax.contour(inside, levels=[0.5], colors="white", linewidths=1.0)
+            ax.contour(inside | ring, levels=[0.5], colors="white", linewidths=0.7,
+                       linestyles="dashed")
+        ax.set_title(f"z {z_mm[i]:.0f} mm · p_high {p_high_per_slice[i]:.2f}", fontsize=8)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes, shrink=0.6,
+                 label="attention (slice maximum = 1)")
+
+    predicted = LABELS[summary["predicted"]]
+    truth, colour = "true grade unknown", "black"
+    if summary["grade"] is not None:
+        truth = f"true grade G{summary['grade']} ({LABELS[summary['label']]})"
+        colour = "darkgreen" if summary["label"] == summary["predicted"] else "firebrick"
+    shown = (f"{len(chosen)} of {len(image)} slices, evenly spaced" if len(chosen) < len(image)
+             else f"all {len(image)} slices")
+    flag = "  ·  OFF TUMOUR" if summary["off_tumour"] else ""
+    fig.suptitle(
+        f"{patient_id}: predicted {predicted} grade (p_high {summary['p_high']:.2f}), {truth}\n"
+        f"attention inside {summary['inside']:.0%}, {ring_mm:g} mm ring {summary['ring']:.0%}, "
+        f"elsewhere {summary['elsewhere']:.0%}{flag}\n"
+        f"{METHOD_NAMES[method]} of the predicted class, mean of {n_models} model(s); {shown}",
+        fontsize=9, color=colour)
+    return fig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="training run folder (fold_XX/model.pt, folds.json)")
+    parser.add_argument("cache", type=Path, help="preprocessed cache of the patients")
+    parser.add_argument("--out", type=Path, default=Path("explain"),
+                        help="output folder (default: explain)")
+    parser.add_argument("--patients", help="comma-separated patient ids (default: all)")
+    parser.add_argument("--method", choices=tuple(METHODS), default="gradcam")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per Grad-CAM pass")
+    parser.add_argument("--ring-mm", type=float, default=10.0,
+                        help="width of the ring around the tumour, in mm (default 10)")
+    parser.add_argument("--min-attention", type=float, default=0.5,
+                        help="flag off_tumour when inside + ring is below this (default 0.5)")
+    parser.add_argument("--montage-slices", type=int, default=12,
+                        help="at most this many slices per montage (default 12)")
+
+
+def _check_arguments(args: argparse.Namespace) -> list[str] | None:
+    if args.batch_size < 1 or args.montage_slices < 1:
+        raise SarcogradeError("--batch-size and --montage-slices must be at least 1")
+    if args.ring_mm < 0:
+        raise SarcogradeError(f"--ring-mm must not be negative, not {args.ring_mm}")
+    if not 0 <= args.min_attention <= 1:
+        raise SarcogradeError(
+            f"--min-attention is a share between 0 and 1, not {args.min_attention}")
+    if args.patients is None:
+        return None
+    return [p.strip() for p in args.patients.split(",") if p.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    patients = _check_arguments(args)
+    device = resolve_device(args.device)
+    cache_config = read_cache_config(args.cache)
+    index = read_index(args.cache, patients)
+    ensemble = load_ensemble(args.run, device)
+    check_cache_fits(ensemble, cache_config, args.cache)
+    explainers = cam_explainers(ensemble.models, args.method)
+    size = int(ensemble.input_meta["size"])
+    out = Path(args.out)
+    config = {"method": args.method, "target": "margin of the predicted class",
+              "ring_mm": args.ring_mm, "min_attention": args.min_attention,
+              "slice_weighting": "equal", "montage_slices": args.montage_slices,
+              "device": device.type, "batch_size": args.batch_size, "models": ensemble.names,
+              "preprocess": ensemble.preprocess}
+    inputs = {"cache_index": Path(args.cache) / "index.csv", "folds": Path(args.run) / "folds.json"}
+    patient_rows, slice_rows = [], []
+    with RunRecord(out, config=config, inputs=inputs), progress() as bar:
+        task = bar.add_task("explain (patients)", total=len(index))
+        for row in index.itertuples(index=False):
+            arrays = load_patient(args.cache, row, size)
+            maps_path = out / "maps" / f"{row.patient_id}.npz"
+            key = hash_config({"models": ensemble.key, "patient": patient_key(args.cache, row),
+                               "method": args.method, "device": device.type})
+            saved = {}
+            if maps_path.is_file():
+                with np.load(maps_path) as npz:
+                    saved = dict(npz)
+            if str(saved.get("key", "")) != key:
+                logits = slice_logits(ensemble, arrays["image"], args.batch_size)
+                predicted = int(aggregate(logits)[0] > 0.5)
+                cam = ensemble_cam(explainers, arrays["image"], predicted, ensemble.input_meta,
+                                   device, args.batch_size)
+                saved = {"cam": display_maps(cam), "logits": logits, "key": np.array(key)}
+                write_npz(maps_path, **saved)
+            logits, cam = saved["logits"], saved["cam"]
+            p_high = aggregate(logits)[0]
+            per_slice = slice_p_high(logits)
+            shares = slice_shares(cam, arrays["mask"], arrays["pixel_mm"], args.ring_mm)
+            inside, ring, elsewhere = patient_shares(shares)
+            grade = None if pd.isna(row.grade) else int(row.grade)
+            label = None if pd.isna(row.label) else int(row.label)
+            summary = {"patient_id": row.patient_id, "n_slices": len(cam), "p_high": p_high,
+                       "predicted": int(p_high > 0.5), "label": label, "inside": inside,
+                       "ring": ring, "elsewhere": elsewhere,
+                       "off_tumour": bool(inside + ring < args.min_attention)}
+            patient_rows.append(summary)
+            z_mm = arrays.get("z_mm", np.arange(len(cam), dtype=float))
+            slice_rows += [{"patient_id": row.patient_id, "slice": i, "z_mm": z_mm[i],
+                            "p_high": per_slice[i], "inside": s[0], "ring": s[1],
+                            "elsewhere": s[2]} for i, s in enumerate(shares)]
+            fig = plot_montage(row.patient_id, arrays, cam, per_slice,
+                               {**summary, "grade": grade}, ring_mm=args.ring_mm,
+                               method=args.method, n_models=len(ensemble.models),
+                               max_slices=args.montage_slices)
+            save_figure(fig, out / f"{row.patient_id}.png")
+            bar.advance(task)
+        table = pd.DataFrame(patient_rows)
+        table["label"] = table["label"].astype("Int64")
+        write_csv(out / "attention.csv", table)
+        write_csv(out / "attention_slices.csv", pd.DataFrame(slice_rows))
+    flagged = table.loc[table["off_tumour"], "patient_id"].tolist()
+    if flagged:
+        warn(f"explain: attention mostly off the tumour and its {args.ring_mm:g} mm ring for "
+             f"{len(flagged)} patient(s): {', '.join(flagged)}")
+    info(f"explain: {len(table)} patient(s) -> {out / 'attention.csv'} and montages in {out}")
+    return 0

@@ -1,0 +1,278 @@
+"""`sarcograde predict`: ensemble aggregation, per-model spread, precision, cache checks, resume.
+
+The builders at the top make a training run (tiny quick-preset DenseNets at 32 x 32) and a cache
+in the formats of docs/artifacts.md with numpy and torch only; test_explain.py reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sarcograde import model as model_lib
+from sarcograde.cli import main
+
+SIZE = 32
+MODEL_CFG = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
+             "block_config": [2, 4, 4], "pretrained": "none"}
+PREPROCESS = {"sequence": "T1", "spacing_mm": 1.0, "size": SIZE, "margin_mm": 10.0, "n4": True,
+              "n4_shrink": 4, "n4_iterations": [20, 20]}
+
+
+def synthetic_slices(rng: np.random.Generator, n: int, size: int = SIZE, brightness: float = 0.0):
+    """z-scored noise slices with a disc-shaped tumour (brighter by `brightness`) and its mask."""
+    yy, xx = np.mgrid[:size, :size]
+    mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 5) ** 2).astype(np.uint8)
+    image = rng.normal(size=(n, size, size)) + brightness * mask
+    return image.astype(np.float16), np.repeat(mask[None], n, axis=0)
+
+
+def write_cache(root: Path, patients: dict[str, dict], preprocess: dict | None = None,
+                manifest: str = "/cohort/manifest.csv") -> Path:
+    """A CACHE folder as `preprocess` writes it. `patients` maps id -> {"image", "mask",
+    "grade" (or None), "pixel_mm" (optional, default 1.5)}."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "patients").mkdir(exist_ok=True)
+    (root / "config.json").write_text(json.dumps({**(preprocess or PREPROCESS),
+                                                  "manifest": manifest}))
+    rows = []
+    for pid, p in patients.items():
+        n = len(p["image"])
+        pixel_mm = np.full(n, p.get("pixel_mm", 1.5))
+        area = p["mask"].sum(axis=(1, 2)) * pixel_mm ** 2
+        key = f"key-{pid}-{p.get('version', 0)}"
+        np.savez_compressed(root / "patients" / f"{pid}.npz", image=p["image"], mask=p["mask"],
+                            z_mm=np.arange(n, dtype=float), area_mm2=area, pixel_mm=pixel_mm,
+                            spacing=np.ones(3), origin=np.zeros(3), direction=np.eye(3).ravel(),
+                            key=np.array(key))
+        grade = p.get("grade")
+        rows.append({"patient_id": pid, "sequence": "T1", "site": "A",
+                     "grade": "" if grade is None else grade,
+                     "label": "" if grade is None else int(grade >= 2), "n_slices": n,
+                     "tumour_volume_ml": area.sum() / 1000, "npz": f"patients/{pid}.npz",
+                     "key": key})
+    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
+    return root
+
+
+def calibrated_model(seed: int, size: int = SIZE) -> torch.nn.Module:
+    """A randomly initialised quick-preset DenseNet whose batch-norm statistics were estimated
+    on synthetic slices, so that its activations (and bf16 rounding) are those of a real one."""
+    torch.manual_seed(seed)
+    net = model_lib.build_model(MODEL_CFG)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one pass gives the batch statistics exactly
+    images, _ = synthetic_slices(np.random.default_rng(seed), 64, size, brightness=2.0)
+    net.train()
+    with torch.no_grad():
+        net(model_lib.prepare_input(images, model_lib.input_meta(size, pretrained=False)))
+    return net.eval()
+
+
+def write_run(root: Path, models: list[torch.nn.Module], preprocess: dict | None = None,
+              sizes: list[int] | None = None, model_cfg: dict | None = None) -> Path:
+    """A RUN folder as `train` writes it: folds.json and fold_XX/model.pt."""
+    preprocess = preprocess or PREPROCESS
+    root.mkdir(parents=True, exist_ok=True)
+    splits = []
+    for k, net in enumerate(models):
+        name = f"fold_{k:02d}"
+        size = (sizes or [preprocess["size"]] * len(models))[k]
+        model_lib.save_fold_model(root / name / "model.pt", net, model_cfg=model_cfg or MODEL_CFG,
+                                  input_meta=model_lib.input_meta(size, pretrained=False),
+                                  preprocess_cfg={**preprocess, "manifest": "/train/manifest.csv"},
+                                  best_epoch=1, repeat=0, fold=k)
+        splits.append({"name": name, "repeat": 0, "fold": k, "train": [], "val": []})
+    (root / "folds.json").write_text(json.dumps({"folds": len(models), "repeats": 1, "seed": 0,
+                                                 "stratify": "grade", "adaptation": None,
+                                                 "splits": splits}))
+    return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One thread: on two cores shared with other work, two threads run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models():
+    return [calibrated_model(seed) for seed in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, models):
+    return write_run(tmp_path_factory.mktemp("run"), models)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    rng = np.random.default_rng(7)
+    spec = {"P01": (5, 1, 0.0), "P02": (12, 2, 3.0), "P03": (1, 3, 1.0), "P04": (7, None, 2.0),
+            "P05": (40, 1, -1.0)}
+    patients = {}
+    for pid, (n, grade, brightness) in spec.items():
+        image, mask = synthetic_slices(rng, n, brightness=brightness)
+        patients[pid] = {"image": image, "mask": mask, "grade": grade}
+    return patients
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory, cohort):
+    return write_cache(tmp_path_factory.mktemp("cache"), cohort)
+
+
+def predict(run_dir, cache_dir, out, *extra) -> pd.DataFrame:
+    assert main(["predict", str(run_dir), str(cache_dir), "--out", str(out),
+                 "--batch-size", "8", *extra]) == 0
+    return pd.read_csv(out, dtype={"patient_id": str}).set_index("patient_id")
+
+
+def reference_logits(models, image) -> np.ndarray:
+    """(models, n, 2) logits computed one model and one whole patient at a time."""
+    meta = model_lib.input_meta(SIZE, pretrained=False)
+    with torch.no_grad():
+        return np.stack([m(model_lib.prepare_input(image, meta)).numpy() for m in models])
+
+
+def np_softmax_high(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e[..., 1] / e.sum(axis=-1)
+
+
+@pytest.mark.parametrize("mode", ["logits", "probabilities"])
+def test_aggregation_equals_independent_computation(run_dir, cache_dir, cohort, models, mode,
+                                                    tmp_path):
+    table = predict(run_dir, cache_dir, tmp_path / "predictions.csv", "--aggregate", mode)
+    assert list(table.index) == list(cohort)          # every patient, the unknown grade too
+    fold_columns = ["p_fold_00", "p_fold_01", "p_fold_02"]
+    assert list(table.columns) == ["p_high", "predicted", "n_slices", "p_high_sd", "p_high_min",
+                                   "p_high_max", *fold_columns]
+    for pid, patient in cohort.items():
+        z = reference_logits(models, patient["image"])
+        if mode == "logits":
+            expected = np_softmax_high(z.mean(axis=(0, 1)))
+            per_model = np_softmax_high(z.mean(axis=1))
+        else:
+            expected = np_softmax_high(z).mean()
+            per_model = np_softmax_high(z).mean(axis=1)
+        row = table.loc[pid]
+        assert row["p_high"] == pytest.approx(expected, abs=1e-5)
+        assert row["predicted"] == int(expected > 0.5)
+        assert row["n_slices"] == len(patient["image"])
+        np.testing.assert_allclose(row[fold_columns].to_numpy(float), per_model, atol=1e-5)
+        assert row["p_high_sd"] == pytest.approx(np.std(per_model, ddof=1), abs=1e-5)
+        assert row["p_high_min"] == pytest.approx(per_model.min(), abs=1e-5)
+        assert row["p_high_max"] == pytest.approx(per_model.max(), abs=1e-5)
+    # The models disagree, so the spread is informative and the two rules differ.
+    assert (table["p_high_sd"] > 1e-4).all()
+    assert (table["p_high"].max() - table["p_high"].min()) > 0.01
+
+
+def test_rules_differ_and_run_record(run_dir, cache_dir, tmp_path):
+    by_logits = predict(run_dir, cache_dir, tmp_path / "a.csv")
+    by_probs = predict(run_dir, cache_dir, tmp_path / "b.csv", "--aggregate", "probabilities")
+    assert np.abs(by_logits["p_high"] - by_probs["p_high"]).max() > 1e-4
+    record = json.loads((tmp_path / "a.run.json").read_text())
+    assert record["status"] == "finished" and record["config"]["aggregate"] == "logits"
+    assert record["config"]["models"] == ["fold_00", "fold_01", "fold_02"]
+    assert not (tmp_path / "run.json").exists()     # the folder's run.json is left alone
+
+
+def test_bf16_agrees_with_fp32(run_dir, cache_dir, tmp_path):
+    fp32 = predict(run_dir, cache_dir, tmp_path / "fp32.csv", "--precision", "fp32")
+    bf16 = predict(run_dir, cache_dir, tmp_path / "bf16.csv", "--precision", "bf16")
+    difference = np.abs(fp32["p_high"] - bf16["p_high"])
+    assert difference.max() < 0.02
+    assert difference.max() > 0  # bf16 really ran: it rounds differently
+    assert json.loads((tmp_path / "bf16.run.json").read_text())["config"]["precision"] == "bf16"
+
+
+def test_same_input_same_output_and_resume(run_dir, cache_dir, cohort, tmp_path):
+    first = tmp_path / "first" / "predictions.csv"
+    second = tmp_path / "second" / "predictions.csv"
+    predict(run_dir, cache_dir, first)
+    predict(run_dir, cache_dir, second)
+    assert first.read_bytes() == second.read_bytes()
+
+    # A rerun reuses the per-slice logits saved under the same key...
+    slices = first.with_name("predictions.slices")
+    assert sorted(p.stem for p in slices.glob("*.npz")) == sorted(cohort)
+    with np.load(slices / "P02.npz") as npz:
+        saved = dict(npz)
+    np.savez(slices / "P02.npz", **{**saved, "logits": np.zeros_like(saved["logits"])})
+    assert predict(run_dir, cache_dir, first).loc["P02", "p_high"] == pytest.approx(0.5)
+
+
+def test_changed_model_is_not_served_from_stale_logits(cache_dir, tmp_path):
+    out = tmp_path / "predictions.csv"
+    run = write_run(tmp_path / "run", [calibrated_model(1), calibrated_model(2)])
+    before = predict(run, cache_dir, out)
+    write_run(run, [calibrated_model(1), calibrated_model(5)])
+    after = predict(run, cache_dir, out)
+    fresh = predict(run, cache_dir, tmp_path / "fresh" / "predictions.csv")
+    assert (before["p_fold_01"] != after["p_fold_01"]).all()
+    pd.testing.assert_frame_equal(after, fresh)
+
+
+def test_wrong_cache_for_the_run(run_dir, cohort, tmp_path, capsys):
+    cache = write_cache(tmp_path / "cache", {"P01": cohort["P01"]},
+                        preprocess={**PREPROCESS, "spacing_mm": 2.0})
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run_dir), str(cache), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "config.json: wrong cache for this run" in err and "spacing_mm 1.0" in err
+    assert not out.exists()
+
+
+def test_slices_of_the_wrong_size(run_dir, tmp_path, capsys):
+    image, mask = synthetic_slices(np.random.default_rng(0), 3, size=16)
+    cache = write_cache(tmp_path / "cache", {"P09": {"image": image, "mask": mask, "grade": 2}})
+    assert main(["predict", str(run_dir), str(cache), "--out", str(tmp_path / "p.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "P09: " in err and "16x16" in err and "32x32" in err
+
+
+def test_models_must_share_their_input(cache_dir, tmp_path, capsys):
+    run = write_run(tmp_path / "run", [calibrated_model(1), calibrated_model(2)], sizes=[32, 64])
+    assert main(["predict", str(run), str(cache_dir), "--out", str(tmp_path / "p.csv")]) == 1
+    assert "fold models disagree on their input" in capsys.readouterr().err
+
+
+def test_unfinished_run(cache_dir, tmp_path, capsys):
+    run = write_run(tmp_path / "run", [calibrated_model(1), calibrated_model(2)])
+    (run / "fold_01" / "model.pt").unlink()
+    assert main(["predict", str(run), str(cache_dir), "--out", str(tmp_path / "p.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "fold_01/model.pt: model missing" in err
+
+
+def test_patient_without_slices_is_left_out_and_nan_is_refused(run_dir, cohort, tmp_path,
+                                                               capsys):
+    empty = {"image": np.zeros((0, SIZE, SIZE), np.float16),
+             "mask": np.zeros((0, SIZE, SIZE), np.uint8), "grade": 2}
+    cache = write_cache(tmp_path / "cache", {"P01": cohort["P01"], "P00": empty})
+    table = predict(run_dir, cache, tmp_path / "predictions.csv")
+    assert list(table.index) == ["P01"]
+    assert "no tumour slices, left out: P00" in capsys.readouterr().err
+
+    broken = {**cohort["P01"], "image": cohort["P01"]["image"].copy()}
+    broken["image"][0, 3, 3] = np.nan
+    cache = write_cache(tmp_path / "broken", {"P07": broken})
+    assert main(["predict", str(run_dir), str(cache), "--out", str(tmp_path / "x.csv")]) == 1
+    assert "P07: " in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

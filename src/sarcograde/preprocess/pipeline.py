@@ -1,0 +1,130 @@
+"""One patient's image and tumour mask in, the cached tumour slices out.
+
+The order matters: canonical orientation first (a lossless axis permutation, so that every later
+step sees the same array whatever the storage order), N4 on the native voxels (before any
+interpolation), resampling to 1 mm, z-score, then the crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import SarcogradeError
+from ..io import grid_mismatches, read_image, read_mask
+from .bias import n4_correct
+from .body import body_mask
+from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
+from .normalise import zscore
+from .slices import TumourSlices, tumour_slices
+
+
+@dataclass(frozen=True)
+class Params:
+    """The preprocessing parameters (the `preprocess` section of a config)."""
+
+    spacing_mm: float = 1.0
+    size: int = 224
+    margin_mm: float = 10.0
+    n4: bool = True
+    n4_shrink: int = 4
+    n4_iterations: tuple[int, ...] = (50, 50, 50, 50)
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> "Params":
+        """Check and convert a config section; unknown keys and bad values are errors."""
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SarcogradeError(f"unknown preprocess setting(s): {', '.join(sorted(unknown))}")
+        try:
+            params = cls(spacing_mm=float(section.get("spacing_mm", cls.spacing_mm)),
+                         size=int(section.get("size", cls.size)),
+                         margin_mm=float(section.get("margin_mm", cls.margin_mm)),
+                         n4=bool(section.get("n4", cls.n4)),
+                         n4_shrink=int(section.get("n4_shrink", cls.n4_shrink)),
+                         n4_iterations=tuple(int(i) for i in
+                                             section.get("n4_iterations", cls.n4_iterations)))
+        except (TypeError, ValueError) as exc:
+            raise SarcogradeError(f"invalid preprocess setting: {exc}") from None
+        problems = [text for bad, text in (
+            (not params.spacing_mm > 0, "spacing_mm must be > 0"),
+            (params.size < 8, "size must be at least 8 pixels"),
+            (params.margin_mm < 0, "margin_mm must be >= 0"),
+            (params.n4_shrink < 1, "n4_shrink must be >= 1"),
+            (not params.n4_iterations or min(params.n4_iterations) < 1,
+             "n4_iterations must be a non-empty list of positive counts")) if bad]
+        if problems:
+            raise SarcogradeError("invalid preprocess setting: " + "; ".join(problems))
+        return params
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "n4_iterations": list(self.n4_iterations)}
+
+    def key_fields(self) -> dict[str, Any]:
+        """The parameters that change the result: N4's settings only matter with N4 on."""
+        fields = self.as_dict()
+        if not self.n4:
+            del fields["n4_shrink"], fields["n4_iterations"]
+        return fields
+
+
+@dataclass
+class Preprocessed:
+    """The tumour slices of one patient and the geometry of the resampled canonical volume."""
+
+    slices: TumourSlices
+    spacing: np.ndarray      # (3,) mm
+    origin: np.ndarray       # (3,) mm
+    direction: np.ndarray    # (9,)
+    tumour_volume_ml: float  # of the mask as drawn, on its own grid
+
+    def arrays(self, key: str) -> dict[str, np.ndarray]:
+        """The NPZ members of docs/artifacts.md."""
+        s = self.slices
+        return {"image": s.image.astype(np.float16), "mask": s.mask.astype(np.uint8),
+                "z_mm": s.z_mm.astype(np.float64), "area_mm2": s.area_mm2.astype(np.float64),
+                "pixel_mm": s.pixel_mm.astype(np.float64), "spacing": self.spacing,
+                "origin": self.origin, "direction": self.direction,
+                "crop_index": s.crop_index, "tumour_volume_ml": np.float64(self.tumour_volume_ml),
+                "key": np.array(key)}
+
+
+def load_patient(patient_id: str, image_path: Path, mask_path: Path,
+                 roi: str | None = None) -> tuple[sitk.Image, sitk.Image]:
+    """Read a patient's image and tumour mask; the mask must be on the image's grid, non-empty."""
+    image = read_image(image_path)
+    mask = read_mask(mask_path, reference=image, roi=roi)
+    problems = grid_mismatches(image, mask)
+    if problems:
+        raise SarcogradeError(f"mask is not on the image grid ({'; '.join(problems)})",
+                              patient=patient_id, path=mask_path)
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise SarcogradeError("mask is empty", patient=patient_id, path=mask_path)
+    return image, mask
+
+
+def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:
+    """Orient, N4-correct, resample, normalise and slice one image with its tumour mask."""
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
+    tumour_volume_ml = float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml
+    image = to_canonical(sitk.Cast(image, sitk.sitkFloat32))
+    mask = to_canonical(mask)
+    body = body_mask(image)
+    if params.n4:
+        image = n4_correct(image, body, params.n4_shrink, params.n4_iterations)
+    grid = isotropic_grid(image, params.spacing_mm)
+    # Outside the scanned field of view the volume takes the darkest value of the scan: air.
+    background = float(sitk.GetArrayViewFromImage(image).min())
+    volume = sitk.GetArrayFromImage(resample_image(image, grid, background))
+    body_iso = sitk.GetArrayFromImage(resample_mask(body, grid))
+    mask_iso = sitk.GetArrayFromImage(resample_mask(mask, grid))
+    volume, mean, sd = zscore(volume, body_iso)
+    slices = tumour_slices(volume, mask_iso, grid.GetSpacing(), grid.GetOrigin(),
+                           params.margin_mm, params.size, background=(background - mean) / sd)
+    return Preprocessed(slices=slices, spacing=np.array(grid.GetSpacing()),
+                        origin=np.array(grid.GetOrigin()), direction=np.array(grid.GetDirection()),
+                        tumour_volume_ml=tumour_volume_ml)

@@ -1,0 +1,189 @@
+"""Preprocess one MR sequence of a cohort into a slice cache: N4 bias-field correction, 1 mm
+isotropic resampling in a canonical orientation, z-score over the body, and square crops of every
+axial slice with tumour. A rerun redoes only patients whose files or parameters changed; a
+patient that fails is reported and the others go on (exit status 1 at the end)."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+from rich.markup import escape
+
+from ..artifacts import RunRecord, read_json, write_json
+from ..cohort import Patient, load_manifest
+from ..config import PRESETS, load_config
+from ..console import console, info, progress, warn
+from ..errors import SarcogradeError
+from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
+                    write_patient)
+from .pipeline import Params, load_patient, preprocess_volume
+from .preview import save_preview
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker process needs for one patient (picklable)."""
+
+    patient_id: str
+    image: Path
+    mask: Path
+    roi: str | None
+    cache: Path
+    params: Params
+    preview: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    patient_id: str
+    status: str                  # "computed", "reused" or "failed"
+    error: str = ""              # "patient: file: problem" when failed
+    npz: str = ""
+    key: str = ""
+    n_slices: int = 0
+    tumour_volume_ml: float = float("nan")
+    seconds: float = 0.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path, help="cohort manifest CSV")
+    parser.add_argument("--sequence", help="sequence to preprocess (image_<SEQ> column); "
+                        "may be left out when the manifest has only one")
+    parser.add_argument("--out", type=Path, required=True, metavar="CACHE",
+                        help="cache folder (created; reused and completed on a rerun)")
+    parser.add_argument("--preset", choices=PRESETS, default="paper", help="parameter preset")
+    parser.add_argument("--config", type=Path, help="YAML file overriding the preset")
+    parser.add_argument("--no-n4", dest="n4", action="store_false", default=None,
+                        help="skip N4 bias-field correction (e.g. for already corrected images)")
+    parser.add_argument("--n4-shrink", type=int, metavar="F",
+                        help="N4 is estimated on the image shrunk about F times per axis")
+    parser.add_argument("--margin-mm", type=float, metavar="M",
+                        help="tissue kept around the tumour's bounding box, in mm")
+    parser.add_argument("--size", type=int, metavar="PX", help="output slices are PX x PX")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="patients processed in parallel (default 1)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write CACHE/preview/<patient>.png montages")
+
+
+def process_patient(task: Task) -> Outcome:
+    """Compute (or reuse) one patient's NPZ; every failure becomes an Outcome, never a raise."""
+    start = time.perf_counter()
+    npz = ""
+    try:
+        npz = npz_relpath(task.patient_id)
+        path = task.cache / npz
+        key = cache_key(task.image, task.mask, task.roi, task.params)
+        status = "reused"
+        if stored_key(path) != key:
+            image, mask = load_patient(task.patient_id, task.image, task.mask, task.roi)
+            write_patient(path, preprocess_volume(image, mask, task.params), key)
+            status = "computed"
+        preview = task.cache / "preview" / f"{task.patient_id}.png"
+        if task.preview and (status == "computed" or not preview.exists()):
+            save_preview(path, preview, task.patient_id)
+        n_slices, volume = patient_summary(path)
+    except SarcogradeError as exc:
+        where = exc.path if exc.path is not None else task.image
+        return Outcome(task.patient_id, "failed", f"{task.patient_id}: {where}: {exc.problem}",
+                       npz=npz, seconds=time.perf_counter() - start)
+    except Exception as exc:  # a bug or a library error on one patient must not stop the cohort
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return Outcome(task.patient_id, "failed",
+                       f"{task.patient_id}: {task.image}: {type(exc).__name__}: {reason}",
+                       npz=npz, seconds=time.perf_counter() - start)
+    return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
+                   tumour_volume_ml=volume, seconds=time.perf_counter() - start)
+
+
+def _init_worker(threads: int) -> None:
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
+
+
+def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
+    """Run the tasks, `jobs` processes at a time, with a progress bar; outcomes in task order."""
+    outcomes: dict[str, Outcome] = {}
+    with progress() as bar:
+        counter = bar.add_task("preprocess", total=len(tasks))
+        if jobs == 1:
+            for task in tasks:
+                outcomes[task.patient_id] = process_patient(task)
+                bar.advance(counter)
+        else:
+            # Each process gets its share of the cores for SimpleITK's own threads. "spawn"
+            # rather than fork: forking a process whose ITK thread pool is running can hang.
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker, initargs=(threads,)) as pool:
+                futures = {pool.submit(process_patient, task): task for task in tasks}
+                for future in as_completed(futures):
+                    task = futures[future]
+                    try:
+                        outcomes[task.patient_id] = future.result()
+                    except BrokenProcessPool:
+                        outcomes[task.patient_id] = Outcome(
+                            task.patient_id, "failed", f"{task.patient_id}: {task.image}: the "
+                            "worker process died (out of memory? try fewer --jobs)")
+                    bar.advance(counter)
+    return [outcomes[task.patient_id] for task in tasks]
+
+
+def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
+    return {"patient_id": patient.patient_id, "sequence": sequence, "site": patient.site or "",
+            "grade": "" if patient.grade is None else patient.grade,
+            "label": "" if patient.label is None else patient.label,
+            "n_slices": outcome.n_slices, "tumour_volume_ml": round(outcome.tumour_volume_ml, 3),
+            "npz": outcome.npz, "key": outcome.key}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise SarcogradeError(f"--jobs must be at least 1, not {args.jobs}")
+    flags = {"n4": args.n4, "n4_shrink": args.n4_shrink, "margin_mm": args.margin_mm,
+             "size": args.size}
+    config = load_config(args.preset, args.config, {"preprocess": flags})
+    params = Params.from_config(config["preprocess"])
+    cohort = load_manifest(args.manifest, strict=True)
+    sequence = cohort.require_sequence(args.sequence)
+    cache: Path = args.out
+    cache_config = {"sequence": sequence, **params.as_dict(),
+                    "manifest": str(Path(args.manifest).resolve())}
+
+    # An index.csv from other parameters must not outlive them if this run is interrupted.
+    config_path = cache / "config.json"
+    if config_path.exists() and read_json(config_path) != cache_config:
+        (cache / "index.csv").unlink(missing_ok=True)
+
+    tasks = [Task(p.patient_id, p.images[sequence], p.masks[sequence], p.rois.get(sequence),
+                  cache, params, args.preview) for p in cohort]
+    with RunRecord(cache, config={"preset": config["preset"], **cache_config},
+                   inputs={"manifest": args.manifest}) as record:
+        info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {args.jobs} job(s) -> {cache}")
+        outcomes = run_tasks(tasks, args.jobs)
+        by_id = {o.patient_id: o for o in outcomes}
+        rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
+                if by_id[p.patient_id].status != "failed"]
+        write_index(cache, rows)
+        write_json(config_path, cache_config)
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("computed", "reused", "failed")}
+        record.record["patients"] = counts
+        record.record["failed"] = [o.error for o in outcomes if o.status == "failed"]
+
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            console.print(f"[red]failed:[/red] {escape(outcome.error)}", soft_wrap=True)
+    info(f"preprocess: {counts['computed']} computed, {counts['reused']} reused, "
+         f"{counts['failed']} failed; {len(rows)} patients in {cache / 'index.csv'}")
+    if counts["failed"]:
+        warn(f"{counts['failed']} patient(s) failed; fix them and rerun the same command "
+             "(finished patients are reused)")
+        return 1
+    return 0

@@ -1,0 +1,199 @@
+"""The preprocessing steps on small synthetic volumes: resampling, orientation, body mask, N4,
+z-score, slice crops, and the whole per-patient pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from preprocess_phantom import phantom, stored_ras, stored_transposed, to_image
+from sarcograde.errors import SarcogradeError
+from sarcograde.preprocess import Params, preprocess_volume
+from sarcograde.preprocess.bias import n4_correct, shrink_factors
+from sarcograde.preprocess.body import body_mask
+from sarcograde.preprocess.geometry import isotropic_grid, resample_mask, to_canonical
+from sarcograde.preprocess.normalise import zscore
+from sarcograde.preprocess.slices import crop, resize, square_box
+
+QUICK = Params(size=32, n4_iterations=(20, 20))
+
+
+def test_sphere_at_anisotropic_spacing_keeps_its_volume_on_the_1mm_grid():
+    radius = 12.0
+    image, mask, _ = phantom(shape_zyx=(18, 64, 64), spacing=(0.9, 0.9, 3.3), radius_mm=radius,
+                             centre=(1.3, -0.7, 0.9))
+    grid = isotropic_grid(image, 1.0)
+    resampled = sitk.GetArrayFromImage(resample_mask(mask, grid))
+    assert grid.GetSpacing() == (1.0, 1.0, 1.0)
+    assert set(np.unique(resampled)) == {0, 1}
+    assert resampled.sum() == pytest.approx(4 / 3 * np.pi * radius ** 3, rel=0.03)
+
+
+def test_isotropic_grid_covers_every_voxel_centre_with_patient_axes():
+    image, _, _ = phantom(shape_zyx=(10, 20, 30), spacing=(0.7, 0.8, 3.0))
+    stored = stored_ras(image)
+    grid = isotropic_grid(stored, 1.0)
+    low = np.array(image.GetOrigin())
+    high = low + (np.array(image.GetSize()) - 1) * np.array(image.GetSpacing())
+    assert grid.GetDirection() == tuple(np.eye(3).ravel())
+    np.testing.assert_allclose(grid.GetOrigin(), low, atol=1e-9)
+    last = np.array(grid.GetOrigin()) + np.array(grid.GetSize()) - 1
+    assert np.all(last <= high + 1e-6) and np.all(last + 1 > high)
+
+
+def test_shrink_factors_keep_the_estimation_grid_roughly_isotropic():
+    assert shrink_factors((0.5, 0.5, 4.0), 4) == [4, 4, 1]
+    assert shrink_factors((1.0, 1.0, 1.0), 4) == [4, 4, 4]
+    assert shrink_factors((0.9, 0.9, 3.3), 1) == [1, 1, 1]
+
+
+def test_body_mask_is_the_body_not_the_air():
+    image, _, body = phantom(shape_zyx=(12, 48, 48), bias=0.3)
+    found = sitk.GetArrayFromImage(body_mask(image)).astype(bool)
+    dice = 2 * (found & body).sum() / (found.sum() + body.sum())
+    assert dice > 0.98
+
+
+def test_body_mask_of_pure_noise_is_an_error():
+    # a few noise specks, no body: the largest component is a tiny fraction of the volume
+    noise = np.zeros((8, 32, 32), np.float32)
+    noise[4, 5, 5] = noise[2, 20, 20] = 100
+    with pytest.raises(SarcogradeError, match="no body found"):
+        body_mask(to_image(noise, (1, 1, 1), (0, 0, 0)))
+
+
+def test_zscore_gives_mean_0_and_sd_1_over_the_body():
+    rng = np.random.default_rng(3)
+    image = np.zeros((10, 30, 30), np.float32)
+    body = np.zeros(image.shape, bool)
+    body[:, 5:25, 8:22] = True
+    image[body] = rng.normal(300, 40, body.sum())
+    normalised, mean, sd = zscore(image, body)
+    values = normalised[body].astype(np.float64)
+    assert abs(values.mean()) < 1e-5 and values.std() == pytest.approx(1, abs=1e-5)
+    assert mean == pytest.approx(image[body].mean(), rel=1e-6)
+    assert sd == pytest.approx(image[body].std(), rel=1e-5)
+    # the air is not part of the statistics: over the whole volume the mean is far from 0
+    assert normalised.mean() < -0.5
+
+
+def test_zscore_of_a_constant_body_is_an_error():
+    with pytest.raises(SarcogradeError, match="constant"):
+        zscore(np.ones((4, 4, 4), np.float32), np.ones((4, 4, 4), bool))
+
+
+def test_n4_removes_most_of_a_known_multiplicative_bias():
+    image, tumour, body = phantom(shape_zyx=(20, 64, 64), spacing=(1.5, 1.5, 3.0), bias=0.4)
+    # uniform tissue only: inside the body, away from its edge and from the tumour
+    tumour = sitk.GetArrayFromImage(tumour).astype(bool)
+    uniform = ndimage.binary_erosion(body, iterations=2) & ~ndimage.binary_dilation(tumour, iterations=2)
+    corrected = n4_correct(image, body_mask(image), shrink=4, iterations=(20, 20))
+
+    def cv(img):
+        values = sitk.GetArrayFromImage(img)[uniform]
+        return values.std() / values.mean()
+
+    assert cv(corrected) <= 0.5 * cv(image)
+    assert corrected.GetSize() == image.GetSize()
+
+
+def test_n4_result_does_not_depend_on_the_number_of_threads():
+    image, _, _ = phantom(shape_zyx=(16, 48, 48), bias=0.4)
+    body = body_mask(image)
+    before = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
+    results = []
+    try:
+        for threads in (1, 4):
+            sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
+            results.append(sitk.GetArrayFromImage(n4_correct(image, body, 2, (20, 20))))
+    finally:
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(before)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("storage", [stored_ras, stored_transposed])
+def test_same_scan_stored_in_another_orientation_gives_identical_slices(storage):
+    image, mask, _ = phantom(bias=0.3)
+    assert storage(image).GetDirection() != image.GetDirection()
+    reference = preprocess_volume(image, mask, QUICK)
+    other = preprocess_volume(storage(image), storage(mask), QUICK)
+    np.testing.assert_array_equal(reference.slices.mask, other.slices.mask)
+    np.testing.assert_array_equal(reference.slices.image, other.slices.image)
+    np.testing.assert_array_equal(reference.slices.z_mm, other.slices.z_mm)
+    np.testing.assert_allclose(reference.origin, other.origin, atol=1e-9)
+    assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
+        to_canonical(storage(image)).GetDirection()) == "LPS"
+
+
+def test_square_box_is_one_box_around_all_slices_with_the_margin():
+    mask = np.zeros((3, 40, 50), np.uint8)
+    mask[0, 10:14, 20:22] = 1        # rows 10-13
+    mask[2, 12:16, 15:30] = 1        # rows 12-15, columns 15-29
+    row, col, side = square_box(mask, margin_vox=3)
+    assert side == 15 + 2 * 3                       # the longer edge (columns 15-29) plus margins
+    assert (row, col) == (10 - (side - 6) // 2, 15 - 3)
+
+
+def test_crop_pads_with_the_fill_value_outside_the_volume():
+    stack = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    out = crop(stack, -2, 3, 4, fill=-9.0)
+    assert out.shape == (2, 4, 4)
+    np.testing.assert_array_equal(out[:, 2:, :2], stack[:, 0:2, 3:5])
+    assert np.all(out[:, :2, :] == -9.0) and np.all(out[:, :, 2:] == -9.0)
+
+
+@pytest.mark.parametrize("side,size", [(40, 64), (100, 32)])
+def test_resize_aligns_pixel_areas(side, size):
+    # a linear ramp sampled at pixel centres stays that ramp at the new pixel centres
+    centres = np.arange(side) + 0.5
+    stack = np.broadcast_to(centres[None, :], (side, side))[None].astype(np.float64)
+    out = resize(stack, size)
+    expected = (np.arange(size) + 0.5) * side / size
+    assert out.shape == (1, size, size)
+    np.testing.assert_allclose(out[0, size // 2, 2:-2], expected[2:-2], atol=1e-6)
+
+
+def test_preprocess_volume_slices_every_tumour_millimetre_at_one_scale():
+    radius, margin = 9.0, 6.0
+    image, mask, _ = phantom(radius_mm=radius, centre=(2.0, -1.0, 0.4))
+    params = Params(size=40, margin_mm=margin, n4=False)
+    result = preprocess_volume(image, mask, params)
+    s = result.slices
+    n = s.z_mm.size
+    assert s.image.shape == s.mask.shape == (n, 40, 40)
+    np.testing.assert_allclose(np.diff(s.z_mm), 1.0)
+    # every 1 mm slice whose centre lies within the sphere's z-extent (up to interpolation)
+    assert abs(n - 2 * radius) <= 2
+    assert np.all(s.area_mm2 > 0) and np.all(s.mask.reshape(n, -1).any(axis=1))
+    # one pixel size for the patient; the crop is the tumour box plus the margin on each side
+    assert np.all(s.pixel_mm == s.pixel_mm[0])
+    widest = s.area_mm2.argmax()
+    diameter_px = s.mask[widest].any(axis=0).sum()
+    assert diameter_px * s.pixel_mm[0] == pytest.approx(2 * radius, abs=2.5)
+    assert 40 * s.pixel_mm[0] == pytest.approx(2 * radius + 2 * margin, abs=2.5)
+    # the native volume, and the resampled one within 3 %
+    native = sitk.GetArrayFromImage(mask).sum() * np.prod(mask.GetSpacing()) / 1000
+    assert result.tumour_volume_ml == pytest.approx(native)
+    assert s.area_mm2.sum() / 1000 == pytest.approx(native, rel=0.03)
+    arrays = result.arrays("k")
+    assert arrays["image"].dtype == np.float16 and arrays["mask"].dtype == np.uint8
+    assert str(arrays["key"]) == "k"
+
+
+def test_params_from_config_rejects_unknown_and_bad_settings():
+    assert Params.from_config({"size": "64", "n4_iterations": [5, 5]}) == \
+        Params(size=64, n4_iterations=(5, 5))
+    with pytest.raises(SarcogradeError, match="unknown preprocess setting"):
+        Params.from_config({"sise": 64})
+    with pytest.raises(SarcogradeError, match="size must be at least"):
+        Params.from_config({"size": 2})
+    with pytest.raises(SarcogradeError, match="n4_shrink"):
+        Params.from_config({"n4_shrink": 0})
+
+
+def test_n4_settings_only_count_when_n4_is_on():
+    on, off = Params(n4=True), Params(n4=False)
+    assert on.key_fields() != Params(n4=True, n4_shrink=2).key_fields()
+    assert off.key_fields() == Params(n4=False, n4_shrink=2).key_fields()

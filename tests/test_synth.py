@@ -1,4 +1,4 @@
-"""Tests of `sarcograde synth`: determinism, a valid cohort, the grade signal, sites, clinical data."""
+"""Tests of `sarcograde synth`: determinism, valid cohorts, grade signal, sites, clinical data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Write a synthetic multi-site cohort with a known grade signal: NIfTI images, masks and a manifest.
+"""Write a synthetic multi-site cohort with a known grade signal: NIfTI images, masks, manifest.
 
 Limb cross-sections (skin, subcutaneous fat, muscle, bone, vessels) with one tumour in the muscle.
 High grade (G2/G3): heterogeneous texture, necrotic core, lobulated border, peritumoral oedema

@@ -2,7 +2,8 @@
 
 Grades are dealt at cohort level (an exact share of low grade); everything else about a patient
 is drawn from generators seeded by (seed, site, index[, sequence]). The images are rendered from
-this description by `phantom.py`. Lengths are in mm, in a limb frame whose z axis runs along the limb (LPS axes).
+this description by `phantom.py`. Lengths are in mm, in a limb frame whose z axis runs along
+the limb (LPS axes).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Tumour:
     lobes: np.ndarray                       # (K, 5): direction (3), amplitude, width
     aggressiveness: float                   # 0 (indolent) .. 1; drives every grade feature
     heterogeneity: float                    # relative amplitude of the texture of viable tumour
-    necrosis: float                         # necrotic core radius as a fraction of the tumour's, 0 = none
+    necrosis: float                         # necrotic core radius / tumour radius, 0 = none
     oedema: float                           # peak oedema weight just outside the border, 0 = none
     oedema_mm: float                        # decay length of the oedema
     capsule: bool                           # thin dark rim of a well-confined tumour
@@ -134,7 +135,8 @@ def draw_tumour(rng: np.random.Generator, grade: int) -> Tumour:
         n_big, n_small, amp, width = int(rng.integers(0, 3)), 0, (0.01, 0.04), (0.4, 0.8)
     else:            # lobulated, with small bumps: irregular border
         n_big, n_small, amp, width = int(rng.integers(5, 11)), 16, (0.12, 0.3), (0.04, 0.12)
-    big = [(*_unit(rng), rng.uniform(*amp) * max(s, 0.5), rng.uniform(*width)) for _ in range(n_big)]
+    big = [(*_unit(rng), rng.uniform(*amp) * max(s, 0.5), rng.uniform(*width))
+           for _ in range(n_big)]
     small = [(*_unit(rng), rng.uniform(0.04, 0.1) * s, rng.uniform(0.01, 0.03))
              for _ in range(n_small)]
     lobes = np.array(big + small, dtype=float).reshape(-1, 5)
@@ -160,7 +162,8 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_anatomy(rng: np.random.Generator, tumour: Tumour) -> Anatomy:
-    """A limb around the tumour: the tumour sits in the muscle, the bone on the other side."""
+    """A limb around the tumour, which it places (sets `tumour.centre`) in the muscle, with the
+    bone on the other side."""
     a, b, c = tumour.axes
     reach = max(a, b) * tumour.max_radius          # in-plane radius the tumour may occupy
     bone_radius, cortex = float(rng.uniform(10, 14)), float(rng.uniform(3, 5))
@@ -173,24 +176,27 @@ def draw_anatomy(rng: np.random.Generator, tumour: Tumour) -> Anatomy:
     tumour.centre = (t * np.cos(theta), t * np.sin(theta), 0.0)
     bone = (-d * np.cos(theta), -d * np.sin(theta))
     bundle_angle = theta + np.pi + rng.choice([-1, 1]) * rng.uniform(0.6, 1.2)
-    bundle = np.array(bone) + (bone_radius + 7) * np.array([np.cos(bundle_angle), np.sin(bundle_angle)])
-    vessels = ((bundle[0], bundle[1], float(rng.uniform(2.5, 3.5))),
-               (bundle[0] + 5 * np.cos(bundle_angle + 1.4), bundle[1] + 5 * np.sin(bundle_angle + 1.4),
-                float(rng.uniform(2.0, 3.0))))
-    ellipticity, taper, fat = float(rng.uniform(1.0, 1.12)), float(rng.uniform(-0.04, 0.04)), float(rng.uniform(4, 14))
+    artery = np.array(bone) + (bone_radius + 7) * np.array([np.cos(bundle_angle),
+                                                             np.sin(bundle_angle)])
+    vein = artery + 5 * np.array([np.cos(bundle_angle + 1.4), np.sin(bundle_angle + 1.4)])
+    vessels = ((*artery, float(rng.uniform(2.5, 3.5))), (*vein, float(rng.uniform(2.0, 3.0))))
+    ellipticity, taper = float(rng.uniform(1.0, 1.12)), float(rng.uniform(-0.04, 0.04))
+    fat = float(rng.uniform(4, 14))
     fov_xy = 2 * (muscle * (1 + abs(taper)) + 1.35 * fat + 1.5) * ellipticity + 12
     fov_z = max(90.0, 2 * c * tumour.max_radius + 2 * float(rng.uniform(15, 28)))
     return Anatomy(
         muscle_radius=muscle, ellipticity=ellipticity, taper=taper, fat_mm=fat,
         fat_phase=float(rng.uniform(0, 2 * np.pi)), bone_centre=bone, bone_radius=bone_radius,
-        cortex_mm=cortex, septa=tuple(float(x) for x in rng.uniform(0, 2 * np.pi, rng.integers(3, 6))),
+        cortex_mm=cortex,
+        septa=tuple(float(x) for x in rng.uniform(0, 2 * np.pi, rng.integers(3, 6))),
         vessels=tuple((float(x), float(y), r) for x, y, r in vessels), fov_xy=float(fov_xy),
         fov_z=float(fov_z), fov_centre=(0.0, 0.0, float(rng.uniform(-8, 8))),
         world_offset=(float(rng.uniform(-30, 30)), float(rng.uniform(-30, 30)),
                       float(rng.uniform(-200, 200))))
 
 
-def draw_grid(rng: np.random.Generator, site: SiteProfile, anatomy: Anatomy, orientation: str) -> Grid:
+def draw_grid(rng: np.random.Generator, site: SiteProfile, anatomy: Anatomy,
+              orientation: str) -> Grid:
     """An acquisition grid covering the field of view: the third image axis is the slice axis."""
     pixel = float(np.clip(round(rng.uniform(*site.pixel_mm), 3), *site.pixel_mm))
     thickness = float(np.clip(round(rng.uniform(*site.slice_mm), 2), *site.slice_mm))
@@ -253,9 +259,9 @@ def sample_cohort(n_patients: int, site: SiteProfile, seed: int,
         tumour = draw_tumour(rng, grade)
         anatomy = draw_anatomy(rng, tumour)
         orientation = str(rng.choice(site.orientations))
-        grids = {seq: draw_grid(np.random.default_rng([seed, stable_int(site.name), 2, index,
-                                                       stable_int(seq)]), site, anatomy, orientation)
-                 for seq in sequences}
+        grids = {seq: draw_grid(np.random.default_rng(
+            [seed, stable_int(site.name), 2, index, stable_int(seq)]), site, anatomy, orientation)
+            for seq in sequences}
         specs.append(PatientSpec(
             patient_id=patient_id(site.name, index, n_patients), site=site.name, grade=grade,
             tumour=tumour, anatomy=anatomy, grids=grids,

@@ -1,9 +1,10 @@
 """Rendering a synthetic patient (`patients.PatientSpec`) into an MR image and a tumour mask.
 
-The anatomy is a function of position in the limb frame, sampled at the voxel centres of each
-sequence's own grid, so every sequence shows the same tumour in its own geometry. Tissue grey
-values follow the sequence name (T1/T2 weighting, fat suppression, gadolinium); then come a
-smooth multiplicative bias field, Rician noise and the site's intensity scale.
+The limb's tissues are functions of position in the limb frame, evaluated at the voxel centres
+of each sequence's own grid; the tumour (surface, necrosis, texture, oedema) is drawn once on a
+2 mm lattice and interpolated onto every grid, so each sequence shows the same tumour in its own
+geometry. Tissue grey values follow the sequence name (T1/T2 weighting, fat suppression,
+gadolinium); then come a smooth multiplicative bias field, Rician noise and the site's scale.
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ class TumourLattice:
         x, y, z = x[None, None, :], y[None, :, None], z[:, None, None]
         local = np.broadcast_arrays(cos_a * x + sin_a * y, -sin_a * x + cos_a * y, z)
         shape = local[0].shape
-        normalised = np.stack([c / np.float32(s) for c, s in zip(local, tumour.axes)])
+        normalised = np.stack([coord / np.float32(semi) for coord, semi in zip(local, tumour.axes)])
         radius = np.sqrt((normalised ** 2).sum(axis=0)) + np.float32(1e-6)
         depth = radius / tumour.boundary(normalised / radius)    # < 1 inside, 1 on the surface
-        distance = np.sqrt(sum(c * c for c in local))
+        distance = np.sqrt(sum(coord * coord for coord in local))
         surface = distance * (1 - 1 / depth)                     # radial distance, mm
         fine = _unit_field(rng.standard_normal(shape, dtype=np.float32), 1.0)
         coarse = _unit_field(rng.standard_normal(shape, dtype=np.float32), 2.5)
@@ -78,8 +79,9 @@ class TumourLattice:
             necrosis = np.clip((tumour.necrosis * (1 + 0.3 * coarse) - depth) / 0.08 + 0.5, 0, 1)
         oedema = np.zeros(shape, np.float32)
         if tumour.oedema > 0:     # feathery, fading with distance, outside the tumour only
+            feather = np.clip(0.6 + 0.4 * coarse + 0.3 * fine, 0, 1)
             oedema = tumour.oedema * np.exp(-np.maximum(surface, 0) / tumour.oedema_mm) \
-                * np.clip(0.6 + 0.4 * coarse + 0.3 * fine, 0, 1) * ((surface > 0) & (surface < reach))
+                * feather * ((surface > 0) & (surface < reach))
         self.values = np.stack([surface, necrosis, fine, oedema], axis=-1).astype(np.float32)
 
     def resample(self, grid: Grid, start: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
@@ -106,7 +108,8 @@ class TumourLattice:
             weight = weight.reshape(shape)
             values = np.take(values, low, axis=2 - axis) * (1 - weight) \
                 + np.take(values, low + 1, axis=2 - axis) * weight
-            box[2 - image_axis] = slice(int(index[0]), int(index[-1]) + 1) if len(index) else slice(0, 0)
+            if len(index):
+                box[2 - image_axis] = slice(int(index[0]), int(index[-1]) + 1)
             order[2 - image_axis] = 2 - axis
         return tuple(box), np.transpose(values, order + [3])
 
@@ -181,14 +184,16 @@ def _tumour_signal(tumour: Tumour, table: dict, values: np.ndarray, signal: np.n
     return np.where(inside, tumour_signal, surrounding).astype(np.float32), inside
 
 
-def _bias_field(rng: np.random.Generator, spec: PatientSpec, x, y, z, strength: float) -> np.ndarray:
+def _bias_field(rng: np.random.Generator, spec: PatientSpec, x, y, z,
+                strength: float) -> np.ndarray:
     """exp of a random quadratic polynomial, scaled so its largest deviation is `strength`."""
     body = spec.anatomy
     u = x / (body.fov_xy / 2)
     v = y / (body.fov_xy / 2)
     w = (z - body.fov_centre[2]) / (body.fov_z / 2)
     c = rng.normal(size=7).astype(np.float32)
-    log_field = c[0] * u + c[1] * v + c[2] * w + c[3] * u * u + c[4] * v * v + c[5] * u * v + c[6] * w * w
+    log_field = c[0] * u + c[1] * v + c[2] * w + c[3] * u * u + c[4] * v * v + c[5] * u * v \
+        + c[6] * w * w
     log_field = log_field - (log_field.max() + log_field.min()) / 2
     peak = float(np.abs(log_field).max())
     scale = np.float32(np.log1p(strength) / peak) if peak > 0 else np.float32(0)

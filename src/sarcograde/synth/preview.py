@@ -1,4 +1,4 @@
-"""A look at a synthetic cohort: the tumour's largest axial slice of each sequence, mask outlined."""
+"""A look at a synthetic cohort: each sequence's largest axial tumour slice, mask outlined."""
 
 from __future__ import annotations
 

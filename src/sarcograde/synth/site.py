@@ -43,7 +43,7 @@ class SiteProfile:
     pixel_mm: tuple[float, float]       # in-plane spacing
     slice_mm: tuple[float, float]       # slice thickness (= spacing between slices)
     orientations: tuple[str, ...]       # codes a patient's images are stored in, e.g. LPS, RAS
-    noise: float                        # Rician noise sigma, as a fraction of fat-free tumour signal
+    noise: float                        # Rician noise sigma, as a fraction of tumour signal
     bias: float                         # largest multiplicative bias-field deviation (0.2 = +-20%)
     scale: float                        # typical stored grey value of tumour tissue
     low_fraction: float = 0.35          # share of low-grade (G1) patients
@@ -56,7 +56,8 @@ def _range(value, name: str) -> tuple[float, float]:
     values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
     values = values * 2 if len(values) == 1 else values
     if len(values) != 2 or not 0 < values[0] <= values[1]:
-        raise SarcogradeError(f"{name} must be a positive number or a range low,high; got {value!r}")
+        raise SarcogradeError(f"{name} must be a positive number or a range low,high; "
+                              f"got {value!r}")
     return values[0], values[1]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.special import softmax
 
 from . import LABELS
@@ -60,6 +61,7 @@ def plot_montage(patient_id: str, arrays: dict[str, np.ndarray], cam: np.ndarray
     """A figure of the chosen slices: grey image, map in colour, tumour contour (white), ring
     border (dashed), slice position and p_high; the patient's prediction and scores on top."""
     import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
@@ -75,8 +77,11 @@ def plot_montage(patient_id: str, arrays: dict[str, np.ndarray], cam: np.ndarray
         ax.axis("off")
     for ax, i in zip(axes.ravel(), chosen):
         ax.imshow(image[i], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-        ax.imshow(cam[i].astype(np.float32), cmap="jet", vmin=0, vmax=1, alpha=0.4,
-                  interpolation="bilinear")
+        # Opacity grows with attention, so that the anatomy stays visible where the map is low.
+        attention = cam[i].astype(np.float32)
+        overlay = colormaps["jet"](attention)
+        overlay[..., 3] = 0.6 * attention
+        ax.imshow(overlay, interpolation="bilinear")
         inside, ring = tumour_regions(mask[i], pixel_mm[i], ring_mm)
         if inside.any():
             ax.contour(inside, levels=[0.5], colors="white", linewidths=1.0)
@@ -112,6 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuple(METHODS), default="gradcam")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per Grad-CAM pass")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     parser.add_argument("--ring-mm", type=float, default=10.0,
                         help="width of the ring around the tumour, in mm (default 10)")
     parser.add_argument("--min-attention", type=float, default=0.5,
@@ -135,6 +141,8 @@ def _check_arguments(args: argparse.Namespace) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     patients = _check_arguments(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cache_config = read_cache_config(args.cache)
     index = read_index(args.cache, patients)

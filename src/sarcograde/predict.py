@@ -329,6 +329,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
 
 
 def output_paths(out: Path) -> tuple[str, Path]:
@@ -340,6 +341,8 @@ def output_paths(out: Path) -> tuple[str, Path]:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     cache_config = read_cache_config(args.cache)

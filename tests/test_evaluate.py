@@ -173,6 +173,71 @@ def test_full_evaluation(study, tmp_path, monkeypatch):
     assert (again / "metrics.json").read_text() == (out / "metrics.json").read_text()
 
 
+def test_single_cohort_out_of_fold(study, tmp_path, capsys):
+    """RUN/cv_predictions.csv as the predictions file: mean over repeats per patient."""
+    root = study["root"]
+    # A39 has no grade: train leaves such a patient out, so it has no out-of-fold prediction
+    manifest = pd.read_csv(root / "train" / "manifest.csv", dtype={"patient_id": str})
+    manifest.loc[manifest.patient_id == "A39", "grade"] = None
+    manifest.to_csv(root / "train" / "manifest_a39_ungraded.csv", index=False)
+    cv = study["cv"][study["cv"].patient_id != "A39"]
+    cv.to_csv(tmp_path / "cv_predictions.csv", index=False)
+    out = tmp_path / "eval"
+    assert main([str(tmp_path / "cv_predictions.csv"), "--manifest",
+                 str(root / "train" / "manifest_a39_ungraded.csv"), "--out", str(out),
+                 "--bootstrap", "200", "--run", str(root / "run")]) == 0
+    console = capsys.readouterr().err
+    assert "out-of-fold cross-validation (mean over 2 repeats)" in console
+
+    expected = cv.groupby("patient_id").agg(label=("label", "first"), p=("p_high", "mean"))
+    assert (cv.groupby("patient_id").size() == 2).all()  # the average really is over 2 rows
+    used = pd.read_csv(out / "baseline_predictions.csv", dtype={"patient_id": str})
+    used = used.set_index("patient_id").loc[expected.index]
+    np.testing.assert_allclose(used["p_dl"], expected["p"], rtol=1e-12)
+    assert (used["label"] == expected["label"]).all()
+
+    flow = json.loads((out / "patient_flow.json").read_text())
+    assert flow["n_predictions"] == 39 and flow["n_included"] == 39
+    assert flow["excluded"] == [{"patient_id": "A39", "reason": "grade unknown"}]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["source"] == "out-of-fold cross-validation (mean over 2 repeats)"
+    assert (metrics["n"], metrics["n_high"]) == (39, int(expected["label"].sum()))
+    assert metrics["auc"]["value"] == pytest.approx(roc_auc_score(expected["label"],
+                                                                  expected["p"]))
+    assert metrics["confusion"]["tp"] == int(((expected["p"] > 0.5) & (expected["label"] == 1))
+                                             .sum())
+    # the run's threshold is chosen on these very patients: said, not hidden
+    assert metrics["youden"]["caution"].startswith("the threshold was chosen on 39 of the")
+    assert json.loads((out / "run.json").read_text())["config"]["source"] == metrics["source"]
+
+
+def test_out_of_fold_errors_and_unfinished_repeats(study, tmp_path, capsys):
+    root, cv = study["root"], study["cv"].copy()
+    manifest = str(root / "train" / "manifest.csv")
+    flipped = cv.copy()
+    flipped.loc[flipped.patient_id == "A05", "label"] = 1 - flipped.loc[
+        flipped.patient_id == "A05", "label"]
+    flipped.to_csv(tmp_path / "flipped.csv", index=False)
+    with pytest.raises(SarcogradeError) as error:
+        main([str(tmp_path / "flipped.csv"), "--manifest", manifest, "--out",
+              str(tmp_path / "e1")])
+    message = str(error.value)
+    assert message.startswith("A05: ") and "flipped.csv" in message
+    assert "differs from the manifest's grade" in message and "\n" not in message
+    assert not (tmp_path / "e1").exists()
+
+    partial = cv.drop(cv.index[(cv.patient_id == "A07") & (cv.repeat == 1)])
+    partial.to_csv(tmp_path / "partial.csv", index=False)
+    out = tmp_path / "e2"
+    assert main([str(tmp_path / "partial.csv"), "--manifest", manifest, "--out", str(out),
+                 "--bootstrap", "20"]) == 0
+    assert "1 patient(s) have fewer than 2 out-of-fold predictions" in capsys.readouterr().err
+    used = pd.read_csv(out / "baseline_predictions.csv", dtype={"patient_id": str})
+    only = partial.loc[partial.patient_id == "A07", "p_high"]
+    assert len(only) == 1
+    assert used.set_index("patient_id").loc["A07", "p_dl"] == pytest.approx(only.iloc[0])
+
+
 def test_one_class_and_no_survival_are_reported_not_raised(tmp_path, capsys):
     folder = tmp_path / "cohort"
     _manifest(folder, "C", 6, 4, survival=False, grades=[2, 3, 2, 3, 3, 2])

@@ -9,6 +9,10 @@ cohort table (training against test); Kaplan-Meier overall survival by predicted
 group with log-rank tests (Bonferroni-adjusted). Patients are matched by patient_id, never by
 row position; those in only one of the files, or without a grade, are listed in
 patient_flow.json and left out.
+
+With a single cohort the honest estimate is the out-of-fold one: give the training run's
+RUN/cv_predictions.csv instead of predictions.csv (recognised by its columns) and each patient's
+p_high is the mean over the repeats of the cross-validation.
 """
 
 from __future__ import annotations
@@ -35,10 +39,13 @@ THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy"
 ARGMAX = 0.5
 RULE = "high grade when p_high > threshold; 0.5 is the argmax of the softmax outputs"
 ROC_GRID = np.linspace(0, 1, 101)
+CV_COLUMNS = {"patient_id", "repeat", "fold", "label", "p_high"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("predictions", type=Path, help="predictions.csv from `sarcograde predict`")
+    parser.add_argument("predictions", type=Path,
+                        help="predictions.csv from `sarcograde predict`, or RUN/cv_predictions.csv "
+                             "of `sarcograde train` (out-of-fold, for a single cohort)")
     parser.add_argument("--manifest", type=Path, required=True,
                         help="manifest of the test cohort (grades, clinical data, masks)")
     parser.add_argument("--out", type=Path, required=True, help="output folder EVAL/")
@@ -70,38 +77,81 @@ def _read_csv(path: Path, columns: set[str], what: str) -> pd.DataFrame:
     return frame
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """patient_id and p_high from predictions.csv, checked: unique ids, probabilities in [0, 1]."""
+def read_predictions(path: Path) -> tuple[pd.DataFrame, str]:
+    """One row per patient (patient_id, p_high; and label for out-of-fold predictions) and the
+    predictions' source in words.
+
+    predictions.csv of `sarcograde predict` has one row per patient; a training run's
+    cv_predictions.csv (recognised by its columns) has one per patient and repeat, averaged here.
+    """
     frame = _read_csv(path, {"patient_id", "p_high"}, "predictions file")
     frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
-    duplicated = frame["patient_id"][frame["patient_id"].duplicated()]
-    if len(duplicated):
-        raise SarcogradeError("patient predicted twice", patient=duplicated.iloc[0], path=path)
     p = pd.to_numeric(frame["p_high"], errors="coerce")
     bad = ~p.between(0, 1)
     if bad.any():
         row = frame[bad].iloc[0]
         raise SarcogradeError(f"p_high {row['p_high']!r} is not a probability in [0, 1]",
                               patient=row["patient_id"], path=path)
-    return pd.DataFrame({"patient_id": frame["patient_id"], "p_high": p.astype(float)})
+    frame["p_high"] = p.astype(float)
+    if CV_COLUMNS <= set(frame.columns):
+        return out_of_fold(frame, path)
+    duplicated = frame["patient_id"][frame["patient_id"].duplicated()]
+    if len(duplicated):
+        raise SarcogradeError("patient predicted twice", patient=duplicated.iloc[0], path=path)
+    return frame[["patient_id", "p_high"]], "one prediction per patient (sarcograde predict)"
 
 
-def match_patients(predictions: pd.DataFrame, cohort: Cohort
+def out_of_fold(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
+    """cv_predictions.csv rows -> one row per patient (label, p_high = mean over repeats)."""
+    bad = ~frame["label"].isin([0, 1])
+    if bad.any():
+        raise SarcogradeError(f"label {frame['label'][bad].iloc[0]!r} is not 0 (low) or 1 (high)",
+                              patient=frame["patient_id"][bad].iloc[0], path=path)
+    twice = frame[frame.duplicated(["patient_id", "repeat"])]
+    if len(twice):
+        raise SarcogradeError(f"patient validated twice in repeat {twice['repeat'].iloc[0]}",
+                              patient=twice["patient_id"].iloc[0], path=path)
+    labels = frame.groupby("patient_id")["label"].nunique()
+    if (labels > 1).any():
+        raise SarcogradeError("patient with different labels in different repeats",
+                              patient=labels[labels > 1].index[0], path=path)
+    repeats = frame["repeat"].nunique()
+    counts = frame.groupby("patient_id")["repeat"].size()
+    if (counts < repeats).any():  # e.g. a run trained fold by fold, not finished yet
+        warn(f"{int((counts < repeats).sum())} patient(s) have fewer than {repeats} out-of-fold "
+             f"predictions in {path} (unfinished folds?); their mean is over those they have")
+    per_patient = frame.groupby("patient_id", sort=False).agg(
+        label=("label", "first"), p_high=("p_high", "mean")).reset_index()
+    return per_patient, (f"out-of-fold cross-validation (mean over {repeats} "
+                         f"repeat{'s' if repeats > 1 else ''})")
+
+
+def match_patients(predictions: pd.DataFrame, cohort: Cohort, path: Path | None = None
                    ) -> tuple[list[Patient], np.ndarray, dict]:
-    """The graded patients present in both files (by id, in prediction order) and the flow."""
+    """The graded patients present in both files (by id, in prediction order) and the flow.
+
+    A `label` column (out-of-fold predictions) must agree with the manifest's grade.
+    """
     by_id = cohort.by_id()
     predicted = set(predictions["patient_id"])
+    labels = predictions["label"] if "label" in predictions else [None] * len(predictions)
     included, p, excluded = [], [], []
-    for pid, p_high in zip(predictions["patient_id"], predictions["p_high"]):
+    for pid, p_high, label in zip(predictions["patient_id"], predictions["p_high"], labels):
         patient = by_id.get(pid)
         if patient is None:
             excluded.append({"patient_id": pid, "reason": "not in manifest"})
         elif patient.label is None:
             excluded.append({"patient_id": pid, "reason": "grade unknown"})
+        elif label is not None and int(label) != patient.label:
+            raise SarcogradeError(f"label {int(label)} differs from the manifest's grade "
+                                  f"{patient.grade} (label {patient.label}): is this run "
+                                  "trained on this manifest?", patient=pid, path=path)
         else:
             included.append(patient)
             p.append(p_high)
-    excluded += [{"patient_id": patient.patient_id, "reason": "not predicted"}
+    # an ungraded patient is left out for its grade, predicted or not (train never predicts it)
+    excluded += [{"patient_id": patient.patient_id,
+                  "reason": "grade unknown" if patient.label is None else "not predicted"}
                  for patient in cohort if patient.patient_id not in predicted]
     flow = {"n_predictions": len(predictions), "n_manifest": len(cohort),
             "n_included": len(included), "included": [pt.patient_id for pt in included],
@@ -112,14 +162,9 @@ def match_patients(predictions: pd.DataFrame, cohort: Cohort
 def read_cv_predictions(run: Path) -> pd.DataFrame:
     """Out-of-fold predictions of the training run, one row per patient (mean over repeats)."""
     path = run / "cv_predictions.csv"
-    frame = _read_csv(path, {"patient_id", "label", "p_high"},
-                      "cv_predictions.csv (is this a `sarcograde train` run?)")
-    labels = frame.groupby("patient_id")["label"].nunique()
-    if (labels > 1).any():
-        raise SarcogradeError("patient with different labels in different repeats",
-                              patient=labels[labels > 1].index[0], path=path)
-    return frame.groupby("patient_id", sort=False).agg(label=("label", "first"),
-                                                       p_high=("p_high", "mean")).reset_index()
+    frame = _read_csv(path, CV_COLUMNS, "cv_predictions.csv (is this a `sarcograde train` run?)")
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    return out_of_fold(frame, path)[0]
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -180,7 +225,8 @@ def _single_class_resamples(y: np.ndarray, indices: np.ndarray) -> int:
     return int(np.sum(resampled.all(axis=1) | ~resampled.any(axis=1)))
 
 
-def youden_block(run: Path, y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> dict:
+def youden_block(run: Path, patients: list[Patient], y: np.ndarray, p: np.ndarray,
+                 indices: np.ndarray) -> dict:
     cv = read_cv_predictions(run)
     source = str(run / "cv_predictions.csv")
     try:
@@ -188,10 +234,15 @@ def youden_block(run: Path, y: np.ndarray, p: np.ndarray, indices: np.ndarray) -
     except ValueError:
         return {"source": source, "note": "not computable: the training run's out-of-fold "
                                           "predictions have one grade class only"}
-    return {"threshold": threshold, "source": source, "n_training": len(cv),
-            "rule": "maximises sensitivity + specificity - 1 on the training cohort's "
-                    "out-of-fold predictions (mean over repeats per patient)",
-            **metric_block(y, p, threshold, indices, THRESHOLD_METRICS)}
+    block = {"threshold": threshold, "source": source, "n_training": len(cv),
+             "rule": "maximises sensitivity + specificity - 1 on the training cohort's "
+                     "out-of-fold predictions (mean over repeats per patient)"}
+    shared = set(cv["patient_id"]) & {pt.patient_id for pt in patients}
+    if shared:
+        block["caution"] = (f"the threshold was chosen on {len(shared)} of the patients it is "
+                            "evaluated on: the metrics at the Youden threshold are optimistic")
+        warn(f"youden: {block['caution']}")
+    return {**block, **metric_block(y, p, threshold, indices, THRESHOLD_METRICS)}
 
 
 # ---------------------------------------------------------------------------- baselines
@@ -342,7 +393,7 @@ def survival_analysis(patients: list[Patient],
 # ---------------------------------------------------------------------------- figures
 
 def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], dl_key: str,
-               indices: np.ndarray):
+               indices: np.ndarray, cohort: str = "test cohort"):
     """ROC curves of all models; the DL model with its bootstrap 95% band and argmax point."""
     import matplotlib.pyplot as plt
 
@@ -368,12 +419,13 @@ def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], dl_key
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"ROC, test cohort (n={len(y)}, {int(y.sum())} high grade)", fontsize=10)
+    ax.set_title(f"ROC, {cohort} (n={len(y)}, {int(y.sum())} high grade)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def calibration_figure(y: np.ndarray, p: np.ndarray, block: dict, name: str, n_bins: int):
+def calibration_figure(y: np.ndarray, p: np.ndarray, block: dict, name: str, n_bins: int,
+                       cohort: str = "test cohort"):
     """Reliability diagram with Wilson 95% intervals and the patient count of each bin."""
     import matplotlib.pyplot as plt
 
@@ -389,7 +441,7 @@ def calibration_figure(y: np.ndarray, p: np.ndarray, block: dict, name: str, n_b
     slope, intercept = block["calibration_slope"]["value"], block["calibration_intercept"]["value"]
     text = ", ".join(f"{label} {value:.2f}" for label, value in
                      (("slope", slope), ("intercept", intercept)) if value is not None)
-    ax.set_title(f"calibration, test cohort (n={len(y)})" + (f"\n{text}" if text else ""),
+    ax.set_title(f"calibration, {cohort} (n={len(y)})" + (f"\n{text}" if text else ""),
                  fontsize=10)
     ax.set_ylabel("observed fraction high grade")
     ax.set_ylim(-0.02, 1.02)
@@ -440,11 +492,11 @@ def _cell(entry: dict) -> str:
     return f"{entry['value']:.2f}" + (f" ({ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
 
 
-def print_summary(models: dict[str, dict]) -> None:
+def print_summary(models: dict[str, dict], cohort: str = "test cohort") -> None:
     """Metrics (rows) by model (columns), value and 95% CI, on the console."""
     from rich.table import Table
 
-    table = Table(title="test cohort: value (95% bootstrap CI)", title_style="bold")
+    table = Table(title=f"{cohort}: value (95% bootstrap CI)", title_style="bold")
     table.add_column("metric")
     for key, block in models.items():
         table.add_column(block.get("label", key), justify="right")
@@ -481,7 +533,9 @@ def run(args) -> int:
         raise SarcogradeError("--bootstrap must be at least 1")
     if args.run is not None and not args.run.is_dir():
         raise SarcogradeError("run folder not found", path=args.run)
-    predictions = read_predictions(args.predictions)
+    predictions, source = read_predictions(args.predictions)
+    info(f"predictions: {source}, {len(predictions)} patients, from {args.predictions}")
+    cohort = "out-of-fold CV" if "label" in predictions.columns else "test cohort"
     test_cohort = load_manifest(args.manifest, strict=True)
     train_cohort = (load_manifest(args.train_manifest, strict=True)
                     if args.train_manifest is not None else None)
@@ -490,7 +544,7 @@ def run(args) -> int:
         sequence = test_cohort.require_sequence(args.sequence)
         train_cohort.require_sequence(sequence)
 
-    included, p, flow = match_patients(predictions, test_cohort)
+    included, p, flow = match_patients(predictions, test_cohort, args.predictions)
     for reason in ("not in manifest", "not predicted", "grade unknown"):
         ids = [e["patient_id"] for e in flow["excluded"] if e["reason"] == reason]
         if ids:
@@ -501,8 +555,9 @@ def run(args) -> int:
                               "(patients are matched by patient_id)", path=args.predictions)
     y = np.array([pt.label for pt in included], int)
     dl_label = f"DL-{args.sequence}" if args.sequence else "DL"
-    config = {"bootstrap": args.bootstrap, "seed": args.seed, "sequence": sequence,
-              "threshold": ARGMAX, "threshold_rule": RULE, "ci": "bootstrap percentile, 95%"}
+    config = {"source": source, "bootstrap": args.bootstrap, "seed": args.seed,
+              "sequence": sequence, "threshold": ARGMAX, "threshold_rule": RULE,
+              "ci": "bootstrap percentile, 95%"}
 
     with RunRecord(args.out, config=config, inputs=_inputs(args), seed=args.seed):
         indices = resample_indices(len(y), args.bootstrap, args.seed)
@@ -510,7 +565,7 @@ def run(args) -> int:
         dl = {"label": dl_label, "n": len(y), "threshold": ARGMAX,
               **metric_block(y, p, ARGMAX, indices)}
         metrics = {
-            "model": dl_label, "predictions": str(args.predictions),
+            "model": dl_label, "predictions": str(args.predictions), "source": source,
             "n": len(y), "n_low": int((y == 0).sum()), "n_high": int(y.sum()),
             "threshold": ARGMAX, "threshold_rule": RULE,
             **{k: v for k, v in dl.items() if k not in ("label", "n", "threshold")},
@@ -520,7 +575,7 @@ def run(args) -> int:
             "calibration": {"bins": n_bins, "slope": "logistic fit y ~ a + b logit(p)",
                             "intercept": "calibration-in-the-large, y ~ a + offset(logit(p))"},
             "youden": ({"note": "not computed: no --run given"} if args.run is None
-                       else youden_block(args.run, y, p, indices)),
+                       else youden_block(args.run, included, y, p, indices)),
         }
         confusion = [(dl_label, "argmax", ARGMAX, dl["confusion"])]
         if "threshold" in metrics["youden"]:
@@ -585,16 +640,16 @@ def run(args) -> int:
             save_figure(fig, args.out / name)
         if dl["auc"]["value"] is not None:
             labelled = {models[k].get("label", k): (probabilities[k], models[k]) for k in models}
-            save_figure(roc_figure(y, labelled, dl_label, indices), args.out / "roc.png")
+            save_figure(roc_figure(y, labelled, dl_label, indices, cohort), args.out / "roc.png")
         else:
             warn(f"roc.png not drawn: {dl['auc']['note']}")
-        save_figure(calibration_figure(y, p, dl, dl_label, n_bins), args.out / "calibration.png")
+        save_figure(calibration_figure(y, p, dl, dl_label, n_bins, cohort), args.out / "calibration.png")
         if table is not None:
             frame, footnote = table
             write_csv(args.out / "cohort_table.csv", frame)
             write_text(args.out / "cohort_table.md", to_markdown(frame, footnote, names))
 
-    print_summary(models)
+    print_summary(models, cohort)
     info(f"evaluated {len(y)} patients ({int((y == 0).sum())} low, {int(y.sum())} high grade); "
          f"wrote {args.out}")
     return 0

@@ -23,8 +23,9 @@ demo: setup
 test: setup
 	MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Each script measures its own baseline in the same run; figures go to benchmarks/README.md.
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

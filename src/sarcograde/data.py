@@ -10,6 +10,7 @@ fold, epoch and batch, so a run and its resumption see the same augmented images
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -216,17 +217,33 @@ def augment_batch(images: torch.Tensor, params: AugmentParams,
     rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     linear = flips[:, :, None] * rotation * (crop / zoom)[:, None, None]
     shift = (linear @ (offset / crop[:, None])[:, :, None])[:, :, 0]
-    theta = torch.cat([linear, shift[:, :, None]], dim=2).to(images.device, torch.float32)
-    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
-    if elastic.any():
-        # Displacement in normalised units: an SD of elastic_sd x side is 2 x elastic_sd here.
-        control = (control * (2 * params.elastic_sd) * elastic[:, None, None, None])
-        field = F.interpolate(control.to(images.device, torch.float32), size=(size, size),
-                              mode="bicubic", align_corners=True)
-        grid = grid + field.permute(0, 2, 3, 1)
-    out = F.grid_sample(images[:, None].float(), grid, mode="bilinear",
-                        padding_mode="reflection", align_corners=False)
+    a = linear.to(images.device, torch.float32)[:, :, :, None, None]
+    b = shift.to(images.device, torch.float32)[:, :, None, None]
+    # The sampling grid written out (what F.affine_grid computes, without its batched matmul):
+    # pixel centres at (2i + 1) / S - 1, x along the width.
+    centres = (torch.arange(size, device=images.device, dtype=torch.float32) * 2 + 1) / size - 1
+    x, y = centres[None, None, :], centres[None, :, None]
+    grid_x = a[:, 0, 0] * x + a[:, 0, 1] * y + b[:, 0]
+    grid_y = a[:, 1, 0] * x + a[:, 1, 1] * y + b[:, 1]
+    chosen = elastic.nonzero()[:, 0].to(images.device)
+    if len(chosen):
+        # Smooth displacement: the control points interpolated bicubically (separable: M C M^T).
+        # An SD of elastic_sd x side is 2 x elastic_sd in normalised units.
+        m = _cubic_interpolation_matrix(params.elastic_grid, size, str(images.device))
+        field = m @ (control[elastic] * (2 * params.elastic_sd)).to(images.device, torch.float32) @ m.T
+        grid_x[chosen] += field[:, 0]
+        grid_y[chosen] += field[:, 1]
+    out = F.grid_sample(images[:, None].float(), torch.stack([grid_x, grid_y], dim=-1),
+                        mode="bilinear", padding_mode="reflection", align_corners=False)
     return out[:, 0]
+
+
+@functools.lru_cache(maxsize=8)
+def _cubic_interpolation_matrix(n_in: int, n_out: int, device: str) -> torch.Tensor:
+    """(n_out, n_in): 1-D bicubic interpolation (align_corners) of n_in points to n_out."""
+    basis = torch.eye(n_in).reshape(n_in, 1, n_in, 1)
+    columns = F.interpolate(basis, size=(n_out, 1), mode="bicubic", align_corners=True)
+    return columns.reshape(n_in, n_out).T.contiguous().to(device)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

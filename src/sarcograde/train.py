@@ -48,6 +48,7 @@ class Settings:
     learning_rate: float
     max_epochs: int
     patience: int
+    class_weighting: str            # "inverse_frequency" or "none"
     augment: AugmentParams | None
     device: torch.device
     amp_dtype: torch.dtype | None   # autocast dtype, None = float32
@@ -69,9 +70,14 @@ class Settings:
         else:
             raise SarcogradeError(f"train.amp {amp!r} is not auto, none, bf16 or fp16 (GPU only)")
         channels_last = train_cfg.get("channels_last", "auto")
+        weighting = str(train_cfg.get("class_weights", "inverse_frequency")).lower()
+        if weighting not in ("inverse_frequency", "none"):
+            raise SarcogradeError(f"train.class_weights {weighting!r} is not inverse_frequency "
+                                  "or none")
         return cls(batch_size=int(train_cfg["batch_size"]),
                    learning_rate=float(train_cfg["learning_rate"]),
                    max_epochs=int(train_cfg["max_epochs"]), patience=int(train_cfg["patience"]),
+                   class_weighting=weighting,
                    augment=AugmentParams.from_config(train_cfg.get("augment", True)),
                    device=device, amp_dtype=amp_dtype,
                    channels_last=cuda if channels_last == "auto" else bool(channels_last))
@@ -121,7 +127,11 @@ class Evaluation:
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
              owner: torch.Tensor, patient_labels: np.ndarray, weights: torch.Tensor, meta: dict,
              settings: Settings) -> Evaluation:
-    """Validation loss over slices and patient-level AUC, as `predict` aggregates slices."""
+    """Validation loss over slices and patient-level AUC, as `predict` aggregates slices.
+
+    The loss uses the training fold's class weights, so that early stopping watches the
+    objective being minimised, whatever the validation fold's grade balance.
+    """
     model.eval()
     logits = []
     for start in range(0, len(images), 2 * settings.batch_size):
@@ -334,8 +344,8 @@ def train_fold(split: Split, slices: SliceSet, images: torch.Tensor, slice_label
     fold_dir = out / split.name
     data = fold_data(slices, split, images, slice_labels)
     train_labels = slices.labels[slices.patient_index[data.train.cpu().numpy()]]
-    weights = torch.tensor(class_weights(train_labels), dtype=torch.float32,
-                           device=settings.device)
+    weights = torch.tensor(class_weights(train_labels) if settings.class_weighting != "none"
+                           else np.ones(2), dtype=torch.float32, device=settings.device)
     torch.manual_seed(seed)  # the fresh head (and everything, without pretrained weights)
     net = model_lib.load_pretrained(model_lib.build_model(model_cfg), pretrained)
     net = net.to(settings.device)

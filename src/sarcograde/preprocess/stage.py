@@ -124,15 +124,20 @@ def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_init_worker, initargs=(threads,)) as pool:
                 futures = {pool.submit(process_patient, task): task for task in tasks}
-                for future in as_completed(futures):
-                    task = futures[future]
-                    try:
-                        outcomes[task.patient_id] = future.result()
-                    except BrokenProcessPool:
-                        outcomes[task.patient_id] = Outcome(
-                            task.patient_id, "failed", f"{task.patient_id}: {task.image}: the "
-                            "worker process died (out of memory? try fewer --jobs)")
-                    bar.advance(counter)
+                try:
+                    for future in as_completed(futures):
+                        task = futures[future]
+                        try:
+                            outcomes[task.patient_id] = future.result()
+                        except BrokenProcessPool:
+                            outcomes[task.patient_id] = Outcome(
+                                task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
+                                "the worker process died (out of memory? try fewer --jobs)")
+                        bar.advance(counter)
+                except KeyboardInterrupt:
+                    # Finished NPZs are on disk; do not start the queued patients on the way out.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     return [outcomes[task.patient_id] for task in tasks]
 
 

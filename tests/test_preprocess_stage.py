@@ -63,6 +63,7 @@ def test_cache_holds_the_documented_format(manifest, tmp_path):
     assert config["n4_iterations"] == [20, 20] and config["manifest"] == str(manifest.resolve())
     run = json.loads((cache / "run.json").read_text())
     assert run["status"] == "finished" and run["patients"] == {"computed": 3, "reused": 0, "failed": 0}
+    assert set(run["seconds"]) == {"P1", "P2", "P3"} and min(run["seconds"].values()) > 0
     for row in index.itertuples():
         with np.load(cache / row.npz) as npz:
             n = int(row.n_slices)

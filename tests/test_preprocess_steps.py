@@ -191,6 +191,8 @@ def test_params_from_config_rejects_unknown_and_bad_settings():
         Params.from_config({"size": 2})
     with pytest.raises(SarcogradeError, match="n4_shrink"):
         Params.from_config({"n4_shrink": 0})
+    with pytest.raises(SarcogradeError, match="n4 must be true or false"):
+        Params.from_config({"n4": "false"})
 
 
 def test_n4_settings_only_count_when_n4_is_on():

@@ -44,13 +44,14 @@ class Params:
             params = cls(spacing_mm=float(section.get("spacing_mm", cls.spacing_mm)),
                          size=int(section.get("size", cls.size)),
                          margin_mm=float(section.get("margin_mm", cls.margin_mm)),
-                         n4=bool(section.get("n4", cls.n4)),
+                         n4=section.get("n4", cls.n4),
                          n4_shrink=int(section.get("n4_shrink", cls.n4_shrink)),
                          n4_iterations=tuple(int(i) for i in
                                              section.get("n4_iterations", cls.n4_iterations)))
         except (TypeError, ValueError) as exc:
             raise SarcogradeError(f"invalid preprocess setting: {exc}") from None
         problems = [text for bad, text in (
+            (not isinstance(params.n4, bool), "n4 must be true or false"),
             (not params.spacing_mm > 0, "spacing_mm must be > 0"),
             (params.size < 8, "size must be at least 8 pixels"),
             (params.margin_mm < 0, "margin_mm must be >= 0"),

@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         counts = {s: sum(o.status == s for o in outcomes) for s in ("computed", "reused", "failed")}
         record.record["patients"] = counts
         record.record["failed"] = [o.error for o in outcomes if o.status == "failed"]
+        record.record["seconds"] = {o.patient_id: round(o.seconds, 2) for o in outcomes
+                                    if o.status == "computed"}
 
     for outcome in outcomes:
         if outcome.status == "failed":

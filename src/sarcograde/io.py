@@ -136,6 +136,11 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None,
     return binarise_mask(read_image(path), path)
 
 
+def _fmt(values, digits: int) -> str:
+    """A vector as "(0.977, 0.977, 3.27)": plain numbers, not numpy 2's np.float64(...) reprs."""
+    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
+
+
 def grid_mismatches(image: sitk.Image, mask: sitk.Image) -> list[str]:
     """Ways in which two images are not on the same voxel grid (empty when they are)."""
     problems = []
@@ -143,11 +148,10 @@ def grid_mismatches(image: sitk.Image, mask: sitk.Image) -> list[str]:
         problems.append(f"size {image.GetSize()} vs {mask.GetSize()}")
     sp_i, sp_m = np.array(image.GetSpacing()), np.array(mask.GetSpacing())
     if np.any(np.abs(sp_i - sp_m) > SPACING_TOL * np.maximum(sp_i, sp_m)):
-        problems.append(f"spacing {tuple(np.round(sp_i, 4))} vs {tuple(np.round(sp_m, 4))}")
+        problems.append(f"spacing {_fmt(sp_i, 4)} vs {_fmt(sp_m, 4)}")
     origin_tol = max(ORIGIN_TOL_MM, 0.01 * float(min(sp_i)))
     if np.any(np.abs(np.array(image.GetOrigin()) - np.array(mask.GetOrigin())) > origin_tol):
-        problems.append(f"origin {tuple(np.round(image.GetOrigin(), 3))} vs "
-                        f"{tuple(np.round(mask.GetOrigin(), 3))}")
+        problems.append(f"origin {_fmt(image.GetOrigin(), 3)} vs {_fmt(mask.GetOrigin(), 3)}")
     if np.any(np.abs(np.array(image.GetDirection()) - np.array(mask.GetDirection())) > DIRECTION_TOL):
         problems.append("direction differs")
     return problems

@@ -339,7 +339,7 @@ def test_attention_gallery_shows_correct_wrong_and_off_tumour_cases(full):
     flagged = attention[attention["off_tumour"]]
     on_tumour = attention["inside"] + attention["ring"]
     kinds = {pid: set(k) for pid, k in parsed.gallery.items()}
-    best_correct = correct.sort_values("inside")["patient_id"].iloc[-1]
+    best_correct = correct.loc[(correct["inside"] + correct["ring"]).idxmax(), "patient_id"]
     assert "correct" in kinds[best_correct]
     for pid in wrong["patient_id"]:
         assert "wrong" in kinds[pid]
@@ -365,6 +365,9 @@ def test_methods_paragraph_takes_its_numbers_from_the_config(full):
                     "random initialisation", "T2FS", "200 bootstrap resamples",
                     "softmax of the mean logits"):
         assert snippet in text, snippet
+    from sarcograde.data import AugmentParams
+
+    assert f"rotation up to {AugmentParams().rotate_deg:g} degrees" in text
     provenance = parsed.sections["provenance"]
     assert "2.13.0" in provenance and "sarcograde train cache --preset quick" in provenance
 
@@ -410,6 +413,8 @@ def test_cli_default_output_and_missing_metrics_error(tmp_path, capsys):
     paths = write_fixture(tmp_path, explain=False, run=False)
     assert cli.main(["report", str(paths["eval"])]) == 0
     assert (paths["eval"] / "report.html").is_file()
+    record = json.loads((paths["eval"] / "report.run.json").read_text())
+    assert record["status"] == "finished" and record["config"]["eval"] == str(paths["eval"])
     capsys.readouterr()
 
     empty = tmp_path / "empty"

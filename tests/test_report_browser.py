@@ -9,6 +9,7 @@ package is needed.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -49,8 +50,11 @@ class Browser:
         self._from_child, from_child_w = os.pipe()
 
         def attach_pipes():  # Chromium reads commands on fd 3 and writes replies on fd 4.
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
+            # Move both out of the way first: either pipe end may itself be fd 3 or 4.
+            read_end = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
+            write_end = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
 
         self.proc = subprocess.Popen([executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                                       "about:blank"], preexec_fn=attach_pipes, close_fds=False,

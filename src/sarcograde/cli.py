@@ -24,6 +24,7 @@ COMMANDS = [
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
+    ("demo", "sarcograde.demo", "run every stage on a synthetic two-site cohort -> report.html"),
 ]
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import __version__
-from .artifacts import read_json, write_text
+from .artifacts import RunRecord, read_json, write_text
 from .console import info
 from .errors import SarcogradeError
 
@@ -192,16 +192,22 @@ class ReportInputs:
                 setattr(self, name, folder)
         self.eval_record = _optional_json(self.eval_dir / "run.json")
         self.run_config = _optional_json(self.run_dir / "config.json") if self.run_dir else None
+        self.folds = _optional_json(self.run_dir / "folds.json") if self.run_dir else None
         self.cache_config = (_optional_json(self.cache_dir / "config.json")
                              if self.cache_dir else None)
 
     def records(self) -> dict[str, dict]:
         """The run.json of every folder given, by stage."""
-        folders = {"evaluate": self.eval_dir, "train": self.run_dir,
-                   "preprocess": self.cache_dir, "explain": self.explain_dir}
+        predictions = self.metrics.get("predictions")
+        paths = {"preprocess": self.cache_dir and self.cache_dir / "run.json",
+                 "train": self.run_dir and self.run_dir / "run.json",
+                 "predict": predictions and Path(predictions).with_name(
+                     f"{Path(predictions).stem}.run.json"),
+                 "evaluate": self.eval_dir / "run.json",
+                 "explain": self.explain_dir and self.explain_dir / "run.json"}
         out = {}
-        for stage, folder in folders.items():
-            record = _optional_json(folder / "run.json") if folder else None
+        for stage, path in paths.items():
+            record = _optional_json(path) if path and path.is_file() else None
             if isinstance(record, dict):
                 out[stage] = record
         return out
@@ -558,8 +564,8 @@ def _attention_section(inputs: ReportInputs) -> Section:
     frame["patient_id"] = frame["patient_id"].astype(str)
     off = frame["off_tumour"].astype(str).str.lower().isin(("true", "1", "yes"))
     frame = frame.assign(off_tumour=off, on_tumour=frame["inside"] + frame["ring"])
-    known = frame["label"].notna()
-    frame = frame.assign(correct=known & (frame["predicted"] == frame["label"]))
+    frame = frame.assign(known=frame["label"].notna())
+    frame = frame.assign(correct=frame["known"] & (frame["predicted"] == frame["label"]))
 
     picks: dict[str, list[str]] = {}
 
@@ -567,20 +573,24 @@ def _attention_section(inputs: ReportInputs) -> Section:
         for pid in rows["patient_id"].head(GALLERY_PER_KIND):
             picks.setdefault(pid, []).append(kind)
 
-    pick(frame[frame["correct"]].sort_values("inside", ascending=False), "correct")
-    pick(frame[known & ~frame["correct"]].sort_values("inside", ascending=False), "wrong")
-    pick(frame.sort_values("on_tumour", ascending=False), "highest attention on tumour")
-    pick(frame.sort_values("on_tumour"), "lowest attention on tumour")
-    pick(frame[frame["off_tumour"]], "off tumour")
+    by_on_tumour = frame.sort_values("on_tumour", ascending=False)
+    pick(by_on_tumour[by_on_tumour["correct"]], "correct")
+    pick(by_on_tumour[by_on_tumour["known"] & ~by_on_tumour["correct"]], "wrong")
+    pick(by_on_tumour, "highest attention on tumour")
+    pick(by_on_tumour[::-1], "lowest attention on tumour")
+    pick(by_on_tumour[by_on_tumour["off_tumour"]][::-1], "off tumour")
 
     cards = []
     by_id = frame.set_index("patient_id")
     for pid, kinds in picks.items():
         png = inputs.explain_dir / f"{pid}.png"
         row = by_id.loc[pid]
-        tags = join(tag("span", k, class_="tag" + (" wrong" if k == "wrong" else
-                                                  " off" if "off" in k or "lowest" in k else ""))
-                    for k in kinds)
+        # Whatever a montage was picked for, its prediction and flag are always shown.
+        status = (["correct" if row["correct"] else "wrong"] if pd.notna(row["label"]) else [])
+        status += ["off tumour"] if row["off_tumour"] else []
+        kinds = list(dict.fromkeys(status + kinds))
+        tags = join(tag("span", k, class_="tag" + (" bad" if k in ("wrong", "off tumour")
+                                                  else "")) for k in kinds)
         caption = join([tags, tag("strong", pid), " ",
                         f"p_high {format_number(row['p_high'])}, predicted "
                         f"{_grade_word(row['predicted'])}, true {_grade_word(row['label'])}; "
@@ -657,9 +667,9 @@ def _training_section(inputs: ReportInputs) -> Section:
 def methods_paragraph(inputs: ReportInputs) -> str:
     """A methods paragraph for a manuscript, every number read from the run's files."""
     run_config = inputs.run_config or {}
-    pre = (run_config.get("preprocess") or inputs.cache_config or {})
-    cache = inputs.cache_config or run_config.get("cache") or {}
-    pre = {**cache, **pre} if isinstance(pre, dict) else cache
+    # What the caches were built with wins over the preset's preprocess section.
+    pre = {**(run_config.get("preprocess") or {}), **(run_config.get("cache") or {}),
+           **(inputs.cache_config or {})}
     model = run_config.get("model") or {}
     train = run_config.get("train") or {}
     missing = "(not recorded)"
@@ -668,7 +678,7 @@ def methods_paragraph(inputs: ReportInputs) -> str:
         return fmt(d[key]) if d.get(key) is not None else missing
 
     sentences = []
-    sequence = pre.get("sequence") or missing
+    sequence = run_config.get("sequence") or pre.get("sequence") or missing
     if pre:
         n4 = (f"N4 bias-field correction (SimpleITK, shrink factor {v(pre, 'n4_shrink')}, "
               f"iterations {v(pre, 'n4_iterations', _list)})" if pre.get("n4")
@@ -690,26 +700,28 @@ def methods_paragraph(inputs: ReportInputs) -> str:
                 else "trained from random initialisation")
         sentences.append(f"A 2D {_arch_name(arch)}{detail} with two outputs was {init}.")
     if train:
-        aug = "with" if train.get("augment") else "without"
-        augmentations = train.get("augmentation") or train.get("augmentations")
-        aug_detail = f" ({_list(augmentations)})" if augmentations and train.get("augment") else ""
+        # folds.json holds the splits actually made (fewer folds where a class is small).
+        folds = {**train, **{k: inputs.folds[k] for k in ("folds", "repeats")
+                             if k in (inputs.folds or {})}}
+        adaptation = _lookup(inputs.folds, "adaptation")
         sentences.append(
-            f"Models were trained in stratified {v(train, 'folds')}-fold cross-validation with "
-            f"{v(train, 'repeats')} repeat(s) at patient level ({_n_models(train)} models) with "
-            f"Adam (learning rate {v(train, 'learning_rate', _sci)}, batch size "
-            f"{v(train, 'batch_size')}), class-weighted cross-entropy, at most "
-            f"{v(train, 'max_epochs')} epochs and early stopping on the validation loss "
-            f"(patience {v(train, 'patience')} epochs), {aug} on-the-fly augmentation{aug_detail}.")
+            f"Models were trained in stratified {v(folds, 'folds')}-fold cross-validation with "
+            f"{v(folds, 'repeats')} repeat(s), split by patient ({_n_models(inputs, folds)} "
+            f"models){f' ({adaptation})' if adaptation else ''}, with Adam (learning rate "
+            f"{v(train, 'learning_rate', _sci)}, batch size {v(train, 'batch_size')}), "
+            f"class-weighted cross-entropy, at most {v(train, 'max_epochs')} epochs and early "
+            f"stopping on the validation loss (patience {v(train, 'patience')} epochs), "
+            f"{augmentation_text(train.get('augment'))}.")
     aggregate = _aggregation(inputs)
     sentences.append(
         f"For each test patient the prediction was {aggregate}; a patient was called high grade "
         f"when p_high > {format_number(inputs.metrics.get('threshold'))}. 95% confidence "
         f"intervals come from {_bootstrap_count(inputs)} bootstrap resamples of patients.")
-    if inputs.metrics.get("baselines"):
+    if _lookup(inputs.metrics, "baselines", "models"):
         sentences.append("Logistic-regression baselines on clinical variables, tumour volume "
                          "and both were fitted with the same cross-validation and compared "
                          "with the DL model by DeLong's test.")
-    if (inputs.eval_dir / "survival.json").is_file():
+    if (_optional_json(inputs.eval_dir / "survival.json") or {}).get("models"):
         sentences.append("Overall survival was compared between predicted groups with "
                          "Kaplan-Meier curves and the log-rank test, Bonferroni-corrected.")
     return " ".join(sentences)
@@ -734,11 +746,31 @@ def _arch_name(arch: str) -> str:
             "densenet": "DenseNet"}.get(arch.lower(), arch)
 
 
-def _n_models(train: dict) -> str:
+def _n_models(inputs: ReportInputs, folds: dict) -> str:
+    finished = len(list(inputs.run_dir.glob("fold_*/model.pt"))) if inputs.run_dir else 0
+    if finished:
+        return str(finished)
     try:
-        return str(int(train["folds"]) * int(train["repeats"]))
+        return str(int(folds["folds"]) * int(folds["repeats"]))
     except (KeyError, TypeError, ValueError):
         return "(not recorded)"
+
+
+def augmentation_text(setting: Any) -> str:
+    """`train.augment` in words, with the numbers `sarcograde.data` trains with."""
+    if setting in (None, False, "none"):
+        return "without augmentation"
+    try:
+        from .data import AugmentParams
+
+        a = AugmentParams.from_config(setting)
+    except (ImportError, SarcogradeError):
+        return f"with on-the-fly augmentation ({setting})"
+    return (f"with on-the-fly augmentation: horizontal and vertical flips (each p = {a.flip_p:g}), "
+            f"rotation up to {a.rotate_deg:g} degrees (p = {a.rotate_p:g}), zoom "
+            f"{a.zoom[0]:g}-{a.zoom[1]:g} (p = {a.zoom_p:g}), elastic deformation (SD "
+            f"{a.elastic_sd * 100:g}% of the side, p = {a.elastic_p:g}) and a random crop of "
+            f"{a.crop_min * 100:g}-100% of the side resized back (p = {a.crop_p:g})")
 
 
 def _list(values: Any) -> str:
@@ -765,11 +797,7 @@ def _provenance_section(inputs: ReportInputs) -> Section:
                  r.get("status", ""), r.get("seed", "")] for stage, r in records.items()]
         parts += [tag("h3", "Runs"), table(["Stage", "Command", "Start", "End", "Status",
                                             "Seed"], rows, wide=True)]
-        packages = sorted({name for r in records.values() for name in (r.get("packages") or {})})
-        rows = [[name] + [(r.get("packages") or {}).get(name, "") for r in records.values()]
-                for name in packages]
-        parts += [tag("h3", "Package versions"),
-                  table(["Package"] + list(records), rows, id="versions-table")]
+        parts += [tag("h3", "Package versions"), _versions_table(records)]
     else:
         parts.append(not_run("provenance: no run.json found."))
     config = inputs.run_config or _lookup(inputs.eval_record, "config")
@@ -778,11 +806,28 @@ def _provenance_section(inputs: ReportInputs) -> Section:
     return Section("provenance", "Configuration and provenance", join(parts))
 
 
+def _versions_table(records: dict[str, dict]) -> Html:
+    """Package versions; one column when every stage ran with the same ones."""
+    versions = {stage: r.get("packages") or {} for stage, r in records.items()}
+    names = sorted({name for v in versions.values() for name in v})
+    distinct = {json.dumps(v, sort_keys=True) for v in versions.values()}
+    if len(distinct) == 1:
+        only = next(iter(versions.values()))
+        return table(["Package", f"Version ({', '.join(versions)})"],
+                     [[name, only[name]] for name in names], id="versions-table")
+    return table(["Package", *versions], [[name, *(v.get(name, "") for v in versions.values())]
+                                          for name in names], id="versions-table")
+
+
 def _config_tables(config: dict) -> Html:
     """One small parameter table per config section, side by side."""
     scalars = {k: v for k, v in config.items() if not isinstance(v, dict)}
     sections = ({"general": scalars} if scalars else {}) | {
         k: v for k, v in config.items() if isinstance(v, dict)}
+    if "cache" in sections:
+        # A run's preset carries a preprocess section; the cache says what was actually used.
+        sections.pop("preprocess", None)
+        sections["preprocessing (of the cache)"] = sections.pop("cache")
     tables = []
     for name, values in sections.items():
         rows = [[key, _config_value(value)] for key, value in values.items()]
@@ -834,7 +879,14 @@ def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=Non
     inputs = ReportInputs(Path(eval_dir), explain_dir=explain_dir, run_dir=run_dir,
                           cache_dir=cache_dir)
     out = Path(out)
-    write_text(out, render_report(inputs, title))
+    folders = {"eval": inputs.eval_dir, "explain": inputs.explain_dir, "run": inputs.run_dir,
+               "cache": inputs.cache_dir}
+    config = {name: str(folder) if folder else None for name, folder in folders.items()}
+    # The page's own record beside it: its folder may be shared with other stages' outputs.
+    with RunRecord(out.parent, config={**config, "title": title},
+                   inputs={"metrics": inputs.eval_dir / "metrics.json"},
+                   name=f"{out.stem}.run.json"):
+        write_text(out, render_report(inputs, title))
     return out
 
 

@@ -25,12 +25,12 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     with atomic_path(target) as tmp:
         assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz")  # format by name
         tmp.write_text("first")
-    assert target.read_text() == "first"
+    assert target.read_text(encoding="utf-8") == "first"
     with pytest.raises(Boom):
         with atomic_path(target) as tmp:
             tmp.write_text("half-writ")
             raise Boom
-    assert target.read_text() == "first"                 # the old file is untouched
+    assert target.read_text(encoding="utf-8") == "first"                 # the old file is untouched
     assert [p.name for p in target.parent.iterdir()] == ["image.nii.gz"]   # no temp file
 
 
@@ -49,7 +49,7 @@ def test_writers_round_trip(tmp_path):
     assert read_json(tmp_path / "a.json") == {"n": 3, "x": 0.5, "v": [0, 1, 2], "p": str(tmp_path)}
     frame = pd.DataFrame({"patient_id": ["A", "B"], "p_high": [0.25, 0.75]})
     write_csv(tmp_path / "a.csv", frame)
-    assert (tmp_path / "a.csv").read_text() == "patient_id,p_high\nA,0.25\nB,0.75\n"
+    assert (tmp_path / "a.csv").read_text(encoding="utf-8") == "patient_id,p_high\nA,0.25\nB,0.75\n"
     write_npz(tmp_path / "a.npz", image=np.eye(3, dtype=np.float16), key=np.array("abc"))
     with np.load(tmp_path / "a.npz") as npz:
         assert npz["image"].dtype == np.float16 and np.array_equal(npz["image"], np.eye(3))
@@ -108,4 +108,4 @@ def test_run_record_marks_failure(tmp_path):
     with pytest.raises(Boom):
         with RunRecord(tmp_path):
             raise Boom
-    assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["status"] == "failed"

@@ -75,7 +75,7 @@ def test_good_cohort_measurements(cohort, capsys):
     (folder / "run.json").write_text('{"command": "sarcograde synth"}')   # synth's own record
     rc, qa = check(manifest)
     assert rc == 0
-    assert (folder / "run.json").read_text() == '{"command": "sarcograde synth"}'
+    assert (folder / "run.json").read_text(encoding="utf-8") == '{"command": "sarcograde synth"}'
     assert list(qa.columns) == QA_COLUMNS
     assert qa.usable.tolist() == [True, True, True]
     for k, row in qa.iterrows():
@@ -91,7 +91,7 @@ def test_good_cohort_measurements(cohort, capsys):
     out = capsys.readouterr()
     assert "cohort QA" in out.out and "P3" in out.out
     assert "3 patient(s), 3 usable" in out.err
-    record = json.loads((folder / "qa.run.json").read_text())
+    record = json.loads((folder / "qa.run.json").read_text(encoding="utf-8"))
     assert record["status"] == "finished" and record["end"] >= record["start"]
     assert record["summary"] == {"patients": 3, "rows": 3, "unusable": []}
     assert record["config"]["sequences"] == ["T1"]

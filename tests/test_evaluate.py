@@ -106,12 +106,12 @@ def test_full_evaluation(study, tmp_path, monkeypatch):
     assert _evaluate(study, out, "--train-manifest", str(root / "train" / "manifest.csv"),
                      "--run", str(root / "run")) == 0
 
-    flow = json.loads((out / "patient_flow.json").read_text())
+    flow = json.loads((out / "patient_flow.json").read_text(encoding="utf-8"))
     assert sorted((e["patient_id"], e["reason"]) for e in flow["excluded"]) == [
         ("B28", "not predicted"), ("B29", "grade unknown"), ("X01", "not in manifest")]
     assert flow["n_included"] == 28 and sorted(flow["included"]) == [f"B{i:02d}" for i in range(28)]
 
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     # matched by patient id, not by row position
     truth = study["test"].set_index("patient_id").loc[flow["included"], "grade"] > 1
     p = study["predictions"].set_index("patient_id").loc[flow["included"], "p_high"]
@@ -147,7 +147,7 @@ def test_full_evaluation(study, tmp_path, monkeypatch):
     assert confusion[["tn", "fp", "fn", "tp"]].sum(axis=1).eq(28).all()
     assert confusion["rule"].tolist()[:2] == ["argmax", "youden"]
 
-    survival = json.loads((out / "survival.json").read_text())
+    survival = json.loads((out / "survival.json").read_text(encoding="utf-8"))
     assert set(survival["models"]) == {"dl", "clinical", "volume", "clinical_volume", "grade"}
     tested = [m["logrank"] for m in survival["models"].values() if "p" in m["logrank"]]
     for test in tested:
@@ -155,10 +155,10 @@ def test_full_evaluation(study, tmp_path, monkeypatch):
     cohort = pd.read_csv(out / "cohort_table.csv")
     assert {"Age (years)", "Sex", "T stage", "Grade (FNCLCC)", "Tumour volume (ml)",
             "Overall survival"} <= set(cohort["variable"])
-    assert "Fisher" in (out / "cohort_table.md").read_text()
+    assert "Fisher" in (out / "cohort_table.md").read_text(encoding="utf-8")
     for png in ["roc.png", "calibration.png"] + [m["figure"] for m in survival["models"].values()]:
         assert (out / png).read_bytes()[:8] == PNG, png
-    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
     # a rerun reuses the cached volumes and gives the same numbers
     def no_reading(*args):
@@ -170,7 +170,7 @@ def test_full_evaluation(study, tmp_path, monkeypatch):
         (again / name).write_bytes((out / name).read_bytes())
     assert _evaluate(study, again, "--train-manifest", str(root / "train" / "manifest.csv"),
                      "--run", str(root / "run")) == 0
-    assert (again / "metrics.json").read_text() == (out / "metrics.json").read_text()
+    assert (again / "metrics.json").read_text(encoding="utf-8") == (out / "metrics.json").read_text(encoding="utf-8")
 
 
 def test_single_cohort_out_of_fold(study, tmp_path, capsys):
@@ -196,10 +196,10 @@ def test_single_cohort_out_of_fold(study, tmp_path, capsys):
     np.testing.assert_allclose(used["p_dl"], expected["p"], rtol=1e-12)
     assert (used["label"] == expected["label"]).all()
 
-    flow = json.loads((out / "patient_flow.json").read_text())
+    flow = json.loads((out / "patient_flow.json").read_text(encoding="utf-8"))
     assert flow["n_predictions"] == 39 and flow["n_included"] == 39
     assert flow["excluded"] == [{"patient_id": "A39", "reason": "grade unknown"}]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["source"] == "out-of-fold cross-validation (mean over 2 repeats)"
     assert (metrics["n"], metrics["n_high"]) == (39, int(expected["label"].sum()))
     assert metrics["auc"]["value"] == pytest.approx(roc_auc_score(expected["label"],
@@ -208,7 +208,7 @@ def test_single_cohort_out_of_fold(study, tmp_path, capsys):
                                              .sum())
     # the run's threshold is chosen on these very patients: said, not hidden
     assert metrics["youden"]["caution"].startswith("the threshold was chosen on 39 of the")
-    assert json.loads((out / "run.json").read_text())["config"]["source"] == metrics["source"]
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]["source"] == metrics["source"]
 
 
 def test_out_of_fold_errors_and_unfinished_repeats(study, tmp_path, capsys):
@@ -250,14 +250,14 @@ def test_one_class_and_no_survival_are_reported_not_raised(tmp_path, capsys):
     (out / "km_dl.png").write_bytes(PNG)
     assert main([str(tmp_path / "p.csv"), "--manifest", str(folder / "manifest.csv"),
                  "--out", str(out), "--bootstrap", "50"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["auc"]["value"] is None
     assert metrics["auc"]["note"].startswith("not computable: only high-grade patients")
     assert metrics["specificity"]["note"] == "not computable: no low-grade patient"
     assert metrics["calibration_slope"]["value"] is None
     assert metrics["sensitivity"]["value"] == pytest.approx(5 / 6)
     assert metrics["youden"]["note"].startswith("not computed")
-    survival = json.loads((out / "survival.json").read_text())
+    survival = json.loads((out / "survival.json").read_text(encoding="utf-8"))
     assert survival["note"].startswith("not computable: no patient has os_months")
     assert not (out / "roc.png").exists() and not (out / "km_dl.png").exists()
     assert (out / "calibration.png").read_bytes()[:8] == PNG
@@ -299,9 +299,9 @@ def test_real_tcia_cohort(tcia_root, tmp_path):
                  "--bootstrap", "100"]) == 0
 
     graded = frame[frame["grade"].notna()]
-    flow = json.loads((out / "patient_flow.json").read_text())
+    flow = json.loads((out / "patient_flow.json").read_text(encoding="utf-8"))
     assert [e["reason"] for e in flow["excluded"]] == ["grade unknown"]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     truth = graded.set_index("patient_id")["grade"] > 1
     assert (metrics["n"], metrics["n_low"]) == (len(graded), int((~truth).sum()))
     assert metrics["auc"]["value"] == pytest.approx(roc_auc_score(truth, p[truth.index]))
@@ -312,5 +312,5 @@ def test_real_tcia_cohort(tcia_root, tmp_path):
     baselines = metrics["baselines"]
     assert any(d.startswith("t_stage: no value") for d in baselines["dropped_features"])
     assert baselines["models"]["clinical"]["features"] == ["age"]
-    survival = json.loads((out / "survival.json").read_text())
+    survival = json.loads((out / "survival.json").read_text(encoding="utf-8"))
     assert survival["n"] == len(graded) and survival["deaths"] == int(graded["os_event"].sum())

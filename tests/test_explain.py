@@ -187,7 +187,7 @@ def test_explain_end_to_end(run_dir, cache_dir, tmp_path):
         picture = imread(out / f"{pid}.png")
         assert picture.ndim == 3 and picture.shape[0] > 200 and picture.shape[1] > 200
         assert picture[..., :3].std() > 0.05     # not a blank canvas
-    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
 
 def test_rescoring_reuses_the_maps(run_dir, cache_dir, tmp_path):

@@ -98,7 +98,7 @@ def test_unknown_patients_reported_and_paths_relative(small_root, clinical, caps
     cohort = load_manifest(out, strict=True)
     assert [p.patient_id for p in cohort] == ["STS_002", "STS_008", "STS_999"]
     assert cohort.by_id()["STS_999"].grade is None
-    assert "nifti/STS_002/MR_T1_image.nii.gz" in out.read_text()  # relative to the manifest
+    assert "nifti/STS_002/MR_T1_image.nii.gz" in out.read_text(encoding="utf-8")  # relative to the manifest
     assert cohort.by_id()["STS_002"].images["T1"].is_file()
 
 

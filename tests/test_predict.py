@@ -187,7 +187,7 @@ def test_rules_differ_and_run_record(run_dir, cache_dir, tmp_path):
     by_logits = predict(run_dir, cache_dir, tmp_path / "a.csv")
     by_probs = predict(run_dir, cache_dir, tmp_path / "b.csv", "--aggregate", "probabilities")
     assert np.abs(by_logits["p_high"] - by_probs["p_high"]).max() > 1e-4
-    record = json.loads((tmp_path / "a.run.json").read_text())
+    record = json.loads((tmp_path / "a.run.json").read_text(encoding="utf-8"))
     assert record["status"] == "finished" and record["config"]["aggregate"] == "logits"
     assert record["config"]["models"] == ["fold_00", "fold_01", "fold_02"]
     assert not (tmp_path / "run.json").exists()     # the folder's run.json is left alone
@@ -199,7 +199,7 @@ def test_bf16_agrees_with_fp32(run_dir, cache_dir, tmp_path):
     difference = np.abs(fp32["p_high"] - bf16["p_high"])
     assert difference.max() < 0.02
     assert difference.max() > 0  # bf16 really ran: it rounds differently
-    assert json.loads((tmp_path / "bf16.run.json").read_text())["config"]["precision"] == "bf16"
+    assert json.loads((tmp_path / "bf16.run.json").read_text(encoding="utf-8"))["config"]["precision"] == "bf16"
 
 
 def test_same_input_same_output_and_resume(run_dir, cache_dir, cohort, tmp_path):

@@ -42,7 +42,7 @@ def preprocess(manifest, cache, *flags):
 
 
 def counts(cache):
-    return json.loads((cache / "run.json").read_text())["patients"]
+    return json.loads((cache / "run.json").read_text(encoding="utf-8"))["patients"]
 
 
 def mtimes(cache):
@@ -58,10 +58,10 @@ def test_cache_holds_the_documented_format(manifest, tmp_path):
     assert list(index.sequence) == ["T2FS"] * 3
     assert list(index.site) == ["siteA", "siteA", "siteB"]
     assert list(index.grade) == ["1", "3", ""] and list(index.label) == ["0", "1", ""]
-    config = json.loads((cache / "config.json").read_text())
+    config = json.loads((cache / "config.json").read_text(encoding="utf-8"))
     assert config["sequence"] == "T2FS" and config["size"] == 32 and config["n4"] is True
     assert config["n4_iterations"] == [20, 20] and config["manifest"] == str(manifest.resolve())
-    run = json.loads((cache / "run.json").read_text())
+    run = json.loads((cache / "run.json").read_text(encoding="utf-8"))
     assert run["status"] == "finished" and run["patients"] == {"computed": 3, "reused": 0, "failed": 0}
     assert set(run["seconds"]) == {"P1", "P2", "P3"} and min(run["seconds"].values()) > 0
     for row in index.itertuples():
@@ -105,7 +105,7 @@ def test_rerun_reuses_a_changed_parameter_recomputes_and_a_lost_npz_is_resumed(m
     assert counts(cache) == {"computed": 3, "reused": 0, "failed": 0}
     new_keys = pd.read_csv(cache / "index.csv").set_index("patient_id").key
     assert not (new_keys == keys).any()
-    assert json.loads((cache / "config.json").read_text())["margin_mm"] == 4.0
+    assert json.loads((cache / "config.json").read_text(encoding="utf-8"))["margin_mm"] == 4.0
 
     # a changed input file recomputes that patient only
     image, _, _ = phantom(radius_mm=7.0, bias=0.25, seed=0)
@@ -138,7 +138,7 @@ def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path
     index = pd.read_csv(parallel / "index.csv", dtype=str)
     assert list(index.patient_id) == ["P1", "P2", "P3"]
     assert not (parallel / "patients" / "BAD.npz").exists()
-    run = json.loads((parallel / "run.json").read_text())
+    run = json.loads((parallel / "run.json").read_text(encoding="utf-8"))
     assert run["patients"] == {"computed": 3, "reused": 0, "failed": 1}
     assert run["failed"][0].startswith("BAD: ")
     # the same numbers whatever the number of jobs

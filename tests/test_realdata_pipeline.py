@@ -42,7 +42,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def readme_commands() -> list[list[str]]:
     """The first bash block of the README's real-data section: one argument list per command."""
-    section = README.read_text().split("## Real data", 1)[1]
+    section = README.read_text(encoding="utf-8").split("## Real data", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     return [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("sarcograde ")]
 
@@ -86,7 +86,7 @@ def spreadsheet(tcia_root) -> pd.DataFrame:
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_import_and_check(pipeline):
@@ -212,7 +212,7 @@ def test_explain_attention_is_consistent(pipeline):
 
 def test_report_shows_the_evaluation(pipeline):
     work = pipeline["work"]
-    page = (work / "report.html").read_text()
+    page = (work / "report.html").read_text(encoding="utf-8")
     metrics = _json(work / "eval" / "metrics.json")
     card = re.search(r'data-metric="auc"><div class="label">AUC</div><div class="value">([^<]+)<',
                      page)

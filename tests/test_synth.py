@@ -70,7 +70,7 @@ def test_same_seed_gives_byte_identical_files(mixed_pair):
     for name in hashes:
         if name.endswith(".gz"):
             assert (first / name).read_bytes()[4:8] == b"\0\0\0\0", name
-    assert json.loads((first / "run.json").read_text())["status"] == "finished"
+    assert json.loads((first / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
 
 def test_different_seed_gives_different_images(mixed_pair):
@@ -289,11 +289,11 @@ def test_cli_resumes_refuses_another_configuration_and_overwrites(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--overwrite" in err and str(out) in err
     assert file_hashes(out) == before
-    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
     assert main(other + ["--overwrite"]) == 0
     assert file_hashes(out)["images/x1-001_T2FS.nii.gz"] != before["images/x1-001_T2FS.nii.gz"]
-    assert json.loads((out / "synth.json").read_text())["seed"] == 5
+    assert json.loads((out / "synth.json").read_text(encoding="utf-8"))["seed"] == 5
 
 
 def test_preview_shows_each_patient_and_sequence(tmp_path):
@@ -327,7 +327,7 @@ def test_a_different_manifest_in_the_folder_is_not_overwritten(tmp_path):
     (tmp_path / "manifest.csv").write_text("patient_id,image_T1,mask_T1\n")
     with pytest.raises(SarcogradeError, match="unknown configuration"):
         make_cohort(tmp_path, 1, "s", 0)
-    assert (tmp_path / "manifest.csv").read_text() == "patient_id,image_T1,mask_T1\n"
+    assert (tmp_path / "manifest.csv").read_text(encoding="utf-8") == "patient_id,image_T1,mask_T1\n"
     assert not (tmp_path / "images").exists()
 
 

@@ -127,9 +127,9 @@ def test_learns_the_planted_grade_signal(tmp_path):
             with torch.no_grad():
                 logits = net(model_lib.prepare_input(own, info["input"])).mean(0)
             assert torch.softmax(logits, 0)[1].item() == pytest.approx(row.p_high, abs=1e-5)
-    folds = json.loads((run / "folds.json").read_text())
+    folds = json.loads((run / "folds.json").read_text(encoding="utf-8"))
     assert folds["folds"] == 3 and folds["adaptation"] is None and len(folds["splits"]) == 3
-    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
@@ -205,7 +205,7 @@ def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, ca
     assert code == 0
     err = capsys.readouterr().err
     assert "only 2 low-grade patients" in err and "U0" in err
-    folds = json.loads((tmp_path / "run" / "folds.json").read_text())
+    folds = json.loads((tmp_path / "run" / "folds.json").read_text(encoding="utf-8"))
     assert folds["folds"] == 2 and folds["folds_requested"] == 5 and folds["seed"] == 4
     assert "only 2 low-grade" in folds["adaptation"]
     assert all("U0" not in s["train"] + s["val"] for s in folds["splits"])

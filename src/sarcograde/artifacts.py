@@ -66,7 +66,7 @@ def write_json(target, obj: Any) -> None:
 
 
 def read_json(path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_csv(target, frame) -> None:

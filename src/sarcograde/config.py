@@ -17,7 +17,7 @@ PRESETS = ("paper", "quick")
 def load_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise SarcogradeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    text = resources.files("sarcograde").joinpath("configs", f"{name}.yaml").read_text()
+    text = resources.files("sarcograde").joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text)
     config["preset"] = name
     return config
@@ -43,7 +43,7 @@ def load_config(preset: str = "paper", file: str | Path | None = None,
     if file is not None:
         path = Path(file)
         try:
-            user = yaml.safe_load(path.read_text()) or {}
+            user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise SarcogradeError(f"cannot read config: {exc}", path=path) from None
         if not isinstance(user, dict):

@@ -92,7 +92,7 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("sarcograde")
     if not script.exists():
         pytest.skip(f"no console script beside {sys.executable}; install the package (make test)")
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+    result = subprocess.run([str(script), "--version"], capture_output=True, encoding="utf-8",
                             timeout=120)
     assert result.returncode == 0
     assert result.stdout.strip() == f"sarcograde {__version__}"

@@ -61,7 +61,7 @@ def pipeline(tcia_root, tmp_path_factory) -> dict:
         command += ["--threads", "1"] if command[0] in TORCH_STAGES else []
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "sarcograde.cli", *command],
-                              capture_output=True, text=True, cwd=here,
+                              capture_output=True, encoding="utf-8", cwd=here,
                               env={**os.environ, "MPLBACKEND": "Agg"})
         output = done.stdout + done.stderr
         print(f"sarcograde {command[0]}: {time.perf_counter() - start:.1f} s")

@@ -15,6 +15,18 @@ TCIA_PATIENTS = ["STS_002", "STS_003", "STS_004", "STS_008", "STS_012", "STS_015
                  "STS_025", "STS_032", "STS_035", "STS_042", "STS_047"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny networks on two cores run faster without OpenMP
+    threads waiting on each other, and results do not depend on the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tcia_root() -> Path:
     """`../shared/data/tcia-sts` beside the clone; present in CI, absent in a user's clone."""

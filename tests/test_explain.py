@@ -20,7 +20,9 @@ from sarcograde.attention import (cam_explainers, ensemble_cam, normalise_per_sl
                                   patient_shares, slice_shares)
 from sarcograde.cli import main
 from sarcograde.explain import montage_slices
-from test_predict import PREPROCESS, one_torch_thread, write_cache, write_run  # noqa: F401
+from test_predict import PREPROCESS, write_cache, write_run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIZE = 64
 SQUARE = (slice(4, 24), slice(4, 24))          # the evidence: top-left quadrant

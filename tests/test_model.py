@@ -17,13 +17,7 @@ SMALL = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 3, 2], "pretrained": "none"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread avoids OpenMP threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torchvision_state_dict(init: int, growth: int, blocks: list[int], old_keys: bool,

@@ -25,13 +25,7 @@ TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block
         "pretrained": "none"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread avoids OpenMP threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(**train) -> dict:

@@ -54,7 +54,7 @@ def format_number(x: Any, digits: int = 2) -> str:
 
 
 def format_ci(ci: Any, digits: int = 2) -> str:
-    """A 95% CI as "(0.66-0.83)"; with a negative bound "(-0.50 to 0.20)" so the sign stays legible."""
+    """A 95% CI as "(0.66-0.83)", or "(-0.50 to 0.20)" with a negative bound (legible sign)."""
     if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(
             c is None or not math.isfinite(float(c)) for c in ci):
         return ""
@@ -130,9 +130,9 @@ def table(header: list[Any], rows: list[list[Any]], *, wide: bool = False,
                class_="wide" if wide else None, **attrs)
 
 
-def not_run(what: str, how: str = "") -> Html:
-    return tag("div", join([tag("strong", "Not run: "), what, f" {how}" if how else ""]),
-               class_="not-run")
+def not_run(what: str) -> Html:
+    """The box that says which part of the pipeline was not run, and why."""
+    return tag("div", join([tag("strong", "Not run: "), what]), class_="not-run")
 
 
 def png_data_uri(path: Path) -> str:
@@ -325,7 +325,7 @@ def _cohort_section(inputs: ReportInputs) -> Section:
     md_path = inputs.eval_dir / "cohort_table.md"
     csv_path = inputs.eval_dir / "cohort_table.csv"
     if md_path.is_file():
-        header, rows, notes = parse_markdown_table(md_path.read_text())
+        header, rows, notes = parse_markdown_table(md_path.read_text(encoding="utf-8"))
         body = [table(header, rows, wide=True, id="cohort-table")]
         body += [tag("p", note, class_="note") for note in notes]
     elif csv_path.is_file():
@@ -386,9 +386,10 @@ def _performance_section(inputs: ReportInputs) -> Section:
     models = _model_rows(m)
     baselines = m.get("baselines") if isinstance(m.get("baselines"), dict) else {}
     has_baselines = len(models) > 1
+    source = f" Predictions: {m['source']}." if m.get("source") else ""
     parts = [tag("p", join([
-        f"Test cohort: {m.get('n', 'n/a')} patients ({m.get('n_low', 'n/a')} low grade, "
-        f"{m.get('n_high', 'n/a')} high grade). Predicted high grade when p_high > "
+        f"{m.get('n', 'n/a')} patients ({m.get('n_low', 'n/a')} low grade, "
+        f"{m.get('n_high', 'n/a')} high grade).{source} Predicted high grade when p_high > "
         f"{format_number(m.get('threshold'))} (argmax of the softmax outputs). Point estimates "
         f"with 95% confidence intervals from {_bootstrap_count(inputs)} bootstrap resamples of "
         "patients (percentile intervals)."]))]
@@ -411,8 +412,8 @@ def _performance_section(inputs: ReportInputs) -> Section:
     if has_baselines:
         parts.append(tag("p", _baseline_note(baselines), class_="note"))
     else:
-        parts.append(not_run("baselines (clinical, tumour volume, both): "
-                             f"{baselines.get('note') or 'evaluate was not given --train-manifest.'}"))
+        why = baselines.get("note") or "evaluate was not given --train-manifest."
+        parts.append(not_run(f"baselines (clinical, tumour volume, both): {why}"))
 
     calibration_names = [name for name, _ in CALIBRATION_METRICS]
     rows = [[label] + [estimate_cell(block.get(name), data_model=key, data_metric=name)
@@ -427,18 +428,18 @@ def _performance_section(inputs: ReportInputs) -> Section:
     parts.append(_youden(m))
     parts.append(_confusion(inputs.eval_dir / "confusion.csv"))
 
-    figures = [figure(inputs.eval_dir / name, caption)
-               for name, caption in (("roc.png", "ROC curves on the test cohort, with the 95% "
-                                                 "bootstrap band of the DL model."),
-                                     ("calibration.png", "Reliability diagram: observed share "
-                                                         "of high grade per bin of p_high."))
+    captions = {"roc.png": "ROC curves of the evaluated patients, with the 95% bootstrap band "
+                           "of the DL model.",
+                "calibration.png": "Reliability diagram: observed share of high grade per bin "
+                                   "of p_high."}
+    figures = [figure(inputs.eval_dir / name, caption) for name, caption in captions.items()
                if (inputs.eval_dir / name).is_file()]
     if figures:
         parts.append(tag("div", join(figures), class_="grid two"))
     else:
         parts.append(not_run("ROC and calibration plots: roc.png and calibration.png are "
                              "missing."))
-    return Section("performance", "Performance on the test cohort", join(parts))
+    return Section("performance", "Performance", join(parts))
 
 
 def _baseline_note(baselines: dict) -> str:
@@ -478,11 +479,13 @@ def _youden(metrics: dict) -> Html:
              estimate_cell(metrics.get(k))] for k, label in names]
     n_training = (f" ({block['n_training']} training patients)"
                   if block.get("n_training") is not None else "")
+    caution = ([tag("div", join([tag("strong", "Caution: "), block["caution"]]), class_="caveat")]
+               if block.get("caution") else [])
     return join([
-        title,
+        title, *caution,
         tag("p", f"The threshold that maximises sensitivity + specificity - 1 on the training "
-                 f"cohort's out-of-fold predictions{n_training} is p_high > {threshold}. The test "
-                 f"cohort's metrics at that threshold, beside those at argmax ({argmax}):"),
+                 f"cohort's out-of-fold predictions{n_training} is p_high > {threshold}. The "
+                 f"metrics at that threshold, beside those at argmax ({argmax}):"),
         table(["Metric", f"Youden ({threshold})", f"Argmax ({argmax})"], rows, id="youden-table")])
 
 
@@ -595,7 +598,8 @@ def _attention_section(inputs: ReportInputs) -> Section:
                         f"p_high {format_number(row['p_high'])}, predicted "
                         f"{_grade_word(row['predicted'])}, true {_grade_word(row['label'])}; "
                         f"attention inside {format_number(row['inside'])}, ring "
-                        f"{format_number(row['ring'])}, elsewhere {format_number(row['elsewhere'])}"])
+                        f"{format_number(row['ring'])}, elsewhere "
+                        f"{format_number(row['elsewhere'])}"])
         if png.is_file():
             cards.append(figure(png, caption, alt=f"attention map {pid}", data_patient=pid,
                                 data_kinds=";".join(kinds)))
@@ -714,8 +718,8 @@ def methods_paragraph(inputs: ReportInputs) -> str:
             f"{augmentation_text(train.get('augment'))}.")
     aggregate = _aggregation(inputs)
     sentences.append(
-        f"For each test patient the prediction was {aggregate}; a patient was called high grade "
-        f"when p_high > {format_number(inputs.metrics.get('threshold'))}. 95% confidence "
+        f"For each evaluated patient the prediction was {aggregate}; a patient was called high "
+        f"grade when p_high > {format_number(inputs.metrics.get('threshold'))}. 95% confidence "
         f"intervals come from {_bootstrap_count(inputs)} bootstrap resamples of patients.")
     if _lookup(inputs.metrics, "baselines", "models"):
         sentences.append("Logistic-regression baselines on clinical variables, tumour volume "
@@ -729,6 +733,9 @@ def methods_paragraph(inputs: ReportInputs) -> str:
 
 def _aggregation(inputs: ReportInputs) -> str:
     """The ensemble rule, from the run record `predict` writes beside predictions.csv."""
+    source = str(inputs.metrics.get("source", ""))
+    if source.startswith("out-of-fold"):
+        return f"that of the fold model that had not seen the patient, {source}"
     predictions = inputs.metrics.get("predictions")
     record = (_optional_json(Path(predictions).with_name(f"{Path(predictions).stem}.run.json"))
               if predictions else None)
@@ -852,7 +859,7 @@ def render_report(inputs: ReportInputs, title: str | None = None) -> str:
                 _training_section(inputs), _methods_section(inputs),
                 _provenance_section(inputs)]
     title = title or "Soft-tissue sarcoma grading: external validation report"
-    css = resources.files("sarcograde").joinpath("templates", "report.css").read_text()
+    css = resources.files("sarcograde").joinpath("templates", "report.css").read_text(encoding="utf-8")
     created = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     toc = tag("nav", join(tag("a", s.title, href=f"#{s.anchor}") for s in sections),
               class_="toc")

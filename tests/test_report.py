@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def write_fixture(root: Path, *, baselines=True, survival=True, cohort=True, exp
 def build(paths: dict, out: Path) -> str:
     build_report(paths["eval"], out, explain_dir=paths["explain"], run_dir=paths["run"],
                  cache_dir=paths["cache"])
-    return out.read_text()
+    return out.read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +284,7 @@ def test_every_section_is_present(full):
 
 def test_metric_cells_equal_metrics_json(full):
     paths, _, parsed = full
-    metrics = json.loads((paths["eval"] / "metrics.json").read_text())
+    metrics = json.loads((paths["eval"] / "metrics.json").read_text(encoding="utf-8"))
     baselines = {k: b for k, b in metrics["baselines"]["models"].items() if "auc" in b}
     for model, block in {"dl": metrics, **baselines}.items():
         for key in METRIC_KEYS:
@@ -304,7 +305,7 @@ def test_metric_cells_equal_metrics_json(full):
 
 def test_survival_flow_cohort_attention_and_training_numbers(full):
     paths, _, parsed = full
-    survival = json.loads((paths["eval"] / "survival.json").read_text())["models"]
+    survival = json.loads((paths["eval"] / "survival.json").read_text(encoding="utf-8"))["models"]
     for model, block in survival.items():
         for key, cell in (("p", "logrank_p"), ("p_bonferroni", "p_bonferroni")):
             p = block["logrank"][key]
@@ -331,7 +332,7 @@ def test_survival_flow_cohort_attention_and_training_numbers(full):
 
 
 def test_attention_gallery_shows_correct_wrong_and_off_tumour_cases(full):
-    paths, _, parsed = full
+    paths, page, parsed = full
     attention = pd.read_csv(paths["explain"] / "attention.csv")
     known = attention["label"].notna()
     correct = attention[known & (attention["predicted"] == attention["label"])]
@@ -343,6 +344,8 @@ def test_attention_gallery_shows_correct_wrong_and_off_tumour_cases(full):
     assert "correct" in kinds[best_correct]
     for pid in wrong["patient_id"]:
         assert "wrong" in kinds[pid]
+    marked = re.findall(r'<tr class="wrong"><td>([^<]+)</td>', page)
+    assert sorted(marked) == sorted(wrong["patient_id"])
     for pid in flagged["patient_id"]:
         assert "off tumour" in kinds[pid]
     assert "highest attention on tumour" in kinds[attention["patient_id"][on_tumour.idxmax()]]
@@ -354,7 +357,7 @@ def test_attention_gallery_shows_correct_wrong_and_off_tumour_cases(full):
 
 def test_methods_paragraph_takes_its_numbers_from_the_config(full):
     paths, _, parsed = full
-    config = json.loads((paths["run"] / "config.json").read_text())
+    config = json.loads((paths["run"] / "config.json").read_text(encoding="utf-8"))
     text = parsed.sections["methods"]
     pre, train = config["preprocess"], config["train"]
     for snippet in (f"{pre['size']} x {pre['size']}", f"{pre['margin_mm']} mm margin",
@@ -413,7 +416,7 @@ def test_cli_default_output_and_missing_metrics_error(tmp_path, capsys):
     paths = write_fixture(tmp_path, explain=False, run=False)
     assert cli.main(["report", str(paths["eval"])]) == 0
     assert (paths["eval"] / "report.html").is_file()
-    record = json.loads((paths["eval"] / "report.run.json").read_text())
+    record = json.loads((paths["eval"] / "report.run.json").read_text(encoding="utf-8"))
     assert record["status"] == "finished" and record["config"]["eval"] == str(paths["eval"])
     capsys.readouterr()
 

@@ -620,11 +620,14 @@ def _attention_section(inputs: ReportInputs) -> Section:
         tag("p", "Grad-CAM maps averaged over the fold models; the share of attention inside "
                  "the tumour, in a ring around it and elsewhere. Patients whose attention falls "
                  "mostly off the tumour and its border are flagged for review (the paper's "
-                 f"failure case, attention on air): {n_off} of {len(frame)} here."),
+                 f"failure case, attention on air): {n_off} of {len(frame)} here. Wrong "
+                 "predictions are marked in red."),
         tag("div", join(cards), class_="gallery"),
         tag("h3", "All patients"),
         table(["Patient", "Slices", "p_high", "Predicted", "True", "Inside", "Ring", "Elsewhere",
-               "Flag"], rows, wide=True, id="attention-table")]
+               "Flag"], rows, wide=True, id="attention-table",
+              row_classes=["wrong" if known and not correct else None
+                           for known, correct in zip(frame["known"], frame["correct"])])]
     return Section("attention", title, join(body))
 
 

@@ -36,18 +36,18 @@ def test_demo_runs_every_stage_and_grades_the_external_site(demo):
     assert len(predictions) == REDUCED["patients_test"]
     assert predictions["patient_id"].str.startswith("siteB-").all()
 
-    metrics = json.loads((layout.eval / "metrics.json").read_text())
+    metrics = json.loads((layout.eval / "metrics.json").read_text(encoding="utf-8"))
     assert result["auc"] == metrics["auc"]
     assert metrics["n"] == REDUCED["patients_test"]
     assert metrics["baselines"]["models"], "baselines were not fitted"
-    assert json.loads((layout.eval / "survival.json").read_text())["models"]
+    assert json.loads((layout.eval / "survival.json").read_text(encoding="utf-8"))["models"]
     assert "threshold" in metrics["youden"]
     # A synthetic grade signal that a small CNN learns: well above chance on the other site.
     assert metrics["auc"]["value"] > 0.7, metrics["auc"]
 
     attention = pd.read_csv(layout.explain / "attention.csv")
     assert set(attention["patient_id"]) == set(predictions["patient_id"])
-    page = result["report"].read_text()
+    page = result["report"].read_text(encoding="utf-8")
     assert result["report"] == layout.report
     for section in ("flow", "cohort", "performance", "survival", "attention", "training",
                     "methods", "provenance"):
@@ -68,8 +68,9 @@ def test_a_rerun_resumes_without_retraining(demo):
 
 
 def test_the_steps_are_the_pipeline_in_order(tmp_path):
+    config = tmp_path / "demo-config.yaml"
     steps = demo_steps(DemoLayout(tmp_path), patients_train=30, patients_test=20, seed=3,
-                       size=None, folds=None, bootstrap=100, jobs=1)
+                       size=None, folds=None, bootstrap=100, jobs=1, train_config=config)
     commands = [argv[0] for _, argv in steps]
     assert commands == ["synth", "synth", "check", "check", "preprocess", "preprocess", "train",
                         "predict", "evaluate", "explain", "report"]
@@ -80,6 +81,8 @@ def test_the_steps_are_the_pipeline_in_order(tmp_path):
         cli.build_parser(argv[0]).parse_args(argv)
     evaluate = dict(zip(steps[8][1][2::2], steps[8][1][3::2]))
     assert evaluate["--bootstrap"] == "100" and "--train-manifest" in evaluate
+    train = dict(zip(steps[6][1][2::2], steps[6][1][3::2]))
+    assert train["--config"] == str(config) and train["--preset"] == "quick"
 
 
 def test_too_small_a_demo_is_a_clear_error(tmp_path, capsys):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .artifacts import read_json, write_text
+from .config import load_preset
 from .console import console, info
 from .errors import SarcogradeError
 from .report import format_estimate
@@ -87,11 +88,11 @@ def _synth_args(layout: DemoLayout, role: str, site: dict, patients: int, seed: 
 
 
 def demo_steps(layout: DemoLayout, *, patients_train: int, patients_test: int, seed: int,
-               size: int | None, folds: int | None, bootstrap: int, jobs: int
-               ) -> list[tuple[str, list[str]]]:
+               size: int | None, folds: int | None, bootstrap: int, jobs: int,
+               train_config: Path | None = None) -> list[tuple[str, list[str]]]:
     """The demo as (title, sarcograde arguments) in pipeline order."""
     size_flag = ["--size", str(size)] if size else []
-    config_flag = ["--config", str(layout.config)] if layout.config.is_file() else []
+    config_flag = ["--config", str(train_config)] if train_config else []
     folds_flag = ["--folds", str(folds)] if folds else []
     steps = [
         ("synth: training site", _synth_args(layout, "train", TRAINING_SITE, patients_train,
@@ -163,7 +164,8 @@ def run_demo(out: str | Path, *, patients_train: int = 60, patients_test: int = 
         layout.config.unlink(missing_ok=True)
     jobs = jobs or max(1, min(4, os.cpu_count() or 1))
     steps = demo_steps(layout, patients_train=patients_train, patients_test=patients_test,
-                       seed=seed, size=size, folds=folds, bootstrap=bootstrap, jobs=jobs)
+                       seed=seed, size=size, folds=folds, bootstrap=bootstrap, jobs=jobs,
+                       train_config=layout.config if epochs is not None else None)
     start = time.perf_counter()
     for i, (title, argv) in enumerate(steps, 1):
         console.rule(f"[bold]{i}/{len(steps)}  {title}")
@@ -185,6 +187,7 @@ def run_demo(out: str | Path, *, patients_train: int = 60, patients_test: int = 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    quick = load_preset("quick")
     parser.add_argument("--out", type=Path, default=Path("demo-output"),
                         help="demo folder (default demo-output; a rerun resumes it)")
     parser.add_argument("--patients-train", type=int, default=60, metavar="N",
@@ -193,11 +196,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="patients of the synthetic external test site (default 40)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
     parser.add_argument("--quick-epochs", type=int, metavar="N",
-                        help="at most N epochs per fold model (quick preset: 8)")
-    parser.add_argument("--folds", type=int, metavar="K", help="cross-validation folds "
-                                                                "(quick preset: 5)")
+                        help="at most N epochs per fold model "
+                             f"(quick preset: {quick['train']['max_epochs']})")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help=f"cross-validation folds (quick preset: {quick['train']['folds']})")
     parser.add_argument("--size", type=int, metavar="PX",
-                        help="slice size in pixels (quick preset: 64)")
+                        help=f"slice size in pixels (quick preset: {quick['preprocess']['size']})")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples for the CIs (default 1000)")
     parser.add_argument("--jobs", type=int, metavar="N",

@@ -63,3 +63,12 @@ def test_wilson_interval_published_value():
     # Newcombe, Stat Med 1998;17:857-872, Table I: 81/263 -> 0.2553 to 0.3662
     low, high = wilson_interval(81, 263)
     assert (round(float(low), 4), round(float(high), 4)) == (0.2553, 0.3662)
+
+
+@pytest.mark.parametrize("n", [1, 7, 10, 13, 40, 1000])
+def test_wilson_interval_holds_the_observed_share_at_the_extremes(n):
+    """At 0 of n and n of n, float rounding must not put a bound past the observed share (a
+    negative error bar in the calibration plot)."""
+    low, high = wilson_interval(np.array([0, n]), np.array([n, n]))
+    assert low[0] == 0.0 and high[1] == 1.0
+    assert 0.0 < high[0] < 1.0 and 0.0 < low[1] < 1.0

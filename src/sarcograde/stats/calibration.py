@@ -88,7 +88,10 @@ def wilson_interval(successes, n, level: float = 0.95) -> tuple[np.ndarray, np.n
         phat = successes / n
         centre = (phat + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
         half = z / (1 + z ** 2 / n) * np.sqrt(phat * (1 - phat) / n + z ** 2 / (4 * n ** 2))
-    return centre - half, centre + half
+    # The interval always holds phat and lies in [0, 1]; clipping keeps float rounding
+    # (1 - 1e-16 at phat = 1) from putting a bound outside, which makes negative error bars.
+    return (np.clip(np.minimum(centre - half, phat), 0.0, 1.0),
+            np.clip(np.maximum(centre + half, phat), 0.0, 1.0))
 
 
 def reliability_curve(y, p, n_bins: int = 10) -> dict[str, np.ndarray]:

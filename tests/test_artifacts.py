@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import stat
 import sys
 
 import matplotlib.pyplot as plt
@@ -32,6 +34,14 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
             raise Boom
     assert target.read_text(encoding="utf-8") == "first"                 # the old file is untouched
     assert [p.name for p in target.parent.iterdir()] == ["image.nii.gz"]   # no temp file
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Not mkstemp's 0600: a report or a CSV must be readable by the group like any other file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
 
 
 def test_failed_writer_leaves_no_file(tmp_path):

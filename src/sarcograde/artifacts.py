@@ -21,6 +21,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 PACKAGES = ("sarcograde", "torch", "monai", "SimpleITK", "numpy", "scipy", "pandas",
             "scikit-learn", "lifelines", "matplotlib", "pydicom")
 
@@ -35,6 +38,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + ext, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)

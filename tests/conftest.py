@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 from pathlib import Path
 
@@ -13,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 TCIA_ROOT = REPO.parent / "shared" / "data" / "tcia-sts"
 TCIA_PATIENTS = ["STS_002", "STS_003", "STS_004", "STS_008", "STS_012", "STS_015", "STS_024",
                  "STS_025", "STS_032", "STS_035", "STS_042", "STS_047"]
+
+
+@pytest.fixture(autouse=True)
+def keep_locale():
+    """GDCM's DICOM writer (used by tests that build DICOM series) sets the C locale for the whole
+    process, which would turn later text I/O in other tests to ASCII; put it back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,9 @@ from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, s
                         tumour_regions)
 from .console import info, progress, warn
 from .errors import SarcogradeError
+from .model import resolve_device
 from .predict import (aggregate, check_cache_fits, load_ensemble, load_patient, patient_key,
-                      read_cache_config, read_index, resolve_device, slice_logits)
+                      read_cache_config, read_index, slice_logits)
 
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}

@@ -25,6 +25,7 @@ from . import model as model_lib
 from .artifacts import RunRecord, hash_config, hash_path, read_json, write_csv, write_npz
 from .console import info, progress, warn
 from .errors import SarcogradeError
+from .model import resolve_device
 
 AGGREGATES = ("logits", "probabilities")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -52,16 +53,6 @@ class Ensemble:
     @property
     def input_meta(self) -> dict:
         return self.metas[0]["input"]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` is CUDA when available, else the CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SarcogradeError("--device cuda asked for, but torch sees no CUDA device "
-                              "(use --device cpu or auto)")
-    return torch.device(name)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:

@@ -34,6 +34,7 @@ from .config import PRESETS, load_config
 from .console import info, progress, warn
 from .data import AugmentParams, SliceSet, augment_batch, epoch_generator, epoch_seed, load_slices
 from .errors import SarcogradeError
+from .model import resolve_device
 from .splits import Split, make_splits
 
 CHECKPOINT = "checkpoint.pt"
@@ -90,17 +91,6 @@ class Settings:
     def to_input(self, images: torch.Tensor, meta: dict) -> torch.Tensor:
         x = model_lib.prepare_input(images, meta)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` (a CUDA GPU where torch sees one, else the CPU), `cpu` or `cuda[:k]`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SarcogradeError("--device cuda asked for, but torch sees no CUDA GPU; "
-                              "use --device cpu or auto")
-    return device
 
 
 def class_weights(labels: np.ndarray) -> np.ndarray:

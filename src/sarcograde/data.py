@@ -66,12 +66,12 @@ def _label(value, patient: str, path: Path) -> int:
     if value in ("", None) or (isinstance(value, float) and math.isnan(value)):
         return -1
     try:
-        label = int(float(value))
+        number = float(value)
     except ValueError:
-        label = -2
-    if label not in (0, 1):
+        number = math.nan
+    if number not in (0.0, 1.0):  # not int(): 0.5 would pass as 0 and "inf" would overflow
         raise SarcogradeError(f"label {value!r} is not 0, 1 or empty", patient=patient, path=path)
-    return label
+    return int(number)
 
 
 def load_slices(cache: str | Path, sequence: str | None = None) -> SliceSet:

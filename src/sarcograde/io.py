@@ -45,15 +45,15 @@ def _dicom_series(folder: Path, series_uid: str | None) -> list[str]:
         if series_uid not in uids:
             raise SarcogradeError(f"series {series_uid} not in folder; found {', '.join(uids)}",
                                   path=folder)
-        chosen = series_uid
-    else:
-        files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in uids}
-        chosen = max(uids, key=lambda uid: len(files[uid]))
-        if len(uids) > 1:
-            warnings.warn(ImageWarning(f"{len(uids)} DICOM series in folder; using the largest, "
-                                       f"{chosen} ({len(files[chosen])} files)", folder),
-                          stacklevel=3)
-    return list(reader.GetGDCMSeriesFileNames(str(folder), chosen))
+        return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    # Each GetGDCMSeriesFileNames call scans the folder again: one per series, none repeated.
+    files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in uids}
+    chosen = max(uids, key=lambda uid: len(files[uid]))
+    if len(uids) > 1:
+        warnings.warn(ImageWarning(f"{len(uids)} DICOM series in folder; using the largest, "
+                                   f"{chosen} ({len(files[chosen])} files)", folder),
+                      stacklevel=3)
+    return list(files[chosen])
 
 
 def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:

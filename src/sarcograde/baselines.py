@@ -34,10 +34,12 @@ LABELS = {"clinical": "Clinical", "volume": "Tumour volume", "clinical_volume": 
 def _volume_key(patient: Patient, sequence: str) -> str:
     """What the volume depends on: the mask's bytes (and the image and ROI for an RTSTRUCT)."""
     mask = patient.masks[sequence]
-    if not mask.exists():
-        raise SarcogradeError("file not found", patient=patient.patient_id, path=mask)
+    rtstruct = is_rtstruct(mask)
+    for path in (mask, patient.images[sequence]) if rtstruct else (mask,):
+        if not path.exists():
+            raise SarcogradeError("file not found", patient=patient.patient_id, path=path)
     key = hash_path(mask)
-    if is_rtstruct(mask):
+    if rtstruct:
         key += f"|{patient.rois.get(sequence, '')}|{hash_path(patient.images[sequence])}"
     return key
 

@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------- inputs
 
 def _read_csv(path: Path, columns: set[str], what: str) -> pd.DataFrame:
-    """A CSV with at least `columns`, patient ids as text; a clear error otherwise."""
+    """A predictions CSV with at least `columns` (patient_id, p_high among them): patient ids as
+    stripped text, p_high checked to be a probability; a clear error otherwise."""
     if not path.is_file():
         raise SarcogradeError(f"{what} not found", path=path)
     try:
@@ -74,6 +75,14 @@ def _read_csv(path: Path, columns: set[str], what: str) -> pd.DataFrame:
     missing = columns - set(frame.columns)
     if missing:
         raise SarcogradeError(f"missing column(s) {', '.join(sorted(missing))}", path=path)
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    p = pd.to_numeric(frame["p_high"], errors="coerce")
+    bad = ~p.between(0, 1)
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise SarcogradeError(f"p_high {row['p_high']!r} is not a probability in [0, 1]",
+                              patient=row["patient_id"], path=path)
+    frame["p_high"] = p.astype(float)
     return frame
 
 
@@ -85,14 +94,6 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, str]:
     cv_predictions.csv (recognised by its columns) has one per patient and repeat, averaged here.
     """
     frame = _read_csv(path, {"patient_id", "p_high"}, "predictions file")
-    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
-    p = pd.to_numeric(frame["p_high"], errors="coerce")
-    bad = ~p.between(0, 1)
-    if bad.any():
-        row = frame[bad].iloc[0]
-        raise SarcogradeError(f"p_high {row['p_high']!r} is not a probability in [0, 1]",
-                              patient=row["patient_id"], path=path)
-    frame["p_high"] = p.astype(float)
     if CV_COLUMNS <= set(frame.columns):
         return out_of_fold(frame, path)
     duplicated = frame["patient_id"][frame["patient_id"].duplicated()]
@@ -163,7 +164,6 @@ def read_cv_predictions(run: Path) -> pd.DataFrame:
     """Out-of-fold predictions of the training run, one row per patient (mean over repeats)."""
     path = run / "cv_predictions.csv"
     frame = _read_csv(path, CV_COLUMNS, "cv_predictions.csv (is this a `sarcograde train` run?)")
-    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
     return out_of_fold(frame, path)[0]
 
 
@@ -263,14 +263,16 @@ def baseline_splits(run: Path | None, ids: list[str], labels: np.ndarray, seed: 
         try:
             spec = read_json(path)
             splits = bl.splits_from_folds_json(spec)
+            run_folds, run_repeats = int(spec["folds"]), int(spec["repeats"])
+            run_seed = int(spec.get("seed", seed))
         except (ValueError, KeyError, TypeError) as exc:
             raise SarcogradeError(f"not a folds.json of `sarcograde train` ({exc!r})",
                                   path=path) from None
         covered = {pid for split in splits for pid in split.train + split.val}
         if covered == set(ids):
-            return splits, {"folds": spec["folds"], "repeats": spec["repeats"],
+            return splits, {"folds": run_folds, "repeats": run_repeats,
                             "source": f"{path}: the DL run's own splits"}
-        folds, repeats, seed = int(spec["folds"]), int(spec["repeats"]), int(spec.get("seed", seed))
+        folds, repeats, seed = run_folds, run_repeats, run_seed
         source = (f"new splits with the folds x repeats and seed of {path}: its patients differ "
                   f"from the training manifest's graded patients")
     smallest = int(min(np.sum(labels == 0), np.sum(labels == 1)))

@@ -33,7 +33,8 @@ from .artifacts import RunRecord, write_csv
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .errors import SarcogradeError
-from .io import ImageWarning, grid_mismatches, orientation_code, read_image, read_mask
+from .io import (ImageWarning, grid_mismatches, orientation_code, read_image, read_mask,
+                 tumour_volume_ml)
 
 QA_COLUMNS = ["patient_id", "sequence", "image", "mask", "shape", "spacing_mm", "orientation",
               "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml", "longest_diameter_mm",
@@ -79,12 +80,6 @@ def physical_points(image: sitk.Image, index_xyz: np.ndarray) -> np.ndarray:
     """Physical coordinates (mm) of voxel indices (n, 3) in x, y, z order: origin + D S index."""
     direction = np.array(image.GetDirection()).reshape(3, 3)
     return np.array(image.GetOrigin()) + (index_xyz * np.array(image.GetSpacing())) @ direction.T
-
-
-def tumour_volume_ml(mask: sitk.Image) -> float:
-    """Number of mask voxels times the volume of one voxel, in millilitres."""
-    voxels = np.count_nonzero(sitk.GetArrayViewFromImage(mask))
-    return voxels * float(np.prod(mask.GetSpacing())) / 1000.0
 
 
 def _max_distance(points: np.ndarray, chunk: int = 2048) -> float:

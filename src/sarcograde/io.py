@@ -157,6 +157,12 @@ def grid_mismatches(image: sitk.Image, mask: sitk.Image) -> list[str]:
     return problems
 
 
+def tumour_volume_ml(mask: sitk.Image) -> float:
+    """Number of mask voxels times the volume of one voxel, in millilitres."""
+    voxels = np.count_nonzero(sitk.GetArrayViewFromImage(mask))
+    return voxels * float(np.prod(mask.GetSpacing())) / 1000.0
+
+
 def orientation_code(image: sitk.Image) -> str:
     """The three-letter orientation code of the image axes, e.g. 'LPS' (ITK/DICOM convention)."""
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())

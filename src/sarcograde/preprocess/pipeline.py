@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SarcogradeError
-from ..io import grid_mismatches, read_image, read_mask
+from ..io import grid_mismatches, read_image, read_mask, tumour_volume_ml
 from .bias import n4_correct
 from .body import body_mask
 from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
@@ -110,8 +110,7 @@ def load_patient(patient_id: str, image_path: Path, mask_path: Path,
 
 def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:
     """Orient, N4-correct, resample, normalise and slice one image with its tumour mask."""
-    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
-    tumour_volume_ml = float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml
+    volume_ml = tumour_volume_ml(mask)
     image = to_canonical(sitk.Cast(image, sitk.sitkFloat32))
     mask = to_canonical(mask)
     body = body_mask(image)
@@ -128,4 +127,4 @@ def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Pr
                            params.margin_mm, params.size, background=(background - mean) / sd)
     return Preprocessed(slices=slices, spacing=np.array(grid.GetSpacing()),
                         origin=np.array(grid.GetOrigin()), direction=np.array(grid.GetDirection()),
-                        tumour_volume_ml=tumour_volume_ml)
+                        tumour_volume_ml=volume_ml)

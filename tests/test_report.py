@@ -436,3 +436,13 @@ def test_a_broken_image_is_a_clear_error_and_writes_nothing(tmp_path):
     with pytest.raises(SarcogradeError, match="roc.png: not a PNG image"):
         build(paths, out)
     assert not out.exists()
+
+
+def test_an_attention_csv_without_a_needed_column_is_a_clear_error(tmp_path):
+    paths = write_fixture(tmp_path, run=False)
+    path = paths["explain"] / "attention.csv"
+    pd.read_csv(path).drop(columns=["ring"]).to_csv(path, index=False)
+    out = tmp_path / "report.html"
+    with pytest.raises(SarcogradeError, match="attention.csv: no column"):
+        build(paths, out)
+    assert not out.exists()

@@ -37,6 +37,9 @@ CALIBRATION_METRICS = (("brier", "Brier score"), ("calibration_slope", "Calibrat
                        ("calibration_intercept", "Calibration intercept"))
 # How many attention montages the gallery shows per kind of case.
 GALLERY_PER_KIND = 2
+# The columns of explain's attention.csv that the gallery and its table read.
+ATTENTION_COLUMNS = ("patient_id", "n_slices", "p_high", "predicted", "label", "inside", "ring",
+                     "elsewhere", "off_tumour")
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,13 +199,18 @@ class ReportInputs:
         self.cache_config = (_optional_json(self.cache_dir / "config.json")
                              if self.cache_dir else None)
 
+    def predict_record_path(self) -> Path | None:
+        """`predict`'s `<stem>.run.json` beside the predictions CSV that metrics.json names
+        (the convention of `predict.output_paths`, not imported here: it would import torch)."""
+        predictions = self.metrics.get("predictions")
+        return (Path(predictions).with_name(f"{Path(predictions).stem}.run.json")
+                if predictions else None)
+
     def records(self) -> dict[str, dict]:
         """The run.json of every folder given, by stage."""
-        predictions = self.metrics.get("predictions")
         paths = {"preprocess": self.cache_dir and self.cache_dir / "run.json",
                  "train": self.run_dir and self.run_dir / "run.json",
-                 "predict": predictions and Path(predictions).with_name(
-                     f"{Path(predictions).stem}.run.json"),
+                 "predict": self.predict_record_path(),
                  "evaluate": self.eval_dir / "run.json",
                  "explain": self.explain_dir and self.explain_dir / "run.json"}
         out = {}
@@ -224,11 +232,15 @@ def _optional_json(path: Path) -> Any:
     return _read_json(path) if path.is_file() else None
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, required: Iterable[str] = ()) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise SarcogradeError(f"cannot read CSV: {exc}", path=path) from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise SarcogradeError(f"no column(s) {', '.join(missing)}", path=path)
+    return frame
 
 
 def _lookup(mapping: Any, *keys: str, default: Any = None) -> Any:
@@ -563,7 +575,7 @@ def _attention_section(inputs: ReportInputs) -> Section:
     if not path.is_file():
         raise SarcogradeError("no attention.csv: not a `sarcograde explain` folder",
                               path=inputs.explain_dir)
-    frame = _read_csv(path)
+    frame = _read_csv(path, ATTENTION_COLUMNS)
     frame["patient_id"] = frame["patient_id"].astype(str)
     off = frame["off_tumour"].astype(str).str.lower().isin(("true", "1", "yes"))
     frame = frame.assign(off_tumour=off, on_tumour=frame["inside"] + frame["ring"])
@@ -650,7 +662,7 @@ def _training_section(inputs: ReportInputs) -> Section:
     for fold in folds:
         history_path = fold / "history.csv"
         if history_path.is_file():
-            history = _read_csv(history_path)
+            history = _read_csv(history_path, ("epoch", "val_loss"))
             best = history.loc[history["val_loss"].idxmin()]
             rows.append([fold.name, tag("td", len(history), class_="num"),
                          tag("td", int(best["epoch"]), class_="num", data_fold=fold.name,
@@ -739,9 +751,8 @@ def _aggregation(inputs: ReportInputs) -> str:
     source = str(inputs.metrics.get("source", ""))
     if source.startswith("out-of-fold"):
         return f"that of the fold model that had not seen the patient, {source}"
-    predictions = inputs.metrics.get("predictions")
-    record = (_optional_json(Path(predictions).with_name(f"{Path(predictions).stem}.run.json"))
-              if predictions else None)
+    path = inputs.predict_record_path()
+    record = _optional_json(path) if path else None
     rule = _lookup(record, "config", "aggregate")
     if rule == "probabilities":
         return "the mean of the slice probabilities over all fold models and tumour slices"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import __version__
 from ..artifacts import RunRecord, hash_config, read_json, write_csv, write_json
+from ..cohort import CLINICAL_COLUMNS
 from ..console import info, progress
 from ..errors import SarcogradeError
 from ..io import write_image
@@ -24,7 +25,6 @@ from .site import SiteProfile, site_profile
 
 DEFAULT_SEQUENCES = ("T1FSGd", "T2FS")
 SEQUENCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+_-]*")
-CLINICAL = ("age", "sex", "t_stage", "n_stage", "m_stage", "os_months", "os_event")
 
 
 def _files(spec: PatientSpec, sequence: str) -> tuple[str, str]:
@@ -36,7 +36,7 @@ def _manifest(specs: list[PatientSpec], sequences: tuple[str, ...]) -> pd.DataFr
     rows = []
     for spec in specs:
         row = {"patient_id": spec.patient_id, "site": spec.site, "grade": spec.grade,
-               **{k: spec.clinical[k] for k in CLINICAL}}
+               **{k: spec.clinical[k] for k in CLINICAL_COLUMNS}}
         for seq in sequences:
             row[f"image_{seq}"], row[f"mask_{seq}"] = _files(spec, seq)
         rows.append(row)

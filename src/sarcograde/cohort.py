@@ -21,7 +21,7 @@ MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?", "-", "--", "nd", "not
 
 _GRADE_WORDS = {"low": 1, "intermediate": 2, "high": 3}
 _ROMAN = {"i": 1, "ii": 2, "iii": 3}
-_DAYS_PER_MONTH = 365.25 / 12
+DAYS_PER_MONTH = 365.25 / 12
 
 
 @dataclass(frozen=True)
@@ -82,15 +82,16 @@ class Cohort:
         return sequence
 
 
-def _is_missing(value) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def is_missing(value) -> bool:
+    """True for None, NaN/NaT/pd.NA and the spellings of 'unknown' in MISSING."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return True
     return str(value).strip().lower() in MISSING
 
 
 def parse_grade(value) -> int | None:
     """FNCLCC grade: 1-3, G1-G3, 'grade 2', 'grade II', low/intermediate/high; None if missing."""
-    if _is_missing(value):
+    if is_missing(value):
         return None
     text = str(value).strip().lower()
     if text in _GRADE_WORDS:
@@ -122,8 +123,8 @@ def parse_age(value) -> float:
 def parse_months(value) -> float:
     """Survival time in months; '365 d', '2 y', '14 mo' and bare numbers (months) are accepted."""
     units = {"": 1, "m": 1, "mo": 1, "mos": 1, "month": 1, "months": 1,
-             "d": 1 / _DAYS_PER_MONTH, "day": 1 / _DAYS_PER_MONTH, "days": 1 / _DAYS_PER_MONTH,
-             "w": 7 / _DAYS_PER_MONTH, "wk": 7 / _DAYS_PER_MONTH, "weeks": 7 / _DAYS_PER_MONTH,
+             "d": 1 / DAYS_PER_MONTH, "day": 1 / DAYS_PER_MONTH, "days": 1 / DAYS_PER_MONTH,
+             "w": 7 / DAYS_PER_MONTH, "wk": 7 / DAYS_PER_MONTH, "weeks": 7 / DAYS_PER_MONTH,
              "y": 12, "yr": 12, "yrs": 12, "year": 12, "years": 12}
     return _number_with_unit(value, units, "survival time")
 
@@ -211,20 +212,20 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
             grade = None
             problems.append(ManifestProblem(line, pid, "grade", str(exc)))
         patient = Patient(pid, line, grade,
-                          site=None if _is_missing(row.get("site")) else str(row["site"]).strip())
+                          site=None if is_missing(row.get("site")) else str(row["site"]).strip())
         for seq in sequences:
             for kind, store in (("image", patient.images), ("mask", patient.masks)):
                 value = row[f"{kind}_{seq}"]
-                if _is_missing(value):
+                if is_missing(value):
                     problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
                 else:
                     store[seq] = _resolve(base, value)
             roi = row.get(f"roi_{seq}")
-            if not _is_missing(roi):
+            if not is_missing(roi):
                 patient.rois[seq] = str(roi).strip()
         for column, parse in PARSERS.items():
             value = row.get(column)
-            if column not in frame.columns or _is_missing(value):
+            if column not in frame.columns or is_missing(value):
                 patient.clinical[column] = None
                 continue
             try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import write_csv
-from ..cohort import MISSING, parse_grade, parse_sex
+from ..cohort import DAYS_PER_MONTH, is_missing, parse_grade, parse_sex
 from ..console import info, warn
 from ..errors import SarcogradeError
 from ..rtstruct import roi_names
@@ -34,7 +34,6 @@ SHEET = "Clinical Information"
 CLINICAL_FILE = "INFOclinical_STS.xlsx"
 DEFAULT_ROI = "GTV_Mass_MR_T1"
 DEFAULT_SITE = "TCIA-STS"
-DAYS_PER_MONTH = 365.25 / 12
 PATIENT_ID = re.compile(r"STS_\d+")
 LAYOUTS = ("nifti", "dicom")
 LAYOUT_NAMES = {"nifti": "NIfTI", "dicom": "DICOM + RTSTRUCT"}
@@ -76,11 +75,6 @@ class ImportReport:
     no_clinical: list[str] = field(default_factory=list)   # images, no clinical row
     no_images: list[str] = field(default_factory=list)     # clinical row, no images
     incomplete: list[str] = field(default_factory=list)    # patient folders without a pair
-
-
-def _blank(value) -> bool:
-    return value is None or (not isinstance(value, str) and pd.isna(value)) or \
-        str(value).strip().lower() in MISSING
 
 
 def _layout_files(folder: Path) -> dict[str, tuple[Path, Path]]:
@@ -149,7 +143,7 @@ def _find_column(frame: pd.DataFrame, name: str, path: Path) -> str:
 
 
 def _number(value, what: str, pid: str, path: Path) -> float | None:
-    if _blank(value):
+    if is_missing(value):
         return None
     try:
         number = float(value)
@@ -183,7 +177,7 @@ def read_clinical(path: str | Path) -> tuple[pd.DataFrame, int]:
 
     rows, skipped = {}, 0
     for _, row in frame.iterrows():
-        pid = "" if _blank(row[columns["patient_id"]]) else str(row[columns["patient_id"]]).strip()
+        pid = "" if is_missing(row[columns["patient_id"]]) else str(row[columns["patient_id"]]).strip()
         if not PATIENT_ID.fullmatch(pid):
             skipped += int(not row.isna().all())  # notes and titles; blank rows are not counted
             continue
@@ -191,11 +185,11 @@ def read_clinical(path: str | Path) -> tuple[pd.DataFrame, int]:
             raise SarcogradeError(f"sheet {SHEET!r}: duplicate row", patient=pid, path=path)
         try:
             grade = parse_grade(row[columns["grade"]])
-            sex = None if _blank(row[columns["sex"]]) else parse_sex(row[columns["sex"]])
+            sex = None if is_missing(row[columns["sex"]]) else parse_sex(row[columns["sex"]])
         except ValueError as exc:
             raise SarcogradeError(str(exc), patient=pid, path=path) from None
         status = row[columns["status"]]
-        status = None if _blank(status) else str(status).strip().upper()
+        status = None if is_missing(status) else str(status).strip().upper()
         if status is not None and status not in _EVENT:
             raise SarcogradeError(f"unknown Status {status!r} (expected NED, AWD or D)",
                                   patient=pid, path=path)
@@ -208,9 +202,9 @@ def read_clinical(path: str | Path) -> tuple[pd.DataFrame, int]:
             # Days are whole numbers: three decimals of a month (~0.03 days) lose nothing.
             "os_months": None if days is None else round(days / DAYS_PER_MONTH, 3),
             "os_event": None if status is None else _EVENT[status],
-            "primary_site": None if _blank(row[columns["primary_site"]])
+            "primary_site": None if is_missing(row[columns["primary_site"]])
             else str(row[columns["primary_site"]]).strip(),
-            "histology": None if _blank(row[columns["histology"]])
+            "histology": None if is_missing(row[columns["histology"]])
             else str(row[columns["histology"]]).strip(),
         }
     if not rows:

@@ -21,7 +21,7 @@ SIZE = 32
 MODEL_CFG = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
              "block_config": [2, 4, 4], "pretrained": "none"}
 PREPROCESS = {"sequence": "T1", "spacing_mm": 1.0, "size": SIZE, "margin_mm": 10.0, "n4": True,
-              "n4_shrink": 4, "n4_iterations": [20, 20]}
+              "n4_grid_mm": 6.0, "n4_iterations": [20, 20]}
 
 
 def synthetic_slices(rng: np.random.Generator, n: int, size: int = SIZE, brightness: float = 0.0):

@@ -117,7 +117,7 @@ def test_rerun_reuses_a_changed_parameter_recomputes_and_a_lost_npz_is_resumed(m
 def test_n4_settings_do_not_invalidate_a_cache_built_without_n4(manifest, tmp_path):
     cache = tmp_path / "cache"
     assert preprocess(manifest, cache, "--no-n4") == 0
-    assert preprocess(manifest, cache, "--no-n4", "--n4-shrink", "2") == 0
+    assert preprocess(manifest, cache, "--no-n4", "--n4-grid-mm", "3") == 0
     assert counts(cache)["reused"] == 3
     assert preprocess(manifest, cache) == 0
     assert counts(cache)["computed"] == 3
@@ -163,7 +163,7 @@ def test_bad_command_line_values_are_one_line_errors(manifest, tmp_path, capsys)
 def test_the_12_real_tcia_patients_preprocess(tcia_nifti_manifest, tmp_path):
     cache = tmp_path / "cache"
     assert main(["preprocess", str(tcia_nifti_manifest), "--sequence", "T1", "--out", str(cache),
-                 "--preset", "quick", "--n4-shrink", "4", "--jobs", "2"]) == 0
+                 "--preset", "quick", "--n4-grid-mm", "6", "--jobs", "2"]) == 0
     index = pd.read_csv(cache / "index.csv", dtype={"patient_id": str})
     manifest = pd.read_csv(tcia_nifti_manifest)
     assert list(index.patient_id) == list(manifest.patient_id)

@@ -11,7 +11,7 @@ from scipy import ndimage
 from preprocess_phantom import phantom, stored_ras, stored_transposed, to_image
 from sarcograde.errors import SarcogradeError
 from sarcograde.preprocess import Params, preprocess_volume
-from sarcograde.preprocess.bias import n4_correct, shrink_factors
+from sarcograde.preprocess.bias import grid_factors, n4_correct
 from sarcograde.preprocess.body import body_mask
 from sarcograde.preprocess.geometry import isotropic_grid, resample_mask, to_canonical
 from sarcograde.preprocess.normalise import zscore
@@ -43,10 +43,11 @@ def test_isotropic_grid_covers_every_voxel_centre_with_patient_axes():
     assert np.all(last <= high + 1e-6) and np.all(last + 1 > high)
 
 
-def test_shrink_factors_keep_the_estimation_grid_roughly_isotropic():
-    assert shrink_factors((0.5, 0.5, 4.0), 4) == [4, 4, 1]
-    assert shrink_factors((1.0, 1.0, 1.0), 4) == [4, 4, 4]
-    assert shrink_factors((0.9, 0.9, 3.3), 1) == [1, 1, 1]
+def test_grid_factors_bring_every_axis_near_the_grid_spacing_and_never_refine():
+    assert grid_factors((0.78, 0.78, 4.2), 6.0) == [8, 8, 1]
+    assert grid_factors((1.0, 1.0, 1.0), 4.0) == [4, 4, 4]
+    assert grid_factors((0.9, 0.9, 3.3), 0.0) == [1, 1, 1]      # 0: full resolution
+    assert grid_factors((0.5, 0.5, 8.0), 6.0) == [12, 12, 1]
 
 
 def test_body_mask_is_the_body_not_the_air():
@@ -89,7 +90,7 @@ def test_n4_removes_most_of_a_known_multiplicative_bias():
     # uniform tissue only: inside the body, away from its edge and from the tumour
     tumour = sitk.GetArrayFromImage(tumour).astype(bool)
     uniform = ndimage.binary_erosion(body, iterations=2) & ~ndimage.binary_dilation(tumour, iterations=2)
-    corrected = n4_correct(image, body_mask(image), shrink=4, iterations=(20, 20))
+    corrected = n4_correct(image, body_mask(image), grid_mm=6.0, iterations=(20, 20))
 
     def cv(img):
         values = sitk.GetArrayFromImage(img)[uniform]
@@ -97,6 +98,20 @@ def test_n4_removes_most_of_a_known_multiplicative_bias():
 
     assert cv(corrected) <= 0.5 * cv(image)
     assert corrected.GetSize() == image.GetSize()
+
+
+def test_n4_on_a_coarse_grid_agrees_with_full_resolution_n4_inside_the_body():
+    # thin in-plane pixels and thick slices, as in the clinic: the 6 mm grid shrinks 8 x 8 x 1
+    image, _, _ = phantom(shape_zyx=(12, 96, 96), spacing=(0.75, 0.75, 4.0), radius_mm=12.0,
+                          bias=0.4)
+    body = body_mask(image)
+    inside = sitk.GetArrayFromImage(body).astype(bool)
+    coarse = sitk.GetArrayFromImage(n4_correct(image, body, 6.0, (50, 50, 50)))[inside]
+    full = sitk.GetArrayFromImage(n4_correct(image, body, 0.0, (50, 50, 50)))[inside]
+    assert np.corrcoef(coarse, full)[0, 1] >= 0.99
+    # and both removed the known bias: the raw image correlates less with either
+    raw = sitk.GetArrayFromImage(image)[inside]
+    assert np.corrcoef(raw, full)[0, 1] < np.corrcoef(coarse, full)[0, 1]
 
 
 def test_n4_result_does_not_depend_on_the_number_of_threads():
@@ -107,7 +122,7 @@ def test_n4_result_does_not_depend_on_the_number_of_threads():
     try:
         for threads in (1, 4):
             sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-            results.append(sitk.GetArrayFromImage(n4_correct(image, body, 2, (20, 20))))
+            results.append(sitk.GetArrayFromImage(n4_correct(image, body, 3.0, (20, 20))))
     finally:
         sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(before)
     np.testing.assert_array_equal(results[0], results[1])
@@ -189,13 +204,13 @@ def test_params_from_config_rejects_unknown_and_bad_settings():
         Params.from_config({"sise": 64})
     with pytest.raises(SarcogradeError, match="size must be at least"):
         Params.from_config({"size": 2})
-    with pytest.raises(SarcogradeError, match="n4_shrink"):
-        Params.from_config({"n4_shrink": 0})
+    with pytest.raises(SarcogradeError, match="n4_grid_mm must be >= 0"):
+        Params.from_config({"n4_grid_mm": -1})
     with pytest.raises(SarcogradeError, match="n4 must be true or false"):
         Params.from_config({"n4": "false"})
 
 
 def test_n4_settings_only_count_when_n4_is_on():
     on, off = Params(n4=True), Params(n4=False)
-    assert on.key_fields() != Params(n4=True, n4_shrink=2).key_fields()
-    assert off.key_fields() == Params(n4=False, n4_shrink=2).key_fields()
+    assert on.key_fields() != Params(n4=True, n4_grid_mm=3.0).key_fields()
+    assert off.key_fields() == Params(n4=False, n4_grid_mm=3.0).key_fields()

@@ -105,7 +105,7 @@ def test_preprocess_geometry_matches_the_masks(pipeline, tcia_root):
     cache = pipeline["work"] / "cache"
     config = _json(cache / "config.json")
     assert (config["sequence"], config["n4"], config["size"]) == ("T1", True, 64)
-    assert config["n4_shrink"] > 1
+    assert config["n4_grid_mm"] > 0
     index = pd.read_csv(cache / "index.csv", dtype={"patient_id": str})
     assert index["patient_id"].tolist() == TCIA_PATIENTS
     for row in index.itertuples():

@@ -156,7 +156,7 @@ def write_fixture(root: Path, *, baselines=True, survival=True, cohort=True, exp
     if run:
         run_dir = root / "run"
         preprocess = {"sequence": "T2FS", "spacing_mm": 1.0, "size": 48, "margin_mm": 12.5,
-                      "n4": True, "n4_shrink": 4, "n4_iterations": [20, 20]}
+                      "n4": True, "n4_grid_mm": 6.0, "n4_iterations": [20, 20]}
         config = {"preset": "quick", "preprocess": preprocess,
                   "model": {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
                             "block_config": [2, 4, 4], "pretrained": "none"},
@@ -361,7 +361,7 @@ def test_methods_paragraph_takes_its_numbers_from_the_config(full):
     text = parsed.sections["methods"]
     pre, train = config["preprocess"], config["train"]
     for snippet in (f"{pre['size']} x {pre['size']}", f"{pre['margin_mm']} mm margin",
-                    f"shrink factor {pre['n4_shrink']}", f"{train['folds']}-fold",
+                    f"fitted on a {pre['n4_grid_mm']} mm grid", f"{train['folds']}-fold",
                     f"{train['repeats']} repeat", f"{train['folds'] * train['repeats']} models",
                     f"batch size {train['batch_size']}", f"learning rate {train['learning_rate']}",
                     f"at most {train['max_epochs']} epochs", f"patience {train['patience']}",

@@ -699,7 +699,7 @@ def methods_paragraph(inputs: ReportInputs) -> str:
     sentences = []
     sequence = run_config.get("sequence") or pre.get("sequence") or missing
     if pre:
-        n4 = (f"N4 bias-field correction (SimpleITK, shrink factor {v(pre, 'n4_shrink')}, "
+        n4 = (f"N4 bias-field correction (SimpleITK, fitted on a {v(pre, 'n4_grid_mm')} mm grid, "
               f"iterations {v(pre, 'n4_iterations', _list)})" if pre.get("n4")
               else "no bias-field correction")
         sentences.append(

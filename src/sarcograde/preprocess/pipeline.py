@@ -31,7 +31,7 @@ class Params:
     size: int = 224
     margin_mm: float = 10.0
     n4: bool = True
-    n4_shrink: int = 4
+    n4_grid_mm: float = 6.0       # N4 is fitted on a grid of about this spacing
     n4_iterations: tuple[int, ...] = (50, 50, 50, 50)
 
     @classmethod
@@ -45,7 +45,7 @@ class Params:
                          size=int(section.get("size", cls.size)),
                          margin_mm=float(section.get("margin_mm", cls.margin_mm)),
                          n4=section.get("n4", cls.n4),
-                         n4_shrink=int(section.get("n4_shrink", cls.n4_shrink)),
+                         n4_grid_mm=float(section.get("n4_grid_mm", cls.n4_grid_mm)),
                          n4_iterations=tuple(int(i) for i in
                                              section.get("n4_iterations", cls.n4_iterations)))
         except (TypeError, ValueError) as exc:
@@ -55,7 +55,7 @@ class Params:
             (not params.spacing_mm > 0, "spacing_mm must be > 0"),
             (params.size < 8, "size must be at least 8 pixels"),
             (params.margin_mm < 0, "margin_mm must be >= 0"),
-            (params.n4_shrink < 1, "n4_shrink must be >= 1"),
+            (not params.n4_grid_mm >= 0, "n4_grid_mm must be >= 0 (0: full resolution)"),
             (not params.n4_iterations or min(params.n4_iterations) < 1,
              "n4_iterations must be a non-empty list of positive counts")) if bad]
         if problems:
@@ -69,7 +69,7 @@ class Params:
         """The parameters that change the result: N4's settings only matter with N4 on."""
         fields = self.as_dict()
         if not self.n4:
-            del fields["n4_shrink"], fields["n4_iterations"]
+            del fields["n4_grid_mm"], fields["n4_iterations"]
         return fields
 
 
@@ -115,7 +115,7 @@ def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Pr
     mask = to_canonical(mask)
     body = body_mask(image)
     if params.n4:
-        image = n4_correct(image, body, params.n4_shrink, params.n4_iterations)
+        image = n4_correct(image, body, params.n4_grid_mm, params.n4_iterations)
     grid = isotropic_grid(image, params.spacing_mm)
     # Outside the scanned field of view the volume takes the darkest value of the scan: air.
     background = float(sitk.GetArrayViewFromImage(image).min())

@@ -63,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file overriding the preset")
     parser.add_argument("--no-n4", dest="n4", action="store_false", default=None,
                         help="skip N4 bias-field correction (e.g. for already corrected images)")
-    parser.add_argument("--n4-shrink", type=int, metavar="F",
-                        help="N4 is estimated on the image shrunk about F times per axis")
+    parser.add_argument("--n4-grid-mm", type=float, metavar="MM",
+                        help="N4 is estimated on a grid of about MM mm per axis (0: full "
+                             "resolution; preset: 6)")
     parser.add_argument("--margin-mm", type=float, metavar="M",
                         help="tissue kept around the tumour's bounding box, in mm")
     parser.add_argument("--size", type=int, metavar="PX", help="output slices are PX x PX")
@@ -152,7 +153,7 @@ def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SarcogradeError(f"--jobs must be at least 1, not {args.jobs}")
-    flags = {"n4": args.n4, "n4_shrink": args.n4_shrink, "margin_mm": args.margin_mm,
+    flags = {"n4": args.n4, "n4_grid_mm": args.n4_grid_mm, "margin_mm": args.margin_mm,
              "size": args.size}
     config = load_config(args.preset, args.config, {"preprocess": flags})
     params = Params.from_config(config["preprocess"])

@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from rich.progress import Progress, TaskID
 from sklearn.metrics import roc_auc_score
 
+from . import executors
 from . import model as model_lib
 from .artifacts import (RunRecord, atomic_path, hash_config, read_json, save_figure, write_csv,
                         write_json)
@@ -382,12 +383,12 @@ def write_cv_predictions(out: Path, splits: list[Split]) -> dict[str, float]:
 
 def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed: int = 0,
              only_fold: int | None = None, sequence: str | None = None,
-             device: str = "auto") -> Path:
+             device: str = "auto", executor: "executors.RayExecutor | None" = None) -> Path:
     """Cross-validated training of `config['model']` on CACHE into OUT (the `train` stage).
 
     `config` is a merged config (`sarcograde.config.load_config`); `train.folds` and
     `train.repeats` set the splits, `only_fold` trains one of them (0-based, as fold_XX).
-    Returns OUT.
+    With a Ray `executor` each fold is one Ray task (`train_folds_on_ray`). Returns OUT.
     """
     cache, out = Path(cache), Path(out)
     model_cfg, train_cfg = config["model"], config["train"]
@@ -430,26 +431,68 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
                                     "splits": [s.as_dict() for s in splits]})
 
     todo = splits if only_fold is None else [splits[only_fold]]
-    # All slices stay on the training device once; a batch is a gather from them.
-    images = torch.from_numpy(slices.images).to(settings.device)
-    slice_labels = torch.from_numpy(np.maximum(slices.labels, 0)[slices.patient_index])
-    slice_labels = slice_labels.to(settings.device)
     with RunRecord(out, config=record, inputs={"cache_index": cache / "index.csv"},
-                   seed=seed) as run_record, deterministic(), progress() as bar:
-        bars = Bars.start(bar, len(todo), settings.max_epochs)
-        for split in todo:
-            if (out / split.name / "model.pt").is_file():
-                info(f"{split.name}: finished earlier, not retrained")
-            else:
-                bar.reset(bars.epochs, total=settings.max_epochs, description=split.name)
-                train_fold(split, slices, images, slice_labels, model_cfg, pretrained, meta,
-                           settings, out, _fold_seed(seed, split, folds), config_hash, bars)
-            bar.advance(bars.folds)
+                   seed=seed) as run_record:
+        if executor is None:
+            # All slices stay on the training device once; a batch is a gather from them.
+            images = torch.from_numpy(slices.images).to(settings.device)
+            slice_labels = torch.from_numpy(np.maximum(slices.labels, 0)[slices.patient_index])
+            slice_labels = slice_labels.to(settings.device)
+            with deterministic(), progress() as bar:
+                bars = Bars.start(bar, len(todo), settings.max_epochs)
+                for split in todo:
+                    if (out / split.name / "model.pt").is_file():
+                        info(f"{split.name}: finished earlier, not retrained")
+                    else:
+                        bar.reset(bars.epochs, total=settings.max_epochs, description=split.name)
+                        train_fold(split, slices, images, slice_labels, model_cfg, pretrained,
+                                   meta, settings, out, _fold_seed(seed, split, folds),
+                                   config_hash, bars)
+                    bar.advance(bars.folds)
+        else:
+            train_folds_on_ray(executor, FoldJob(cache, out, config, seed, sequence, device, fold=0),
+                               [splits.index(s) for s in todo
+                                if not (out / s.name / "model.pt").is_file()])
         aucs = write_cv_predictions(out, splits)
         run_record.record["cv_auc"] = aucs
     for repeat, auc in aucs.items():
         info(f"out-of-fold patient AUC, {repeat.replace('_', ' ')}: {auc:.3f}")
     return out
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold of a run as a Ray task: `train_cv(..., only_fold=fold)` in the worker, the
+    command a SLURM job array runs, so the fold's data, seed and resume are the local path's."""
+
+    cache: Path
+    out: Path
+    config: dict
+    seed: int
+    sequence: str | None
+    device: str
+    fold: int
+    threads: int = 1             # torch's CPU threads: the CPUs the task was given
+
+
+def train_one_fold(job: FoldJob) -> str:
+    """Train (or resume, after a dead worker) one fold; its folder name."""
+    torch.set_num_threads(job.threads)
+    train_cv(job.cache, job.out, job.config, seed=job.seed, only_fold=job.fold,
+             sequence=job.sequence, device=job.device)
+    return f"fold {job.fold}"
+
+
+def train_folds_on_ray(executor: "executors.RayExecutor", job: FoldJob, folds: list[int]) -> None:
+    """The unfinished folds as Ray tasks: 1 GPU each where the cluster has GPUs (and --device
+    allows), else an equal share of the cluster's CPUs (as torch threads)."""
+    with executor:
+        resources = executor.resources()
+        gpus = 1 if resources.get("GPU", 0) >= 1 and job.device != "cpu" else 0
+        cpus = 1 if gpus else max(1, int(resources.get("CPU", 1) // max(len(folds), 1)))
+        jobs = [replace(job, fold=k, threads=cpus) for k in folds]
+        executor.map(train_one_fold, jobs, label="train", names=[f"fold {k}" for k in folds],
+                     num_cpus=cpus, num_gpus=gpus)
 
 
 def _fold_seed(seed: int, split: Split, folds: int) -> int:
@@ -477,6 +520,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast (faster on recent CPUs; GPUs use it by default)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    executors.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -487,5 +531,6 @@ def run(args: argparse.Namespace) -> int:
         "train": {"folds": args.folds, "repeats": args.repeats,
                   "amp": "bf16" if args.bf16 else None}})
     train_cv(args.cache, args.out, config, seed=args.seed, only_fold=args.fold,
-             sequence=args.sequence, device=args.device)
+             sequence=args.sequence, device=args.device,
+             executor=executors.from_arguments(args))
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import SimpleITK as sitk
 from rich.markup import escape
 
+from .. import executors
 from ..artifacts import RunRecord, read_json, write_json
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="patients processed in parallel (default 1)")
     parser.add_argument("--preview", action="store_true",
                         help="also write CACHE/preview/<patient>.png montages")
+    executors.add_arguments(parser)
 
 
 def process_patient(task: Task) -> Outcome:
@@ -142,6 +144,23 @@ def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
     return [outcomes[task.patient_id] for task in tasks]
 
 
+def process_patient_on_one_core(task: Task) -> Outcome:
+    """`process_patient` as a Ray task: SimpleITK on the one CPU the task was given."""
+    _init_worker(1)
+    return process_patient(task)
+
+
+def run_tasks_on_ray(executor: executors.RayExecutor, tasks: list[Task]) -> list[Outcome]:
+    """One Ray task per patient, 1 CPU each; a patient whose worker kept dying is a failure."""
+    def died(task: Task, message: str) -> Outcome:
+        return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image}: {message}")
+
+    with executor:
+        return executor.map(process_patient_on_one_core, tasks, label="preprocess",
+                            names=[t.patient_id for t in tasks], num_cpus=1,
+                            failed=lambda outcome: outcome.status == "failed", on_error=died)
+
+
 def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
     return {"patient_id": patient.patient_id, "sequence": sequence, "site": patient.site or "",
             "grade": "" if patient.grade is None else patient.grade,
@@ -153,6 +172,7 @@ def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SarcogradeError(f"--jobs must be at least 1, not {args.jobs}")
+    executor = executors.from_arguments(args)
     flags = {"n4": args.n4, "n4_grid_mm": args.n4_grid_mm, "margin_mm": args.margin_mm,
              "size": args.size}
     config = load_config(args.preset, args.config, {"preprocess": flags})
@@ -172,8 +192,10 @@ def run(args: argparse.Namespace) -> int:
                   cache, params, args.preview) for p in cohort]
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
-        info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {args.jobs} job(s) -> {cache}")
-        outcomes = run_tasks(tasks, args.jobs)
+        where = "Ray tasks" if executor else f"{args.jobs} job(s)"
+        info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {where} -> {cache}")
+        outcomes = run_tasks(tasks, args.jobs) if executor is None else \
+            run_tasks_on_ray(executor, tasks)
         by_id = {o.patient_id: o for o in outcomes}
         rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
                 if by_id[p.patient_id].status != "failed"]

@@ -1,0 +1,126 @@
+"""`--executor ray` gives the local executor's results: the same NPZ bytes from `preprocess`,
+the same out-of-fold predictions from `train`, also when a worker is killed in the middle of a
+fold. One local Ray with 2 CPUs for the module (it takes seconds to start)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from preprocess_phantom import phantom
+from sarcograde import train as train_mod
+from sarcograde.cli import main
+from sarcograde.executors import RayExecutor
+from test_data import cohort, write_cache
+from test_preprocess_stage import preprocess, write_cohort
+from test_train import config
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra sarcograde[cluster] "
+                                        "(`make test` installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_preprocess_on_ray_writes_the_local_bytes_and_reports_a_failing_patient(tmp_path,
+                                                                                capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    # BAD's mask is on another grid than its image: reported by name, the others go on
+    manifest = write_cohort(data, ["BAD,2,siteA,P2_img.nii.gz,small_mask.nii.gz"])
+    sitk.WriteImage(phantom(shape_zyx=(12, 40, 40), radius_mm=6.0)[1],
+                    str(data / "small_mask.nii.gz"))
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert preprocess(manifest, local) == 1
+    capsys.readouterr()
+    assert preprocess(manifest, on_ray, "--executor", "ray") == 1
+    err = capsys.readouterr().err
+    assert err.count("failed: BAD: ") == 1 and "mask is not on the image grid" in err
+    npz = sorted(p.name for p in (local / "patients").glob("*.npz"))
+    assert npz == ["P1.npz", "P2.npz", "P3.npz"]
+    assert sorted(p.name for p in (on_ray / "patients").glob("*.npz")) == npz
+    assert [sha1(local / "patients" / n) for n in npz] == \
+        [sha1(on_ray / "patients" / n) for n in npz]
+    assert (local / "index.csv").read_text() == (on_ray / "index.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A cache of 10 patients and its 2-fold quick-preset run on the local executor."""
+    root = tmp_path_factory.mktemp("train")
+    cache = write_cache(root / "cache", cohort(5, 5))
+    cfg = config(max_epochs=3)
+    return cache, cfg, train_mod.train_cv(cache, root / "local", cfg, seed=3, device="cpu")
+
+
+def assert_same_predictions(local: Path, other: Path) -> None:
+    a, b = (pd.read_csv(run / "cv_predictions.csv", dtype={"patient_id": str})
+            for run in (local, other))
+    pd.testing.assert_frame_equal(a.drop(columns="p_high"), b.drop(columns="p_high"))
+    assert (a["p_high"] - b["p_high"]).abs().max() <= 1e-6
+
+
+def test_train_on_ray_gives_the_local_out_of_fold_predictions(tiny_run, tmp_path):
+    cache, cfg, local = tiny_run
+    run = train_mod.train_cv(cache, tmp_path / "ray", cfg, seed=3, device="cpu",
+                             executor=RayExecutor())
+    assert_same_predictions(local, run)
+    assert sorted(p.parent.name for p in run.glob("fold_*/model.pt")) == ["fold_00", "fold_01"]
+
+
+def _kill_a_fold_worker_after_its_first_epoch(run: Path, killed: list[int]) -> None:
+    """Watch for the first fold checkpoint (an epoch is done), then SIGKILL the Ray worker
+    training a fold, once: Ray names a busy worker's process after its task."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(run.glob("fold_*/checkpoint.pt")):
+        time.sleep(0.05)
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if title.startswith(b"ray::train_one_fold"):
+            os.kill(int(proc.name), signal.SIGKILL)
+            killed.append(int(proc.name))
+            return
+
+
+def test_a_worker_killed_in_the_middle_of_a_fold_is_retried_with_the_same_numbers(tiny_run,
+                                                                                tmp_path):
+    cache, cfg, local = tiny_run
+    run = tmp_path / "killed"
+    killed: list[int] = []
+    watcher = threading.Thread(target=_kill_a_fold_worker_after_its_first_epoch,
+                               args=(run, killed))
+    watcher.start()
+    code = main(["train", str(cache), "--out", str(run), "--preset", "quick", "--config",
+                 str(_write_config(tmp_path, cfg)), "--seed", "3", "--device", "cpu",
+                 "--executor", "ray"])
+    watcher.join()
+    assert killed, "no Ray worker was training a fold"
+    assert code == 0
+    assert_same_predictions(local, run)
+
+
+def _write_config(folder: Path, cfg: dict) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": cfg["model"], "train": cfg["train"]}))
+    return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,22 +25,44 @@ from test_data import cohort, write_cache
 from test_preprocess_stage import preprocess, write_cohort
 from test_train import config
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra sarcograde[cluster] "
-                                        "(`make test` installs it)")
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+try:
+    import ray
+except ImportError:
+    ray = None
 
 
-@pytest.fixture(scope="module", autouse=True)
+def on_ray(test):
+    """A test on the module's local Ray (2 CPUs); skipped, with the reason, without Ray."""
+    for mark in (pytest.mark.skipif(ray is None, reason="Ray is the optional extra "
+                                    "sarcograde[cluster] (`make test` installs it)"),
+                 pytest.mark.slow, pytest.mark.usefixtures("ray_session", "one_torch_thread")):
+        test = mark(test)
+    return test
+
+
+@pytest.fixture(scope="module")
 def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
 
 
+def test_without_the_extra_the_ray_executor_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert main(["preprocess", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c"),
+                 "--executor", "ray"]) != 0
+    assert main(["train", str(tmp_path / "cache"), "--out", str(tmp_path / "r"),
+                 "--ray-address", "auto"]) != 0
+    err = capsys.readouterr().err
+    assert "--ray-address needs --executor ray" in err
+    assert "pip install 'sarcograde[cluster]'" in err
+
+
 def sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
+@on_ray
 def test_preprocess_on_ray_writes_the_local_bytes_and_reports_a_failing_patient(tmp_path,
                                                                                 capsys):
     data = tmp_path / "data"
@@ -78,6 +101,7 @@ def assert_same_predictions(local: Path, other: Path) -> None:
     assert (a["p_high"] - b["p_high"]).abs().max() <= 1e-6
 
 
+@on_ray
 def test_train_on_ray_gives_the_local_out_of_fold_predictions(tiny_run, tmp_path):
     cache, cfg, local = tiny_run
     run = train_mod.train_cv(cache, tmp_path / "ray", cfg, seed=3, device="cpu",
@@ -103,6 +127,7 @@ def _kill_a_fold_worker_after_its_first_epoch(run: Path, killed: list[int]) -> N
             return
 
 
+@on_ray
 def test_a_worker_killed_in_the_middle_of_a_fold_is_retried_with_the_same_numbers(tiny_run,
                                                                                 tmp_path):
     cache, cfg, local = tiny_run

@@ -43,11 +43,13 @@ def test_isotropic_grid_covers_every_voxel_centre_with_patient_axes():
     assert np.all(last <= high + 1e-6) and np.all(last + 1 > high)
 
 
-def test_grid_factors_bring_every_axis_near_the_grid_spacing_and_never_refine():
-    assert grid_factors((0.78, 0.78, 4.2), 6.0) == [8, 8, 1]
-    assert grid_factors((1.0, 1.0, 1.0), 4.0) == [4, 4, 4]
-    assert grid_factors((0.9, 0.9, 3.3), 0.0) == [1, 1, 1]      # 0: full resolution
-    assert grid_factors((0.5, 0.5, 8.0), 6.0) == [12, 12, 1]
+def test_grid_factors_bring_every_axis_near_the_grid_spacing_and_keep_voxels_per_span():
+    assert grid_factors((0.78, 0.78, 4.2), (224, 224, 38), 6.0, 4) == [8, 8, 1]
+    assert grid_factors((1.0, 1.0, 1.0), (200, 200, 200), 4.0, 4) == [4, 4, 4]
+    assert grid_factors((0.9, 0.9, 3.3), (200, 200, 50), 0.0, 4) == [1, 1, 1]  # full resolution
+    # a small crop keeps 3 voxels per span of the 4th level (8 spans): 24 voxels per axis
+    assert grid_factors((0.98, 0.98, 3.27), (75, 55, 25), 6.0, 4) == [3, 2, 1]
+    assert grid_factors((0.98, 0.98, 3.27), (75, 55, 25), 6.0, 2) == [6, 6, 2]
 
 
 def test_body_mask_is_the_body_not_the_air():

@@ -42,6 +42,7 @@ def from_arguments(args: argparse.Namespace) -> "RayExecutor | None":
         if args.ray_address:
             raise SarcogradeError("--ray-address needs --executor ray")
         return None
+    _import_ray()  # a missing extra is an error now, not after the inputs were read
     return RayExecutor(args.ray_address, dashboard=args.ray_dashboard)
 
 

@@ -70,7 +70,7 @@ class RayExecutor:
     def __enter__(self) -> "RayExecutor":
         ray = _import_ray()
         if not ray.is_initialized():
-            options: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
+            options: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
             if self.address:
                 context = ray.init(address=self.address, **options)
                 url = getattr(context, "dashboard_url", "")

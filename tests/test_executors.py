@@ -149,3 +149,15 @@ def _write_config(folder: Path, cfg: dict) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump({"model": cfg["model"], "train": cfg["train"]}))
     return path
+
+
+@on_ray
+def test_predict_on_ray_gives_the_local_predictions(tiny_run, tmp_path):
+    cache, _, run = tiny_run
+    for name, flags in (("local", []), ("ray", ["--executor", "ray"])):
+        assert main(["predict", str(run), str(cache), "--out", str(tmp_path / name / "p.csv"),
+                     "--device", "cpu", *flags]) == 0
+    local, on_ray = (pd.read_csv(tmp_path / name / "p.csv", dtype={"patient_id": str})
+                     for name in ("local", "ray"))
+    pd.testing.assert_frame_equal(local, on_ray, check_exact=False, atol=1e-6, rtol=0)
+    assert len(list((tmp_path / "ray" / "p.slices").glob("*.npz"))) == len(local)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from scipy.special import softmax
 
+from . import executors
 from . import model as model_lib
 from .artifacts import RunRecord, hash_config, hash_path, read_json, write_csv, write_npz
 from .console import info, progress, warn
@@ -304,6 +305,46 @@ def predict_cache(ensemble: Ensemble, cache_dir: str | Path, index: pd.DataFrame
     return results
 
 
+@dataclass(frozen=True)
+class PatientBatchJob:
+    """Some patients of a cache as a Ray task: `predict_cache` in the worker, which leaves their
+    logits in `slices_dir`, where the driver's own `predict_cache` then finds them."""
+
+    run: Path
+    cache: Path
+    patients: tuple[str, ...]
+    slices_dir: Path
+    device: str
+    batch_size: int
+    precision: str
+    threads: int = 1
+
+
+def predict_patient_batch(job: PatientBatchJob) -> int:
+    """Predict (or reuse, after a dead worker) one batch of patients; how many."""
+    torch.set_num_threads(job.threads)
+    device = resolve_device(job.device)
+    predict_cache(load_ensemble(job.run, device), job.cache,
+                  read_index(job.cache, list(job.patients)), job.slices_dir,
+                  batch_size=job.batch_size, precision=resolve_precision(job.precision, device))
+    return len(job.patients)
+
+
+def predict_on_ray(executor: "executors.RayExecutor", job: PatientBatchJob,
+                   patients: list[str]) -> None:
+    """The patients in batches, one Ray task each: 1 GPU where the device is CUDA, else 1 CPU;
+    two batches per slot of the cluster, so that a slow batch does not leave slots idle."""
+    with executor:
+        resources = executor.resources()
+        gpus = 1 if job.device == "cuda" else 0
+        slots = max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))
+        batches = [tuple(b) for b in np.array_split(np.array(patients, dtype=object),
+                                                     min(len(patients), 2 * slots)) if len(b)]
+        executor.map(predict_patient_batch, [replace(job, patients=b) for b in batches],
+                     label="predict", names=[f"patients {b[0]}..{b[-1]}" for b in batches],
+                     num_cpus=1, num_gpus=gpus)
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 
@@ -321,6 +362,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bf16 on CUDA, fp32 on the CPU")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    executors.add_arguments(parser)
 
 
 def output_paths(out: Path) -> tuple[str, Path]:
@@ -334,6 +376,7 @@ def run(args: argparse.Namespace) -> int:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    executor = executors.from_arguments(args)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     cache_config = read_cache_config(args.cache)
@@ -346,6 +389,11 @@ def run(args: argparse.Namespace) -> int:
               "preprocess": ensemble.preprocess}
     inputs = {"cache_index": Path(args.cache) / "index.csv", "folds": Path(args.run) / "folds.json"}
     with RunRecord(args.out.parent, config=config, inputs=inputs, name=record_name):
+        if executor is not None:
+            # the driver's device: the slice logits' keys then match and are reused below
+            predict_on_ray(executor, PatientBatchJob(
+                args.run, args.cache, (), slices_dir, device.type, args.batch_size,
+                args.precision), index["patient_id"].tolist())
         logits = predict_cache(ensemble, args.cache, index, slices_dir,
                                batch_size=args.batch_size, precision=precision)
         rows = [prediction_row(pid, logits[pid], ensemble.names, args.aggregate)

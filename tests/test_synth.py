@@ -325,7 +325,7 @@ def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path, kwargs, m
 
 def test_a_different_manifest_in_the_folder_is_not_overwritten(tmp_path):
     (tmp_path / "manifest.csv").write_text("patient_id,image_T1,mask_T1\n")
-    with pytest.raises(SarcogradeError, match="unknown configuration"):
+    with pytest.raises(SarcogradeError, match="manifest.csv that sarcograde synth did not write"):
         make_cohort(tmp_path, 1, "s", 0)
     assert (tmp_path / "manifest.csv").read_text(encoding="utf-8") == "patient_id,image_T1,mask_T1\n"
     assert not (tmp_path / "images").exists()

@@ -6,7 +6,6 @@ with; a rerun recomputes exactly the patients whose key changed or whose NPZ is 
 
 from __future__ import annotations
 
-import re
 import zipfile
 from pathlib import Path
 
@@ -14,22 +13,22 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import hash_config, hash_path, write_csv, write_npz
+from ..cohort import patient_id_problem
 from ..errors import SarcogradeError
 from .pipeline import Params, Preprocessed
 
 # Bump when a change of the method changes what an NPZ holds, so that old caches recompute.
-METHOD_VERSION = 1
+METHOD_VERSION = 2  # 2: mask pieces under 1% of the largest dropped
 
 INDEX_COLUMNS = ["patient_id", "sequence", "site", "grade", "label", "n_slices",
                  "tumour_volume_ml", "npz", "key"]
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+ -]*")
 
 
 def npz_relpath(patient_id: str) -> str:
     """`patients/<patient_id>.npz`, relative to the cache; the id must be a safe file name."""
-    if not _SAFE_NAME.fullmatch(patient_id):
-        raise SarcogradeError(f"patient_id {patient_id!r} cannot be a file name "
-                         "(letters, digits, '._+- ' only)")
+    problem = patient_id_problem(patient_id)
+    if problem:
+        raise SarcogradeError(problem)
     return f"patients/{patient_id}.npz"
 
 

@@ -15,12 +15,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SarcogradeError
-from ..io import grid_mismatches, read_image, read_mask, tumour_volume_ml
+from ..io import grid_mismatches, mask_pieces, read_image, read_mask, tumour_volume_ml
 from .bias import n4_correct
 from .body import body_mask
 from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
 from .normalise import zscore
 from .slices import TumourSlices, tumour_slices
+
+
+# Mask pieces smaller than this share of the largest (stray voxels, RTSTRUCT fragments) are
+# dropped: kept, they would stretch the tumour's crop and slice range far beyond the tumour.
+MIN_PIECE_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,23 @@ def load_patient(patient_id: str, image_path: Path, mask_path: Path,
     if not sitk.GetArrayViewFromImage(mask).any():
         raise SarcogradeError("mask is empty", patient=patient_id, path=mask_path)
     return image, mask
+
+
+def drop_stray_pieces(mask: sitk.Image) -> tuple[sitk.Image, list[str]]:
+    """The mask without pieces under MIN_PIECE_SHARE of its largest, and what was done to it
+    (separate pieces above that share are kept, but said, since the crop spans them all)."""
+    labels, sizes = mask_pieces(mask)
+    kept = int(np.count_nonzero(sizes >= MIN_PIECE_SHARE * sizes[0])) if len(sizes) else 0
+    notes = []
+    if kept < len(sizes):
+        dropped = sizes[kept:]
+        notes.append(f"dropped {len(dropped)} mask piece(s) under {MIN_PIECE_SHARE:.0%} of the "
+                     f"largest ({int(dropped.sum())} of {int(sizes.sum())} voxels)")
+        mask = sitk.Cast((labels > 0) & (labels <= kept), sitk.sitkUInt8)
+    if kept > 1:
+        notes.append(f"kept {kept} separate mask pieces (the largest holds "
+                     f"{sizes[0] / sizes[:kept].sum():.1%} of the voxels); one crop spans them all")
+    return mask, notes
 
 
 def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:

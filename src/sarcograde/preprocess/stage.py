@@ -6,8 +6,11 @@ patient that fails is reported and the others go on (exit status 1 at the end)."
 from __future__ import annotations
 
 import argparse
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +27,7 @@ from ..console import console, info, progress, warn
 from ..errors import SarcogradeError
 from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
                     write_patient)
-from .pipeline import Params, load_patient, preprocess_volume
+from .pipeline import Params, drop_stray_pieces, load_patient, preprocess_volume
 from .preview import save_preview
 
 
@@ -51,6 +54,7 @@ class Outcome:
     n_slices: int = 0
     tumour_volume_ml: float = float("nan")
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()  # "patient: file: what was repaired", shown as warnings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,9 +86,10 @@ def process_patient(task: Task) -> Outcome:
         npz = npz_relpath(task.patient_id)
         path = task.cache / npz
         key = cache_key(task.image, task.mask, task.roi, task.params)
-        status = "reused"
+        status, notes = "reused", []
         if stored_key(path) != key:
             image, mask = load_patient(task.patient_id, task.image, task.mask, task.roi)
+            mask, notes = drop_stray_pieces(mask)
             write_patient(path, preprocess_volume(image, mask, task.params), key)
             status = "computed"
         preview = task.cache / "preview" / f"{task.patient_id}.png"
@@ -101,10 +106,22 @@ def process_patient(task: Task) -> Outcome:
                        f"{task.patient_id}: {task.image}: {type(exc).__name__}: {reason}",
                        npz=npz, seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
-                   tumour_volume_ml=volume, seconds=time.perf_counter() - start)
+                   tumour_volume_ml=volume, seconds=time.perf_counter() - start,
+                   notes=tuple(f"{task.patient_id}: {task.mask}: {n}" for n in notes))
 
 
-def _init_worker(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the parent dies (even by kill -9), so no orphan
+    keeps computing and writing into the cache; Linux only, elsewhere workers stop at EOF."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    _die_with_parent(parent)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
 
 
@@ -122,7 +139,7 @@ def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
             # rather than fork: forking a process whose ITK thread pool is running can hang.
             threads = max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(threads,)) as pool:
+                                     initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
                 futures = {pool.submit(process_patient, task): task for task in tasks}
                 try:
                     for future in as_completed(futures):
@@ -185,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
                                     if o.status == "computed"}
 
     for outcome in outcomes:
+        for note in outcome.notes:
+            warn(escape(note))
         if outcome.status == "failed":
             console.print(f"[red]failed:[/red] {escape(outcome.error)}", soft_wrap=True)
     info(f"preprocess: {counts['computed']} computed, {counts['reused']} reused, "

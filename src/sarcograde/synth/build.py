@@ -79,35 +79,36 @@ def _check_arguments(n_patients: int, seed: int, sequences: tuple[str, ...]) -> 
         raise SarcogradeError(f"sequence named twice in {', '.join(sequences)}")
 
 
-def _claim_folder(out: Path, config: dict, overwrite: bool) -> bool:
-    """Prepare `out` for this configuration; True when finished files of it may be kept."""
+def _claim_folder(out: Path, config: dict, outputs: list[str], overwrite: bool) -> bool:
+    """Prepare `out` for this configuration; True when finished files of it may be kept.
+
+    synth.json lists every file this configuration writes, so that --overwrite removes exactly
+    those of the previous one and never a file that synth did not write (a user's images).
+    """
     record = out / "synth.json"
     previous = read_json(record) if record.is_file() else None
     if previous is not None and previous.get("key") == config["key"]:
         return True
-    if previous is not None or (out / "manifest.csv").exists():
+    if previous is None and (out / "manifest.csv").exists():
+        raise SarcogradeError("holds a manifest.csv that sarcograde synth did not write; choose "
+                              "another folder (--overwrite only replaces a synthetic cohort)",
+                              path=out)
+    if previous is not None:
         if not overwrite:
-            what = "another configuration" if previous else "an unknown configuration"
-            raise SarcogradeError(f"holds a cohort made with {what}; choose an empty folder or "
-                                  "pass --overwrite", path=out)
-        _remove_listed_files(out)
-    write_json(record, config)
+            raise SarcogradeError("holds a cohort made with another configuration; choose an "
+                                  "empty folder or pass --overwrite", path=out)
+        _remove_outputs(out, previous.get("outputs", []))
+    write_json(record, {**config, "outputs": outputs})
     return False
 
 
-def _remove_listed_files(out: Path) -> None:
-    """Delete the images and masks listed in the old manifest (only files inside `out`)."""
-    manifest = out / "manifest.csv"
-    if not manifest.is_file():
-        return
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+def _remove_outputs(out: Path, outputs: list[str]) -> None:
+    """Delete the files a previous synth run recorded as its own (only inside `out`)."""
     root = out.resolve()
-    for column in (c for c in frame.columns if c.startswith(("image_", "mask_"))):
-        for value in frame[column]:
-            path = (out / value).resolve()
-            if value and path.is_file() and root in path.parents:
-                path.unlink()
-    manifest.unlink()
+    for name in outputs:
+        path = (out / name).resolve()
+        if root in path.parents and path.is_file():
+            path.unlink()
 
 
 def make_cohort(out: str | Path, n_patients: int = 20, site: str = "siteA", seed: int = 0,
@@ -128,9 +129,12 @@ def make_cohort(out: str | Path, n_patients: int = 20, site: str = "siteA", seed
               "n_patients": int(n_patients), "sequences": list(sequences),
               "site": profile.as_dict()}
     config["key"] = hash_config(config)
-    resume = _claim_folder(out, config, overwrite)   # before run.json: a refusal changes nothing
+    specs = sample_cohort(int(n_patients), profile, int(seed), sequences)
+    outputs = [f for spec in specs for seq in sequences for f in _files(spec, seq)]
+    outputs += ["manifest.csv", "truth.csv", "run.json", "preview.png"]
+    # Before run.json: a refusal changes nothing.
+    resume = _claim_folder(out, config, outputs, overwrite)
     with RunRecord(out, config=config, seed=int(seed)):
-        specs = sample_cohort(int(n_patients), profile, int(seed), sequences)
         done = 0
         with progress() as bar:
             task = bar.add_task(f"synth {site}", total=len(specs))

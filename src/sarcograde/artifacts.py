@@ -66,6 +66,7 @@ def output_lock(folder: str | os.PathLike, name: str = LOCK_NAME) -> Iterator[Pa
     path = folder / name
     if folder.exists() and not folder.is_dir():
         raise SarcogradeError("the output folder is an existing file", path=folder)
+    created = not folder.exists()
     while True:
         handle = _open_lock_file(folder, path)
         try:
@@ -86,6 +87,9 @@ def output_lock(folder: str | os.PathLike, name: str = LOCK_NAME) -> Iterator[Pa
     finally:
         path.unlink(missing_ok=True)  # while still locked, so no one can hold a removed file
         handle.close()
+        if created:  # a command refused before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _open_lock_file(folder: Path, path: Path):

@@ -336,3 +336,37 @@ def test_gzip_of_a_written_image_is_a_valid_nifti(mixed_pair):
     header = gzip.decompress(path.read_bytes())[:348]
     assert int.from_bytes(header[:4], "little") == 348      # NIfTI-1 sizeof_hdr
     assert header[344:348] in (b"n+1\0", b"ni1\0")
+
+
+def test_overwrite_removes_only_what_synth_wrote(tmp_path, capsys):
+    out = tmp_path / "cohort"
+    args = ["synth", str(out), "--patients", "2", "--site", "x3", "--seed", "1",
+            "--sequences", "T2FS", "--slice-mm", "6", "--pixel-mm", "1.0"]
+    assert main(args) == 0
+    # A user's own image and mask beside synth's, listed in the manifest as a colleague might.
+    mine = {out / "images" / "mine_T2FS.nii.gz": b"user image", out / "mine_mask.nii.gz": b"m",
+            out / "notes.txt": b"keep me"}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    with open(out / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write("mine,x3,1,,,,,,,,images/mine_T2FS.nii.gz,mine_mask.nii.gz\n")
+    recorded = json.loads((out / "synth.json").read_text(encoding="utf-8"))["outputs"]
+    assert "images/x3-001_T2FS.nii.gz" in recorded and "images/mine_T2FS.nii.gz" not in recorded
+
+    assert main([a if a != "1" else "2" for a in args] + ["--patients", "1", "--overwrite"]) == 0
+    for path, data in mine.items():
+        assert path.read_bytes() == data
+    assert not (out / "images" / "x3-002_T2FS.nii.gz").exists()   # the old cohort's own file
+    capsys.readouterr()
+
+
+def test_overwrite_never_replaces_a_manifest_synth_did_not_write(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.nii.gz").write_bytes(b"user image")
+    (tmp_path / "manifest.csv").write_text("patient_id,image_T1,mask_T1\na,images/a.nii.gz,m\n")
+    assert main(["synth", str(tmp_path), "--patients", "1", "--overwrite"]) == 1
+    assert capsys.readouterr().err == (
+        f"sarcograde synth: error: {tmp_path}: holds a manifest.csv that sarcograde synth did not "
+        "write; choose another folder (--overwrite only replaces a synthetic cohort)\n")
+    assert (tmp_path / "images" / "a.nii.gz").read_bytes() == b"user image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "manifest.csv"]

@@ -32,8 +32,8 @@ from .artifacts import RunRecord, write_csv
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .errors import SarcogradeError
-from .io import (ImageWarning, grid_mismatches, mask_pieces, orientation_code, read_image,
-                 read_mask, tumour_volume_ml)
+from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
+                 read_image, read_mask, tumour_volume_ml)
 
 # A mask covering more of the image than this is more likely the limb or the field of view.
 MAX_MASK_SHARE = 0.5
@@ -201,6 +201,8 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
             _check_image_contrast(image, row, image_path)
     if mask_path is not None:
         row.mask = str(mask_path)
+    # An RTSTRUCT needs its image: when that is unreadable, its problem is the one to report.
+    if mask_path is not None and (image is not None or not is_rtstruct(mask_path)):
         mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
         if mask is not None:
             _measure_mask(mask, row, mask_path)

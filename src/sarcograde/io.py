@@ -78,7 +78,13 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
+    # ITK's multi-line warning about uneven slices would break the one-line report below.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        image = reader.Execute()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     _check_slice_gaps(reader, files, image, folder)
     for tag in (FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG):
         if reader.HasMetaDataKey(0, tag):

@@ -46,6 +46,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # name the artifact, not its temporary file
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -219,5 +223,7 @@ class RunRecord:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.record["end"] = now()
         self.record["status"] = "finished" if exc_type is None else "failed"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / self.name, self.record)
+        # After a failure (a full disk, say) the record is best effort: the failure is the news.
+        with contextlib.suppress(*(() if exc_type is None else (OSError,))):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / self.name, self.record)

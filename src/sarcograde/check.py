@@ -1,11 +1,14 @@
 """Validate a cohort before any work and write its QA table, qa.csv.
 
 Every patient's image and mask are loaded and measured (shape, spacing, orientation, intensity
-percentiles, tumour volume and longest diameter). A patient is unusable when a file is missing or
-unreadable, image and mask are on different grids, the mask is empty or not binary, the image has
-NaN/inf voxels or is not 3D, or the manifest row has a duplicate id, an unparseable grade or a
-non-numeric clinical value. Each problem is printed as one line "patient: file: problem"; the
-exit status is 0 when every patient is usable and 1 otherwise.
+percentiles, tumour volume, longest diameter, connected pieces). A patient is unusable when a
+file is missing, unreadable or truncated, image and mask are on different grids, the mask is
+empty, one voxel or not binary, the image is blank, has NaN/inf voxels or is not 3D, a DICOM
+series has a missing slice, an RTSTRUCT belongs to another frame of reference or series, or the
+manifest row has a duplicate or unusable id, an unparseable grade or a non-numeric clinical
+value. A mask in several pieces or covering most of the image is a warning. Each problem is
+printed as one line "patient: file: problem"; the exit status is 0 when every patient is usable
+and 1 otherwise.
 """
 
 from __future__ import annotations

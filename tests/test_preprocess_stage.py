@@ -251,7 +251,7 @@ def test_kill_9_of_preprocess_leaves_no_worker_running(tmp_path):
         [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     parent = subprocess.Popen(
         [sys.executable, "-m", "sarcograde.cli", "preprocess", str(data / "manifest.csv"),
-         "--out", str(tmp_path / "cache"), "--jobs", "2", "--preset", "paper"],
+         "--out", str(tmp_path / "cache"), "--jobs", "2", "--preset", "quick"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Kill once a worker has finished a patient: both are then past their start-up and

@@ -192,7 +192,7 @@ def _check_header(path: Path) -> None:
                      for sep, name in ((";", "semicolon"), ("\t", "tab"))
                      if any(sep in c for c in header)), "")
         raise SarcogradeError(f"manifest has no patient_id column{hint}", path=path)
-    repeated = sorted({c for c in header if header.count(c) > 1})
+    repeated = sorted({c for c in header if c and header.count(c) > 1})  # not Excel's blanks
     if repeated:
         raise SarcogradeError(f"column {', '.join(repeated)} appears more than once in the "
                               "header", path=path)

@@ -139,7 +139,8 @@ def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
             # rather than fork: forking a process whose ITK thread pool is running can hang.
             threads = max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
+                                     initializer=_init_worker,
+                                     initargs=(threads, os.getpid())) as pool:
                 futures = {pool.submit(process_patient, task): task for task in tasks}
                 try:
                     for future in as_completed(futures):

@@ -141,6 +141,11 @@ def test_spreadsheet_quirks(tmp_path):
     assert cohort.patients[0].images["T1"] == tmp_path / "a.nii"
 
 
+def test_blank_trailing_columns_are_not_duplicates(tmp_path):
+    manifest = write(tmp_path, "patient_id,image_T1,mask_T1,,\nA,a,b,,\n")
+    assert [p.patient_id for p in load_manifest(manifest, strict=True)] == ["A"]
+
+
 @pytest.mark.parametrize("command", ["check", "preprocess"])
 @pytest.mark.parametrize("text, problem", [
     ("patient_id,grade,image_T1,mask_T1,grade\nA,1,a,b,3\n",
@@ -152,11 +157,6 @@ def test_spreadsheet_quirks(tmp_path):
      "manifest has no patient_id column; the file looks tab-separated: save it as "
      "comma-separated CSV"),
 ])
-def test_blank_trailing_columns_are_not_duplicates(tmp_path):
-    manifest = write(tmp_path, "patient_id,image_T1,mask_T1,,\nA,a,b,,\n")
-    assert [p.patient_id for p in load_manifest(manifest, strict=True)] == ["A"]
-
-
 def test_misread_manifest_is_one_line_through_the_cli(tmp_path, capsys, command, text, problem):
     manifest = write(tmp_path, text)
     assert main([command, str(manifest), "--out", str(tmp_path / "out")]) == 1

@@ -22,6 +22,7 @@ from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, progress, warn
 from ..errors import SarcogradeError
+from ..masks import mask_source
 from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
                     write_patient)
 from .pipeline import Params, load_patient, preprocess_volume
@@ -34,8 +35,7 @@ class Task:
 
     patient_id: str
     image: Path
-    mask: Path
-    roi: str | None
+    mask: MaskSource
     cache: Path
     params: Params
     preview: bool
@@ -81,10 +81,10 @@ def process_patient(task: Task) -> Outcome:
     try:
         npz = npz_relpath(task.patient_id)
         path = task.cache / npz
-        key = cache_key(task.image, task.mask, task.roi, task.params)
+        key = cache_key(task.image, task.mask, task.params)
         status = "reused"
         if stored_key(path) != key:
-            image, mask = load_patient(task.patient_id, task.image, task.mask, task.roi)
+            image, mask = load_patient(task.patient_id, task.image, task.mask)
             write_patient(path, preprocess_volume(image, mask, task.params), key)
             status = "computed"
         preview = task.cache / "preview" / f"{task.patient_id}.png"
@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if config_path.exists() and read_json(config_path) != cache_config:
         (cache / "index.csv").unlink(missing_ok=True)
 
-    tasks = [Task(p.patient_id, p.images[sequence], p.masks[sequence], p.rois.get(sequence),
-                  cache, params, args.preview) for p in cohort]
+    tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), cache, params,
+                  args.preview) for p in cohort]
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
         info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {args.jobs} job(s) -> {cache}")

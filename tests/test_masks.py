@@ -161,3 +161,26 @@ def test_preprocess_uses_the_carried_mask(two_sequences, tmp_path, capsys):
     assert list(index.index) == ["P1", "P2"] and index.loc["P1", "n_slices"] > 20
     drawn = sitk.ReadImage(str(two_sequences.parent / "P1_T1_mask.nii.gz"))
     assert index.loc["P1", "tumour_volume_ml"] == pytest.approx(tumour_volume_ml(drawn), rel=0.03)
+
+
+@pytest.mark.realdata
+def test_dicom_frames_of_reference_must_match(tcia_root):
+    from sarcograde.io import read_image, read_mask
+    from sarcograde.masks import MaskSource, frame_of_reference
+
+    series = {pid: tcia_root / "dicom" / pid / "MR_T1" for pid in ("STS_002", "STS_008")}
+    uids = {pid: frame_of_reference(folder / "image") for pid, folder in series.items()}
+    assert all(uid and uid.startswith("1.") for uid in uids.values())
+    assert uids["STS_002"] != uids["STS_008"]
+    assert frame_of_reference(tcia_root / "nifti" / "STS_002") is None   # not a DICOM series
+    image = read_image(series["STS_002"] / "image")
+    source = MaskSource("T1", series["STS_002"] / "mask" / "RS.dcm", series["STS_002"] / "image",
+                        None, carried=True)
+    mask = read_mask(source.mask, reference=image)
+    # The same frame of reference: carried onto its own grid, the mask is unchanged.
+    same = carry_mask(mask, image, "STS_002", source, series["STS_002"] / "image")
+    assert np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(mask))
+    other = read_image(series["STS_008"] / "image")
+    with pytest.raises(SarcogradeError, match="different DICOM frames of reference") as caught:
+        carry_mask(mask, other, "STS_008", source, series["STS_008"] / "image")
+    assert str(caught.value).startswith("STS_008: ") and "\n" not in str(caught.value)

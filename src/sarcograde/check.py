@@ -4,7 +4,9 @@ Every patient's image and mask are loaded and measured (shape, spacing, orientat
 percentiles, tumour volume and longest diameter). A patient is unusable when a file is missing or
 unreadable, image and mask are on different grids, the mask is empty or not binary, the image has
 NaN/inf voxels or is not 3D, or the manifest row has a duplicate id, an unparseable grade or a
-non-numeric clinical value. Each problem is printed as one line "patient: file: problem"; the
+non-numeric clinical value. A sequence without its own contour gets the one drawn on another
+sequence carried onto its grid (`sarcograde.masks`; `mask_source` says which, with a warning
+when carrying changes the volume by more than 10%). Each problem is printed as one line "patient: file: problem"; the
 exit status is 0 when every patient is usable and 1 otherwise.
 """
 

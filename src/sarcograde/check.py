@@ -6,8 +6,8 @@ unreadable, image and mask are on different grids, the mask is empty or not bina
 NaN/inf voxels or is not 3D, or the manifest row has a duplicate id, an unparseable grade or a
 non-numeric clinical value. A sequence without its own contour gets the one drawn on another
 sequence carried onto its grid (`sarcograde.masks`; `mask_source` says which, with a warning
-when carrying changes the volume by more than 10%). Each problem is printed as one line "patient: file: problem"; the
-exit status is 0 when every patient is usable and 1 otherwise.
+when carrying changes the volume by more than 10%). Each problem is printed as one line
+"patient: file: problem"; the exit status is 0 when every patient is usable and 1 otherwise.
 """
 
 from __future__ import annotations

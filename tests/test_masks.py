@@ -85,7 +85,8 @@ def test_non_overlapping_images_are_a_one_line_error():
 @pytest.fixture
 def two_sequences(tmp_path):
     """P1: a sphere drawn on T1 only; P2: the sphere drawn on every other row and column
-    only (a sieve of 0.8 mm voxels), whose volume changes when carried onto T2's coarser voxels; P3: T2 lies 40 cm away (no overlap)."""
+    only (a sieve of 0.8 mm voxels), whose volume changes when carried onto T2's coarser voxels;
+    P3: T2 lies 40 cm away (no overlap)."""
     rows = []
     rng = np.random.default_rng(0)
     for pid, thin, offset in (("P1", False, 0), ("P2", True, 0), ("P3", False, 400)):

@@ -145,7 +145,8 @@ def test_grade_features_are_drawn_with_their_grade_dependent_probability(cohort2
     for grade in (1, 2, 3):
         shares = pd.DataFrame([draw_features(rng, grade) for _ in range(n)]).mean()
         for name, p in FEATURE_PROBABILITY.items():
-            assert abs(shares[name] - p[grade - 1]) < 3 * np.sqrt(p[grade - 1] * (1 - p[grade - 1]) / n)
+            expected = p[grade - 1]
+            assert abs(shares[name] - expected) < 3 * np.sqrt(expected * (1 - expected) / n)
     # Each feature in some low-grade and missed in some high-grade tumours: none decides alone.
     assert all(0 < p[0] < p[1] < 1 and p[2] >= p[1] for name, p in FEATURE_PROBABILITY.items()
                if name != "capsule")

@@ -31,7 +31,7 @@ class MaskSource:
 
     sequence: str           # the sequence the contour was drawn on
     mask: Path              # the mask file (or RTSTRUCT) as drawn
-    image: Path             # the image it was drawn on (the RTSTRUCT's reference, the carry's source)
+    image: Path             # the image it was drawn on (an RTSTRUCT's reference)
     roi: str | None
     carried: bool
 

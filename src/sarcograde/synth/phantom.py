@@ -63,8 +63,9 @@ class TumourLattice:
     """The tumour's sequence-independent properties on a 2 mm lattice around it (limb axes).
 
     Components: signed radial distance to the surface in mm (< 0 inside), necrosis weight, two
-    independent textures (unit variance: enhancement, T2) and oedema weight. Every sequence interpolates the same lattice onto its own
-    grid, so each shows the same tumour, necrosis, texture and oedema in its own geometry.
+    independent textures (unit variance: enhancement, T2) and oedema weight. Every sequence
+    interpolates the same lattice onto its own grid, so each shows the same tumour in its own
+    geometry (and, through its contrast, the features it can show).
     """
 
     def __init__(self, tumour: Tumour, rng: np.random.Generator):

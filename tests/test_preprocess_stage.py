@@ -135,7 +135,7 @@ def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path
     capsys.readouterr()
     assert preprocess(manifest, parallel, "--jobs", "2") == 1
     err = capsys.readouterr().err
-    assert f"failed: BAD: {data / 'P1_mask_small.nii.gz'}: mask is not on the image grid" in err
+    assert f"failed: BAD: {data / 'P1_mask_small.nii.gz'}: mask is not on the grid of the image" in err
     index = pd.read_csv(parallel / "index.csv", dtype=str)
     assert list(index.patient_id) == ["P1", "P2", "P3"]
     assert not (parallel / "patients" / "BAD.npz").exists()

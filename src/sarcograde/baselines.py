@@ -24,6 +24,7 @@ from .cohort import Patient
 from .console import progress
 from .errors import SarcogradeError
 from .io import is_rtstruct, read_image, read_mask
+from .masks import MaskSource, mask_source
 
 CLINICAL = ("t_stage", "n_stage", "m_stage", "age")
 VOLUME = ("log_volume_ml",)
@@ -31,24 +32,24 @@ BASELINES = {"clinical": CLINICAL, "volume": VOLUME, "clinical_volume": CLINICAL
 LABELS = {"clinical": "Clinical", "volume": "Tumour volume", "clinical_volume": "Clinical + volume"}
 
 
-def _volume_key(patient: Patient, sequence: str) -> str:
+def _volume_key(source: MaskSource, patient_id: str) -> str:
     """What the volume depends on: the mask's bytes (and the image and ROI for an RTSTRUCT)."""
-    mask = patient.masks[sequence]
+    mask = source.mask
     rtstruct = is_rtstruct(mask)
-    for path in (mask, patient.images[sequence]) if rtstruct else (mask,):
+    for path in (mask, source.image) if rtstruct else (mask,):
         if not path.exists():
-            raise SarcogradeError("file not found", patient=patient.patient_id, path=path)
+            raise SarcogradeError("file not found", patient=patient_id, path=path)
     key = hash_path(mask)
     if rtstruct:
-        key += f"|{patient.rois.get(sequence, '')}|{hash_path(patient.images[sequence])}"
+        key += f"|{source.roi or ''}|{hash_path(source.image)}"
     return key
 
 
-def _measure_volume(patient: Patient, sequence: str) -> tuple[int, float]:
-    mask_path = patient.masks[sequence]
+def _measure_volume(patient: Patient, source: MaskSource) -> tuple[int, float]:
+    mask_path = source.mask
     try:
-        reference = read_image(patient.images[sequence]) if is_rtstruct(mask_path) else None
-        mask = read_mask(mask_path, reference=reference, roi=patient.rois.get(sequence))
+        reference = read_image(source.image) if is_rtstruct(mask_path) else None
+        mask = read_mask(mask_path, reference=reference, roi=source.roi)
     except SarcogradeError as exc:
         raise SarcogradeError(exc.problem, patient=patient.patient_id, path=exc.path) from None
     voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
@@ -88,14 +89,16 @@ def tumour_volumes(patients: list[Patient], sequence: str, cache: str | Path) ->
     with progress() as bar:
         task = bar.add_task(f"tumour volumes ({sequence})", total=len(patients))
         for patient in patients:
-            if sequence not in patient.masks:
+            # A sequence without its own contour: the volume of the one drawn on another.
+            source = mask_source(patient, sequence)
+            if source is None:
                 raise SarcogradeError(f"no mask_{sequence} given", patient=patient.patient_id)
-            key = _volume_key(patient, sequence)
+            key = _volume_key(source, patient.patient_id)
             hit = known.get((patient.patient_id, sequence, key))
             voxels, voxel_ml = ((int(hit.voxels), float(hit.voxel_ml)) if hit is not None
-                                else _measure_volume(patient, sequence))
+                                else _measure_volume(patient, source))
             rows.append({"patient_id": patient.patient_id, "sequence": sequence,
-                         "mask": str(patient.masks[sequence]), "key": key, "voxels": voxels,
+                         "mask": str(source.mask), "key": key, "voxels": voxels,
                          "voxel_ml": voxel_ml, "volume_ml": voxels * voxel_ml})
             bar.advance(task)
     write_csv(cache, pd.DataFrame(rows, columns=CACHE_COLUMNS))

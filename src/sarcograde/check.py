@@ -6,9 +6,11 @@ file is missing, unreadable or truncated, image and mask are on different grids,
 empty, one voxel or not binary, the image is blank, has NaN/inf voxels or is not 3D, a DICOM
 series has a missing slice, an RTSTRUCT belongs to another frame of reference or series, or the
 manifest row has a duplicate or unusable id, an unparseable grade or a non-numeric clinical
-value. A mask in several pieces or covering most of the image is a warning. Each problem is
-printed as one line "patient: file: problem"; the exit status is 0 when every patient is usable
-and 1 otherwise.
+value. A mask in several pieces or covering most of the image is a warning. A sequence without
+its own contour gets the one drawn on another sequence carried onto its grid
+(`sarcograde.masks`; `mask_source` says which, with a warning when carrying changes the volume
+by more than 10%). Each problem is printed as one line "patient: file: problem"; the exit status
+is 0 when every patient is usable and 1 otherwise.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ from .console import progress
 from .errors import SarcogradeError
 from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
                  read_image, read_mask, tumour_volume_ml)
+from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source, read_drawn_mask,
+                    volume_change)
 
 # A mask covering more of the image than this is more likely the limb or the field of view.
 MAX_MASK_SHARE = 0.5
 
 QA_COLUMNS = ["patient_id", "sequence", "image", "mask", "shape", "spacing_mm", "orientation",
               "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml", "longest_diameter_mm",
-              "mask_pieces", "largest_piece_share", "usable", "problems", "warnings"]
+              "mask_pieces", "largest_piece_share", "mask_source", "drawn_volume_ml", "usable",
+              "problems", "warnings"]
 
 
 @dataclass(frozen=True)
@@ -196,21 +201,27 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
     row = QaRow(patient.patient_id, sequence)
     image_path, mask_path = patient.images.get(sequence), patient.masks.get(sequence)
     image = mask = None
+    source = mask_source(patient, sequence)
     if image_path is not None:
         row.image = str(image_path)
         image = _read("image", row, read_image, image_path)
         if image is not None:
             _measure_image(image, row, image_path)
             _check_image_contrast(image, row, image_path)
-    if mask_path is not None:
+    if source is not None and source.carried:
+        row.mask = str(source.mask)
+        if image is not None:
+            _check_carried_mask(patient.patient_id, image, image_path, source, row)
+    elif mask_path is not None:
+        row.values.update(mask_source=DRAWN)
         row.mask = str(mask_path)
-    # An RTSTRUCT needs its image: when that is unreadable, its problem is the one to report.
-    if mask_path is not None and (image is not None or not is_rtstruct(mask_path)):
-        mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
-        if mask is not None:
-            _measure_mask(mask, row, mask_path)
-            _check_mask_size(mask, row, mask_path)
-            _check_mask_pieces(mask, row, mask_path)
+        # An RTSTRUCT needs its image: when that is unreadable, its problem is the one to report.
+        if image is not None or not is_rtstruct(mask_path):
+            mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
+            if mask is not None:
+                _measure_mask(mask, row, mask_path)
+                _check_mask_size(mask, row, mask_path)
+                _check_mask_pieces(mask, row, mask_path)
     if image is not None and mask is not None:
         mismatches = grid_mismatches(image, mask)
         if mismatches:
@@ -218,6 +229,28 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
                                         "image and mask on different grids: " +
                                         ", ".join(mismatches)))
     return row
+
+
+def _check_carried_mask(patient_id: str, image: sitk.Image, image_path: Path,
+                        source: MaskSource, row: QaRow) -> None:
+    """Carry another sequence's contour onto `image`; its volume on both grids, a warning when
+    they differ by more than masks.VOLUME_TOLERANCE."""
+    row.values.update(mask_source=source.label)
+    drawn = _read("mask", row, lambda path: read_drawn_mask(patient_id, source), source.mask)
+    if drawn is None:
+        return
+    carried = _read("mask", row, lambda path: carry_mask(drawn, image, patient_id, source,
+                                                         image_path), source.mask)
+    if carried is None:
+        return
+    drawn_ml = tumour_volume_ml(drawn)
+    row.values.update(drawn_volume_ml=drawn_ml)
+    _measure_mask(carried, row, source.mask)
+    change = volume_change(drawn_ml, row.values["tumour_volume_ml"])
+    if abs(change) > VOLUME_TOLERANCE:
+        row.warnings.append(Finding(patient_id, source.mask, f"mask: carried from "
+                                    f"{source.sequence}, the volume changes by {change:+.0%} "
+                                    f"({drawn_ml:.2f} -> {row.values['tumour_volume_ml']:.2f} ml)"))
 
 
 def _manifest_finding(problem: ManifestProblem, manifest: Path) -> Finding:

@@ -247,13 +247,17 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
         for seq in sequences:
             for kind, store in (("image", patient.images), ("mask", patient.masks)):
                 value = row[f"{kind}_{seq}"]
-                if is_missing(value):
-                    problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
-                else:
+                if not is_missing(value):
                     store[seq] = _resolve(base, value)
+                elif kind == "image":
+                    problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
             roi = row.get(f"roi_{seq}")
             if not is_missing(roi):
                 patient.rois[seq] = str(roi).strip()
+        # An empty mask cell is filled by another sequence's contour (sarcograde.masks).
+        if not patient.masks:
+            problems += [ManifestProblem(line, pid, f"mask_{seq}", "no file given")
+                         for seq in sequences]
         for column, parse in PARSERS.items():
             value = row.get(column)
             if column not in frame.columns or is_missing(value):

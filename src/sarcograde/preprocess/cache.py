@@ -15,6 +15,7 @@ import pandas as pd
 from ..artifacts import hash_config, hash_path, write_csv, write_npz
 from ..cohort import patient_id_problem
 from ..errors import SarcogradeError
+from ..masks import MaskSource
 from .pipeline import Params, Preprocessed
 
 # Bump when a change of the method changes what an NPZ holds, so that old caches recompute.
@@ -32,10 +33,14 @@ def npz_relpath(patient_id: str) -> str:
     return f"patients/{patient_id}.npz"
 
 
-def cache_key(image: Path, mask: Path, roi: str | None, params: Params) -> str:
-    """Hash of the input files' contents, the ROI name and the parameters that change the result."""
-    return hash_config({"method": METHOD_VERSION, "image": hash_path(image),
-                        "mask": hash_path(mask), "roi": roi, "params": params.key_fields()})
+def cache_key(image: Path, source: MaskSource, params: Params) -> str:
+    """Hash of the input files' contents, the ROI name and the parameters that change the result;
+    a carried contour adds the image it was drawn on (its grid decides the carried voxels)."""
+    fields = {"method": METHOD_VERSION, "image": hash_path(image), "mask": hash_path(source.mask),
+              "roi": source.roi, "params": params.key_fields()}
+    if source.carried:
+        fields["carried_from"] = {"sequence": source.sequence, "image": hash_path(source.image)}
+    return hash_config(fields)
 
 
 def stored_key(path: Path) -> str | None:

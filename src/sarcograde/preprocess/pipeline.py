@@ -15,7 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SarcogradeError
-from ..io import grid_mismatches, mask_pieces, read_image, read_mask, tumour_volume_ml
+from ..io import mask_pieces, read_image, tumour_volume_ml
+from ..masks import MaskSource, read_patient_mask
 from .bias import n4_correct
 from .body import body_mask
 from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
@@ -99,17 +100,16 @@ class Preprocessed:
                 "key": np.array(key)}
 
 
-def load_patient(patient_id: str, image_path: Path, mask_path: Path,
-                 roi: str | None = None) -> tuple[sitk.Image, sitk.Image]:
-    """Read a patient's image and tumour mask; the mask must be on the image's grid, non-empty."""
+def load_patient(patient_id: str, image_path: Path,
+                 source: MaskSource) -> tuple[sitk.Image, sitk.Image]:
+    """Read a patient's image and its tumour mask (drawn on it, or carried from another
+    sequence's contour); the mask must be non-empty on the image's grid."""
     image = read_image(image_path)
-    mask = read_mask(mask_path, reference=image, roi=roi)
-    problems = grid_mismatches(image, mask)
-    if problems:
-        raise SarcogradeError(f"mask is not on the image grid ({'; '.join(problems)})",
-                              patient=patient_id, path=mask_path)
+    mask = read_patient_mask(patient_id, image, source, image_path)
     if not sitk.GetArrayViewFromImage(mask).any():
-        raise SarcogradeError("mask is empty", patient=patient_id, path=mask_path)
+        raise SarcogradeError("mask is empty" + (f" once carried from {source.sequence}"
+                                                 if source.carried else ""),
+                              patient=patient_id, path=source.mask)
     return image, mask
 
 

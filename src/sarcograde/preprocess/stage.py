@@ -25,6 +25,7 @@ from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, progress, warn
 from ..errors import SarcogradeError
+from ..masks import mask_source
 from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
                     write_patient)
 from .pipeline import Params, drop_stray_pieces, load_patient, preprocess_volume
@@ -37,8 +38,7 @@ class Task:
 
     patient_id: str
     image: Path
-    mask: Path
-    roi: str | None
+    mask: MaskSource
     cache: Path
     params: Params
     preview: bool
@@ -85,10 +85,10 @@ def process_patient(task: Task) -> Outcome:
     try:
         npz = npz_relpath(task.patient_id)
         path = task.cache / npz
-        key = cache_key(task.image, task.mask, task.roi, task.params)
+        key = cache_key(task.image, task.mask, task.params)
         status, notes = "reused", []
         if stored_key(path) != key:
-            image, mask = load_patient(task.patient_id, task.image, task.mask, task.roi)
+            image, mask = load_patient(task.patient_id, task.image, task.mask)
             mask, notes = drop_stray_pieces(mask)
             write_patient(path, preprocess_volume(image, mask, task.params), key)
             status = "computed"
@@ -107,7 +107,7 @@ def process_patient(task: Task) -> Outcome:
                        npz=npz, seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
                    tumour_volume_ml=volume, seconds=time.perf_counter() - start,
-                   notes=tuple(f"{task.patient_id}: {task.mask}: {n}" for n in notes))
+                   notes=tuple(f"{task.patient_id}: {task.mask.mask}: {n}" for n in notes))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
     if config_path.exists() and read_json(config_path) != cache_config:
         (cache / "index.csv").unlink(missing_ok=True)
 
-    tasks = [Task(p.patient_id, p.images[sequence], p.masks[sequence], p.rois.get(sequence),
-                  cache, params, args.preview) for p in cohort]
+    tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), cache, params,
+                  args.preview) for p in cohort]
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
         info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {args.jobs} job(s) -> {cache}")

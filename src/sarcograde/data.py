@@ -21,11 +21,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .artifacts import hash_bytes, read_json
 from .console import progress, warn
 from .errors import SarcogradeError
-
-INDEX_COLUMNS = ("patient_id", "sequence", "label", "n_slices", "npz")
+from .formats.cache import CacheIndex, read_cache_config, read_patient
 
 
 @dataclass
@@ -49,31 +47,6 @@ class SliceSet:
         return np.flatnonzero(np.isin(self.patient_index, patients))
 
 
-def _read_index(cache: Path) -> pd.DataFrame:
-    path = cache / "index.csv"
-    if not path.is_file():
-        raise SarcogradeError("no index.csv; is this a `sarcograde preprocess` cache folder?",
-                              path=cache)
-    index = pd.read_csv(path, dtype={"patient_id": str, "sequence": str, "npz": str, "key": str},
-                        keep_default_na=False)
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise SarcogradeError(f"missing column(s) {', '.join(missing)}", path=path)
-    return index
-
-
-def _label(value, patient: str, path: Path) -> int:
-    if value in ("", None) or (isinstance(value, float) and math.isnan(value)):
-        return -1
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if number not in (0.0, 1.0):  # not int(): 0.5 would pass as 0 and "inf" would overflow
-        raise SarcogradeError(f"label {value!r} is not 0, 1 or empty", patient=patient, path=path)
-    return int(number)
-
-
 def load_slices(cache: str | Path, sequence: str | None = None) -> SliceSet:
     """Read `CACHE/index.csv` and every patient's NPZ (format: docs/artifacts.md) into memory.
 
@@ -81,66 +54,35 @@ def load_slices(cache: str | Path, sequence: str | None = None) -> SliceSet:
     a warning. Any unreadable or inconsistent file stops with its patient and path named.
     """
     cache = Path(cache)
-    index = _read_index(cache)
-    config_path = cache / "config.json"
-    cache_config = read_json(config_path) if config_path.is_file() else {}
-    sequences = sorted(set(index["sequence"]))
-    if sequence is None:
-        if len(sequences) > 1:
-            raise SarcogradeError(f"cache holds sequences {', '.join(sequences)}; choose one "
-                                  "with --sequence", path=cache / "index.csv")
-        sequence = sequences[0] if sequences else ""
-    rows = index[index["sequence"] == sequence]
-    if rows.empty:
-        raise SarcogradeError(f"no patients with sequence {sequence!r}", path=cache / "index.csv")
-    if rows["patient_id"].duplicated().any():
-        dup = rows.loc[rows["patient_id"].duplicated(), "patient_id"].iloc[0]
-        raise SarcogradeError("patient listed twice for one sequence", patient=dup,
-                              path=cache / "index.csv")
-
+    index = CacheIndex.read(cache)
+    cache_config = read_cache_config(cache, required=False)
+    sequence = index.choose_sequence(sequence)
+    rows = index.rows(sequence)
     images, owners, ids, labels = [], [], [], []
     size = None
     with progress(transient=True) as bar:
         task = bar.add_task("loading cache", total=len(rows))
         for row in rows.itertuples(index=False):
-            path = cache / row.npz
-            label = _label(row.label, row.patient_id, cache / "index.csv")
-            try:
-                with np.load(path) as npz:
-                    image = npz["image"]
-            except FileNotFoundError:
-                raise SarcogradeError("cached slices not found", patient=row.patient_id,
-                                      path=path) from None
-            except Exception as exc:
-                raise SarcogradeError(f"cannot read cached slices: {exc}",
-                                      patient=row.patient_id, path=path) from None
-            if image.ndim != 3 or image.shape[1] != image.shape[2]:
-                raise SarcogradeError(f"image has shape {image.shape}, expected (n, S, S)",
-                                      patient=row.patient_id, path=path)
+            image = read_patient(cache, row, arrays=("image",))["image"]
             size = size or image.shape[1]
             if image.shape[1] != size:
                 raise SarcogradeError(f"slice size {image.shape[1]} differs from the cache's "
-                                      f"{size}", patient=row.patient_id, path=path)
+                                      f"{size}", patient=row.patient_id, path=cache / row.npz)
             if len(image) == 0:
-                warn(f"{row.patient_id}: {path}: no tumour slices; left out")
+                warn(f"{row.patient_id}: {cache / row.npz}: no tumour slices; left out")
                 bar.advance(task)
                 continue
-            if not np.isfinite(image).all():
-                raise SarcogradeError("image holds NaN or infinite values",
-                                      patient=row.patient_id, path=path)
             owners.append(np.full(len(image), len(ids)))
             images.append(image.astype(np.float16, copy=False))
             ids.append(row.patient_id)
-            labels.append(label)
+            labels.append(-1 if pd.isna(row.label) else int(row.label))
             bar.advance(task)
     if not ids:
-        raise SarcogradeError("no patient has cached slices", path=cache / "index.csv")
-    keys = "\n".join(f"{r.patient_id},{r.label},{r.get('key', '')}"
-                     for _, r in rows.sort_values("patient_id").iterrows())
-    cache_hash = hash_bytes((keys + repr(sorted(cache_config.items()))).encode())[:16]
+        raise SarcogradeError("no patient has cached slices", path=index.path)
     return SliceSet(images=np.concatenate(images), patient_index=np.concatenate(owners),
                     patient_ids=ids, labels=np.asarray(labels, dtype=np.int64), sequence=sequence,
-                    cache_config=cache_config, cache_hash=cache_hash)
+                    cache_config=cache_config,
+                    cache_hash=index.content_hash(sequence, cache_config))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def checked_probabilities(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     bad = ~p.between(0, 1)
     if bad.any():
         row = frame[bad].iloc[0]
-        raise SarcogradeError(f"p_high {row['p_high']!r} is not a probability in [0, 1]",
+        raise SarcogradeError(f"p_high {row['p_high']} is not a probability in [0, 1]",
                               patient=row["patient_id"], path=path)
     frame["p_high"] = p.astype(float)
     return frame

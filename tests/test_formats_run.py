@@ -127,3 +127,17 @@ def test_run_records_follow_one_naming_rule(tmp_path):
     (tmp_path / "predictions.csv").write_text("")
     assert record_path(tmp_path / "predictions.csv") == tmp_path / "predictions.run.json"
     assert record_path(tmp_path / "qa.csv") == tmp_path / "qa.run.json"
+
+
+def test_train_refuses_a_run_folder_with_a_corrupt_config(tmp_path, capsys):
+    from fakes import cohort, graded_cache
+    from sarcograde.cli import main
+
+    cache = graded_cache(tmp_path / "cache", cohort(2, 2))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"config_hash": ')
+    assert main(["train", str(cache), "--out", str(out), "--preset", "quick"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "config.json: corrupt JSON" in err and "use a new --out folder" in err
+    assert not (out / "folds.json").exists()

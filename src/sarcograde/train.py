@@ -416,7 +416,11 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     # Everything that changes the numbers; not where or how fast they are computed.
     config_hash = hash_config({"model": model_cfg, "train": train_cfg, "seed": seed,
                                "sequence": slices.sequence, "cache_hash": slices.cache_hash})
-    previous = read_run_config(out, required=False)
+    try:
+        previous = read_run_config(out, required=False)
+    except SarcogradeError as exc:  # cannot tell which configuration trained the folds here
+        raise SarcogradeError(f"{exc.problem.split(';')[0]}; use a new --out folder (or delete "
+                              "this one to retrain)", path=exc.path) from None
     if previous is not None and previous.get("config_hash") != config_hash:
         raise SarcogradeError("this run folder was trained with another configuration, seed or "
                               "cache; use a new --out folder (or delete this one to retrain)",

@@ -201,14 +201,7 @@ def read_patient(cache: str | Path, row, arrays: Iterable[str] = PATIENT_ARRAYS,
     if not path.is_file():
         raise SarcogradeError("cached slices not found (rerun `sarcograde preprocess`)",
                               patient=patient, path=path)
-    wanted = set(arrays) | {"image", "key"}
-    try:
-        with np.load(path) as npz:
-            out = {name: npz[name] for name in npz.files if name in wanted}
-    except Exception as exc:  # truncated, not a zip, a damaged member: all the same to a user
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SarcogradeError(f"cannot read cached slices ({reason}); rerun "
-                              "`sarcograde preprocess`", patient=patient, path=path) from None
+    out = read_patient_file(path, set(arrays) | {"image", "key"}, patient)
     key = str(out["key"]) if "key" in out else None
     if row.key and key is not None and key != row.key:
         raise SarcogradeError("the file's key differs from its index.csv key: a stale or swapped "
@@ -230,10 +223,24 @@ def read_patient(cache: str | Path, row, arrays: Iterable[str] = PATIENT_ARRAYS,
     return out
 
 
+def read_patient_file(path: Path, arrays: Iterable[str] = PATIENT_ARRAYS,
+                      patient: str | None = None) -> dict[str, np.ndarray]:
+    """The members `arrays` of a patient NPZ as they are (preprocess's own check of what it
+    wrote; other stages use `read_patient`, which verifies the file against the index)."""
+    wanted = set(arrays)
+    try:
+        with np.load(path) as npz:
+            return {name: npz[name] for name in npz.files if name in wanted}
+    except Exception as exc:  # truncated, not a zip, a damaged member: all the same to a user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SarcogradeError(f"cannot read cached slices ({reason}); rerun "
+                              "`sarcograde preprocess`", patient=patient, path=path) from None
+
+
 def patient_summary(path: Path) -> tuple[int, float]:
-    """(number of slices, tumour volume in ml) of a finished NPZ, without loading its slices."""
-    with np.load(path) as npz:
-        return int(npz["z_mm"].shape[0]), float(npz["tumour_volume_ml"])
+    """(number of slices, tumour volume in ml) of a finished NPZ."""
+    arrays = read_patient_file(path, ("z_mm", "tumour_volume_ml"))
+    return int(arrays["z_mm"].shape[0]), float(arrays["tumour_volume_ml"])
 
 
 def write_patient(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -16,6 +16,7 @@ from ..errors import SarcogradeError
 from ..splits import Split
 from .cache import check_patient_id
 from .common import read_csv_file, read_json_object
+from .predictions import checked_probabilities
 
 RERUN = "train"
 CV_COLUMNS = ("patient_id", "repeat", "fold", "label", "p_high")
@@ -177,8 +178,6 @@ def write_history(path: str | Path, rows: list[dict]) -> pd.DataFrame:
 
 def read_cv_predictions(path: str | Path, what: str = "cv_predictions.csv") -> pd.DataFrame:
     """cv_predictions.csv or a fold's val_predictions.csv: out-of-fold rows, p_high checked."""
-    from .predictions import checked_probabilities
-
     frame = read_csv_file(Path(path), CV_COLUMNS, what, dtype={"patient_id": str})
     return checked_probabilities(frame, Path(path))
 

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from preprocess_phantom import phantom
 from sarcograde.cli import main
-from sarcograde.preprocess.cache import INDEX_COLUMNS
+from sarcograde.formats.cache import INDEX_COLUMNS
 
 PATIENTS = {"P1": ("1", "siteA", 7.0, 0), "P2": ("G3", "siteA", 10.0, 1), "P3": ("", "siteB", 8.0, 2)}
 

@@ -25,6 +25,7 @@ from .console import progress
 from .errors import SarcogradeError
 from .io import is_rtstruct, read_image, read_mask
 from .masks import MaskSource, mask_source
+from .splits import Split, make_splits
 
 CLINICAL = ("t_stage", "n_stage", "m_stage", "age")
 VOLUME = ("log_volume_ml",)
@@ -117,29 +118,10 @@ def feature_table(patients: list[Patient], volumes: dict[str, float] | None = No
                                   dtype=float)
 
 
-@dataclass(frozen=True)
-class Split:
-    name: str
-    repeat: int
-    fold: int
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-
-
 def stratified_splits(ids, labels, folds: int, repeats: int, seed: int) -> list[Split]:
-    """Repeated stratified k-fold splits of patients (scikit-learn), named fold_00, fold_01, ..."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
-    ids, labels = np.asarray(ids), np.asarray(labels)
-    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    return [Split(f"fold_{i:02d}", i // folds, i % folds, tuple(ids[tr]), tuple(ids[va]))
-            for i, (tr, va) in enumerate(cv.split(ids, labels))]
-
-
-def splits_from_folds_json(folds: dict) -> list[Split]:
-    """The DL run's splits as written by `train` in RUN/folds.json."""
-    return [Split(s["name"], int(s["repeat"]), int(s["fold"]), tuple(map(str, s["train"])),
-                  tuple(map(str, s["val"]))) for s in folds["splits"]]
+    """The repeated stratified k-fold patient splits of `train` (`splits.make_splits`), for the
+    baselines where the DL run's own splits do not fit the training cohort."""
+    return make_splits(list(ids), np.asarray(labels), folds, repeats, seed)[0]
 
 
 def make_model():

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .artifacts import read_json, write_text
+from .artifacts import write_text
 from .config import load_preset
 from .console import console, info
 from .errors import SarcogradeError
-from .report import format_estimate
+from .formats.evaluation import format_estimate, read_metrics
 
 SEQUENCE = "T2FS"
 # Two hospitals: the external one scans with thicker slices, coarser pixels, another
@@ -121,7 +121,8 @@ def demo_steps(layout: DemoLayout, *, patients_train: int, patients_test: int, s
           "--out", str(layout.eval), "--bootstrap", str(bootstrap), "--seed", str(seed),
           "--sequence", SEQUENCE]),
         ("explain: Grad-CAM attention maps",
-         ["explain", str(layout.run), str(layout.cache("test")), "--out", str(layout.explain)]),
+         ["explain", str(layout.run), str(layout.cache("test")), "--out", str(layout.explain),
+          "--predictions", str(layout.predictions)]),
         ("report", ["report", str(layout.eval), "--out", str(layout.report),
                     "--explain", str(layout.explain), "--run", str(layout.run),
                     "--cache", str(layout.cache("test")),
@@ -178,7 +179,7 @@ def run_demo(out: str | Path, *, patients_train: int = 60, patients_test: int = 
                                   f"with status {status}; fix the problem above and rerun the "
                                   "same command to resume", path=layout.out)
         info(f"[green]done[/green] {title} in {time.perf_counter() - step_start:.0f} s")
-    metrics = read_json(layout.eval / "metrics.json")
+    metrics = read_metrics(layout.eval)
     console.rule("[bold]demo finished")
     info(f"report: {layout.report.resolve()}")
     info(f"external test site AUC: {format_estimate(metrics['auc'])} on {metrics['n']} patients "

@@ -24,11 +24,13 @@ import numpy as np
 import pandas as pd
 
 from . import baselines as bl
-from .artifacts import RunRecord, read_json, save_figure, write_csv, write_json, write_text
+from .artifacts import RunRecord, save_figure, write_csv, write_json, write_text
 from .cohort import Cohort, Patient, load_manifest
 from .cohort_table import cohort_table, to_markdown
 from .console import console, info, warn
 from .errors import SarcogradeError
+from .formats import predictions as predictions_format
+from .formats import run as run_format
 from .stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
                     classify, confusion_counts, delong_test, percentile_ci, reliability_curve,
                     resample_indices, roc_band, roc_curve, youden_threshold)
@@ -39,7 +41,7 @@ THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy"
 ARGMAX = 0.5
 RULE = "high grade when p_high > threshold; 0.5 is the argmax of the softmax outputs"
 ROC_GRID = np.linspace(0, 1, 101)
-CV_COLUMNS = {"patient_id", "repeat", "fold", "label", "p_high"}
+CV_COLUMNS = set(run_format.CV_COLUMNS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,29 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- inputs
 
-def _read_csv(path: Path, columns: set[str], what: str) -> pd.DataFrame:
-    """A predictions CSV with at least `columns` (patient_id, p_high among them): patient ids as
-    stripped text, p_high checked to be a probability; a clear error otherwise."""
-    if not path.is_file():
-        raise SarcogradeError(f"{what} not found", path=path)
-    try:
-        frame = pd.read_csv(path, dtype={"patient_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SarcogradeError(f"cannot parse CSV ({str(exc).splitlines()[0]})", path=path) from None
-    missing = columns - set(frame.columns)
-    if missing:
-        raise SarcogradeError(f"missing column(s) {', '.join(sorted(missing))}", path=path)
-    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
-    p = pd.to_numeric(frame["p_high"], errors="coerce")
-    bad = ~p.between(0, 1)
-    if bad.any():
-        row = frame[bad].iloc[0]
-        raise SarcogradeError(f"p_high {row['p_high']!r} is not a probability in [0, 1]",
-                              patient=row["patient_id"], path=path)
-    frame["p_high"] = p.astype(float)
-    return frame
-
-
 def read_predictions(path: Path) -> tuple[pd.DataFrame, str]:
     """One row per patient (patient_id, p_high; and label for out-of-fold predictions) and the
     predictions' source in words.
@@ -93,7 +72,7 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, str]:
     predictions.csv of `sarcograde predict` has one row per patient; a training run's
     cv_predictions.csv (recognised by its columns) has one per patient and repeat, averaged here.
     """
-    frame = _read_csv(path, {"patient_id", "p_high"}, "predictions file")
+    frame = predictions_format.read_predictions(path)
     if CV_COLUMNS <= set(frame.columns):
         return out_of_fold(frame, path)
     duplicated = frame["patient_id"][frame["patient_id"].duplicated()]
@@ -163,7 +142,8 @@ def match_patients(predictions: pd.DataFrame, cohort: Cohort, path: Path | None 
 def read_cv_predictions(run: Path) -> pd.DataFrame:
     """Out-of-fold predictions of the training run, one row per patient (mean over repeats)."""
     path = run / "cv_predictions.csv"
-    frame = _read_csv(path, CV_COLUMNS, "cv_predictions.csv (is this a `sarcograde train` run?)")
+    frame = run_format.read_cv_predictions(
+        path, "cv_predictions.csv (is this a `sarcograde train` run?)")
     return out_of_fold(frame, path)[0]
 
 
@@ -258,16 +238,8 @@ def baseline_splits(run: Path | None, ids: list[str], labels: np.ndarray, seed: 
     folds, repeats, source = 5, 3, "repeated stratified k-fold (scikit-learn), seeded"
     if run is not None:
         path = run / "folds.json"
-        if not path.is_file():
-            raise SarcogradeError("folds.json not found", path=path)
-        try:
-            spec = read_json(path)
-            splits = bl.splits_from_folds_json(spec)
-            run_folds, run_repeats = int(spec["folds"]), int(spec["repeats"])
-            run_seed = int(spec.get("seed", seed))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SarcogradeError(f"not a folds.json of `sarcograde train` ({exc!r})",
-                                  path=path) from None
+        spec = run_format.read_folds(run)
+        splits, run_folds, run_repeats, run_seed = spec.splits, spec.folds, spec.repeats, spec.seed
         covered = {pid for split in splits for pid in split.train + split.val}
         if covered == set(ids):
             return splits, {"folds": run_folds, "repeats": run_repeats,

@@ -22,9 +22,16 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import __version__
-from .artifacts import RunRecord, read_json, write_text
+from .artifacts import RunRecord, write_text
+from .config import AugmentParams
 from .console import info
 from .errors import SarcogradeError
+from .formats.cache import read_cache_config
+from .formats.evaluation import (format_ci, format_estimate, format_number, read_metrics,
+                                 read_output_csv, read_output_json)
+from .formats.predictions import read_attention
+from .formats.records import file_record_name, record_path
+from .formats.run import read_folds, read_history, read_run_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Below this many test patients the report warns that the confidence intervals are wide.
@@ -38,41 +45,10 @@ CALIBRATION_METRICS = (("brier", "Brier score"), ("calibration_slope", "Calibrat
 # How many attention montages the gallery shows per kind of case.
 GALLERY_PER_KIND = 2
 # The columns of explain's attention.csv that the gallery and its table read.
-ATTENTION_COLUMNS = ("patient_id", "n_slices", "p_high", "predicted", "label", "inside", "ring",
-                     "elsewhere", "off_tumour")
 
 
 # --------------------------------------------------------------------------------------------
 # Formatting
-
-
-def format_number(x: Any, digits: int = 2) -> str:
-    """A number with `digits` decimals; "n/a" for a missing or non-finite value."""
-    if x is None or isinstance(x, str):
-        return "n/a" if x in (None, "") else x
-    x = float(x)
-    if not math.isfinite(x):
-        return "n/a"
-    return f"{x:.{digits}f}"
-
-
-def format_ci(ci: Any, digits: int = 2) -> str:
-    """A 95% CI as "(0.66-0.83)", or "(-0.50 to 0.20)" with a negative bound (legible sign)."""
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(
-            c is None or not math.isfinite(float(c)) for c in ci):
-        return ""
-    lo, hi = (format_number(c, digits) for c in ci)
-    sep = " to " if min(float(c) for c in ci) < 0 else "-"
-    return f"({lo}{sep}{hi})"
-
-
-def format_estimate(block: Any, digits: int = 2) -> str:
-    """A metrics.json estimate {"value", "ci95"} as "0.75 (0.66-0.83)"."""
-    if not isinstance(block, dict):
-        return format_number(block, digits)
-    value = format_number(block.get("value"), digits)
-    ci = format_ci(block.get("ci95"), digits)
-    return f"{value} {ci}" if ci and value != "n/a" else value
 
 
 def format_p(p: Any) -> str:
@@ -179,13 +155,7 @@ class ReportInputs:
 
     def __post_init__(self) -> None:
         self.eval_dir = Path(self.eval_dir)
-        metrics_path = self.eval_dir / "metrics.json"
-        if not metrics_path.is_file():
-            raise SarcogradeError("no metrics.json: run `sarcograde evaluate` first",
-                                  path=self.eval_dir)
-        self.metrics = _read_json(metrics_path)
-        if not isinstance(self.metrics, dict) or "auc" not in self.metrics:
-            raise SarcogradeError("not an evaluate metrics.json (no 'auc')", path=metrics_path)
+        self.metrics = read_metrics(self.eval_dir)
         for name in ("explain_dir", "run_dir", "cache_dir"):
             folder = getattr(self, name)
             if folder is not None:
@@ -193,26 +163,25 @@ class ReportInputs:
                 if not folder.is_dir():
                     raise SarcogradeError("folder not found", path=folder)
                 setattr(self, name, folder)
-        self.eval_record = _optional_json(self.eval_dir / "run.json")
-        self.run_config = _optional_json(self.run_dir / "config.json") if self.run_dir else None
-        self.folds = _optional_json(self.run_dir / "folds.json") if self.run_dir else None
-        self.cache_config = (_optional_json(self.cache_dir / "config.json")
+        self.eval_record = _optional_json(record_path(self.eval_dir))
+        self.run_config = read_run_config(self.run_dir, required=False) if self.run_dir else None
+        self.folds = (read_folds(self.run_dir).as_dict()
+                      if self.run_dir and (self.run_dir / "folds.json").is_file() else None)
+        self.cache_config = (read_cache_config(self.cache_dir, required=False) or None
                              if self.cache_dir else None)
 
     def predict_record_path(self) -> Path | None:
-        """`predict`'s `<stem>.run.json` beside the predictions CSV that metrics.json names
-        (the convention of `predict.output_paths`, not imported here: it would import torch)."""
+        """`predict`'s record beside the predictions CSV that metrics.json names."""
         predictions = self.metrics.get("predictions")
-        return (Path(predictions).with_name(f"{Path(predictions).stem}.run.json")
-                if predictions else None)
+        return record_path(predictions) if predictions else None
 
     def records(self) -> dict[str, dict]:
         """The run.json of every folder given, by stage."""
-        paths = {"preprocess": self.cache_dir and self.cache_dir / "run.json",
-                 "train": self.run_dir and self.run_dir / "run.json",
+        paths = {"preprocess": self.cache_dir and record_path(self.cache_dir),
+                 "train": self.run_dir and record_path(self.run_dir),
                  "predict": self.predict_record_path(),
-                 "evaluate": self.eval_dir / "run.json",
-                 "explain": self.explain_dir and self.explain_dir / "run.json"}
+                 "evaluate": record_path(self.eval_dir),
+                 "explain": self.explain_dir and record_path(self.explain_dir)}
         out = {}
         for stage, path in paths.items():
             record = _optional_json(path) if path and path.is_file() else None
@@ -221,26 +190,8 @@ class ReportInputs:
         return out
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise SarcogradeError(f"cannot read JSON: {exc}", path=path) from None
-
-
 def _optional_json(path: Path) -> Any:
-    return _read_json(path) if path.is_file() else None
-
-
-def _read_csv(path: Path, required: Iterable[str] = ()) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise SarcogradeError(f"cannot read CSV: {exc}", path=path) from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise SarcogradeError(f"no column(s) {', '.join(missing)}", path=path)
-    return frame
+    return read_output_json(path) if path.is_file() else None
 
 
 def _lookup(mapping: Any, *keys: str, default: Any = None) -> Any:
@@ -313,7 +264,7 @@ def _flow_section(inputs: ReportInputs) -> Section:
     if not path.is_file():
         return Section("flow", "Patient flow", not_run("patient_flow.json is missing in the "
                                                       "evaluation folder."))
-    flow = _read_json(path)
+    flow = read_output_json(path)
     excluded = flow.get("excluded", [])
     n_included = flow.get("n_included", len(flow.get("included", [])))
     counts = [f"{flow[key]} {what}" for key, what in
@@ -341,7 +292,7 @@ def _cohort_section(inputs: ReportInputs) -> Section:
         body = [table(header, rows, wide=True, id="cohort-table")]
         body += [tag("p", note, class_="note") for note in notes]
     elif csv_path.is_file():
-        frame = _read_csv(csv_path).fillna("")
+        frame = read_output_csv(csv_path).fillna("")
         body = [table([str(c) for c in frame.columns],
                       [[format_cell(v) for v in row] for row in frame.itertuples(index=False)],
                       wide=True, id="cohort-table")]
@@ -509,7 +460,7 @@ def _confusion(path: Path) -> Html:
     title = tag("h3", "Confusion matrices")
     if not path.is_file():
         return join([title, not_run("confusion.csv is missing.")])
-    frame = _read_csv(path)
+    frame = read_output_csv(path)
     rows = [[format_cell(v) if c in ("model", "rule", "threshold")
              else tag("td", format_cell(v), class_="num") for c, v in zip(frame.columns, row)]
             for row in frame.itertuples(index=False)]
@@ -525,7 +476,7 @@ def _survival_section(inputs: ReportInputs) -> Section:
     title = "Overall survival"
     if not path.is_file():
         return Section("survival", title, not_run("survival analysis: survival.json is missing."))
-    survival = _read_json(path)
+    survival = read_output_json(path)
     if not survival.get("models"):
         return Section("survival", title, not_run(
             f"survival analysis: {survival.get('note', 'no model was stratified')}."))
@@ -575,7 +526,7 @@ def _attention_section(inputs: ReportInputs) -> Section:
     if not path.is_file():
         raise SarcogradeError("no attention.csv: not a `sarcograde explain` folder",
                               path=inputs.explain_dir)
-    frame = _read_csv(path, ATTENTION_COLUMNS)
+    frame = read_attention(path)
     frame["patient_id"] = frame["patient_id"].astype(str)
     off = frame["off_tumour"].astype(str).str.lower().isin(("true", "1", "yes"))
     frame = frame.assign(off_tumour=off, on_tumour=frame["inside"] + frame["ring"])
@@ -662,7 +613,7 @@ def _training_section(inputs: ReportInputs) -> Section:
     for fold in folds:
         history_path = fold / "history.csv"
         if history_path.is_file():
-            history = _read_csv(history_path, ("epoch", "val_loss"))
+            history = read_history(history_path)
             best = history.loc[history["val_loss"].idxmin()]
             rows.append([fold.name, tag("td", len(history), class_="num"),
                          tag("td", int(best["epoch"]), class_="num", data_fold=fold.name,
@@ -782,10 +733,8 @@ def augmentation_text(setting: Any) -> str:
     if setting in (None, False, "none"):
         return "without augmentation"
     try:
-        from .data import AugmentParams
-
         a = AugmentParams.from_config(setting)
-    except (ImportError, SarcogradeError):
+    except SarcogradeError:
         return f"with on-the-fly augmentation ({setting})"
     return (f"with on-the-fly augmentation: horizontal and vertical flips (each p = {a.flip_p:g}), "
             f"rotation up to {a.rotate_deg:g} degrees (p = {a.rotate_p:g}), zoom "
@@ -906,7 +855,7 @@ def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=Non
     # The page's own record beside it: its folder may be shared with other stages' outputs.
     with RunRecord(out.parent, config={**config, "title": title},
                    inputs={"metrics": inputs.eval_dir / "metrics.json"},
-                   name=f"{out.stem}.run.json"):
+                   name=file_record_name(out)):
         write_text(out, render_report(inputs, title))
     return out
 

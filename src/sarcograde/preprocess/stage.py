@@ -20,11 +20,12 @@ from pathlib import Path
 import SimpleITK as sitk
 from rich.markup import escape
 
-from ..artifacts import RunRecord, read_json, write_json
+from ..artifacts import RunRecord
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, progress, warn
 from ..errors import SarcogradeError
+from ..formats.cache import read_cache_config, write_cache_config
 from ..masks import mask_source
 from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
                     write_patient)
@@ -181,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
                     "manifest": str(Path(args.manifest).resolve())}
 
     # An index.csv from other parameters must not outlive them if this run is interrupted.
-    config_path = cache / "config.json"
-    if config_path.exists() and read_json(config_path) != cache_config:
+    try:
+        stale = read_cache_config(cache, required=False) not in ({}, cache_config)
+    except SarcogradeError:  # a damaged config.json is rewritten at the end
+        stale = True
+    if stale:
         (cache / "index.csv").unlink(missing_ok=True)
 
     tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), cache, params,
@@ -195,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
                 if by_id[p.patient_id].status != "failed"]
         write_index(cache, rows)
-        write_json(config_path, cache_config)
+        write_cache_config(cache, cache_config)
         counts = {s: sum(o.status == s for o in outcomes) for s in ("computed", "reused", "failed")}
         record.record["patients"] = counts
         record.record["failed"] = [o.error for o in outcomes if o.status == "failed"]

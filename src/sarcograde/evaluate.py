@@ -610,7 +610,7 @@ def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]]
     ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="perfect calibration")
     single = len(models) == 1
     counts = []
-    for k, (name, (p, block)) in enumerate(models.items()):
+    for name, (p, block) in models.items():
         curve = reliability_curve(y, p, n_bins)
         filled = curve["count"] > 0
         text = _calibration_text(block)

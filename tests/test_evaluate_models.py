@@ -68,7 +68,7 @@ def compared(cohort, tmp_path_factory):
     return out
 
 
-def test_each_model_is_its_own_evaluation_and_scikit_learn(cohort, compared, tmp_path, capsys):
+def test_each_model_is_its_own_evaluation_and_scikit_learn(cohort, compared, tmp_path):
     metrics = _read(compared / "metrics.json")
     assert list(metrics["models"]) == list(MODELS)
     common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
@@ -228,7 +228,8 @@ def test_baselines_written_as_prediction_files_and_compared(cohort, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--predictions", "DL_T2=x.csv"], "unknown model name 'DL_T2'"),
-    (["--predictions", "DL-T2FS=a.csv", "--predictions", "DL-T2FS=b.csv"], "model DL-T2FS given twice"),
+    (["--predictions", "DL-T2FS=a.csv", "--predictions", "DL-T2FS=b.csv"],
+     "model DL-T2FS given twice"),
     (["--predictions", "DL-T2FS"], "is not NAME=PATH"),
     (["--predictions", "DL-T2FS=a.csv", "--pooled", "a=m.csv"], "not both"),
 ])

@@ -13,6 +13,12 @@ patient_flow.json and left out.
 With a single cohort the honest estimate is the out-of-fold one: give the training run's
 RUN/cv_predictions.csv instead of predictions.csv (recognised by its columns) and each patient's
 p_high is the mean over the repeats of the cross-validation.
+
+Several models (`--predictions MODEL=CSV`, repeated) are compared on the graded patients every
+one of them predicted, with the same bootstrap resamples: Table 2, one ROC figure, calibration
+curves, a Kaplan-Meier panel and the pairwise DeLong tests (Bonferroni-adjusted). `--pooled`
+evaluates the union of several sites; `--baseline-predictions` writes the baselines' predictions
+as files that a later evaluation takes like any other model's.
 """
 
 from __future__ import annotations
@@ -447,7 +453,8 @@ def _imputation_notes(train: pd.DataFrame, test: pd.DataFrame, columns: list[str
 
 def run_baselines(args, train_patients: list[Patient], test_patients: list[Patient],
                   volumes: tuple[dict, dict], y: np.ndarray, p_dl: np.ndarray,
-                  indices: np.ndarray) -> tuple[dict, dict[str, np.ndarray], dict[str, bl.BaselineFit]]:
+                  indices: np.ndarray
+                  ) -> tuple[dict, dict[str, np.ndarray], dict[str, bl.BaselineFit]]:
     """Fit the three baselines by CV on the training cohort; metrics and DeLong on the test one.
 
     Returns metrics.json's baselines block, the test patients' p_high and the fits by baseline."""
@@ -754,9 +761,12 @@ def _inputs(args, predictions: dict[str, str], sites: dict[str, Path] | None) ->
 def _site_counts(patients: list[Patient], y: np.ndarray) -> dict[str, dict[str, int]]:
     """Included patients per site: n, n_low, n_high (the pooled evaluation's composition)."""
     sites = np.array([pt.site for pt in patients], object)
-    return {site: {"n": int((sites == site).sum()), "n_low": int(((sites == site) & (y == 0)).sum()),
-                   "n_high": int(((sites == site) & (y == 1)).sum())}
-            for site in dict.fromkeys(sites.tolist())}
+    counts = {}
+    for site in dict.fromkeys(sites.tolist()):
+        here = y[sites == site]
+        counts[site] = {"n": len(here), "n_low": int((here == 0).sum()),
+                        "n_high": int(here.sum())}
+    return counts
 
 
 def _test_cohort(args) -> tuple[Cohort, dict[str, Path] | None]:

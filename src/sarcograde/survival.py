@@ -207,11 +207,10 @@ def plot_kaplan_meier_panel(panels: list[tuple[dict[str, KaplanMeier], str, str]
     rows = -(-len(panels) // columns)
     groups = max(len(curves) for curves, _, _ in panels)
     fig = plt.figure(figsize=(6.4 * columns, (4.6 + 0.25 * groups) * rows))
-    grid = fig.add_gridspec(2 * rows, columns, height_ratios=[4, 0.45 + 0.3 * groups] * rows)
+    grid = fig.add_gridspec(rows, columns, hspace=0.35, wspace=0.3)
     for i, (curves, title, subtitle) in enumerate(panels):
-        row, column = divmod(i, columns)
-        ax = fig.add_subplot(grid[2 * row, column])
-        ax_table = fig.add_subplot(grid[2 * row + 1, column], sharex=ax)
-        _draw_kaplan_meier(ax, ax_table, curves, title, subtitle)
-    fig.tight_layout()
+        cell = grid[divmod(i, columns)].subgridspec(
+            2, 1, height_ratios=[4, 0.45 + 0.3 * groups], hspace=0.3)
+        ax = fig.add_subplot(cell[0])
+        _draw_kaplan_meier(ax, fig.add_subplot(cell[1], sharex=ax), curves, title, subtitle)
     return fig

@@ -94,6 +94,13 @@ def compute_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float,
     return _empty_classes(values, image[mask > 0], settings)
 
 
+def _grey_levels(roi: np.ndarray, settings: dict) -> int:
+    """Distinct fixed-bin-size grey levels of the re-segmented tumour voxels (IBSI)."""
+    lower, upper = settings["intensity_range"]
+    kept = roi[(roi >= lower) & (roi <= (np.inf if upper is None else upper))]
+    return len(np.unique(np.floor((kept - lower) / settings["bin_width"])))
+
+
 def _empty_classes(values: dict[str, float], roi: np.ndarray,
                    settings: dict) -> PatientFeatures:
     """Blank the texture classes that carry no information, and name every empty class."""
@@ -103,8 +110,8 @@ def _empty_classes(values: dict[str, float], roi: np.ndarray,
         reasons.append(f"mask of {roi.size} voxel(s), fewer than min_texture_voxels "
                        f"{settings['min_texture_voxels']}")
         blank = TEXTURE
-    elif np.ptp(roi) == 0:
-        reasons.append("image constant inside the mask")
+    elif _grey_levels(roi, settings) < 2:
+        reasons.append("image constant inside the mask (one grey level)")
         blank = TEXTURE
     for name in values:
         if any(name.startswith(FAMILIES[f]) for f in blank):

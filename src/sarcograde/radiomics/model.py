@@ -64,7 +64,8 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
 
 
 def make_classifier(model: dict, seed: int) -> Pipeline:
-    """The pipeline of the module docstring, with the `model` section of radiomics.yaml."""
+    """The pipeline of the module docstring, with the `model` section of radiomics.yaml; `seed`
+    fixes the inner CV and liblinear's coordinate order (otherwise drawn from numpy's global state)."""
     inner = StratifiedKFold(n_splits=model["inner_folds"], shuffle=True, random_state=seed)
     return Pipeline([
         ("impute", SimpleImputer(strategy="median")),
@@ -74,7 +75,7 @@ def make_classifier(model: dict, seed: int) -> Pipeline:
         ("lasso", LogisticRegressionCV(Cs=list(model["Cs"]), l1_ratios=(1.0,), cv=inner,
                                        solver="liblinear", class_weight="balanced",
                                        scoring="neg_log_loss", max_iter=1000,
-                                       use_legacy_attributes=False)),
+                                       random_state=seed, use_legacy_attributes=False)),
     ])
 
 

@@ -86,7 +86,7 @@ def extract_patient(task: Task) -> PatientFeatures:
 
 
 def process_patient(task: Task) -> Outcome:
-    """Compute (or reuse) one patient's features; every failure becomes an Outcome, never a raise."""
+    """Compute (or reuse) one patient's features; a failure becomes an Outcome, never a raise."""
     start = time.perf_counter()
     try:
         key = feature_key(task)

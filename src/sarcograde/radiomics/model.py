@@ -65,7 +65,7 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
 
 def make_classifier(model: dict, seed: int) -> Pipeline:
     """The pipeline of the module docstring, with the `model` section of radiomics.yaml; `seed`
-    fixes the inner CV and liblinear's coordinate order (otherwise drawn from numpy's global state)."""
+    fixes the inner CV and liblinear's coordinate order (else drawn from numpy's global state)."""
     inner = StratifiedKFold(n_splits=model["inner_folds"], shuffle=True, random_state=seed)
     return Pipeline([
         ("impute", SimpleImputer(strategy="median")),

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from ..artifacts import RunRecord, atomic_path, hash_config, hash_path, read_json, write_csv, write_json
+from ..artifacts import (RunRecord, atomic_path, hash_config, hash_path, read_json, write_csv,
+                         write_json)
 from ..cohort import load_manifest
 from ..console import info, warn
 from ..errors import SarcogradeError

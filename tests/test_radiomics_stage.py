@@ -188,3 +188,14 @@ def test_predict_names_missing_feature_columns(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "other.csv" in err and "cm_f1" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_parallel_extraction_gives_the_serial_numbers(cohort, tmp_path):
+    """Two worker processes (each imports MIRP and ITK anew: tens of seconds)."""
+    config = tmp_path / "fast.yaml"
+    assert extract(cohort, tmp_path / "serial", config, "--jobs", "1") == 0
+    assert extract(cohort, tmp_path / "parallel", config, "--jobs", "2") == 0
+    serial = pd.read_csv(tmp_path / "serial" / "features.csv", float_precision="round_trip")
+    parallel = pd.read_csv(tmp_path / "parallel" / "features.csv", float_precision="round_trip")
+    pd.testing.assert_frame_equal(serial, parallel)

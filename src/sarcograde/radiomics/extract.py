@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from rich.markup import escape
 
 from .. import parallel
 from ..artifacts import RunRecord, hash_config, hash_path, read_json, write_csv, write_json
@@ -174,10 +174,11 @@ def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
         record.record.update(patients=counts, failed=[o.error for o in outcomes if o.error],
                              empty_feature_classes=empty, n_features=frame.shape[1] - 1)
     for pid, what in empty.items():
-        warn(f"{pid}: empty feature classes {', '.join(what['empty'])} ({what['reason']})")
+        warn(escape(f"{pid}: empty feature classes {', '.join(what['empty'])} "
+                    f"({what['reason']})"))
     for outcome in outcomes:
         if outcome.status == "failed":
-            warn(f"failed: {outcome.error}")
+            warn(escape(f"failed: {outcome.error}"))
     info(f"radiomics extract: {counts['computed']} computed, {counts['reused']} reused, "
          f"{counts['failed']} failed; {len(done)} patients x {frame.shape[1] - 1} features in "
          f"{out / 'features.csv'}")

@@ -44,9 +44,9 @@ def _quiet_mirp():
     if added:
         root.addHandler(handler)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield caught
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         if added:
             root.removeHandler(handler)

@@ -105,3 +105,14 @@ def test_ensemble_is_the_sigmoid_of_the_mean_fold_logit():
                        for m in fit.models])
     assert fit.predict(external) == pytest.approx(expit(logits.mean(axis=0)))
     assert not np.allclose(fit.predict(external), expit(logits).mean(axis=0))  # not prob. mean
+
+
+def test_few_low_grade_patients_shrink_the_inner_cv_instead_of_failing():
+    x, labels = _cohort(n=24)
+    labels[:] = 1
+    labels.iloc[:3] = 0  # 3 low grade: 3 outer folds, 2 low-grade patients per training fold
+    splits, adaptation = make_splits(list(x.index), labels.to_numpy(), folds=5, repeats=1, seed=0)
+    assert adaptation and len(splits) == 3
+    fit = fit_cv(x, labels, splits, MODEL, seed=0)
+    assert [m["lasso"].cv.get_n_splits() for m in fit.models] == [2, 2, 2]
+    assert len(fit.cv_predictions) == 24

@@ -63,10 +63,11 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
         return self.support_
 
 
-def make_classifier(model: dict, seed: int) -> Pipeline:
+def make_classifier(model: dict, seed: int, inner_folds: int | None = None) -> Pipeline:
     """The pipeline of the module docstring, with the `model` section of radiomics.yaml; `seed`
     fixes the inner CV and liblinear's coordinate order (else drawn from numpy's global state)."""
-    inner = StratifiedKFold(n_splits=model["inner_folds"], shuffle=True, random_state=seed)
+    inner = StratifiedKFold(n_splits=inner_folds or model["inner_folds"], shuffle=True,
+                            random_state=seed)
     return Pipeline([
         ("impute", SimpleImputer(strategy="median")),
         ("variance", VarianceThreshold(model["variance_threshold"])),
@@ -118,8 +119,14 @@ def fit_cv(features: pd.DataFrame, labels: pd.Series, splits: list[Split], model
     models, oof = [], []
     for split in splits:
         train, val = list(split.train), list(split.val)
+        # The inner CV that chooses C cannot have more folds than the fold's rarer grade has
+        # patients (small cohorts); fewer than two leaves nothing to choose C with.
+        n_rare = int(np.bincount(labels.loc[train].to_numpy(int), minlength=2).min())
+        if n_rare < 2:
+            raise SarcogradeError(f"{split.name}: {n_rare} training patient(s) of one grade; the "
+                                  "L1 strength cannot be chosen (too few patients of that grade)")
         with _empty_columns_dropped():
-            pipeline = make_classifier(model, seed).fit(features.loc[train].to_numpy(float),
+            pipeline = make_classifier(model, seed, min(model["inner_folds"], n_rare)).fit(features.loc[train].to_numpy(float),
                                                         labels.loc[train].to_numpy(int))
             logit = pipeline.decision_function(features.loc[val].to_numpy(float))
         models.append(pipeline)

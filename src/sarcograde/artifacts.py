@@ -29,7 +29,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 PACKAGES = ("sarcograde", "torch", "monai", "SimpleITK", "numpy", "scipy", "pandas",
-            "scikit-learn", "lifelines", "matplotlib", "pydicom")
+            "scikit-learn", "lifelines", "matplotlib", "pydicom", "mirp")
 
 
 @contextlib.contextmanager

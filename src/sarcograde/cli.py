@@ -24,6 +24,8 @@ COMMANDS = [
     ("preprocess", "sarcograde.preprocess.stage", "N4, 1 mm resampling, z-score, tumour slices"),
     ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
     ("predict", "sarcograde.predict", "grade every patient of a cache with a run's ensemble"),
+    ("radiomics", "sarcograde.radiomics.cli",
+     "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),

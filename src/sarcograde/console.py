@@ -29,7 +29,7 @@ def progress(transient: bool = False) -> Progress:
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)  # one line, any width
 
 
 def info(message: str) -> None:

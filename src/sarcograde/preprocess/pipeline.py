@@ -130,8 +130,19 @@ def drop_stray_pieces(mask: sitk.Image) -> tuple[sitk.Image, list[str]]:
     return mask, notes
 
 
-def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:
-    """Orient, N4-correct, resample, normalise and slice one image with its tumour mask."""
+@dataclass
+class NormalisedVolume:
+    """The whole volume after orientation, N4, resampling and z-score (arrays indexed z, y, x)."""
+
+    image: np.ndarray        # float32, z-scored over the body
+    mask: np.ndarray         # uint8 tumour mask on the same grid
+    grid: sitk.Image         # the isotropic reference grid (spacing, origin, direction)
+    background: float        # the z-scored value of air (outside the scanned field of view)
+    tumour_volume_ml: float  # of the mask as drawn, on its own grid
+
+
+def normalise_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> NormalisedVolume:
+    """Orient, N4-correct, resample and z-score one image with its tumour mask."""
     volume_ml = tumour_volume_ml(mask)
     image = to_canonical(sitk.Cast(image, sitk.sitkFloat32))
     mask = to_canonical(mask)
@@ -145,8 +156,16 @@ def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Pr
     body_iso = sitk.GetArrayFromImage(resample_mask(body, grid))
     mask_iso = sitk.GetArrayFromImage(resample_mask(mask, grid))
     volume, mean, sd = zscore(volume, body_iso)
-    slices = tumour_slices(volume, mask_iso, grid.GetSpacing(), grid.GetOrigin(),
-                           params.margin_mm, params.size, background=(background - mean) / sd)
+    return NormalisedVolume(image=volume, mask=mask_iso, grid=grid,
+                            background=(background - mean) / sd, tumour_volume_ml=volume_ml)
+
+
+def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:
+    """Orient, N4-correct, resample, normalise and slice one image with its tumour mask."""
+    volume = normalise_volume(image, mask, params)
+    grid = volume.grid
+    slices = tumour_slices(volume.image, volume.mask, grid.GetSpacing(), grid.GetOrigin(),
+                           params.margin_mm, params.size, background=volume.background)
     return Preprocessed(slices=slices, spacing=np.array(grid.GetSpacing()),
                         origin=np.array(grid.GetOrigin()), direction=np.array(grid.GetDirection()),
-                        tumour_volume_ml=volume_ml)
+                        tumour_volume_ml=volume.tumour_volume_ml)

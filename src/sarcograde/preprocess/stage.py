@@ -6,24 +6,17 @@ patient that fails is reported and the others go on (exit status 1 at the end)."
 from __future__ import annotations
 
 import argparse
-import ctypes
-import multiprocessing
-import os
-import signal
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import SimpleITK as sitk
 from rich.markup import escape
 
+from .. import parallel
 from ..artifacts import RunRecord
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
-from ..console import console, info, progress, warn
+from ..console import console, info, warn
 from ..errors import SarcogradeError
 from ..formats.cache import read_cache_config, write_cache_config
 from ..masks import mask_source
@@ -111,53 +104,9 @@ def process_patient(task: Task) -> Outcome:
                    notes=tuple(f"{task.patient_id}: {task.mask.mask}: {n}" for n in notes))
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this worker when the parent dies (even by kill -9), so no orphan
-    keeps computing and writing into the cache; Linux only, elsewhere workers stop at EOF."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
-
-
-def _init_worker(threads: int, parent: int) -> None:
-    _die_with_parent(parent)
-    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-
-
-def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
-    """Run the tasks, `jobs` processes at a time, with a progress bar; outcomes in task order."""
-    outcomes: dict[str, Outcome] = {}
-    with progress() as bar:
-        counter = bar.add_task("preprocess", total=len(tasks))
-        if jobs == 1:
-            for task in tasks:
-                outcomes[task.patient_id] = process_patient(task)
-                bar.advance(counter)
-        else:
-            # Each process gets its share of the cores for SimpleITK's own threads. "spawn"
-            # rather than fork: forking a process whose ITK thread pool is running can hang.
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker,
-                                     initargs=(threads, os.getpid())) as pool:
-                futures = {pool.submit(process_patient, task): task for task in tasks}
-                try:
-                    for future in as_completed(futures):
-                        task = futures[future]
-                        try:
-                            outcomes[task.patient_id] = future.result()
-                        except BrokenProcessPool:
-                            outcomes[task.patient_id] = Outcome(
-                                task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
-                                "the worker process died (out of memory? try fewer --jobs)")
-                        bar.advance(counter)
-                except KeyboardInterrupt:
-                    # Finished NPZs are on disk; do not start the queued patients on the way out.
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    return [outcomes[task.patient_id] for task in tasks]
+def _worker_died(task: Task) -> Outcome:
+    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
+                   "the worker process died (out of memory? try fewer --jobs)")
 
 
 def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
@@ -194,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
         info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {args.jobs} job(s) -> {cache}")
-        outcomes = run_tasks(tasks, args.jobs)
+        outcomes = parallel.run_tasks(process_patient, tasks, args.jobs, "preprocess",
+                                      _worker_died)
         by_id = {o.patient_id: o for o in outcomes}
         rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
                 if by_id[p.patient_id].status != "failed"]

@@ -1,0 +1,2 @@
+"""placeholder"""
+TITLE = "x"

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from sarcograde import cli
-from sarcograde.report import SarcogradeError, build_study_report
+from sarcograde.report import build_study_report
 
 from test_report import METRIC_KEYS, PageParser, _metrics_block, expected
 
@@ -140,14 +140,15 @@ def write_study(root: Path, *, models=MODELS, explain=True, train=True, survival
 
 
 class StudyParser(PageParser):
-    """Cells keyed by (site, model, versus model or patient, metric)."""
+    """Cells keyed by (site, model, versus model or patient or fold, metric)."""
 
     def handle_starttag(self, name, attrs):
         super().handle_starttag(name, attrs)
         attrs = dict(attrs)
         if name == "td" and "data-metric" in attrs:
             self._cell = (attrs.get("data-site"), attrs.get("data-model"),
-                          attrs.get("data-versus") or attrs.get("data-patient"),
+                          attrs.get("data-versus") or attrs.get("data-patient")
+                          or attrs.get("data-fold"),
                           attrs["data-metric"])
 
 
@@ -204,7 +205,7 @@ def test_delong_matrices_equal_metrics_json(study):
     assert "Bonferroni over 6 pairs" in parsed.sections["delong"]
 
 
-def test_flow_survival_cohort_and_attention_per_site(study):
+def test_flow_survival_cohort_attention_and_training(study):
     root, _, parsed = study
     flow_text = parsed.sections["flow"]
     for site in (*SITES, "pooled"):
@@ -222,9 +223,15 @@ def test_flow_survival_cohort_and_attention_per_site(study):
     for site, seq in itertools.product(SITES, SEQUENCES):
         frame = pd.read_csv(root / "explain" / site / seq / "attention.csv")
         for row in frame.itertuples():
-            assert parsed.cells[(site, f"DL-{seq}", row.patient_id, "inside")] == f"{row.inside:.2f}"
+            cell = parsed.cells[(site, f"DL-{seq}", row.patient_id, "inside")]
+            assert cell == f"{row.inside:.2f}"
         shown = {pid for pid, _ in parsed.gallery.items()}
         assert shown & set(frame["patient_id"]), (site, seq)
+    for seq in SEQUENCES:
+        for fold in sorted((root / "train" / seq).glob("fold_*")):
+            history = pd.read_csv(fold / "history.csv")
+            best = int(history["epoch"][np.argmin(history["val_loss"].to_numpy())])
+            assert parsed.cells[(None, f"DL-{seq}", fold.name, "best_epoch")] == str(best)
     summary = parsed.sections["summary"]
     for model in MODELS:
         assert expected(metrics_of(root, "hospital-a")["models"][model]["auc"]) in summary
@@ -281,11 +288,13 @@ def test_missing_optional_parts_say_not_run(tmp_path):
     for section, what in (("attention", "attention maps"), ("training", "learning curves"),
                           ("survival", "survival analysis (hospital-a)"),
                           ("cohort", "cohort table (hospital-b)"),
-                          ("roc", "ROC curves (hospital-a)"), ("delong", "DeLong tests (pooled): one model only"),
+                          ("roc", "ROC curves (hospital-a)"),
+                          ("delong", "DeLong tests (pooled): one model only"),
                           ("provenance", "study steps")):
         assert f"Not run: {what}" in parsed.sections[section], section
     assert "Not run" not in parsed.sections["performance"]
-    assert parsed.cells[("pooled", "DL-T2FS", None, "auc")] == expected(metrics["models"]["DL-T2FS"]["auc"])
+    only = metrics["models"]["DL-T2FS"]["auc"]
+    assert parsed.cells[("pooled", "DL-T2FS", None, "auc")] == expected(only)
 
 
 @pytest.mark.parametrize("damage, named", [

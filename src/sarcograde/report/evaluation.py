@@ -144,7 +144,8 @@ def youden(metrics: dict) -> dict:
     argmax = format_number(metrics.get("threshold"))
     rows = [[label, s.estimate(block.get(k), data_model="youden", data_metric=k),
              s.estimate(metrics.get(k))] for k, label in CLASSIFICATION_METRICS if k in block]
-    return {"not_run": None, "threshold": threshold, "argmax": argmax, "caution": block.get("caution"),
+    return {"not_run": None, "threshold": threshold, "argmax": argmax,
+            "caution": block.get("caution"),
             "n_training": block.get("n_training"),
             "table": s.table(["Metric", f"Youden ({threshold})", f"Argmax ({argmax})"], rows,
                              id="youden-table")}

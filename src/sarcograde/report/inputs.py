@@ -238,7 +238,8 @@ class ReportInputs:
         self.cache_dir = existing_folder(self.cache_dir)
         self.attention = load_attention(self.explain_dir) if self.explain_dir else None
         self.run = load_training_run(self.run_dir) if self.run_dir else None
-        self.cache_config = optional_json(self.cache_dir / "config.json") if self.cache_dir else None
+        self.cache_config = (optional_json(self.cache_dir / "config.json") if self.cache_dir
+                             else None)
         self.predict_record = optional_json(self.predict_record_path())
         self.records = self._records()
         self.synthetic = is_synthetic([lookup(self.evaluation.record, "config"),
@@ -289,7 +290,7 @@ class StudyInputs:
         if not folder.is_dir():
             raise SarcogradeError("study folder not found", path=folder)
         evaluate = folder / "evaluate"
-        names = sorted(p.name for p in evaluate.iterdir() if p.is_dir()) if evaluate.is_dir() else []
+        names = [p.name for p in _subfolders(evaluate)]
         if not names:
             raise SarcogradeError("no evaluate/<site>/ folder: run `sarcograde study` first",
                                   path=evaluate)

@@ -67,11 +67,11 @@ def training_sentences(run: TrainingRun | None, cache_config: dict | None = None
 def methods_paragraph(inputs: ReportInputs) -> str:
     """The single-evaluation page's methods paragraph."""
     sentences = training_sentences(inputs.run, inputs.cache_config)
+    resamples = bootstrap_count(inputs.metrics, inputs.evaluation.record)
     sentences.append(
         f"For each evaluated patient the prediction was {_aggregation(inputs)}; a patient was "
         f"called high grade when p_high > {format_number(inputs.metrics.get('threshold'))}. 95% "
-        f"confidence intervals come from {bootstrap_count(inputs.metrics, inputs.evaluation.record)}"
-        " bootstrap resamples of patients.")
+        f"confidence intervals come from {resamples} bootstrap resamples of patients.")
     if lookup(inputs.metrics, "baselines", "models"):
         sentences.append("Logistic-regression baselines on clinical variables, tumour volume "
                          "and both were fitted with the same cross-validation and compared "

@@ -185,7 +185,7 @@ def attention(data: AttentionFolder, *, site: str | None = None,
                                                                   frame["correct"])])}
 
 
-def training(run: TrainingRun, *, sequence: str | None = None) -> dict:
+def training(run: TrainingRun, *, model: str | None = None) -> dict:
     """One row per fold model: epochs run, best epoch and its validation loss and AUC."""
     rows, figures = [], []
     for fold in run.histories:
@@ -193,17 +193,18 @@ def training(run: TrainingRun, *, sequence: str | None = None) -> dict:
             history = fold.history
             best = history.loc[history["val_loss"].idxmin()]
             rows.append([fold.name, num(len(history)),
-                         num(int(best["epoch"]), data_model=sequence, data_fold=fold.name,
+                         num(int(best["epoch"]), data_model=model, data_fold=fold.name,
                              data_metric="best_epoch"),
                          num(format_number(best["val_loss"], 3)),
                          num(format_number(best.get("val_auc")))])
         else:
             rows.append([fold.name, "history.csv missing", "", "", ""])
-        if f := figure(fold.curve, fold.name, " ".join(["learning curve", *([sequence] if sequence else []), fold.name])):
+        alt = " ".join(["learning curve", *([model] if model else []), fold.name])
+        if f := figure(fold.curve, fold.name, alt):
             figures.append(f)
     return {"table": table(["Fold model", "Epochs run", "Best epoch", "Val. loss at best",
                             "Val. AUC at best"], rows,
-                           id=f"training-table{'-' + sequence if sequence else ''}"),
+                           id=f"training-table{'-' + model if model else ''}"),
             "figures": figures}
 
 
@@ -227,7 +228,7 @@ def versions(records: dict[str, dict]) -> dict:
     names = sorted({name for v in by_run.values() for name in v})
     if len({json.dumps(v, sort_keys=True) for v in by_run.values()}) == 1:
         only = next(iter(by_run.values()))
-        header = "Version (every run)" if len(by_run) > 3 else f"Version ({', '.join(by_run)})"
+        header = f"Version ({', '.join(by_run)})" if len(by_run) <= 5 else "Version (every run)"
         return table(["Package", header], [[name, only[name]] for name in names],
                      id="versions-table")
     return table(["Package", *by_run], [[name, *(v.get(name, "") for v in by_run.values())]

@@ -26,6 +26,11 @@ FUSION_SENTENCE = ("DL-fusion combined the sequences' ensemble outputs by a logi
                    "fitted on the training cohort's out-of-fold predictions only (late fusion).")
 
 
+def dl_model(sequence: str) -> str:
+    """The DL model of a sequence folder (explain/<site>/<SEQ>, train/<SEQ>): DL-<SEQ>."""
+    return sequence if sequence.startswith(DL_PREFIX) else f"{DL_PREFIX}{sequence}"
+
+
 def context(inputs: StudyInputs) -> dict[str, Any]:
     config = study_config(inputs)
     sites = [site_context(inputs, name, folder) for name, folder in inputs.sites.items()]
@@ -34,7 +39,7 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
         "attention": attention(inputs),
-        "training": [{"sequence": seq, **s.training(run, sequence=seq)}
+        "training": [{"model": dl_model(seq), **s.training(run, model=dl_model(seq))}
                      for seq, run in inputs.runs.items()],
         "methods": methods(inputs, config),
         "provenance": s.provenance(inputs.records, config, label="Record"),
@@ -146,8 +151,8 @@ def summary(inputs: StudyInputs) -> dict:
 def attention(inputs: StudyInputs) -> list[dict]:
     """One gallery per DL model (explain/<site>/<SEQ>/ -> DL-<SEQ>), per site."""
     sequences = list(dict.fromkeys(seq for by_seq in inputs.attention.values() for seq in by_seq))
-    return [{"model": f"{DL_PREFIX}{seq}",
-             "sites": [s.attention(by_seq[seq], site=site, model=f"{DL_PREFIX}{seq}")
+    return [{"model": dl_model(seq),
+             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq))
                        for site, by_seq in inputs.attention.items() if seq in by_seq]}
             for seq in sequences]
 
@@ -167,7 +172,7 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
             f"{config.get('preset', 'not recorded')}; seed: {config.get('seed', 'not recorded')}.")
     for seq, run in inputs.runs.items():
         if sentences := training_sentences(run):
-            paragraphs.append(f"{DL_PREFIX}{seq}: " + " ".join(sentences))
+            paragraphs.append(f"{dl_model(seq)}: " + " ".join(sentences))
     first = next(iter(inputs.sites.values()))
     evaluation = [
         f"At every site each model's metrics were estimated with 95% confidence intervals from "

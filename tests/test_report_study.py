@@ -190,7 +190,7 @@ def test_table2_cells_equal_metrics_json(study):
                     (site, model, key)
                 n_cells += 1
     assert n_cells == 3 * len(MODELS) * len(METRIC_KEYS)
-    assert "all external sites pooled" in parsed.sections["performance"]
+    assert "all external sites, pooled: 70" in parsed.sections["performance"]
 
 
 def test_delong_matrices_equal_metrics_json(study):
@@ -261,6 +261,20 @@ def test_methods_and_provenance_come_from_study_json_and_the_runs(study):
         assert snippet in methods, snippet
     provenance = parsed.sections["provenance"]
     assert "train T2FS" in provenance and "evaluate/hospital-a/run.json" in provenance
+
+
+def test_synthetic_caveat_when_a_manifest_was_written_by_synth(tmp_path):
+    root = write_study(tmp_path / "study", explain=False, train=False)
+    page = build_study_report(root).read_text(encoding="utf-8")
+    assert "Synthetic cohort." not in page
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "synth.json").write_text("{}")
+    study = json.loads((root / "study.json").read_text())
+    study["config"]["train"] = str(cohort / "manifest.csv")
+    (root / "study.json").write_text(json.dumps(study))
+    page = build_study_report(root).read_text(encoding="utf-8")
+    assert "Synthetic cohort." in page
 
 
 def test_hostile_patient_id_and_model_name_are_escaped(tmp_path):
@@ -342,3 +356,18 @@ def test_cli_writes_study_report_and_its_record(tmp_path, capsys):
     assert cli.main(["report"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("either EVAL" in line for line in err)
+
+
+def test_a_multi_model_evaluate_folder_alone_gets_the_study_page(tmp_path, capsys):
+    root = write_study(tmp_path / "study", explain=False, train=False)
+    folder = root / "evaluate" / "hospital-b"
+    out = tmp_path / "report.html"
+    assert cli.main(["report", str(folder), "--out", str(out)]) == 0
+    parsed = parse(out.read_text(encoding="utf-8"))
+    for model, block in metrics_of(root, "hospital-b")["models"].items():
+        assert parsed.cells[("hospital-b", model, None, "auc")] == expected(block["auc"])
+    assert "Not run: attention maps" in parsed.sections["attention"]
+    capsys.readouterr()
+    assert cli.main(["report", str(folder), "--run", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--study DIR" in err[0]

@@ -21,7 +21,7 @@ from ..console import info
 from ..errors import SarcogradeError
 from . import evaluation, study
 from .format import format_ci, format_estimate, format_number, format_p
-from .inputs import ReportInputs, StudyInputs
+from .inputs import ReportInputs, StudyInputs, is_multi_model
 from .methods import methods_paragraph
 from .render import render, write_page
 
@@ -40,7 +40,18 @@ def render_study_report(inputs: StudyInputs, title: str | None = None) -> str:
 
 def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=None,
                  title: str | None = None) -> Path:
-    """Write the report of an evaluate folder (and optionally explain/run/cache) to `out`."""
+    """Write the report of an evaluate folder (and optionally explain/run/cache) to `out`.
+
+    A multi-model evaluate folder (metrics.json with `models`) gets the study page of one site.
+    """
+    if is_multi_model(Path(eval_dir)):
+        if any((explain_dir, run_dir, cache_dir)):
+            raise SarcogradeError("--explain, --run and --cache go with a one-model evaluation; "
+                                  "report a multi-model one inside its study (--study DIR)",
+                                  path=eval_dir)
+        page = render_study_report(StudyInputs.from_evaluation(Path(eval_dir)), title)
+        return write_page(out, page, config={"eval": str(eval_dir), "title": title},
+                          inputs={"metrics": Path(eval_dir) / "metrics.json"})
     inputs = ReportInputs(Path(eval_dir), explain_dir=explain_dir, run_dir=run_dir,
                           cache_dir=cache_dir)
     page = render_report(inputs, title)

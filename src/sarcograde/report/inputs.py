@@ -123,6 +123,13 @@ class EvaluationFolder:
     figures: dict[str, str]  # file name -> data URI, for the PNGs present
 
 
+def is_multi_model(folder: Path) -> bool:
+    """True for a multi-model evaluate folder (metrics.json holds `models`, not a lone `auc`)."""
+    path = Path(folder) / "metrics.json"
+    metrics = read_json(path) if path.is_file() else None
+    return isinstance(metrics, dict) and "models" in metrics and "auc" not in metrics
+
+
 def load_evaluation(folder: Path, *, required_key: str) -> EvaluationFolder:
     """Read an evaluate folder; metrics.json must exist and hold `required_key`."""
     folder = Path(folder)
@@ -285,6 +292,22 @@ class StudyInputs:
     records: dict[str, dict] = field(default_factory=dict)  # relative path -> run.json
 
     @classmethod
+    def from_evaluation(cls, folder: Path) -> "StudyInputs":
+        """One multi-model evaluate folder, reported as a study of one site."""
+        inputs = cls(Path(folder))
+        inputs._add_site(folder.name, folder)
+        if inputs.sites[folder.name].record:
+            inputs.records = {"run.json": inputs.sites[folder.name].record}
+        return inputs
+
+    def _add_site(self, name: str, folder: Path) -> None:
+        site = load_evaluation(folder, required_key="models")
+        if not isinstance(site.metrics["models"], dict) or not site.metrics["models"]:
+            raise SarcogradeError("'models' is empty or not a mapping",
+                                  path=site.folder / "metrics.json")
+        self.sites[name] = site
+
+    @classmethod
     def load(cls, folder: Path) -> "StudyInputs":
         folder = Path(folder)
         if not folder.is_dir():
@@ -294,14 +317,11 @@ class StudyInputs:
         if not names:
             raise SarcogradeError("no evaluate/<site>/ folder: run `sarcograde study` first",
                                   path=evaluate)
-        names = [n for n in names if n != POOLED] + [n for n in names if n == POOLED]
         inputs = cls(folder, study=optional_json(folder / "study.json"))
         for name in names:
-            site = load_evaluation(evaluate / name, required_key="models")
-            if not isinstance(site.metrics["models"], dict) or not site.metrics["models"]:
-                raise SarcogradeError("'models' is empty or not a mapping",
-                                      path=site.folder / "metrics.json")
-            inputs.sites[name] = site
+            inputs._add_site(name, evaluate / name)
+        # The external sites first, then the pooled evaluation.
+        inputs.sites = dict(sorted(inputs.sites.items(), key=lambda s: inputs.is_pooled(s[0])))
         for site_dir in _subfolders(folder / "explain"):
             inputs.attention[site_dir.name] = {
                 seq.name: load_attention(seq) for seq in _subfolders(site_dir)}

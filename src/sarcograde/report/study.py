@@ -12,7 +12,7 @@ from typing import Any
 from . import sections as s
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list
-from .inputs import EvaluationFolder, StudyInputs, is_synthetic, lookup
+from .inputs import POOLED, EvaluationFolder, StudyInputs, is_synthetic, lookup
 from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 
 TITLE = "Soft-tissue sarcoma grading: study results"
@@ -52,7 +52,7 @@ def study_config(inputs: StudyInputs) -> dict | None:
     study = inputs.study
     if not isinstance(study, dict):
         return None
-    config = study.get("config", study)
+    config = study.get("config", {k: v for k, v in study.items() if k != "steps"})
     return config if isinstance(config, dict) else None
 
 
@@ -61,7 +61,9 @@ def model_names(folder: EvaluationFolder) -> list[str]:
 
 
 def site_label(inputs: StudyInputs, name: str) -> str:
-    return f"{name} (all external sites pooled)" if inputs.is_pooled(name) else name
+    if not inputs.is_pooled(name):
+        return name
+    return "all external sites, pooled" if name == POOLED else f"{name} (pooled sites)"
 
 
 def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> dict:

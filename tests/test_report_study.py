@@ -48,13 +48,14 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
     folder.mkdir(parents=True)
     pairs = list(itertools.combinations(models, 2))
     raw = rng.uniform(0.0001, 0.5, size=len(pairs))
-    delong = [{"a": a, "b": b, "z": 1.0, "p": float(p), "p_adjusted": float(min(1, p * len(pairs)))}
-              for (a, b), p in zip(pairs, raw)]
+    delong = [{"a": a, "b": b, "difference": float(d), "ci95": [float(d) - 0.2, float(d) + 0.1],
+               "z": 1.0, "p": float(p), "p_adjusted": float(min(1, p * len(pairs)))}
+              for (a, b), p, d in zip(pairs, raw, rng.uniform(-0.3, 0.3, size=len(pairs)))]
     metrics = {"n": n, "bootstrap": {"resamples": 500, "seed": 0},
-               "models": {m: _metrics_block(rng) for m in models}, "delong": delong,
-               "delong_correction": f"Bonferroni over {len(pairs)} pairs"}
+               "models": {m: {"n": n, **_metrics_block(rng)} for m in models}, "delong": delong,
+               "delong_adjustment": f"Bonferroni over {len(pairs)} pairs", "pooled": pooled}
     if pooled:
-        metrics["pooled"] = True
+        metrics["sites"] = {s: {"n": 30 + 10 * i, "n_low": 9} for i, s in enumerate(SITES)}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     excluded = excluded if excluded is not None else [
         {"patient_id": f"{folder.name}-900", "reason": "grade unknown"}]
@@ -66,7 +67,7 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         "| --- | --- | --- | --- | --- | --- |\n"
         f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
         "Wilcoxon rank-sum for age.\n")
-    for name in ("roc", "calibration"):
+    for name in ("roc", "calibration") + (("calibration_models",) if n == 30 else ()):
         _png(folder / f"{name}.png", seed=len(name) + n)
     if survival:
         groups = {"n": n // 2, "deaths": 3, "median_months": 40.5}
@@ -80,6 +81,8 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
              "correction": f"Bonferroni over the {len(models)} log-rank tests made"}))
         for m in models:
             _png(folder / f"km_{m}.png", seed=n)
+        if pooled:  # evaluate's Fig. 3 panel, shown instead of the single curves
+            _png(folder / "km_panel.png", seed=99)
     (folder / "run.json").write_text(json.dumps({
         "command": "sarcograde evaluate", "status": "finished", "seed": 0,
         "config": {"bootstrap": 500}, "packages": {"python": "3.11.2", "numpy": "2.4.6"}}))
@@ -92,7 +95,8 @@ def write_study(root: Path, *, models=MODELS, explain=True, train=True, survival
     for i, site in enumerate(SITES):
         excluded = [{"patient_id": HOSTILE_ID if hostile else f"{site}-900",
                      "reason": "grade unknown"},
-                    {"patient_id": f"{site}-901", "reason": "no T2FS image"}][: i + 1]
+                    {"patient_id": f"{site}-901", "reason": "not predicted by every model",
+                     "missing_from": ["DL-T2FS"]}][: i + 1]
         write_site(root / "evaluate" / site, rng, models, n=30 + 10 * i, excluded=excluded,
                    survival=survival)
         predict = root / "predict" / site
@@ -142,9 +146,15 @@ def write_study(root: Path, *, models=MODELS, explain=True, train=True, survival
 class StudyParser(PageParser):
     """Cells keyed by (site, model, versus model or patient or fold, metric)."""
 
+    def __init__(self):
+        super().__init__()
+        self.alts: list[str] = []
+
     def handle_starttag(self, name, attrs):
         super().handle_starttag(name, attrs)
         attrs = dict(attrs)
+        if name == "img":
+            self.alts.append(attrs.get("alt", ""))
         if name == "td" and "data-metric" in attrs:
             self._cell = (attrs.get("data-site"), attrs.get("data-model"),
                           attrs.get("data-versus") or attrs.get("data-patient")
@@ -189,7 +199,9 @@ def test_table2_cells_equal_metrics_json(study):
                 assert parsed.cells[(site, model, None, key)] == expected(block[key]), \
                     (site, model, key)
                 n_cells += 1
+            assert parsed.cells[(site, model, None, "n")] == str(block["n"])
     assert n_cells == 3 * len(MODELS) * len(METRIC_KEYS)
+    assert "Pooled from: hospital-a 30 (9 low grade), hospital-b 40" in parsed.sections["performance"]
     assert "all external sites, pooled: 70" in parsed.sections["performance"]
 
 
@@ -202,6 +214,9 @@ def test_delong_matrices_equal_metrics_json(study):
             for a, b in ((e["a"], e["b"]), (e["b"], e["a"])):  # the matrix is symmetric
                 assert parsed.cells[(site, a, b, "delong_p")] == p_text(e["p"])
                 assert parsed.cells[(site, a, b, "delong_p_adjusted")] == p_text(e["p_adjusted"])
+            lo, hi = e["ci95"]
+            assert (parsed.cells[(site, e["a"], e["b"], "auc_difference")]
+                    == f"{e['difference']:.2f} ({lo:.2f}{' to ' if min(lo, hi) < 0 else '-'}{hi:.2f})")
     assert "Bonferroni over 6 pairs" in parsed.sections["delong"]
 
 
@@ -219,6 +234,7 @@ def test_flow_survival_cohort_attention_and_training(study):
             assert parsed.cells[(site, model, None, "logrank_p")] == p_text(entry["logrank"]["p"])
             assert (parsed.cells[(site, model, None, "p_bonferroni")]
                     == p_text(entry["logrank"]["p_bonferroni"]))
+    assert "hospital-b-901 (missing from DL-T2FS)" in flow_text
     assert "hospital-b (n=40)" in parsed.sections["cohort"]
     for site, seq in itertools.product(SITES, SEQUENCES):
         frame = pd.read_csv(root / "explain" / site / seq / "attention.csv")
@@ -241,8 +257,14 @@ def test_images_are_embedded_pngs_and_the_page_is_self_contained(study):
     from PIL import Image
 
     _, _, parsed = study
-    # roc + calibration + one KM per model, for 3 evaluations; 2 x 2 galleries; 2 x 2 curves.
-    assert len(parsed.images) >= 3 * (2 + len(MODELS)) + 4
+    # roc + calibration for 3 evaluations, one KM per model for 2 sites and the pooled KM
+    # panel; 2 x 2 galleries.
+    assert len(parsed.images) >= 3 * 2 + 2 * len(MODELS) + 1 + 4
+    assert sum("Kaplan-Meier panel" in alt for alt in parsed.alts) == 1
+    # Every model's calibration curves where evaluate drew them (hospital-a), else the diagram.
+    calibration = parsed.sections["calibration"]
+    assert "Calibration of every model, hospital-a." in calibration
+    assert "Reliability diagram, hospital-b." in calibration
     for src in parsed.images:
         assert src.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as im:
@@ -307,6 +329,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
                           ("provenance", "study steps")):
         assert f"Not run: {what}" in parsed.sections[section], section
     assert "Not run" not in parsed.sections["performance"]
+    assert parsed.sections["summary"].count("not evaluated") == len(MODELS) - 1
     only = metrics["models"]["DL-T2FS"]["auc"]
     assert parsed.cells[("pooled", "DL-T2FS", None, "auc")] == expected(only)
 

@@ -124,10 +124,10 @@ class EvaluationFolder:
 
 
 def is_multi_model(folder: Path) -> bool:
-    """True for a multi-model evaluate folder (metrics.json holds `models`, not a lone `auc`)."""
+    """True for an evaluate folder that compared several models (metrics.json `models`)."""
     path = Path(folder) / "metrics.json"
-    metrics = read_json(path) if path.is_file() else None
-    return isinstance(metrics, dict) and "models" in metrics and "auc" not in metrics
+    models = lookup(read_json(path), "models") if path.is_file() else None
+    return isinstance(models, dict) and len(models) > 1
 
 
 def load_evaluation(folder: Path, *, required_key: str) -> EvaluationFolder:

@@ -77,13 +77,15 @@ def flow(data: dict | None) -> dict | None:
     excluded = data.get("excluded", [])
     reasons: dict[str, list[str]] = {}
     for entry in excluded:
+        missing = entry.get("missing_from")  # the models whose predictions lack the patient
         reasons.setdefault(str(entry.get("reason", "no reason given")), []).append(
-            str(entry.get("patient_id", "")))
+            str(entry.get("patient_id", ""))
+            + (f" (missing from {format_list(missing)})" if missing else ""))
     return {"counts": [f"{data[key]} {what}" for key, what in
                        (("n_predictions", "patients predicted"),
                         ("n_manifest", "in the test manifest")) if key in data],
             "n_included": data.get("n_included", len(data.get("included", []))),
-            "n_excluded": len(excluded),
+            "n_excluded": len(excluded), "comparison": data.get("comparison"),
             "reasons": [{"reason": reason, "n": len(ids), "patients": ", ".join(ids)}
                         for reason, ids in reasons.items()]}
 
@@ -118,7 +120,7 @@ def survival(data: dict | None, figures: dict[str, str], *, site: str | None = N
             classes.append("group-start" if i == 0 else None)
     suffix = f"-{site}" if site else ""
     return {
-        "not_run": None, "n": data.get("n", "n/a"), "deaths": data.get("deaths", "n/a"),
+        "not_run": None, "panel": False, "n": data.get("n", "n/a"), "deaths": data.get("deaths", "n/a"),
         "correction": data.get("correction", "Bonferroni"),
         "table": table(["Stratified by", "Group", "Patients", "Deaths",
                         f"Median OS ({data.get('time_unit', 'months')})", "Log-rank p",

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import sections as s
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
-from .format import format_list
+from .format import format_list, format_number
 from .inputs import POOLED, EvaluationFolder, StudyInputs, is_synthetic, lookup
 from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 
@@ -22,6 +22,8 @@ TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Ta
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
 DL_PREFIX = "DL-"
+KM_PANEL = "km_panel.png"
+CALIBRATION_MODELS = "calibration_models.png"
 FUSION_SENTENCE = ("DL-fusion combined the sequences' ensemble outputs by a logistic regression "
                    "fitted on the training cohort's out-of-fold predictions only (late fusion).")
 
@@ -77,6 +79,9 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "anchor": f"site-{name}",
         "small_cohort": isinstance(n, int) and n < SMALL_COHORT, "n": n,
         "flow": flow, "cohort": s.cohort(folder.cohort, id=f"cohort-table-{name}"),
+        "composition": ", ".join(
+            f"{site} {lookup(counts, 'n', default='n/a')} ({lookup(counts, 'n_low', default='n/a')}"
+            f" low grade)" for site, counts in (metrics.get("sites") or {}).items()),
         "table2": metric_table(name, models, CLASSIFICATION_METRICS, f"table2-{name}"),
         "calibration_table": metric_table(name, models, CALIBRATION_METRICS,
                                           f"calibration-table-{name}"),
@@ -86,29 +91,47 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "bootstrap": bootstrap_count(metrics, folder.record),
         "roc": s.figure(figures.get("roc.png"), f"ROC curves of every model, {name}.",
                         f"ROC {name}"),
-        "calibration": s.figure(figures.get("calibration.png"),
-                                f"Calibration of every model, {name}.", f"calibration {name}"),
+        "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
         "delong": delong(name, models, metrics),
     }
 
 
 def metric_table(site: str, models: dict, metrics: tuple, id: str) -> dict:
-    rows = [[model] + [s.estimate(lookup(block, key), data_site=site, data_model=model,
-                                  data_metric=key) for key, _ in metrics]
-            for model, block in models.items()]
-    return s.table(["Model"] + [label for _, label in metrics], rows, wide=True, id=id)
+    """One row per model: its patients, then each metric with its CI."""
+    rows = [[model, s.num(lookup(block, "n", default="n/a"), data_site=site, data_model=model,
+                          data_metric="n")]
+            + [s.estimate(lookup(block, key), data_site=site, data_model=model, data_metric=key)
+               for key, _ in metrics] for model, block in models.items()]
+    return s.table(["Model", "Patients"] + [label for _, label in metrics], rows, wide=True,
+                   id=id)
+
+
+def calibration_figure(site: str, figures: dict[str, str]) -> dict | None:
+    """Every model's calibration curves where evaluate drew them, else its reliability diagram."""
+    if CALIBRATION_MODELS in figures:
+        return s.figure(figures[CALIBRATION_MODELS], f"Calibration of every model, {site}.",
+                        f"calibration {site}")
+    return s.figure(figures.get("calibration.png"), f"Reliability diagram, {site}.",
+                    f"calibration {site}")
 
 
 def survival(site: str, folder: EvaluationFolder) -> dict:
     """survival.json with its KM figures; without it, whatever km_*.png evaluate drew."""
+    panel = s.figure(folder.figures.get(KM_PANEL), f"Kaplan-Meier estimates of overall "
+                     f"survival by each model's predicted grade and by the true grade, {site}.",
+                     f"Kaplan-Meier panel {site}")
     if folder.survival is not None:
-        return s.survival(folder.survival, folder.figures, site=site)
-    km = [s.figure(uri, f"Kaplan-Meier estimate of overall survival ({name}).", name)
-          for name, uri in folder.figures.items() if name.startswith("km")]
+        result = s.survival(folder.survival, folder.figures, site=site)
+        if panel and not result["not_run"]:
+            # The paper's Fig. 3: one panel, full width, instead of each curve.
+            result.update(figures=[panel], panel=True)
+        return result
+    km = [panel] if panel else [
+        s.figure(uri, f"Kaplan-Meier estimate of overall survival ({name}).", name)
+        for name, uri in folder.figures.items() if name.startswith("km")]
     if km:
-        return {"not_run": None, "n": "n/a", "deaths": "n/a", "correction": "see the figures",
-                "table": None, "left_out": "", "figures": km}
+        return {"not_run": None, "table": None, "figures": km, "panel": bool(panel)}
     return {"not_run": f"survival analysis ({site}): survival.json and km_*.png are missing."}
 
 
@@ -132,9 +155,17 @@ def delong(site: str, models: dict, metrics: dict) -> dict:
             data_metric=metric) for b in names] for a in names]
         return s.table(["Model", *names], rows, id=f"delong-{metric}-{site}")
 
+    pair_rows = [[e.get("a"), e.get("b"),
+                  s.estimate({"value": e.get("difference"), "ci95": e.get("ci95")},
+                             data_site=site, data_model=e.get("a"), data_versus=e.get("b"),
+                             data_metric="auc_difference"),
+                  s.num(format_number(e.get("z"))), s.p_cell(e.get("p")),
+                  s.p_cell(e.get("p_adjusted"))] for e in entries]
     return {"not_run": None, "raw": matrix("p", "delong_p"),
             "adjusted": matrix("p_adjusted", "delong_p_adjusted"),
-            "correction": metrics.get("delong_correction"),
+            "pairs": s.table(["Model A", "Model B", "AUC A - AUC B (95% CI)", "z", "p",
+                              "Adjusted p"], pair_rows, id=f"delong-pairs-{site}"),
+            "correction": metrics.get("delong_adjustment"),
             "notes": [f"{e.get('a')} vs {e.get('b')}: {e['note']}" for e in entries
                       if e.get("note")]}
 
@@ -143,7 +174,8 @@ def summary(inputs: StudyInputs) -> dict:
     """Each model's AUC with its CI at each site: the study at a glance."""
     models = list(dict.fromkeys(m for folder in inputs.sites.values()
                                 for m in model_names(folder)))
-    rows = [[model] + [s.estimate(lookup(folder.metrics, "models", model, "auc"))
+    rows = [[model] + [s.estimate(folder.metrics["models"][model]["auc"])
+                       if model in folder.metrics["models"] else s.num("not evaluated")
                        for folder in inputs.sites.values()] for model in models]
     return {"table": s.table(["Model", *(site_label(inputs, n) for n in inputs.sites)], rows,
                              wide=True, id="summary-auc"),

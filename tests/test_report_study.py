@@ -299,6 +299,15 @@ def test_synthetic_caveat_when_a_manifest_was_written_by_synth(tmp_path):
     assert "Synthetic cohort." in page
 
 
+def test_a_prediction_file_missing_from_the_evaluation_is_flagged(tmp_path):
+    root = write_study(tmp_path, explain=False, train=False)
+    (root / "predict" / "hospital-b" / "volume.csv").write_text("patient_id,p_high,predicted\n")
+    parsed = parse(build_study_report(root).read_text(encoding="utf-8"))
+    text = parsed.sections["performance"]
+    assert "Not evaluated: predict/hospital-b/ has predictions of volume" in text
+    assert text.count("Not evaluated") == 1
+
+
 def test_hostile_patient_id_and_model_name_are_escaped(tmp_path):
     root = write_study(tmp_path, hostile=True)
     page = build_study_report(root).read_text(encoding="utf-8")
@@ -329,6 +338,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
                           ("provenance", "study steps")):
         assert f"Not run: {what}" in parsed.sections[section], section
     assert "Not run" not in parsed.sections["performance"]
+    assert "Not evaluated" not in parsed.sections["performance"]
     assert parsed.sections["summary"].count("not evaluated") == len(MODELS) - 1
     only = metrics["models"]["DL-T2FS"]["auc"]
     assert parsed.cells[("pooled", "DL-T2FS", None, "auc")] == expected(only)
@@ -339,6 +349,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
     ("no_metrics", "hospital-b"),
     ("no_models_key", "hospital-a/metrics.json"),
     ("bad_json", "pooled/metrics.json"),
+    ("bad_delong", "hospital-b/metrics.json"),
     ("bad_png", "hospital-a/roc.png"),
     ("attention_without_column", "T2FS/attention.csv"),
 ])
@@ -353,6 +364,10 @@ def test_missing_or_broken_required_file_is_one_line_naming_it(tmp_path, capsys,
         (evaluate / "hospital-b" / "metrics.json").unlink()
     elif damage == "no_models_key":
         (evaluate / "hospital-a" / "metrics.json").write_text(json.dumps({"auc": 0.5}))
+    elif damage == "bad_delong":
+        metrics = metrics_of(root, "hospital-b")
+        metrics["delong"] = [{"a": "DL-T2FS", "p": 0.1}]
+        (evaluate / "hospital-b" / "metrics.json").write_text(json.dumps(metrics))
     elif damage == "bad_json":
         (evaluate / "pooled" / "metrics.json").write_text("{not json")
     elif damage == "bad_png":

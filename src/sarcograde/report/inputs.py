@@ -302,9 +302,17 @@ class StudyInputs:
 
     def _add_site(self, name: str, folder: Path) -> None:
         site = load_evaluation(folder, required_key="models")
-        if not isinstance(site.metrics["models"], dict) or not site.metrics["models"]:
-            raise SarcogradeError("'models' is empty or not a mapping",
-                                  path=site.folder / "metrics.json")
+        path = site.folder / "metrics.json"
+        models, delong = site.metrics["models"], site.metrics.get("delong", [])
+        if not isinstance(models, dict) or not models:
+            raise SarcogradeError("'models' is empty or not a mapping", path=path)
+        bad = [str(m) for m, block in models.items() if not isinstance(block, dict)]
+        if bad:
+            raise SarcogradeError(f"model(s) {', '.join(bad)}: not a mapping of metrics",
+                                  path=path)
+        if not isinstance(delong, list) or not all(
+                isinstance(e, dict) and "a" in e and "b" in e for e in delong):
+            raise SarcogradeError("'delong' is not a list of {a, b, p, p_adjusted}", path=path)
         self.sites[name] = site
 
     @classmethod

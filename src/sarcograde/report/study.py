@@ -58,10 +58,6 @@ def study_config(inputs: StudyInputs) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def model_names(folder: EvaluationFolder) -> list[str]:
-    return list(folder.metrics["models"])
-
-
 def site_label(inputs: StudyInputs, name: str) -> str:
     if not inputs.is_pooled(name):
         return name
@@ -89,6 +85,8 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
                   for key, _ in CLASSIFICATION_METRICS + CALIBRATION_METRICS
                   if (note := lookup(block, key, "note"))],
         "bootstrap": bootstrap_count(metrics, folder.record),
+        # A prediction file that the evaluation does not cover: a stale or partial evaluate.
+        "not_evaluated": [m for m in inputs.predictions.get(name, []) if m not in models],
         "roc": s.figure(figures.get("roc.png"), f"ROC curves of every model, {name}.",
                         f"ROC {name}"),
         "calibration": calibration_figure(name, figures),
@@ -173,8 +171,8 @@ def delong(site: str, models: dict, metrics: dict) -> dict:
 def summary(inputs: StudyInputs) -> dict:
     """Each model's AUC with its CI at each site: the study at a glance."""
     models = list(dict.fromkeys(m for folder in inputs.sites.values()
-                                for m in model_names(folder)))
-    rows = [[model] + [s.estimate(folder.metrics["models"][model]["auc"])
+                                for m in folder.metrics["models"]))
+    rows = [[model] + [s.estimate(lookup(folder.metrics, "models", model, "auc"))
                        if model in folder.metrics["models"] else s.num("not evaluated")
                        for folder in inputs.sites.values()] for model in models]
     return {"table": s.table(["Model", *(site_label(inputs, n) for n in inputs.sites)], rows,

@@ -28,7 +28,7 @@ COMMANDS = [
      "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
-    ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
+    ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),
     ("demo", "sarcograde.demo", "run every stage on a synthetic two-site cohort -> report.html"),
 ]
 

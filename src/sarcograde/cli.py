@@ -71,8 +71,12 @@ def output_lock(args: argparse.Namespace):
     if args.command in FOLDER_OUTPUT:
         return lock(args.out)
     if args.command in FILE_OUTPUT:
-        out = args.out if args.out is not None else Path(args.eval_dir) / "report.html"
-        return lock(Path(out).parent, f".{Path(out).name}.lock")
+        if args.out is None:  # report's default: report.html in the folder it reads
+            folder = getattr(args, "eval_dir", None) or getattr(args, "study", None)
+            if folder is None:  # the stage itself says what is missing
+                return contextlib.nullcontext()
+            args.out = Path(folder) / "report.html"
+        return lock(Path(args.out).parent, f".{Path(args.out).name}.lock")
     return contextlib.nullcontext()
 
 

@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 
 from sarcograde import cli
+from sarcograde.formats.run import Folds, write_folds
 from sarcograde.report import build_study_report
+from sarcograde.splits import make_splits
 
 from test_report import METRIC_KEYS, PageParser, _metrics_block, expected
 
@@ -126,7 +128,9 @@ def write_study(root: Path, *, models=MODELS, explain=True, train=True, survival
                 "sequence": seq, "preprocess": {"size": 48, "spacing_mm": 1.0},
                 "train": {"folds": 2, "repeats": 1, "batch_size": 8, "learning_rate": 0.001,
                           "max_epochs": 5, "patience": 2, "augment": False}}))
-            (run / "folds.json").write_text(json.dumps({"folds": 2, "repeats": 1}))
+            splits, _ = make_splits([f"P{i:02d}" for i in range(8)], np.array([0, 1] * 4),
+                                    folds=2, repeats=1, seed=0)
+            write_folds(run, Folds(folds=2, repeats=1, seed=0, splits=splits))
             for k in range(2):
                 fold = run / f"fold_{k:02d}"
                 fold.mkdir()

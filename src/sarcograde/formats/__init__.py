@@ -11,6 +11,8 @@ another stage's file itself. One module per artifact family:
   `val_predictions.csv`, `cv_predictions.csv`;
 - `predictions`: `predictions.csv`, `<stem>.slices/<patient_id>.npz`, explain's `maps/*.npz`
   and `attention.csv`;
-- `evaluation`: evaluate's JSON and CSV outputs as the report reads them;
+- `evaluation`: evaluate's outputs (metrics.json of one model or several, patient_flow.json,
+  survival.json, Table 1, CSVs, figures) as the report and the demo read them;
+- `study`: the study folder's study.json;
 - `records`: the naming rule of the run records (`run.json`, `<stem>.run.json`).
 """

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import read_json_object
+
 FOLDER_RECORD = "run.json"
 
 
@@ -25,3 +27,8 @@ def record_path(output: str | Path) -> Path:
     if output.is_dir():
         return output / FOLDER_RECORD
     return output.with_name(file_record_name(output))
+
+
+def read_record(path: str | Path) -> dict | None:
+    """A run record file (an object); None where it is absent (the stage was not run)."""
+    return read_json_object(Path(path)) if Path(path).is_file() else None

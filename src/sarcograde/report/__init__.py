@@ -21,7 +21,8 @@ from ..console import info
 from ..errors import SarcogradeError
 from . import evaluation, study
 from .format import format_ci, format_estimate, format_number, format_p
-from .inputs import ReportInputs, StudyInputs, is_multi_model
+from ..formats.evaluation import compares_models
+from .inputs import ReportInputs, StudyInputs
 from .methods import methods_paragraph
 from .render import render, write_page
 
@@ -44,7 +45,7 @@ def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=Non
 
     A multi-model evaluate folder (metrics.json with `models`) gets the study page of one site.
     """
-    if is_multi_model(Path(eval_dir)):
+    if compares_models(eval_dir):
         if any((explain_dir, run_dir, cache_dir)):
             raise SarcogradeError("--explain, --run and --cache go with a one-model evaluation; "
                                   "report a multi-model one inside its study (--study DIR)",

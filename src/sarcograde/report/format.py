@@ -1,38 +1,17 @@
-"""Numbers written the way a results section writes them: "0.75 (0.66-0.83)", "<0.001"."""
+"""Numbers written the way a results section writes them: "0.75 (0.66-0.83)", "<0.001".
+
+The estimate and CI formats are `sarcograde.formats.evaluation`'s (the demo prints them too,
+without importing the report); they are re-exported here for the report's modules."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from ..formats.evaluation import format_ci, format_estimate, format_number
 
-def format_number(x: Any, digits: int = 2) -> str:
-    """A number with `digits` decimals; "n/a" for a missing or non-finite value."""
-    if x is None or isinstance(x, str):
-        return "n/a" if x in (None, "") else x
-    x = float(x)
-    if not math.isfinite(x):
-        return "n/a"
-    return f"{x:.{digits}f}"
-
-
-def format_ci(ci: Any, digits: int = 2) -> str:
-    """A 95% CI as "(0.66-0.83)", or "(-0.50 to 0.20)" with a negative bound (legible sign)."""
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(
-            c is None or not math.isfinite(float(c)) for c in ci):
-        return ""
-    lo, hi = (format_number(c, digits) for c in ci)
-    sep = " to " if min(float(c) for c in ci) < 0 else "-"
-    return f"({lo}{sep}{hi})"
-
-
-def format_estimate(block: Any, digits: int = 2) -> str:
-    """A metrics.json estimate {"value", "ci95"} as "0.75 (0.66-0.83)"."""
-    if not isinstance(block, dict):
-        return format_number(block, digits)
-    value = format_number(block.get("value"), digits)
-    ci = format_ci(block.get("ci95"), digits)
-    return f"{value} {ci}" if ci and value != "n/a" else value
+__all__ = ["format_cell", "format_ci", "format_estimate", "format_list", "format_number",
+           "format_p", "grade_word", "pretty_name"]
 
 
 def format_p(p: Any) -> str:

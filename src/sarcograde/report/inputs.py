@@ -1,9 +1,9 @@
-"""Every file the report reads, read here and nowhere else.
+"""Every artifact the report reads, read here through `sarcograde.formats` (the one reader of
+each file) and nowhere else in the report.
 
-The report's other modules see only the plain objects below (dicts, data frames, PNG data URIs),
-so that moving to shared artifact readers changes this module only. A required file that is
-missing or unreadable is a one-line `SarcogradeError` naming it; an optional one is `None`,
-which the page shows as "not run".
+The report's other modules see only the plain objects below (dicts, data frames, PNG data URIs).
+A required file that is missing or unreadable is a one-line `SarcogradeError` naming it; an
+optional one is `None`, which the page shows as "not run".
 """
 
 from __future__ import annotations
@@ -15,48 +15,23 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..artifacts import read_json as _json_load
 from ..errors import SarcogradeError
+from ..formats.cache import read_cache_config
+from ..formats.evaluation import (CohortTable, read_cohort_table, read_figure, read_metrics,
+                                  read_model_metrics, read_output_csv, read_output_json)
+from ..formats.predictions import read_attention
+from ..formats.records import read_record, record_path
+from ..formats.run import read_folds, read_history, read_run_config
+from ..formats.study import read_study
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# The columns of explain's attention.csv that the gallery and its table read.
-ATTENTION_COLUMNS = ("patient_id", "n_slices", "p_high", "predicted", "label", "inside", "ring",
-                     "elsewhere", "off_tumour")
+__all__ = ["CohortTable", "ReportInputs", "StudyInputs"]
+
 POOLED = "pooled"
 
 
-# --------------------------------------------------------------------------------------------
-# Files
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return _json_load(path)
-    except (OSError, ValueError) as exc:
-        raise SarcogradeError(f"cannot read JSON: {exc}", path=path) from None
-
-
-def optional_json(path: Path | None) -> Any:
-    return read_json(path) if path is not None and Path(path).is_file() else None
-
-
-def read_csv(path: Path, required: Iterable[str] = ()) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise SarcogradeError(f"cannot read CSV: {exc}", path=path) from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise SarcogradeError(f"no column(s) {', '.join(missing)}", path=path)
-    return frame
-
-
 def png_data_uri(path: Path) -> str:
-    """The PNG file as a base64 data URI; a file that is not a PNG is a clear error."""
-    data = Path(path).read_bytes()
-    if not data.startswith(PNG_SIGNATURE):
-        raise SarcogradeError("not a PNG image", path=path)
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    """The PNG figure as a base64 data URI."""
+    return "data:image/png;base64," + base64.b64encode(read_figure(path)).decode("ascii")
 
 
 def optional_png(path: Path) -> str | None:
@@ -70,39 +45,6 @@ def lookup(mapping: Any, *keys: str, default: Any = None) -> Any:
             return default
         mapping = mapping[key]
     return mapping
-
-
-# --------------------------------------------------------------------------------------------
-# Table 1
-
-
-@dataclass
-class CohortTable:
-    header: list[str]
-    rows: list[list[Any]]
-    notes: list[str]
-
-
-def parse_markdown_table(text: str) -> CohortTable:
-    """Header, body rows and the notes below a pipe table (the separator row dropped)."""
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines
-             if line.startswith("|")]
-    cells = [row for row in cells if not all(c and set(c) <= set("-: ") for c in row)]
-    notes = [line for line in lines if not line.startswith(("|", "#"))]
-    return CohortTable((cells[0] if cells else []), cells[1:], notes)
-
-
-def load_cohort_table(folder: Path) -> CohortTable | None:
-    """evaluate's Table 1: the Markdown version (it has the test notes), else the CSV."""
-    md_path, csv_path = folder / "cohort_table.md", folder / "cohort_table.csv"
-    if md_path.is_file():
-        return parse_markdown_table(md_path.read_text(encoding="utf-8"))
-    if csv_path.is_file():
-        frame = read_csv(csv_path).fillna("")
-        return CohortTable([str(c) for c in frame.columns],
-                           [list(row) for row in frame.itertuples(index=False)], [])
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,28 +65,17 @@ class EvaluationFolder:
     figures: dict[str, str]  # file name -> data URI, for the PNGs present
 
 
-def is_multi_model(folder: Path) -> bool:
-    """True for an evaluate folder that compared several models (metrics.json `models`)."""
-    path = Path(folder) / "metrics.json"
-    models = lookup(read_json(path), "models") if path.is_file() else None
-    return isinstance(models, dict) and len(models) > 1
-
-
-def load_evaluation(folder: Path, *, required_key: str) -> EvaluationFolder:
-    """Read an evaluate folder; metrics.json must exist and hold `required_key`."""
+def load_evaluation(folder: Path, *, models: bool = False) -> EvaluationFolder:
+    """Read an evaluate folder: one model's (metrics.json `auc`) or, with `models`, an
+    evaluation of several (metrics.json `models` and `delong`)."""
     folder = Path(folder)
-    path = folder / "metrics.json"
-    if not path.is_file():
-        raise SarcogradeError("no metrics.json: run `sarcograde evaluate` first", path=folder)
-    metrics = read_json(path)
-    if not isinstance(metrics, dict) or required_key not in metrics:
-        raise SarcogradeError(f"not an evaluate metrics.json (no '{required_key}')", path=path)
+    metrics = read_model_metrics(folder) if models else read_metrics(folder)
     confusion = folder / "confusion.csv"
     return EvaluationFolder(
-        folder=folder, metrics=metrics, record=optional_json(folder / "run.json"),
-        flow=optional_json(folder / "patient_flow.json"),
-        survival=optional_json(folder / "survival.json"), cohort=load_cohort_table(folder),
-        confusion=read_csv(confusion) if confusion.is_file() else None,
+        folder=folder, metrics=metrics, record=read_record(record_path(folder)),
+        flow=read_output_json(folder / "patient_flow.json"),
+        survival=read_output_json(folder / "survival.json"), cohort=read_cohort_table(folder),
+        confusion=read_output_csv(confusion) if confusion.is_file() else None,
         figures={p.name: png_data_uri(p) for p in sorted(folder.glob("*.png"))})
 
 
@@ -161,7 +92,7 @@ def load_attention(folder: Path) -> AttentionFolder:
     path = Path(folder) / "attention.csv"
     if not path.is_file():
         raise SarcogradeError("no attention.csv: not a `sarcograde explain` folder", path=folder)
-    frame = read_csv(path, ATTENTION_COLUMNS)
+    frame = read_attention(path)
     frame["patient_id"] = frame["patient_id"].astype(str)
     return AttentionFolder(Path(folder), frame, {
         pid: optional_png(Path(folder) / f"{pid}.png") for pid in frame["patient_id"]})
@@ -193,12 +124,12 @@ def load_training_run(folder: Path) -> TrainingRun:
         raise SarcogradeError("no fold_XX folders: not a `sarcograde train` folder", path=folder)
     histories = [FoldHistory(
         fold.name,
-        read_csv(fold / "history.csv", ("epoch", "val_loss"))
-        if (fold / "history.csv").is_file() else None,
+        read_history(fold / "history.csv") if (fold / "history.csv").is_file() else None,
         optional_png(fold / "learning_curve.png")) for fold in folds]
-    return TrainingRun(folder, optional_json(folder / "config.json"),
-                       optional_json(folder / "folds.json"), optional_json(folder / "run.json"),
-                       histories, sum((f / "model.pt").is_file() for f in folds))
+    folds_spec = read_folds(folder).as_dict() if (folder / "folds.json").is_file() else None
+    return TrainingRun(folder, read_run_config(folder, required=False), folds_spec,
+                       read_record(record_path(folder)), histories,
+                       sum((f / "model.pt").is_file() for f in folds))
 
 
 def existing_folder(folder: Path | None) -> Path | None:
@@ -239,15 +170,16 @@ class ReportInputs:
 
     def __post_init__(self) -> None:
         self.eval_dir = Path(self.eval_dir)
-        self.evaluation = load_evaluation(self.eval_dir, required_key="auc")
+        self.evaluation = load_evaluation(self.eval_dir)
         self.explain_dir = existing_folder(self.explain_dir)
         self.run_dir = existing_folder(self.run_dir)
         self.cache_dir = existing_folder(self.cache_dir)
         self.attention = load_attention(self.explain_dir) if self.explain_dir else None
         self.run = load_training_run(self.run_dir) if self.run_dir else None
-        self.cache_config = (optional_json(self.cache_dir / "config.json") if self.cache_dir
-                             else None)
-        self.predict_record = optional_json(self.predict_record_path())
+        self.cache_config = (read_cache_config(self.cache_dir, required=False) or None
+                             if self.cache_dir else None)
+        predict_record = self.predict_record_path()
+        self.predict_record = read_record(predict_record) if predict_record else None
         self.records = self._records()
         self.synthetic = is_synthetic([lookup(self.evaluation.record, "config"),
                                        self.cache_config, self.run and self.run.config])
@@ -257,21 +189,19 @@ class ReportInputs:
         return self.evaluation.metrics
 
     def predict_record_path(self) -> Path | None:
-        """`predict`'s `<stem>.run.json` beside the predictions CSV that metrics.json names
-        (the convention of `predict.output_paths`, not imported here: it would import torch)."""
+        """`predict`'s record beside the predictions CSV that metrics.json names."""
         predictions = self.metrics.get("predictions")
-        return (Path(predictions).with_name(f"{Path(predictions).stem}.run.json")
-                if predictions else None)
+        return record_path(predictions) if predictions else None
 
     def _records(self) -> dict[str, dict]:
         """The run.json of every folder given, by stage."""
-        paths = {"preprocess": self.cache_dir and self.cache_dir / "run.json",
-                 "train": self.run_dir and self.run_dir / "run.json",
+        paths = {"preprocess": self.cache_dir and record_path(self.cache_dir),
+                 "train": self.run_dir and record_path(self.run_dir),
                  "predict": self.predict_record_path(),
-                 "evaluate": self.eval_dir / "run.json",
-                 "explain": self.explain_dir and self.explain_dir / "run.json"}
-        records = {stage: optional_json(path) for stage, path in paths.items() if path}
-        return {stage: r for stage, r in records.items() if isinstance(r, dict)}
+                 "evaluate": record_path(self.eval_dir),
+                 "explain": self.explain_dir and record_path(self.explain_dir)}
+        records = {stage: read_record(path) for stage, path in paths.items() if path}
+        return {stage: r for stage, r in records.items() if r is not None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,23 +227,11 @@ class StudyInputs:
         inputs = cls(Path(folder))
         inputs._add_site(folder.name, folder)
         if inputs.sites[folder.name].record:
-            inputs.records = {"run.json": inputs.sites[folder.name].record}
+            inputs.records = {record_path(folder).name: inputs.sites[folder.name].record}
         return inputs
 
     def _add_site(self, name: str, folder: Path) -> None:
-        site = load_evaluation(folder, required_key="models")
-        path = site.folder / "metrics.json"
-        models, delong = site.metrics["models"], site.metrics.get("delong", [])
-        if not isinstance(models, dict) or not models:
-            raise SarcogradeError("'models' is empty or not a mapping", path=path)
-        bad = [str(m) for m, block in models.items() if not isinstance(block, dict)]
-        if bad:
-            raise SarcogradeError(f"model(s) {', '.join(bad)}: not a mapping of metrics",
-                                  path=path)
-        if not isinstance(delong, list) or not all(
-                isinstance(e, dict) and "a" in e and "b" in e for e in delong):
-            raise SarcogradeError("'delong' is not a list of {a, b, p, p_adjusted}", path=path)
-        self.sites[name] = site
+        self.sites[name] = load_evaluation(folder, models=True)
 
     @classmethod
     def load(cls, folder: Path) -> "StudyInputs":
@@ -325,7 +243,7 @@ class StudyInputs:
         if not names:
             raise SarcogradeError("no evaluate/<site>/ folder: run `sarcograde study` first",
                                   path=evaluate)
-        inputs = cls(folder, study=optional_json(folder / "study.json"))
+        inputs = cls(folder, study=read_study(folder))
         for name in names:
             inputs._add_site(name, evaluate / name)
         # The external sites first, then the pooled evaluation.
@@ -336,8 +254,8 @@ class StudyInputs:
         inputs.runs = {run.name: load_training_run(run) for run in _subfolders(folder / "train")}
         inputs.predictions = {site.name: sorted(p.stem for p in site.glob("*.csv"))
                               for site in _subfolders(folder / "predict")}
-        inputs.records = {str(p.relative_to(folder)): r for p in sorted(folder.rglob("*run.json"))
-                          if isinstance(r := read_json(p), dict)}
+        inputs.records = {str(p.relative_to(folder)): read_record(p)
+                          for p in sorted(folder.rglob("*run.json"))}
         return inputs
 
     def is_pooled(self, site: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import AugmentParams
 from ..errors import SarcogradeError
 from .format import format_list, format_number
 from .inputs import ReportInputs, TrainingRun, lookup
@@ -121,14 +122,13 @@ def _n_models(run: TrainingRun, folds: dict) -> str:
 
 
 def augmentation_text(setting: Any) -> str:
-    """`train.augment` in words, with the numbers `sarcograde.data` trains with."""
+    """`train.augment` in words, with the numbers `sarcograde.data` trains with
+    (`sarcograde.config.AugmentParams`, importable without torch)."""
     if setting in (None, False, "none"):
         return "without augmentation"
     try:
-        from ..data import AugmentParams
-
         a = AugmentParams.from_config(setting)
-    except (ImportError, SarcogradeError):
+    except SarcogradeError:
         return f"with on-the-fly augmentation ({setting})"
     return (f"with on-the-fly augmentation: horizontal and vertical flips (each p = {a.flip_p:g}), "
             f"rotation up to {a.rotate_deg:g} degrees (p = {a.rotate_p:g}), zoom "

@@ -13,6 +13,7 @@ import jinja2
 
 from .. import __version__
 from ..artifacts import RunRecord, write_text
+from ..formats.records import file_record_name
 
 SUBTITLE = "low grade (FNCLCC G1) vs high grade (G2/G3)"
 
@@ -38,6 +39,6 @@ def write_page(out: Path, page: str, *, config: dict, inputs: dict[str, Path]) -
     """Write the page atomically, with its own `<stem>.run.json` beside it (its folder may be
     shared with other stages' outputs)."""
     out = Path(out)
-    with RunRecord(out.parent, config=config, inputs=inputs, name=f"{out.stem}.run.json"):
+    with RunRecord(out.parent, config=config, inputs=inputs, name=file_record_name(out)):
         write_text(out, page)
     return out

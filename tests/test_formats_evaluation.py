@@ -32,6 +32,13 @@ def test_several_models_metrics_are_read_and_told_from_one_model(tmp_path):
     assert compares_models(tmp_path)
     write_metrics(tmp_path, {"auc": auc})
     assert not compares_models(tmp_path) and not compares_models(tmp_path / "absent")
+    # evaluate of one prediction file lists its baselines under `models` beside its own `auc`
+    write_metrics(tmp_path, {"auc": auc, "models": {"DL": {"predictions": "p.csv", "auc": auc},
+                                                    "clinical": {"auc": auc}}})
+    assert not compares_models(tmp_path)
+    write_metrics(tmp_path, {"auc": auc, "models": {"A": {"predictions": "a.csv", "auc": auc},
+                                                    "B": {"predictions": "b.csv", "auc": auc}}})
+    assert compares_models(tmp_path)
 
 
 @pytest.mark.parametrize("metrics, problem", [

@@ -49,11 +49,16 @@ def read_model_metrics(eval_dir: str | Path) -> dict:
 
 
 def compares_models(eval_dir: str | Path) -> bool:
-    """True for an EVAL whose metrics.json compares several models (`models`)."""
+    """True for an EVAL that compared several prediction files (`evaluate --predictions A B`):
+    more than one entry of `models` names its `predictions`, or `models` comes without the
+    one-model `auc`. A one-model evaluation lists its baselines under `models` too."""
     path = Path(eval_dir) / "metrics.json"
     metrics = read_json_file(path, RERUN) if path.is_file() else None
     models = metrics.get("models") if isinstance(metrics, dict) else None
-    return isinstance(models, dict) and len(models) > 1
+    if not isinstance(models, dict) or len(models) < 2:
+        return False
+    files = sum(isinstance(block, dict) and "predictions" in block for block in models.values())
+    return files > 1 or "auc" not in metrics
 
 
 def read_output_json(path: str | Path) -> dict | None:

@@ -1,0 +1,221 @@
+"""A study's folder layout and its steps, in pipeline order (DESIGN.md, "The study").
+
+Each step is one `sarcograde` command into its own subfolder (or a small file the study derives
+itself), with the files it reads and leaves, so that the runner can tell what is finished.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cohort import is_missing
+from ..errors import SarcogradeError
+from . import derived
+from .runner import Step, run_stage
+from .spec import BASELINES, Study
+
+STAGES = ("check", "preprocess", "train", "predict", "evaluate", "explain", "report")
+POOLED = "pooled"
+
+
+@dataclass(frozen=True)
+class Layout:
+    out: Path
+
+    @property
+    def state(self) -> Path:
+        return self.out / "study.json"
+
+    @property
+    def config(self) -> Path:
+        return self.out / "config.yaml"
+
+    def derived_manifest(self, cohort: str) -> Path:
+        return self.out / "manifests" / f"{cohort}.csv"
+
+    def check(self, cohort: str) -> Path:
+        return self.out / "check" / cohort
+
+    def cache(self, cohort: str, sequence: str) -> Path:
+        return self.out / "preprocess" / cohort / sequence
+
+    def run(self, sequence: str) -> Path:
+        return self.out / "train" / sequence
+
+    @property
+    def fusion(self) -> Path:
+        return self.out / "train" / "fusion"
+
+    def predict(self, site: str) -> Path:
+        return self.out / "predict" / site
+
+    def baselines(self, site: str) -> Path:
+        """evaluate's work folder where the baselines are fitted and applied to the site."""
+        return self.out / "predict" / site / "baselines"
+
+    def evaluate(self, site: str) -> Path:
+        return self.out / "evaluate" / site
+
+    def explain(self, site: str, sequence: str) -> Path:
+        return self.out / "explain" / site / sequence
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def _manifest_files(manifest: Path, sequences: list[str]) -> list[Path]:
+    """The manifest and every image and mask it names for these sequences (what check and
+    preprocess read), so that a changed image reruns them."""
+    frame = derived._read_manifest(manifest)
+    files = [manifest]
+    for seq in sequences:
+        for column in (f"image_{seq}", f"mask_{seq}"):
+            if column in frame.columns:
+                files += [manifest.parent / str(v).strip() for v in frame[column]
+                          if not is_missing(v)]
+    return files
+
+
+def _run_files(run: Path) -> list[Path]:
+    return [run / "folds.json", run / "cv_predictions.csv"]
+
+
+def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
+                until: str = STAGES[-1]) -> list[Step]:
+    seq0, site0 = study.sequences[0], next(iter(study.test))
+    config = ["--preset", study.preset] + (["--config", str(layout.config)]
+                                           if study.config_overrides else [])
+    config_files = [layout.config] if study.config_overrides else []
+    bootstrap = str(study.overrides.get("evaluate", {}).get("bootstrap", 1000))
+    steps: list[Step] = []
+
+    manifests = dict(study.cohorts)
+    if study.target != "grade":
+        for cohort, manifest in study.cohorts.items():
+            manifests[cohort] = layout.derived_manifest(cohort)
+            steps.append(Step(f"manifest/{cohort}", "check", [manifest], [manifests[cohort]],
+                              action=functools.partial(derived.target_manifest, manifest,
+                                                       study.target, manifests[cohort]),
+                              params={"target": study.target}))
+
+    for cohort, manifest in manifests.items():
+        steps.append(Step(f"check/{cohort}", "check",
+                          _manifest_files(study.cohorts[cohort], study.sequences),
+                          [layout.check(cohort) / "qa.csv"],
+                          ["check", str(manifest),
+                           *[a for seq in study.sequences for a in ("--sequence", seq)],
+                           "--out", str(layout.check(cohort))]))
+    for cohort, manifest in manifests.items():
+        for seq in study.sequences:
+            steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
+                              _manifest_files(study.cohorts[cohort], [seq]) + config_files,
+                              [layout.cache(cohort, seq) / "index.csv"],
+                              ["preprocess", str(manifest), "--sequence", seq,
+                               "--out", str(layout.cache(cohort, seq)), *config,
+                               "--jobs", str(jobs)]))
+    for seq in study.sequences:
+        steps.append(Step(f"train/{seq}", "train",
+                          [layout.cache("train", seq) / "index.csv", *config_files],
+                          _run_files(layout.run(seq)),
+                          ["train", str(layout.cache("train", seq)), "--out", str(layout.run(seq)),
+                           *config, "--seed", str(study.seed)]))
+    if "fusion" in study.models:
+        steps.append(Step("train/fusion", "train",
+                          [f for seq in study.sequences for f in _run_files(layout.run(seq))],
+                          [layout.fusion / "model.json"],
+                          ["fusion", "fit", *[a for seq in study.sequences
+                                              for a in ("--run", f"{seq}={layout.run(seq)}")],
+                           "--out", str(layout.fusion)]))
+
+    baselines = [m for m in BASELINES if m in study.models]
+    for site in study.test:
+        predict = layout.predict(site)
+        for seq in study.sequences:
+            steps.append(Step(f"predict/{site}/DL-{seq}", "predict",
+                              [*_run_files(layout.run(seq)),
+                               layout.cache(site, seq) / "index.csv"],
+                              [predict / f"DL-{seq}.csv"],
+                              ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
+                               "--out", str(predict / f"DL-{seq}.csv")]))
+        if "fusion" in study.models:
+            steps.append(Step(f"predict/{site}/DL-fusion", "predict",
+                              [layout.fusion / "model.json",
+                               *[predict / f"DL-{seq}.csv" for seq in study.sequences]],
+                              [predict / "DL-fusion.csv"],
+                              ["fusion", "apply", str(layout.fusion / "model.json"),
+                               *[a for seq in study.sequences for a in
+                                 ("--predictions", f"{seq}={predict / f'DL-{seq}.csv'}")],
+                               "--out", str(predict / "DL-fusion.csv")]))
+        if baselines:
+            # evaluate fits the baselines by the DL run's cross-validation on the training
+            # cohort and applies them to this site; the study keeps their predictions as files.
+            argv = ["evaluate", str(predict / f"DL-{seq0}.csv"), "--manifest", str(manifests[site]),
+                    "--train-manifest", str(manifests["train"]), "--run", str(layout.run(seq0)),
+                    "--out", str(layout.baselines(site)), "--bootstrap", "1",
+                    "--seed", str(study.seed), "--sequence", seq0]
+            steps.append(Step(f"predict/{site}/baselines", "predict",
+                              [predict / f"DL-{seq0}.csv", manifests[site], manifests["train"],
+                               *_run_files(layout.run(seq0))],
+                              [predict / f"{m}.csv" for m in baselines],
+                              action=functools.partial(_baselines, argv, layout.baselines(site),
+                                                       predict, baselines),
+                              params={"argv": argv, "models": baselines}))
+
+    names = study.model_names()
+    sites = {site: layout.predict(site) for site in study.test}
+    eval_manifests = {site: manifests[site] for site in study.test}
+    if len(study.test) > 1:
+        pooled_manifest = layout.derived_manifest(POOLED)
+        steps.append(Step(f"predict/{POOLED}", "predict",
+                          [*eval_manifests.values(),
+                           *[sites[s] / f"{m}.csv" for s in study.test for m in names]],
+                          [pooled_manifest, *[layout.predict(POOLED) / f"{m}.csv" for m in names]],
+                          action=functools.partial(derived.pooled, dict(eval_manifests), names, dict(sites),
+                                                   pooled_manifest, layout.predict(POOLED)),
+                          params={"sites": list(study.test), "models": names}))
+        sites[POOLED] = layout.predict(POOLED)
+        eval_manifests[POOLED] = pooled_manifest
+
+    for site, folder in sites.items():
+        files = [folder / f"{m}.csv" for m in names]
+        steps.append(Step(f"evaluate/{site}", "evaluate",
+                          [*files, eval_manifests[site], manifests["train"],
+                           *_run_files(layout.run(seq0))],
+                          [layout.evaluate(site) / "metrics.json"],
+                          ["evaluate", *[a for m, f in zip(names, files)
+                                         for a in ("--predictions", f"{m}={f}")],
+                           "--manifest", str(eval_manifests[site]),
+                           "--train-manifest", str(manifests["train"]),
+                           "--run", str(layout.run(seq0)), "--out", str(layout.evaluate(site)),
+                           "--bootstrap", bootstrap, "--seed", str(study.seed),
+                           "--sequence", seq0]))
+    if "dl" in study.models:
+        for site in study.test:
+            for seq in study.sequences:
+                steps.append(Step(f"explain/{site}/{seq}", "explain",
+                                  [*_run_files(layout.run(seq)),
+                                   layout.cache(site, seq) / "index.csv"],
+                                  [layout.explain(site, seq) / "attention.csv"],
+                                  ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
+                                   "--out", str(layout.explain(site, seq))]))
+    steps.append(Step("report", "report",
+                      [layout.evaluate(s) / "metrics.json" for s in sites]
+                      + [layout.explain(site0, seq0) / "attention.csv"],
+                      [layout.report],
+                      ["report", str(layout.evaluate(site0)), "--out", str(layout.report),
+                       "--explain", str(layout.explain(site0, seq0)),
+                       "--run", str(layout.run(seq0)), "--cache", str(layout.cache(site0, seq0)),
+                       "--title", f"sarcograde study: {study.path.stem}"]))
+    last = STAGES.index(until)
+    return [s for s in steps if STAGES.index(s.stage) <= last]
+
+
+def _baselines(argv: list[str], work: Path, predict: Path, models: list[str]) -> None:
+    status = run_stage(argv)
+    if status != 0:
+        raise SarcogradeError(f"fitting the baselines stopped: `sarcograde evaluate` exited with "
+                              f"status {status}", path=work)
+    derived.baseline_predictions(work, predict, models)

@@ -21,12 +21,12 @@ COMMANDS = [
     ("preprocess", "sarcograde.preprocess.stage", "N4, 1 mm resampling, z-score, tumour slices"),
     ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
     ("predict", "sarcograde.predict", "grade every patient of a cache with a run's ensemble"),
+    ("fusion", "sarcograde.fusion", "late fusion of the sequences' ensembles: DL-fusion"),
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
-    ("fusion", "sarcograde.fusion", "late fusion of the sequences' ensembles (DL-fusion): fit, apply"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
-    ("study", "sarcograde.study", "a whole comparative study from one YAML (every stage, model, site)"),
-    ("demo", "sarcograde.demo", "run every stage on a synthetic two-site cohort -> report.html"),
+    ("study", "sarcograde.study", "a whole comparative study from one YAML file"),
+    ("demo", "sarcograde.demo", "a study on synthetic sites (two sequences) -> report.html"),
 ]
 
 

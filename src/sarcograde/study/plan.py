@@ -173,8 +173,9 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
                           [*eval_manifests.values(),
                            *[sites[s] / f"{m}.csv" for s in study.test for m in names]],
                           [pooled_manifest, *[layout.predict(POOLED) / f"{m}.csv" for m in names]],
-                          action=functools.partial(derived.pooled, dict(eval_manifests), names, dict(sites),
-                                                   pooled_manifest, layout.predict(POOLED)),
+                          action=functools.partial(derived.pooled, dict(eval_manifests), names,
+                                                   dict(sites), pooled_manifest,
+                                                   layout.predict(POOLED)),
                           params={"sites": list(study.test), "models": names}))
         sites[POOLED] = layout.predict(POOLED)
         eval_manifests[POOLED] = pooled_manifest

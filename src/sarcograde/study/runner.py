@@ -28,7 +28,7 @@ UNTRACKED_FLAGS = ("--jobs",)
 @dataclass
 class Step:
     name: str                          # unique, e.g. "preprocess/train/T2FS"
-    stage: str                         # check, preprocess, train, predict, evaluate, explain, report
+    stage: str                         # one of plan.STAGES: --until stops after it
     inputs: list[Path]                 # files whose contents the result depends on
     outputs: list[Path]                # files a finished step leaves
     argv: list[str] | None = None      # `sarcograde ...` arguments, or

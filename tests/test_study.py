@@ -20,9 +20,8 @@ import pytest
 from sarcograde import cli
 from sarcograde.evaluate import add_arguments as add_evaluate_arguments
 from sarcograde.cohort import load_manifest
-from sarcograde.errors import SarcogradeError
 from sarcograde.study import Layout, build_steps, load_study
-from sarcograde.study.derived import pooled, target_manifest
+from sarcograde.study.target import target_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = {"siteA": 10, "siteB": 4, "siteC": 4}
@@ -99,7 +98,7 @@ def test_the_steps_parse_with_the_real_command_line(cohorts, tmp_path):
     names = [s.name for s in steps]
     assert names[:3] == ["check/train", "check/siteB", "check/siteC"]
     assert "train/fusion" in names and "evaluate/pooled" in names and names[-1] == "report"
-    assert names.index("predict/pooled") < names.index("evaluate/siteB")
+    assert names.index("predict/siteC/baselines") < names.index("evaluate/siteB")
     # each stage's arguments exist and have the right types (evaluate's --predictions NAME=path
     # is the multi-model form of issue 12; parsed where this evaluate has it)
     evaluate = argparse.ArgumentParser()
@@ -156,23 +155,6 @@ def test_a_non_grade_target_becomes_the_grade_of_a_derived_manifest(cohorts, tmp
     assert all(p.images["T2FS"].is_file() for p in cohort)
 
 
-def test_pooling_names_the_site_and_refuses_a_shared_patient_id(cohorts, tmp_path):
-    sites = {s: cohorts / s / "manifest.csv" for s in ("siteB", "siteC")}
-    folders = {}
-    for site in sites:
-        folders[site] = tmp_path / site
-        folders[site].mkdir()
-        ids = pd.read_csv(sites[site])["patient_id"]
-        pd.DataFrame({"patient_id": ids, "p_high": 0.5, "predicted": 0}).to_csv(
-            folders[site] / "M.csv", index=False)
-    pooled(sites, ["M"], folders, tmp_path / "pooled.csv", tmp_path / "pooled")
-    table = pd.read_csv(tmp_path / "pooled" / "M.csv")
-    assert len(table) == 8 and table["site"].value_counts().to_dict() == {"siteB": 4, "siteC": 4}
-    with pytest.raises(SarcogradeError, match="same patient_id in two test sites"):
-        pooled({"b": sites["siteB"], "c": sites["siteB"]}, ["M"],
-               {"b": folders["siteB"], "c": folders["siteB"]}, tmp_path / "x.csv", tmp_path / "x")
-
-
 def _study_process(path: Path, out: Path) -> subprocess.Popen:
     """The study up to the predictions, in a process of its own (so that it can be killed)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
@@ -194,7 +176,7 @@ def _numbers(out: Path) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.slow
 def test_a_study_killed_mid_way_and_rerun_ends_with_the_same_numbers(cohorts, tmp_path):
-    path = _write_study(tmp_path, cohorts)
+    path = _write_study(tmp_path, cohorts, models=["dl", "fusion"])
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     _finish(_study_process(path, whole))
 

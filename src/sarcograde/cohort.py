@@ -169,8 +169,8 @@ def _resolve(base: Path, value) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
-    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A manifest CSV as text cells (nothing parsed), column names stripped."""
     path = Path(path)
     if not path.is_file():
         raise SarcogradeError("manifest not found", path=path)
@@ -180,6 +180,13 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
         raise SarcogradeError(f"cannot parse manifest CSV ({str(exc).splitlines()[0]})",
                               path=path) from None
     frame.columns = [c.strip() for c in frame.columns]
+    return frame
+
+
+def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
+    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+    path = Path(path)
+    frame = read_table(path)
     if "patient_id" not in frame.columns:
         raise SarcogradeError("manifest has no patient_id column", path=path)
     sequences = [c[len("image_"):] for c in frame.columns if c.startswith("image_")]

@@ -16,7 +16,7 @@ import yaml
 from ..artifacts import read_json, write_text
 from ..console import console, info
 from ..errors import SarcogradeError
-from .plan import POOLED, STAGES, Layout, build_steps
+from .plan import POOLED, STAGES, Layout, build_steps, evaluated_sites
 from .runner import run_steps
 from .spec import Study, load_study
 
@@ -63,8 +63,7 @@ def run_study(path: str | Path, out: str | Path, *, jobs: int = 1,
     console.rule("[bold]study finished")
     if STAGES.index(until) < STAGES.index("evaluate"):
         return {"state": state, "auc": {}}
-    sites = list(study.test) + ([POOLED] if len(study.test) > 1 else [])
-    aucs = external_aucs(layout, sites)
+    aucs = external_aucs(layout, evaluated_sites(study))
     for site, models in aucs.items():
         info(f"{site}{' (all sites pooled)' if site == POOLED else ''}: " + "; ".join(
             f"{name} AUC {format_estimate(auc)}" for name, auc in models.items()))

@@ -10,11 +10,10 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cohort import is_missing
-from ..errors import SarcogradeError
-from . import derived
-from .runner import Step, run_stage
+from ..cohort import is_missing, read_table
+from .runner import Step
 from .spec import BASELINES, Study
+from .target import target_manifest
 
 STAGES = ("check", "preprocess", "train", "predict", "evaluate", "explain", "report")
 POOLED = "pooled"
@@ -52,7 +51,7 @@ class Layout:
         return self.out / "predict" / site
 
     def baselines(self, site: str) -> Path:
-        """evaluate's work folder where the baselines are fitted and applied to the site."""
+        """evaluate's folder where the baselines are fitted (their predictions go to predict/)."""
         return self.out / "predict" / site / "baselines"
 
     def evaluate(self, site: str) -> Path:
@@ -66,10 +65,15 @@ class Layout:
         return self.out / "report.html"
 
 
+def evaluated_sites(study: Study) -> list[str]:
+    """Every test site, then `pooled` where there are several."""
+    return list(study.test) + ([POOLED] if len(study.test) > 1 else [])
+
+
 def _manifest_files(manifest: Path, sequences: list[str]) -> list[Path]:
     """The manifest and every image and mask it names for these sequences (what check and
     preprocess read), so that a changed image reruns them."""
-    frame = derived._read_manifest(manifest)
+    frame = read_table(manifest)
     files = [manifest]
     for seq in sequences:
         for column in (f"image_{seq}", f"mask_{seq}"):
@@ -97,7 +101,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
         for cohort, manifest in study.cohorts.items():
             manifests[cohort] = layout.derived_manifest(cohort)
             steps.append(Step(f"manifest/{cohort}", "check", [manifest], [manifests[cohort]],
-                              action=functools.partial(derived.target_manifest, manifest,
+                              action=functools.partial(target_manifest, manifest,
                                                        study.target, manifests[cohort]),
                               params={"target": study.target}))
 
@@ -151,48 +155,43 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
                                "--out", str(predict / "DL-fusion.csv")]))
         if baselines:
             # evaluate fits the baselines by the DL run's cross-validation on the training
-            # cohort and applies them to this site; the study keeps their predictions as files.
-            argv = ["evaluate", str(predict / f"DL-{seq0}.csv"), "--manifest", str(manifests[site]),
-                    "--train-manifest", str(manifests["train"]), "--run", str(layout.run(seq0)),
-                    "--out", str(layout.baselines(site)), "--bootstrap", "1",
-                    "--seed", str(study.seed), "--sequence", seq0]
+            # cohort and writes their predictions of this site as <model>.csv files.
             steps.append(Step(f"predict/{site}/baselines", "predict",
                               [predict / f"DL-{seq0}.csv", manifests[site], manifests["train"],
                                *_run_files(layout.run(seq0))],
                               [predict / f"{m}.csv" for m in baselines],
-                              action=functools.partial(_baselines, argv, layout.baselines(site),
-                                                       predict, baselines),
-                              params={"argv": argv, "models": baselines}))
+                              ["evaluate", str(predict / f"DL-{seq0}.csv"),
+                               "--manifest", str(manifests[site]),
+                               "--train-manifest", str(manifests["train"]),
+                               "--run", str(layout.run(seq0)), "--out", str(layout.baselines(site)),
+                               "--baseline-predictions", str(predict), "--bootstrap", "1",
+                               "--seed", str(study.seed), "--sequence", seq0]))
 
     names = study.model_names()
-    sites = {site: layout.predict(site) for site in study.test}
-    eval_manifests = {site: manifests[site] for site in study.test}
-    if len(study.test) > 1:
-        pooled_manifest = layout.derived_manifest(POOLED)
-        steps.append(Step(f"predict/{POOLED}", "predict",
-                          [*eval_manifests.values(),
-                           *[sites[s] / f"{m}.csv" for s in study.test for m in names]],
-                          [pooled_manifest, *[layout.predict(POOLED) / f"{m}.csv" for m in names]],
-                          action=functools.partial(derived.pooled, dict(eval_manifests), names,
-                                                   dict(sites), pooled_manifest,
-                                                   layout.predict(POOLED)),
-                          params={"sites": list(study.test), "models": names}))
-        sites[POOLED] = layout.predict(POOLED)
-        eval_manifests[POOLED] = pooled_manifest
-
-    for site, folder in sites.items():
-        files = [folder / f"{m}.csv" for m in names]
+    common = ["--train-manifest", str(manifests["train"]), "--run", str(layout.run(seq0)),
+              "--bootstrap", bootstrap, "--seed", str(study.seed), "--sequence", seq0]
+    for site in study.test:
+        files = [layout.predict(site) / f"{m}.csv" for m in names]
         steps.append(Step(f"evaluate/{site}", "evaluate",
-                          [*files, eval_manifests[site], manifests["train"],
+                          [*files, manifests[site], manifests["train"],
                            *_run_files(layout.run(seq0))],
                           [layout.evaluate(site) / "metrics.json"],
                           ["evaluate", *[a for m, f in zip(names, files)
                                          for a in ("--predictions", f"{m}={f}")],
-                           "--manifest", str(eval_manifests[site]),
-                           "--train-manifest", str(manifests["train"]),
-                           "--run", str(layout.run(seq0)), "--out", str(layout.evaluate(site)),
-                           "--bootstrap", bootstrap, "--seed", str(study.seed),
-                           "--sequence", seq0]))
+                           "--manifest", str(manifests[site]),
+                           "--out", str(layout.evaluate(site)), *common]))
+    if len(study.test) > 1:
+        # evaluate reads each model's file per site from the {site} template
+        template = layout.predict("{site}")
+        steps.append(Step(f"evaluate/{POOLED}", "evaluate",
+                          [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in names],
+                           *[manifests[s] for s in study.test], manifests["train"],
+                           *_run_files(layout.run(seq0))],
+                          [layout.evaluate(POOLED) / "metrics.json"],
+                          ["evaluate", *[a for m in names
+                                         for a in ("--predictions", f"{m}={template / m}.csv")],
+                           *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
+                           "--out", str(layout.evaluate(POOLED)), *common]))
     if "dl" in study.models:
         for site in study.test:
             for seq in study.sequences:
@@ -203,7 +202,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
                                   ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq))]))
     steps.append(Step("report", "report",
-                      [layout.evaluate(s) / "metrics.json" for s in sites]
+                      [layout.evaluate(s) / "metrics.json" for s in evaluated_sites(study)]
                       + [layout.explain(site0, seq0) / "attention.csv"],
                       [layout.report],
                       ["report", str(layout.evaluate(site0)), "--out", str(layout.report),
@@ -213,10 +212,3 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
     last = STAGES.index(until)
     return [s for s in steps if STAGES.index(s.stage) <= last]
 
-
-def _baselines(argv: list[str], work: Path, predict: Path, models: list[str]) -> None:
-    status = run_stage(argv)
-    if status != 0:
-        raise SarcogradeError(f"fitting the baselines stopped: `sarcograde evaluate` exited with "
-                              f"status {status}", path=work)
-    derived.baseline_predictions(work, predict, models)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
-from ..cohort import is_missing
+from ..cohort import is_missing, read_table
 from ..config import PRESETS, load_preset
 from ..errors import SarcogradeError
 
@@ -82,19 +81,10 @@ def _manifest(path: Path, value: Any, what: str) -> Path:
     return manifest
 
 
-def _header(manifest: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SarcogradeError(f"cannot parse manifest CSV ({str(exc).splitlines()[0]})",
-                              path=manifest) from None
-
-
 def _check_target(path: Path, target: str, manifests: dict[str, Path]) -> None:
     """A target other than grade must be a 0/1 column of every manifest, both classes in train."""
     for cohort, manifest in manifests.items():
-        frame = _header(manifest)
-        frame.columns = [c.strip() for c in frame.columns]
+        frame = read_table(manifest)
         if target not in frame.columns:
             raise _fail(path, f"target {target!r} is not a column of the {cohort} manifest "
                               f"{manifest}")
@@ -165,7 +155,7 @@ def load_study(path: str | Path) -> Study:
     sequences = [_name(path, s, "sequence") for s in sequences]
     manifests = {"train": train, **test}
     for cohort, manifest in manifests.items():
-        columns = {c.strip() for c in _header(manifest).columns}
+        columns = set(read_table(manifest).columns)
         for seq in sequences:
             if f"image_{seq}" not in columns:
                 have = sorted(c[len("image_"):] for c in columns if c.startswith("image_"))

@@ -59,6 +59,7 @@ def _write_study(folder: Path, cohorts: Path, **changes) -> Path:
     ({"target": "age"}, "target 'age' must be 0/1"),
     ({"target": "no_such_column"}, "target 'no_such_column' is not a column"),
     ({"models": ["dl", "deep"]}, "unknown model 'deep'"),
+    ({"models": ["dl", "volume"]}, "list all three or none"),
     ({"overrides": {"train": {"epochs": 2}}}, "overrides.train: unknown option(s) epochs"),
     ({"test": {"pooled": "x.csv"}}, "test site name 'pooled' is reserved"),
 ])
@@ -85,10 +86,10 @@ def test_relative_paths_are_taken_from_the_yaml_folder(cohorts, tmp_path):
     path = tmp_path / "study.yaml"
     rel = os.path.relpath(cohorts, tmp_path)
     path.write_text(f"train: {rel}/siteA/manifest.csv\ntest:\n  siteB: {rel}/siteB/manifest.csv\n"
-                    "sequences: [T2FS]\nmodels: [dl, volume]\n")
+                    "sequences: [T2FS]\nmodels: [dl]\n")
     study = load_study(path)
     assert study.train.resolve() == (cohorts / "siteA" / "manifest.csv").resolve()
-    assert study.model_names() == ["DL-T2FS", "volume"]
+    assert study.model_names() == ["DL-T2FS"]
     assert study.target == "grade" and study.preset == "paper"
 
 
@@ -98,7 +99,9 @@ def test_the_steps_parse_with_the_real_command_line(cohorts, tmp_path):
     names = [s.name for s in steps]
     assert names[:3] == ["check/train", "check/siteB", "check/siteC"]
     assert "train/fusion" in names and "evaluate/pooled" in names and names[-1] == "report"
-    assert names.index("predict/siteC/baselines") < names.index("evaluate/siteB")
+    assert names.index("predict/siteC/DL-fusion") < names.index("evaluate/siteB")
+    # the baselines are fitted by evaluate, which writes their prediction files
+    assert "--baseline-predictions" in steps[names.index("evaluate/siteB")].argv
     # each stage's arguments exist and have the right types (evaluate's --predictions NAME=path
     # is the multi-model form of issue 12; parsed where this evaluate has it)
     evaluate = argparse.ArgumentParser()

@@ -50,10 +50,6 @@ class Layout:
     def predict(self, site: str) -> Path:
         return self.out / "predict" / site
 
-    def baselines(self, site: str) -> Path:
-        """evaluate's folder where the baselines are fitted (their predictions go to predict/)."""
-        return self.out / "predict" / site / "baselines"
-
     def evaluate(self, site: str) -> Path:
         return self.out / "evaluate" / site
 
@@ -153,42 +149,35 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
                                *[a for seq in study.sequences for a in
                                  ("--predictions", f"{seq}={predict / f'DL-{seq}.csv'}")],
                                "--out", str(predict / "DL-fusion.csv")]))
-        if baselines:
-            # evaluate fits the baselines by the DL run's cross-validation on the training
-            # cohort and writes their predictions of this site as <model>.csv files.
-            steps.append(Step(f"predict/{site}/baselines", "predict",
-                              [predict / f"DL-{seq0}.csv", manifests[site], manifests["train"],
-                               *_run_files(layout.run(seq0))],
-                              [predict / f"{m}.csv" for m in baselines],
-                              ["evaluate", str(predict / f"DL-{seq0}.csv"),
-                               "--manifest", str(manifests[site]),
-                               "--train-manifest", str(manifests["train"]),
-                               "--run", str(layout.run(seq0)), "--out", str(layout.baselines(site)),
-                               "--baseline-predictions", str(predict), "--bootstrap", "1",
-                               "--seed", str(study.seed), "--sequence", seq0]))
 
-    names = study.model_names()
-    common = ["--train-manifest", str(manifests["train"]), "--run", str(layout.run(seq0)),
-              "--bootstrap", bootstrap, "--seed", str(study.seed), "--sequence", seq0]
+    # DL and fusion models are read from their files; the baselines are fitted by evaluate on
+    # the training cohort (with Table 1), which also writes their predictions of each site.
+    files_of = [m for m in study.model_names() if m not in baselines]
+    common = ["--run", str(layout.run(seq0)), "--bootstrap", bootstrap, "--seed", str(study.seed),
+              "--sequence", seq0]
+    if baselines:
+        common += ["--train-manifest", str(manifests["train"])]
     for site in study.test:
-        files = [layout.predict(site) / f"{m}.csv" for m in names]
+        files = [layout.predict(site) / f"{m}.csv" for m in files_of]
+        written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
         steps.append(Step(f"evaluate/{site}", "evaluate",
                           [*files, manifests[site], manifests["train"],
                            *_run_files(layout.run(seq0))],
-                          [layout.evaluate(site) / "metrics.json"],
-                          ["evaluate", *[a for m, f in zip(names, files)
+                          [layout.evaluate(site) / "metrics.json",
+                           *[layout.predict(site) / f"{m}.csv" for m in baselines]],
+                          ["evaluate", *[a for m, f in zip(files_of, files)
                                          for a in ("--predictions", f"{m}={f}")],
-                           "--manifest", str(manifests[site]),
+                           "--manifest", str(manifests[site]), *written,
                            "--out", str(layout.evaluate(site)), *common]))
     if len(study.test) > 1:
         # evaluate reads each model's file per site from the {site} template
         template = layout.predict("{site}")
         steps.append(Step(f"evaluate/{POOLED}", "evaluate",
-                          [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in names],
+                          [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in files_of],
                            *[manifests[s] for s in study.test], manifests["train"],
                            *_run_files(layout.run(seq0))],
                           [layout.evaluate(POOLED) / "metrics.json"],
-                          ["evaluate", *[a for m in names
+                          ["evaluate", *[a for m in files_of
                                          for a in ("--predictions", f"{m}={template / m}.csv")],
                            *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
                            "--out", str(layout.evaluate(POOLED)), *common]))

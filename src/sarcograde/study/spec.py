@@ -180,6 +180,10 @@ def load_study(path: str | Path) -> Study:
         raise _fail(path, f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}")
     if "dl" not in models:
         raise _fail(path, "models must include dl: the other models are compared against it")
+    listed = [m for m in BASELINES if m in models]
+    if listed and len(listed) < len(BASELINES):
+        raise _fail(path, f"models: {', '.join(BASELINES)} are fitted together by evaluate; "
+                          "list all three or none")
     if "fusion" in models and len(sequences) < 2:
         raise _fail(path, "models: fusion needs at least two sequences")
 

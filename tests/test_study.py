@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from sarcograde import cli
-from sarcograde.evaluate import add_arguments as add_evaluate_arguments
 from sarcograde.cohort import load_manifest
+from sarcograde.evaluate import add_arguments as add_evaluate_arguments
 from sarcograde.study import Layout, build_steps, load_study
 from sarcograde.study.target import target_manifest
 

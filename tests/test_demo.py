@@ -40,8 +40,10 @@ def test_demo_runs_the_study_and_grades_every_external_site(demo):
         metrics = json.loads((layout.evaluate(site) / "metrics.json").read_text())
         assert set(metrics["models"]) == set(MODELS)
         assert result["auc"][site]["DL-fusion"] == metrics["models"]["DL-fusion"]["auc"]
-    pooled = pd.read_csv(layout.predict("pooled") / "DL-fusion.csv")
-    assert len(pooled) == 2 * REDUCED["patients_test"]
+    pooled = json.loads((layout.evaluate("pooled") / "metrics.json").read_text())
+    assert pooled["pooled"] is True and set(pooled["models"]) == set(MODELS)
+    assert {site: block["n"] for site, block in pooled["sites"].items()} == {
+        site: REDUCED["patients_test"] for site in sites}
     # siteC's T2FS contours were carried from T1FSGd: every patient still has T2FS slices
     assert (pd.read_csv(layout.cache("siteC", "T2FS") / "index.csv")["n_slices"] > 0).all()
     assert layout.report.is_file()

@@ -13,8 +13,8 @@ import pytest
 from sarcograde import __version__, cli
 from sarcograde.errors import SarcogradeError
 
-PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "radiomics", "evaluate",
-            "explain", "report", "demo"]
+PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "radiomics", "fusion",
+            "evaluate", "explain", "report", "study", "demo"]
 
 
 def test_commands_are_registered_in_pipeline_order():

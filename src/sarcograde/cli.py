@@ -26,10 +26,12 @@ COMMANDS = [
     ("predict", "sarcograde.predict", "grade every patient of a cache with a run's ensemble"),
     ("radiomics", "sarcograde.radiomics.cli",
      "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),
+    ("fusion", "sarcograde.fusion", "late fusion of the sequences' ensembles: DL-fusion"),
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),
-    ("demo", "sarcograde.demo", "run every stage on a synthetic two-site cohort -> report.html"),
+    ("study", "sarcograde.study", "a whole comparative study from one YAML file"),
+    ("demo", "sarcograde.demo", "a study on synthetic sites (two sequences) -> report.html"),
 ]
 
 
@@ -53,7 +55,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # Stages whose --out is a folder and stages whose --out is one file (locked by its own name).
-FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "explain", "demo")
+FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "explain", "study", "demo")
 FILE_OUTPUT = ("import", "predict", "report")
 # Out of space or quota: a one-line message, not a traceback, from wherever the write failed.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -198,8 +198,9 @@ def _check_header(path: Path) -> None:
                               "header", path=path)
 
 
-def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
-    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A manifest CSV as text cells (nothing parsed), column names stripped; a missing
+    patient_id column, a repeated column or another separator is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise SarcogradeError("manifest not found", path=path)
@@ -210,6 +211,13 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
                               path=path) from None
     _check_header(path)
     frame.columns = [c.strip() for c in frame.columns]
+    return frame
+
+
+def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
+    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+    path = Path(path)
+    frame = read_table(path)
     sequences = [c[len("image_"):] for c in frame.columns if c.startswith("image_")]
     if not sequences:
         raise SarcogradeError("manifest has no image_<SEQ> column", path=path)

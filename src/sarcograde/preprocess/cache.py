@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..artifacts import hash_config, hash_path
 from ..formats import cache as cache_format
-from ..formats.cache import npz_relpath, patient_summary, stored_key, write_index  # noqa: F401
 from ..masks import MaskSource
 from .pipeline import Params, Preprocessed
 

@@ -18,10 +18,10 @@ from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, warn
 from ..errors import SarcogradeError
-from ..formats.cache import read_cache_config, write_cache_config
-from ..masks import mask_source
-from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
-                    write_patient)
+from ..formats.cache import (npz_relpath, patient_summary, read_cache_config, stored_key,
+                             write_cache_config, write_index)
+from ..masks import MaskSource, mask_source
+from .cache import cache_key, write_patient
 from .pipeline import Params, drop_stray_pieces, load_patient, preprocess_volume
 from .preview import save_preview
 

@@ -24,7 +24,8 @@ from ..cohort import load_manifest
 from ..console import info, warn
 from ..errors import SarcogradeError
 from ..masks import MaskSource, mask_source
-from ..preprocess.cache import cache_key, npz_relpath
+from ..formats.cache import npz_relpath
+from ..preprocess.cache import cache_key
 from ..preprocess.pipeline import drop_stray_pieces, load_patient, normalise_volume
 from .features import PatientFeatures, compute_features
 from .settings import Settings

@@ -49,6 +49,17 @@ def test_empty_or_missing_mask_names_patient_and_file(tmp_path):
         bl.tumour_volumes([gone], "T1", tmp_path / "v.csv")
 
 
+def test_a_sequence_without_its_own_contour_takes_the_drawn_volume(tmp_path):
+    drawn = _mask(tmp_path / "t1.nii.gz", 40)
+    patient = Patient("C", 2, 2, images={"T1": drawn, "T2": tmp_path / "t2.nii.gz"},
+                      masks={"T1": drawn})
+    volumes = bl.tumour_volumes([patient], "T2", tmp_path / "v.csv")
+    assert volumes == pytest.approx({"C": 40 * 0.5 * 0.8 * 3.0 / 1000})
+    assert pd.read_csv(tmp_path / "v.csv")["mask"].tolist() == [str(drawn)]
+    with pytest.raises(SarcogradeError, match=r"^D: no mask_T2 given"):
+        bl.tumour_volumes([Patient("D", 2, 2, images={"T2": drawn})], "T2", tmp_path / "w.csv")
+
+
 def test_feature_table_logs_the_volume_and_keeps_missing_values():
     patients = [Patient("A", 2, 1, clinical={"t_stage": 2, "n_stage": 0, "m_stage": 0, "age": 61}),
                 Patient("B", 3, 3, clinical={"t_stage": None, "n_stage": 1, "m_stage": 1,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 from scipy.spatial.distance import cdist, pdist
 
 from sarcograde.check import QA_COLUMNS, longest_diameter_mm, tumour_volume_ml
@@ -311,3 +312,109 @@ def test_real_tcia_patients_all_usable(tcia_nifti_manifest, tcia_root, capsys):
                        index.astype(float)])
     all_pairs = max(cdist(points[i:i + 1000], points).max() for i in range(0, len(points), 1000))
     assert smallest.longest_diameter_mm == pytest.approx(all_pairs)
+
+
+def _nifti_image(folder, change) -> None:
+    """Rewrite P1's NIfTI image after `change(array)`; the phantom is float32."""
+    image, _ = phantom(0)
+    change(image)
+    _replace(folder / "P1_img.nii.gz", volume(image))
+
+
+def _truncate(path, keep: float, compressed: bool = True) -> None:
+    if not compressed:  # an uncompressed copy, then cut
+        sitk.WriteImage(sitk.ReadImage(str(path)), str(path.with_suffix("")))
+        path.unlink()
+        path = path.with_suffix("")
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def _uncompressed_truncation(folder, manifest):
+    _truncate(folder / "P1_img.nii.gz", 0.5, compressed=False)
+    set_cell(manifest, "P1", "image_T1", "P1_img.nii")
+
+
+VOXELS = int(np.prod(SHAPE_ZYX))
+HEADER = 352  # NIfTI-1 vox_offset of ITK's files
+CUT = int((HEADER + 4 * VOXELS) * 0.5)
+
+# (name, how to break P1 (NIfTI), file named, exact problem): what ITK reads without an error.
+NIFTI_FAULTS = [
+    ("NaN in a NIfTI", lambda d, m: _nifti_image(d, lambda a: a.__setitem__((0, 0, slice(0, 3)),
+                                                                          np.nan)),
+     "P1_img.nii.gz", "image: 3 NaN or infinite voxel(s)"),
+    ("inf in a NIfTI", lambda d, m: _nifti_image(d, lambda a: a.__setitem__((4, 4, 4), np.inf)),
+     "P1_img.nii.gz", "image: 1 NaN or infinite voxel(s)"),
+    ("truncated .nii.gz", lambda d, m: _truncate(d / "P1_img.nii.gz", 1 / 3), "P1_img.nii.gz",
+     "image: truncated or corrupt compressed file (Compressed file ended before the "
+     "end-of-stream marker was reached)"),
+    ("truncated .nii", _uncompressed_truncation, "P1_img.nii",
+     f"image: truncated file: {CUT - HEADER} of {4 * VOXELS} bytes of voxel data"),
+    ("all-zero image", lambda d, m: _nifti_image(d, lambda a: a.__setitem__(..., 0)),
+     "P1_img.nii.gz", "image: every voxel is 0 (a blank image)"),
+    ("constant image", lambda d, m: _nifti_image(d, lambda a: a.__setitem__(..., 7.5)),
+     "P1_img.nii.gz", "image: every voxel is 7.5 (a blank image)"),
+    ("one-voxel mask", lambda d, m: _replace(d / "P1_mask.nii.gz", volume(
+        np.pad(np.ones((1, 1, 1), np.uint8), [(5, 6), (9, 18), (3, 28)]))),
+     "P1_mask.nii.gz", "mask: a single voxel, not a tumour outline"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, file, problem", NIFTI_FAULTS,
+                         ids=[b[0] for b in NIFTI_FAULTS])
+def test_silently_wrong_nifti_is_refused(cohort, capsys, name, breaks, file, problem):
+    manifest, folder = cohort
+    breaks(folder, manifest)
+    rc, qa = check(manifest)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert [line for line in err.splitlines() if line.startswith("P1: ")] == \
+        [f"P1: {folder / file}: {problem}"]
+    assert qa.usable.tolist() == [False, True, True]
+
+
+def test_patient_id_that_cannot_name_a_file_is_refused_by_check_and_preprocess(cohort, capsys):
+    manifest, folder = cohort
+    set_cell(manifest, "P1", "patient_id", "../P1")
+    problem = ("row 2, column patient_id: patient_id '../P1' cannot be a file name (letters, "
+               "digits, '._+- ', starting with a letter or digit)")
+    rc, qa = check(manifest)
+    assert rc == 1
+    assert f"../P1: {manifest}: {problem}\n" in capsys.readouterr().err
+    assert qa.usable.tolist() == [False, True, True]
+    # the same rule, not a copy of it, stops preprocess before any work
+    assert main(["preprocess", str(manifest), "--out", str(folder / "cache")]) == 1
+    assert capsys.readouterr().err == (f"sarcograde preprocess: error: {manifest}: ../P1: "
+                                       f"{problem}\n")
+
+
+def _with_pieces(mask: np.ndarray) -> np.ndarray:
+    """The phantom tumour plus a 2 x 2 x 2 blob and a stray voxel, both apart from it."""
+    mask = mask.copy()
+    mask[0:2, 0:2, 0:2] = 1
+    mask[11, 27, 31] = 1
+    return mask
+
+
+def test_implausible_masks_are_warned_about(cohort, capsys):
+    manifest, folder = cohort
+    _, tumour = phantom(0)
+    _replace(folder / "P1_mask.nii.gz", volume(_with_pieces(tumour)))
+    _replace(folder / "P2_mask.nrrd", volume(np.ones(SHAPE_ZYX, np.uint8)))
+    rc, qa = check(manifest)
+    err = capsys.readouterr().err
+    assert rc == 0                                        # warnings, not problems
+    labels, n = ndimage.label(_with_pieces(tumour), structure=np.ones((3, 3, 3)))
+    sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+    share = sizes[0] / sizes.sum()
+    assert n == 3
+    lines = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert lines == [
+        f"warning: P1: {folder / 'P1_mask.nii.gz'}: mask: 3 disconnected pieces; the largest "
+        f"holds {share:.1%} of the voxels",
+        f"warning: P2: {folder / 'P2_mask.nrrd'}: mask: covers 100% of the image; is it the "
+        "tumour?"]
+    assert qa.mask_pieces.tolist() == [3, 1, 1]
+    assert qa.largest_piece_share[0] == pytest.approx(share, abs=1e-4)
+    assert qa.largest_piece_share[2] == 1.0

@@ -13,8 +13,8 @@ import pytest
 from sarcograde import __version__, cli
 from sarcograde.errors import SarcogradeError
 
-PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "evaluate", "explain",
-            "report", "demo"]
+PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "radiomics", "fusion",
+            "evaluate", "explain", "report", "study", "demo"]
 
 
 def test_commands_are_registered_in_pipeline_order():
@@ -96,3 +96,123 @@ def test_console_script_is_installed():
                             timeout=120)
     assert result.returncode == 0
     assert result.stdout.strip() == f"sarcograde {__version__}"
+
+
+# Each stage that writes, with the arguments that name its output (OUT) and the lock it takes
+# there; the other arguments need not exist: the lock is taken before any of them is read.
+WRITERS = [
+    ("check", ["check", "manifest.csv", "--out", "OUT"], ".sarcograde.lock"),
+    ("synth", ["synth", "OUT"], ".sarcograde.lock"),
+    ("preprocess", ["preprocess", "manifest.csv", "--out", "OUT"], ".sarcograde.lock"),
+    ("train", ["train", "cache", "--out", "OUT"], ".sarcograde.lock"),
+    ("evaluate", ["evaluate", "p.csv", "--manifest", "m.csv", "--out", "OUT"], ".sarcograde.lock"),
+    ("explain", ["explain", "run", "cache", "--out", "OUT"], ".sarcograde.lock"),
+    ("demo", ["demo", "--out", "OUT"], ".sarcograde.lock"),
+    ("predict", ["predict", "run", "cache", "--out", "OUT/p.csv"], ".p.csv.lock"),
+    ("report", ["report", "eval", "--out", "OUT/r.html"], ".r.html.lock"),
+    ("import", ["import", "tcia-sts", "root", "--out", "OUT/m.csv"], ".m.csv.lock"),
+]
+
+
+def _argv(argv, out) -> list[str]:
+    return [a.replace("OUT", str(out)) for a in argv]
+
+
+@pytest.mark.parametrize("name, argv, lock", WRITERS, ids=[w[0] for w in WRITERS])
+def test_second_writer_of_an_output_stops_naming_the_lock(tmp_path, capsys, name, argv, lock):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / lock, "w") as held:          # another command's lock, taken independently
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert cli.main(_argv(argv, out)) == 1
+    assert capsys.readouterr().err == (
+        f"sarcograde {name}: error: {out / lock}: another sarcograde command is writing here (it "
+        "holds this lock); wait for it to finish\n")
+    assert sorted(p.name for p in out.iterdir()) == [lock]   # no work was done
+
+
+@pytest.mark.parametrize("name, argv, lock", WRITERS[:3], ids=[w[0] for w in WRITERS[:3]])
+def test_out_naming_an_existing_file_is_one_line(tmp_path, capsys, name, argv, lock):
+    out = tmp_path / "taken"
+    out.write_text("a user's file")
+    assert cli.main(_argv(argv, out)) == 1
+    assert capsys.readouterr().err == \
+        f"sarcograde {name}: error: {out}: the output folder is an existing file\n"
+    assert out.read_text() == "a user's file"
+
+
+def _refuse_lock_file(monkeypatch, errno_code: int) -> None:
+    """os.open of a lock file fails as on a read-only mount (root ignores chmod)."""
+    import os
+
+    real_open = os.open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(errno_code, os.strerror(errno_code), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize("name, argv, lock", WRITERS[:3], ids=[w[0] for w in WRITERS[:3]])
+def test_unwritable_output_folder_is_found_before_the_work(tmp_path, capsys, monkeypatch, name,
+                                                           argv, lock):
+    import errno
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _refuse_lock_file(monkeypatch, errno.EROFS)
+    assert cli.main(_argv(argv, out)) == 1
+    assert capsys.readouterr().err == (f"sarcograde {name}: error: {out}: the output folder is "
+                                       "not writable (Read-only file system)\n")
+    assert list(out.iterdir()) == []
+
+
+def test_read_only_folder_without_root(tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only (chmod 555) folder; the EROFS test covers it")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert cli.main(["synth", str(out)]) == 1
+    finally:
+        out.chmod(0o755)
+    assert capsys.readouterr().err == (f"sarcograde synth: error: {out}: the output folder is "
+                                       "not writable (Permission denied)\n")
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    images = tmp_path / "data"
+    images.mkdir()
+    manifest = images / "manifest.csv"
+    manifest.write_text("patient_id,image_T1,mask_T1\nP1,nope.nii.gz,nope.nii.gz\n")
+    real_write = Path.write_bytes
+
+    def full(self, data):
+        if ".tmp" in self.name:  # every artifact is written through a temporary file
+            real_write(self, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "out"
+    assert cli.main(["check", str(manifest), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"sarcograde check: error: {out / 'qa.csv'}: No space left "
+                                       "on device; free some space and rerun the same command\n")
+    assert not out.exists()        # neither qa.csv nor a temporary file: the new folder is gone
+
+
+def test_long_warning_stays_one_line_off_a_terminal(capsys):
+    from sarcograde.console import warn
+
+    message = "P00: " + "/a/very/long/path" * 20 + ": no tumour slices, left out"
+    warn(message)
+    assert capsys.readouterr().err == f"warning: {message}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sarcograde.cli import main
 from sarcograde.cohort import PARSERS, ManifestProblem, load_manifest, parse_grade
 from sarcograde.errors import SarcogradeError
 
@@ -138,3 +139,26 @@ def test_spreadsheet_quirks(tmp_path):
     cohort = load_manifest(manifest, strict=True)
     assert cohort.patients[0].grade == 3
     assert cohort.patients[0].images["T1"] == tmp_path / "a.nii"
+
+
+def test_blank_trailing_columns_are_not_duplicates(tmp_path):
+    manifest = write(tmp_path, "patient_id,image_T1,mask_T1,,\nA,a,b,,\n")
+    assert [p.patient_id for p in load_manifest(manifest, strict=True)] == ["A"]
+
+
+@pytest.mark.parametrize("command", ["check", "preprocess"])
+@pytest.mark.parametrize("text, problem", [
+    ("patient_id,grade,image_T1,mask_T1,grade\nA,1,a,b,3\n",
+     "column grade appears more than once in the header"),
+    ("patient_id;grade;image_T1;mask_T1\nA;1;a;b\n",
+     "manifest has no patient_id column; the file looks semicolon-separated: save it as "
+     "comma-separated CSV"),
+    ("patient_id\tgrade\timage_T1\tmask_T1\nA\t1\ta\tb\n",
+     "manifest has no patient_id column; the file looks tab-separated: save it as "
+     "comma-separated CSV"),
+])
+def test_misread_manifest_is_one_line_through_the_cli(tmp_path, capsys, command, text, problem):
+    manifest = write(tmp_path, text)
+    assert main([command, str(manifest), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"sarcograde {command}: error: {manifest}: {problem}\n"
+    assert not (tmp_path / "out").exists()

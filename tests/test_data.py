@@ -1,13 +1,9 @@
 """Cache loading and batch augmentation (sarcograde.data).
 
-`write_cache` at the top builds a CACHE folder in the format of docs/artifacts.md with numpy only,
-with a planted, learnable grade signal; test_train.py reuses it.
+Caches with a planted, learnable grade signal come from tests/fakes.py (`graded_cache`).
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,64 +12,10 @@ import torch
 
 from sarcograde.data import AugmentParams, augment_batch, epoch_generator, load_slices
 from sarcograde.errors import SarcogradeError
-
-SIZE = 32
-
-
-def tumour_slices(rng: np.random.Generator, n: int, high: bool, size: int = SIZE) -> np.ndarray:
-    """z-scored slices of a tumour disc: high grade is bright and coarsely textured, low grade
-    dim and smooth; position, radius and noise vary per slice."""
-    yy, xx = np.mgrid[:size, :size]
-    out = np.empty((n, size, size), np.float32)
-    for i in range(n):
-        cy, cx = rng.uniform(0.35, 0.65, 2) * size
-        radius = rng.uniform(0.15, 0.3) * size
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
-        image = rng.normal(0, 0.7, (size, size))
-        if high:
-            texture = np.kron(rng.normal(0, 1.5, (size // 4, size // 4)), np.ones((4, 4)))
-            image += disc * (1.5 + texture)
-        else:
-            image += disc * 0.5
-        out[i] = image
-    return out.astype(np.float16)
-
-
-def write_cache(root: Path, grades: dict[str, int | None], seed: int = 0, size: int = SIZE,
-                slices: tuple[int, int] = (4, 9)) -> Path:
-    """A `preprocess` cache of the patients in `grades` (FNCLCC 1-3, None = unknown)."""
-    rng = np.random.default_rng(seed)
-    (root / "patients").mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"sequence": "T1", "spacing_mm": 1.0,
-                                                  "size": size, "margin_mm": 10.0}))
-    rows = []
-    for pid, grade in grades.items():
-        n = int(rng.integers(*slices))
-        high = bool(rng.integers(2)) if grade is None else grade >= 2
-        image = tumour_slices(rng, n, high, size)
-        mask = (np.abs(image) > 1).astype(np.uint8)
-        np.savez_compressed(root / "patients" / f"{pid}.npz", image=image, mask=mask,
-                            z_mm=np.arange(n, dtype=float), area_mm2=mask.sum((1, 2)) * 1.0,
-                            pixel_mm=np.ones(n), spacing=np.ones(3), origin=np.zeros(3),
-                            direction=np.eye(3).ravel(), key=np.array(f"k{pid}{seed}"))
-        rows.append({"patient_id": pid, "sequence": "T1", "site": "A",
-                     "grade": "" if grade is None else grade,
-                     "label": "" if grade is None else int(grade >= 2), "n_slices": n,
-                     "tumour_volume_ml": 1.0, "npz": f"patients/{pid}.npz",
-                     "key": f"k{pid}{seed}"})
-    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
-    return root
-
-
-def cohort(n_low: int, n_high: int, n_unknown: int = 0) -> dict[str, int | None]:
-    grades = {f"L{i:02d}": 1 for i in range(n_low)}
-    grades.update({f"H{i:02d}": 2 + i % 2 for i in range(n_high)})
-    grades.update({f"U{i:02d}": None for i in range(n_unknown)})
-    return grades
-
+from fakes import SIZE, cohort, graded_cache, tumour_slices
 
 def test_load_slices_reads_every_patient(tmp_path):
-    cache = write_cache(tmp_path, cohort(3, 4, 1))
+    cache = graded_cache(tmp_path, cohort(3, 4, 1))
     index = pd.read_csv(cache / "index.csv", dtype={"patient_id": str})
     s = load_slices(cache)
     assert s.patient_ids == index["patient_id"].tolist()
@@ -87,14 +29,14 @@ def test_load_slices_reads_every_patient(tmp_path):
 
 
 def test_cache_hash_follows_content(tmp_path):
-    a = load_slices(write_cache(tmp_path / "a", cohort(2, 2), seed=0)).cache_hash
-    b = load_slices(write_cache(tmp_path / "b", cohort(2, 2), seed=0)).cache_hash
-    c = load_slices(write_cache(tmp_path / "c", cohort(2, 2), seed=1)).cache_hash
+    a = load_slices(graded_cache(tmp_path / "a", cohort(2, 2), seed=0)).cache_hash
+    b = load_slices(graded_cache(tmp_path / "b", cohort(2, 2), seed=0)).cache_hash
+    c = load_slices(graded_cache(tmp_path / "c", cohort(2, 2), seed=1)).cache_hash
     assert a == b != c
 
 
 def test_bad_cache_names_patient_and_file(tmp_path):
-    cache = write_cache(tmp_path, cohort(2, 2))
+    cache = graded_cache(tmp_path, cohort(2, 2))
     (cache / "patients" / "H01.npz").write_bytes(b"not a zip")
     with pytest.raises(SarcogradeError, match=r"^H01: .*H01\.npz: cannot read"):
         load_slices(cache)

@@ -1,88 +1,80 @@
-"""`sarcograde demo` end to end at a reduced size: every stage's artifact, a report, and an
-external AUC well above chance on the synthetic site; a rerun resumes instead of retraining."""
+"""`sarcograde demo`: synthetic sites, then `sarcograde study` on them. The end-to-end run
+(slow) checks every model on every external site and pooled; a rerun resumes."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pandas as pd
 import pytest
 
 from sarcograde import cli
-from sarcograde.demo import DemoLayout, demo_steps, run_demo
+from sarcograde.demo import EXTERNAL_SITES, DemoLayout, run_demo, study_file, synth_args
+from sarcograde.study import Layout
+from sarcograde.study.spec import KEYS
+from sarcograde.synth import add_arguments as add_synth_arguments
 
-# Reduced so that the whole pipeline runs in a few minutes on two CPU cores.
-REDUCED = dict(patients_train=24, patients_test=16, seed=0, epochs=4, folds=3, size=32,
-               bootstrap=200, jobs=2)
+# Reduced so that the whole study runs in a few minutes on two CPU cores.
+REDUCED = dict(patients_train=20, patients_test=8, seed=0, epochs=2, folds=2, size=32,
+               bootstrap=100, jobs=2)
+MODELS = ["DL-T1FSGd", "DL-T2FS", "DL-fusion", "clinical", "volume", "clinical+volume"]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    result = run_demo(out, **REDUCED)
-    return out, result
+    return out, run_demo(out, **REDUCED)
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_grades_the_external_site(demo):
+def test_demo_runs_the_study_and_grades_every_external_site(demo):
     out, result = demo
-    layout = DemoLayout(out)
-    for role in ("train", "test"):
-        assert pd.read_csv(layout.check(role) / "qa.csv")["usable"].all()
-        assert (layout.cache(role) / "index.csv").is_file()
-    models = sorted(layout.run.glob("fold_*/model.pt"))
-    assert len(models) == REDUCED["folds"]
-    predictions = pd.read_csv(layout.predictions)
-    assert len(predictions) == REDUCED["patients_test"]
-    assert predictions["patient_id"].str.startswith("siteB-").all()
-
-    metrics = json.loads((layout.eval / "metrics.json").read_text(encoding="utf-8"))
-    assert result["auc"] == metrics["auc"]
-    assert metrics["n"] == REDUCED["patients_test"]
-    assert metrics["baselines"]["models"], "baselines were not fitted"
-    assert json.loads((layout.eval / "survival.json").read_text(encoding="utf-8"))["models"]
-    assert "threshold" in metrics["youden"]
-    # A synthetic grade signal that a small CNN learns: well above chance on the other site.
-    assert metrics["auc"]["value"] > 0.7, metrics["auc"]
-
-    attention = pd.read_csv(layout.explain / "attention.csv")
-    assert set(attention["patient_id"]) == set(predictions["patient_id"])
-    page = result["report"].read_text(encoding="utf-8")
-    assert result["report"] == layout.report
-    for section in ("flow", "cohort", "performance", "survival", "attention", "training",
-                    "methods", "provenance"):
-        assert f'<section id="{section}">' in page
-    assert "Synthetic cohort." in page and "Not run" not in page
+    layout = Layout(out)
+    sites = [s["name"] for s in EXTERNAL_SITES]
+    assert set(result["auc"]) == {*sites, "pooled"}
+    for site in sites:
+        for model in MODELS:
+            frame = pd.read_csv(layout.predict(site) / f"{model}.csv")
+            assert len(frame) == REDUCED["patients_test"], (site, model)
+        metrics = json.loads((layout.evaluate(site) / "metrics.json").read_text())
+        assert set(metrics["models"]) == set(MODELS)
+        assert result["auc"][site]["DL-fusion"] == metrics["models"]["DL-fusion"]["auc"]
+    pooled = json.loads((layout.evaluate("pooled") / "metrics.json").read_text())
+    assert pooled["pooled"] is True and set(pooled["models"]) == set(MODELS)
+    assert {site: block["n"] for site, block in pooled["sites"].items()} == {
+        site: REDUCED["patients_test"] for site in sites}
+    # siteC's T2FS contours were carried from T1FSGd: every patient still has T2FS slices
+    assert (pd.read_csv(layout.cache("siteC", "T2FS") / "index.csv")["n_slices"] > 0).all()
+    assert layout.report.is_file()
 
 
 @pytest.mark.slow
-def test_a_rerun_resumes_without_retraining(demo):
+def test_a_rerun_resumes_without_redoing_a_step(demo):
     out, _ = demo
-    layout = DemoLayout(out)
-    before = {p: p.stat().st_mtime_ns for p in layout.run.glob("fold_*/model.pt")}
-    cache_before = {p: p.stat().st_mtime_ns for p in layout.cache("test").glob("patients/*.npz")}
+    models = {p: p.stat().st_mtime_ns for p in out.glob("train/*/fold_*/model.pt")}
     run_demo(out, **REDUCED)
-    assert {p: p.stat().st_mtime_ns for p in layout.run.glob("fold_*/model.pt")} == before
-    assert {p: p.stat().st_mtime_ns
-            for p in layout.cache("test").glob("patients/*.npz")} == cache_before
+    state = json.loads((out / "study.json").read_text())
+    assert state["runs"][-1]["ran"] == [] and state["runs"][-1]["skipped"]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("train/*/fold_*/model.pt")} == models
 
 
-def test_the_steps_are_the_pipeline_in_order(tmp_path):
-    config = tmp_path / "demo-config.yaml"
-    steps = demo_steps(DemoLayout(tmp_path), patients_train=30, patients_test=20, seed=3,
-                       size=None, folds=None, bootstrap=100, jobs=1, train_config=config)
-    commands = [argv[0] for _, argv in steps]
-    assert commands == ["synth", "synth", "check", "check", "preprocess", "preprocess", "train",
-                        "predict", "evaluate", "explain", "report"]
-    registered = {name for name, _, _ in cli.COMMANDS}
-    assert set(commands) <= registered
-    # Every step parses with the real command line (flags exist, values have the right type).
-    for _, argv in steps:
-        cli.build_parser(argv[0]).parse_args(argv)
-    evaluate = dict(zip(steps[8][1][2::2], steps[8][1][3::2]))
-    assert evaluate["--bootstrap"] == "100" and "--train-manifest" in evaluate
-    train = dict(zip(steps[6][1][2::2], steps[6][1][3::2]))
-    assert train["--config"] == str(config) and train["--preset"] == "quick"
+def test_the_study_file_and_synth_arguments_are_valid(tmp_path):
+    layout = DemoLayout(tmp_path)
+    spec = study_file(layout, seed=3, epochs=2, folds=3, size=32, bootstrap=100)
+    assert set(spec) <= KEYS
+    assert spec["test"] == {"siteB": "data/siteB/manifest.csv", "siteC": "data/siteC/manifest.csv"}
+    assert spec["overrides"] == {"evaluate": {"bootstrap": 100},
+                                 "train": {"max_epochs": 2, "folds": 3},
+                                 "preprocess": {"size": 32}}
+    synth = argparse.ArgumentParser()
+    add_synth_arguments(synth)
+    carries = "--missing-mask" in synth._option_string_actions  # issue 12's synth option
+    for i, site in enumerate(EXTERNAL_SITES):
+        argv = synth_args(layout, site, 10, i)
+        assert ("--missing-mask" in argv) == (site["name"] == "siteC")
+        if carries or "--missing-mask" not in argv:
+            cli.build_parser("synth").parse_args(argv)
 
 
 def test_too_small_a_demo_is_a_clear_error(tmp_path, capsys):

@@ -20,7 +20,7 @@ from sarcograde.attention import (cam_explainers, ensemble_cam, normalise_per_sl
                                   patient_shares, slice_shares)
 from sarcograde.cli import main
 from sarcograde.explain import montage_slices
-from test_predict import PREPROCESS, write_cache, write_run
+from fakes import PREPROCESS, write_cache, write_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -65,6 +65,33 @@ def test_overall_survival_by_hand(imported):
     assert (row["primary_site"], row["histology"]) == ("right thigh", "malignant fibrous histiocytoma")
 
 
+def test_lung_metastasis_from_the_outcome_vector_sheet(imported, clinical):
+    out, _ = imported
+    # The "Outcome vector" sheet read independently with pandas.
+    sheet = pd.read_excel(clinical, sheet_name="Outcome vector", engine="openpyxl")
+    truth = dict(zip(sheet["Patient ID"], sheet["LungMets"]))
+    assert len(truth) == 51 and sum(truth.values()) == 19   # the collection: 19 events among 51
+    manifest = pd.read_csv(out, dtype=str, keep_default_na=False).set_index("patient_id")
+    assert manifest["lung_metastasis"].tolist() == [str(truth[pid]) for pid in SUBSET]
+    events = sum(truth[pid] for pid in SUBSET)
+    # Only STS_032 of the 12 shared patients had lung metastases.
+    assert events == manifest["lung_metastasis"].astype(int).sum() == 1
+    assert manifest.loc["STS_032", "lung_metastasis"] == "1"
+
+
+def test_lung_metastasis_sheet_absent_or_bad(clinical, tmp_path):
+    book = openpyxl.load_workbook(clinical)
+    del book["Outcome vector"]
+    book.save(tmp_path / "no_outcome.xlsx")
+    table, _ = read_clinical(tmp_path / "no_outcome.xlsx")
+    assert table["lung_metastasis"].isna().all() and len(table) == 51
+    book = openpyxl.load_workbook(clinical)
+    book["Outcome vector"]["B3"] = "yes"   # STS_002
+    book.save(tmp_path / "bad.xlsx")
+    with pytest.raises(SarcogradeError, match=r"STS_002.*LungMets 'yes' is not 0 or 1"):
+        read_clinical(tmp_path / "bad.xlsx")
+
+
 def test_notes_rows_are_skipped(clinical):
     table, skipped = read_clinical(clinical)
     assert len(table) == 51 and table.index[-1] == "STS_051"

@@ -217,3 +217,34 @@ def test_write_image_failure_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_image(make_image(), tmp_path / "image.unknown-format")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_real_dicom_series_with_a_missing_slice_is_refused(tcia_root, tmp_path, capsys):
+    import shutil
+
+    from sarcograde.cli import main
+
+    source = tcia_root / "dicom" / "STS_002" / "MR_T1"
+    series = tmp_path / "image"
+    shutil.copytree(source / "image", series)
+    # Slices in position order, read with pydicom (independently of SimpleITK).
+    def position(path) -> float:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        normal = np.cross(ds.ImageOrientationPatient[:3], ds.ImageOrientationPatient[3:])
+        return float(np.dot(ds.ImagePositionPatient, normal))
+
+    slices = sorted((position(p), p) for p in series.iterdir())
+    gap = slices[11][0] - slices[10][0]
+    slices[11][1].unlink()
+    before, after = slices[10][1].name, slices[12][1].name
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"patient_id,image_T1,mask_T1,roi_T1\n"
+                        f"STS_002,{series},{source / 'mask' / 'RS.dcm'},GTV_Mass_MR_T1\n")
+    assert main(["check", str(manifest)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("STS_")]
+    # GDCM may sort the series either way; the gap is named by the two files around it.
+    first, second = (before, after) if lines and before in lines[0].split(" and ")[0] \
+        else (after, before)
+    assert lines == [f"STS_002: {series}: image: uneven slice spacing in DICOM series: "
+                     f"{abs(2 * gap):.3g} mm between {first} and {second}, {abs(gap):.3g} mm "
+                     "elsewhere (a missing slice?)"]

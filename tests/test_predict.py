@@ -1,13 +1,11 @@
 """`sarcograde predict`: ensemble aggregation, per-model spread, precision, cache checks, resume.
 
-The builders at the top make a training run (tiny quick-preset DenseNets at 32 x 32) and a cache
-in the formats of docs/artifacts.md with numpy and torch only; test_explain.py reuses them.
+Runs (tiny quick-preset DenseNets at 32 x 32) and caches come from tests/fakes.py.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,85 +14,7 @@ import torch
 
 from sarcograde import model as model_lib
 from sarcograde.cli import main
-
-SIZE = 32
-MODEL_CFG = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
-             "block_config": [2, 4, 4], "pretrained": "none"}
-PREPROCESS = {"sequence": "T1", "spacing_mm": 1.0, "size": SIZE, "margin_mm": 10.0, "n4": True,
-              "n4_grid_mm": 6.0, "n4_iterations": [20, 20]}
-
-
-def synthetic_slices(rng: np.random.Generator, n: int, size: int = SIZE, brightness: float = 0.0):
-    """z-scored noise slices with a disc-shaped tumour (brighter by `brightness`) and its mask."""
-    yy, xx = np.mgrid[:size, :size]
-    mask = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 5) ** 2).astype(np.uint8)
-    image = rng.normal(size=(n, size, size)) + brightness * mask
-    return image.astype(np.float16), np.repeat(mask[None], n, axis=0)
-
-
-def write_cache(root: Path, patients: dict[str, dict], preprocess: dict | None = None,
-                manifest: str = "/cohort/manifest.csv") -> Path:
-    """A CACHE folder as `preprocess` writes it. `patients` maps id -> {"image", "mask",
-    "grade" (or None), "pixel_mm" (optional, default 1.5)}."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "patients").mkdir(exist_ok=True)
-    (root / "config.json").write_text(json.dumps({**(preprocess or PREPROCESS),
-                                                  "manifest": manifest}))
-    rows = []
-    for pid, p in patients.items():
-        n = len(p["image"])
-        pixel_mm = np.full(n, p.get("pixel_mm", 1.5))
-        area = p["mask"].sum(axis=(1, 2)) * pixel_mm ** 2
-        key = f"key-{pid}-{p.get('version', 0)}"
-        np.savez_compressed(root / "patients" / f"{pid}.npz", image=p["image"], mask=p["mask"],
-                            z_mm=np.arange(n, dtype=float), area_mm2=area, pixel_mm=pixel_mm,
-                            spacing=np.ones(3), origin=np.zeros(3), direction=np.eye(3).ravel(),
-                            key=np.array(key))
-        grade = p.get("grade")
-        rows.append({"patient_id": pid, "sequence": "T1", "site": "A",
-                     "grade": "" if grade is None else grade,
-                     "label": "" if grade is None else int(grade >= 2), "n_slices": n,
-                     "tumour_volume_ml": area.sum() / 1000, "npz": f"patients/{pid}.npz",
-                     "key": key})
-    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
-    return root
-
-
-def calibrated_model(seed: int, size: int = SIZE) -> torch.nn.Module:
-    """A randomly initialised quick-preset DenseNet whose batch-norm statistics were estimated
-    on synthetic slices, so that its activations (and bf16 rounding) are those of a real one."""
-    torch.manual_seed(seed)
-    net = model_lib.build_model(MODEL_CFG)
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: one pass gives the batch statistics exactly
-    images, _ = synthetic_slices(np.random.default_rng(seed), 64, size, brightness=2.0)
-    net.train()
-    with torch.no_grad():
-        net(model_lib.prepare_input(images, model_lib.input_meta(size, pretrained=False)))
-    return net.eval()
-
-
-def write_run(root: Path, models: list[torch.nn.Module], preprocess: dict | None = None,
-              sizes: list[int] | None = None, model_cfg: dict | None = None) -> Path:
-    """A RUN folder as `train` writes it: folds.json and fold_XX/model.pt."""
-    preprocess = preprocess or PREPROCESS
-    root.mkdir(parents=True, exist_ok=True)
-    splits = []
-    for k, net in enumerate(models):
-        name = f"fold_{k:02d}"
-        size = (sizes or [preprocess["size"]] * len(models))[k]
-        model_lib.save_fold_model(root / name / "model.pt", net, model_cfg=model_cfg or MODEL_CFG,
-                                  input_meta=model_lib.input_meta(size, pretrained=False),
-                                  preprocess_cfg={**preprocess, "manifest": "/train/manifest.csv"},
-                                  best_epoch=1, repeat=0, fold=k)
-        splits.append({"name": name, "repeat": 0, "fold": k, "train": [], "val": []})
-    (root / "folds.json").write_text(json.dumps({"folds": len(models), "repeats": 1, "seed": 0,
-                                                 "stratify": "grade", "adaptation": None,
-                                                 "splits": splits}))
-    return root
-
+from fakes import PREPROCESS, SIZE, calibrated_model, synthetic_slices, write_cache, write_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

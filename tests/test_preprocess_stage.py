@@ -4,6 +4,7 @@ parallel jobs, previews, and the 12 real TCIA patients."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import SimpleITK as sitk
 
 from preprocess_phantom import phantom
 from sarcograde.cli import main
-from sarcograde.preprocess.cache import INDEX_COLUMNS
+from sarcograde.formats.cache import INDEX_COLUMNS
 
 PATIENTS = {"P1": ("1", "siteA", 7.0, 0), "P2": ("G3", "siteA", 10.0, 1), "P3": ("", "siteB", 8.0, 2)}
 
@@ -134,7 +135,7 @@ def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path
     capsys.readouterr()
     assert preprocess(manifest, parallel, "--jobs", "2") == 1
     err = capsys.readouterr().err
-    assert f"failed: BAD: {data / 'P1_mask_small.nii.gz'}: mask is not on the image grid" in err
+    assert f"failed: BAD: {data / 'P1_mask_small.nii.gz'}: mask is not on the grid of the image" in err
     index = pd.read_csv(parallel / "index.csv", dtype=str)
     assert list(index.patient_id) == ["P1", "P2", "P3"]
     assert not (parallel / "patients" / "BAD.npz").exists()
@@ -179,3 +180,91 @@ def test_the_12_real_tcia_patients_preprocess(tcia_nifti_manifest, tmp_path):
             assert np.isfinite(npz["image"].astype(np.float32)).all()
             assert npz["area_mm2"].sum() / 1000 == pytest.approx(native_ml, rel=0.03)
             assert abs(row.n_slices - z_extent_mm) <= 2
+
+
+def test_mask_pieces_small_are_dropped_large_are_kept_with_warnings(manifest, tmp_path, capsys):
+    from scipy import ndimage
+
+    mask_path = manifest.parent / "P1_mask.nii.gz"
+    mask = sitk.ReadImage(str(mask_path))
+    array = sitk.GetArrayFromImage(mask)
+    array[2:4, 21:23, 25:27] = 1      # a 2 x 2 x 2 piece below the tumour: kept (> 1%)
+    array[14, 22, 25] = 1             # one stray voxel above it: dropped (< 1%)
+    pieces = sitk.GetImageFromArray(array)
+    pieces.CopyInformation(mask)
+    sitk.WriteImage(pieces, str(mask_path))
+    labels, n = ndimage.label(array, structure=np.ones((3, 3, 3)))
+    sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+    assert n == 3 and sizes[1] == 8 and sizes[2] == 1
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    assert preprocess(manifest, cache) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"warning: P1: {mask_path}: dropped 1 mask piece(s) under 1% of the largest "
+        f"(1 of {sizes.sum()} voxels)",
+        f"warning: P1: {mask_path}: kept 2 separate mask pieces (the largest holds "
+        f"{sizes[0] / (sizes[0] + 8):.1%} of the voxels); one crop spans them all"]
+    spacing = np.array(mask.GetSpacing())
+    z_of = lambda k: mask.TransformIndexToPhysicalPoint((0, 0, k))[2]  # noqa: E731
+    with np.load(cache / "patients" / "P1.npz") as npz:
+        assert float(npz["tumour_volume_ml"]) == pytest.approx(
+            (sizes[0] + 8) * np.prod(spacing) / 1000)
+        assert npz["z_mm"].min() <= z_of(3)                   # the kept piece's slices
+        assert npz["z_mm"].max() < z_of(14) - spacing[2]      # none of the stray voxel's
+
+
+def _alive_in_session(session: int) -> list[int]:
+    """Processes (not zombies) of a session, read from /proc: they outlive a killed parent."""
+    from pathlib import Path
+
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_kill_9_of_preprocess_leaves_no_worker_running(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["patient_id,image_T2FS,mask_T2FS"]
+    for k in range(6):   # enough that the workers are still busy when the parent dies
+        image, mask, _ = phantom(shape_zyx=(32, 128, 128), spacing=(0.6, 0.6, 1.5),
+                                 radius_mm=15.0, seed=k)
+        sitk.WriteImage(image, str(data / f"P{k}_img.nii.gz"))
+        sitk.WriteImage(mask, str(data / f"P{k}_mask.nii.gz"))
+        rows.append(f"P{k},P{k}_img.nii.gz,P{k}_mask.nii.gz")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "sarcograde.cli", "preprocess", str(data / "manifest.csv"),
+         "--out", str(tmp_path / "cache"), "--jobs", "2", "--preset", "quick"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Kill once a worker has finished a patient: both are then past their start-up and
+        # computing the next ones.
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "cache" / "patients").glob("*.npz")):
+            assert parent.poll() is None and time.monotonic() < deadline, "no patient finished"
+            time.sleep(0.1)
+        assert len(_alive_in_session(parent.pid)) >= 3   # the parent and its two workers
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        time.sleep(5.0)
+        assert _alive_in_session(parent.pid) == []
+    finally:
+        for pid in _alive_in_session(parent.pid):   # never leave an orphan behind a failed test
+            os.kill(pid, signal.SIGKILL)

@@ -368,7 +368,7 @@ def test_methods_paragraph_takes_its_numbers_from_the_config(full):
                     "random initialisation", "T2FS", "200 bootstrap resamples",
                     "softmax of the mean logits"):
         assert snippet in text, snippet
-    from sarcograde.data import AugmentParams
+    from sarcograde.config import AugmentParams
 
     assert f"rotation up to {AugmentParams().rotate_deg:g} degrees" in text
     provenance = parsed.sections["provenance"]
@@ -446,3 +446,39 @@ def test_an_attention_csv_without_a_needed_column_is_a_clear_error(tmp_path):
     with pytest.raises(SarcogradeError, match="attention.csv: no column"):
         build(paths, out)
     assert not out.exists()
+
+
+def test_importing_the_report_does_not_import_torch():
+    """The report runs where only the evaluation outputs are (no torch): a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, sarcograde.report; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'sarcograde.data' not in sys.modules, 'sarcograde.data imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(
+                                Path(__file__).resolve().parents[1] / "src")})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("patient_flow.json", "[1, 2]", "patient_flow.json: corrupt JSON (expected an object"),
+    ("run.json", "{not json", "run.json: corrupt JSON"),
+])
+def test_a_damaged_evaluate_output_is_a_one_line_error(tmp_path, name, content, message):
+    paths = write_fixture(tmp_path, explain=False, run=False)
+    (paths["eval"] / name).write_text(content, encoding="utf-8")
+    out = tmp_path / "report.html"
+    with pytest.raises(SarcogradeError, match=re.escape(message)) as caught:
+        build(paths, out)
+    assert "\n" not in str(caught.value) and not out.exists()
+
+
+def test_the_report_record_is_named_by_the_records_rule(tmp_path):
+    from sarcograde.formats.records import record_path
+
+    paths = write_fixture(tmp_path, explain=False, run=False)
+    out = build_report(paths["eval"], tmp_path / "page.html")
+    assert record_path(out) == tmp_path / "page.run.json" and record_path(out).is_file()

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from sarcograde.report import build_study_report
 from test_report import build, write_fixture
+from test_report_study import write_study
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -174,6 +176,24 @@ def test_report_renders_in_chromium(browser, tmp_path):
     assert browser.errors == []
     assert browser.evaluate("document.querySelectorAll('section h2').length") == 8
     shot = ARTIFACTS / "report_screenshot.png"
+    browser.screenshot(shot)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    print(f"screenshot: {shot}")
+
+
+def test_study_report_renders_in_chromium(browser, tmp_path):
+    root = write_study(tmp_path / "study", hostile=True)
+    page = build_study_report(root)
+    browser.open(page)
+    images = browser.evaluate(IMAGES_JS)
+    assert len(images) >= 30
+    broken = [alt for alt, width in images if width <= 0]
+    assert broken == [], f"images that did not decode: {broken}"
+    assert browser.errors == []
+    # The hostile model name and patient id stay text: no element was injected.
+    assert browser.evaluate("document.querySelectorAll('main b, main img[src=x]').length") == 0
+    assert browser.evaluate("document.querySelectorAll('section h2').length") == 12
+    shot = ARTIFACTS / "study_report_screenshot.png"
     browser.screenshot(shot)
     assert shot.read_bytes().startswith(b"\x89PNG")
     print(f"screenshot: {shot}")

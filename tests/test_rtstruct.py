@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -211,3 +212,62 @@ def test_real_rtstruct_matches_the_nifti_mask(tcia_root, patient):
     dice = 2 * np.sum(mask & truth) / (mask.sum() + truth.sum())
     assert dice >= 0.95
     assert abs(mask.sum() / truth.sum() - 1) <= 0.05
+
+
+def _break_frame(ds):
+    ds.StructureSetROISequence[0].ReferencedFrameOfReferenceUID = "1.2.3.4"
+
+
+def _break_series(ds):
+    (ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+     .RTReferencedSeriesSequence[0].SeriesInstanceUID) = "1.2.3.5"
+
+
+# (name, how to break an RTSTRUCT, problem given the file's own ROI name, frame and series UIDs)
+RTSTRUCT_FAULTS = [
+    ("other frame of reference", _break_frame,
+     lambda roi, frame, series: f"ROI {roi!r} is in frame of reference 1.2.3.4, the image in "
+                                f"{frame}"),
+    ("other series", _break_series,
+     lambda roi, frame, series: f"ROI {roi!r} was drawn on series 1.2.3.5, the image is series "
+                                f"{series}"),
+    ("ROI without ROIName", lambda ds: delattr(ds.StructureSetROISequence[0], "ROIName"),
+     lambda roi, frame, series: "StructureSetROISequence item 1 has no ROIName"),
+    ("contour without ReferencedROINumber",
+     lambda ds: delattr(ds.ROIContourSequence[0], "ReferencedROINumber"),
+     lambda roi, frame, series: "ROIContourSequence item 1 has no ReferencedROINumber"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, problem", RTSTRUCT_FAULTS,
+                         ids=[f[0] for f in RTSTRUCT_FAULTS])
+def test_real_rtstruct_faults_fail_that_patient_only(tcia_root, tmp_path, capsys, name, breaks,
+                                                     problem):
+    """The two real DICOM patients; STS_008's RTSTRUCT is broken, STS_002 still gets its row."""
+    import pydicom
+
+    from sarcograde.cli import main
+
+    rows = ["patient_id,image_T1,mask_T1,roi_T1"]
+    for pid in ("STS_002", "STS_008"):
+        folder = tcia_root / "dicom" / pid / "MR_T1"
+        ds = pydicom.dcmread(folder / "mask" / "RS.dcm")
+        roi = str(ds.StructureSetROISequence[0].ROIName)
+        rs = folder / "mask" / "RS.dcm"
+        if pid == "STS_008":
+            frame = str(ds.StructureSetROISequence[0].ReferencedFrameOfReferenceUID)
+            image = pydicom.dcmread(next((folder / "image").iterdir()), stop_before_pixels=True)
+            expected = problem(roi, str(image.FrameOfReferenceUID), str(image.SeriesInstanceUID))
+            assert frame == str(image.FrameOfReferenceUID)   # the unbroken file matches
+            breaks(ds)
+            rs = tmp_path / "RS.dcm"
+            ds.save_as(rs)
+        rows.append(f"{pid},{folder / 'image'},{rs},{roi}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    assert main(["check", str(manifest)]) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("STS_")] == \
+        [f"STS_008: {tmp_path / 'RS.dcm'}: mask: {expected}"]
+    qa = pd.read_csv(tmp_path / "qa.csv")
+    assert qa.usable.tolist() == [True, False]

@@ -113,48 +113,107 @@ def test_check_accepts_the_synthetic_cohort(cohort20, tmp_path):
     assert len(qa) == 40 and qa["usable"].all()
 
 
-@pytest.fixture(scope="module")
-def grade_features(cohort20) -> dict[str, pd.DataFrame]:
-    return {seq: _grade_features(cohort20, seq) for seq in ("T1FSGd", "T2FS")}
-
-
-def _grade_features(cohort20: Path, sequence: str) -> pd.DataFrame:
-    """Per patient: coefficient of variation inside the mask, and the signal of a 2-4 mm ring
-    outside the mask relative to the tumour's median (in-plane rings, slices being thick)."""
+def image_features(manifest: Path, sequence: str) -> pd.DataFrame:
+    """Simple image features of one sequence per patient, the same for every sequence: the
+    coefficient of variation of the tumour core (the mask eroded by 2 mm in-plane), the share of
+    tumour voxels darker than 0.6 x its median, and the share of a 1-5 mm ring outside the mask
+    brighter than 0.5 x the tumour's median (in-plane, slices being thick)."""
     rows = []
-    for patient in load_manifest(cohort20, strict=True):
+    for patient in load_manifest(manifest, strict=True):
         image = sitk.GetArrayFromImage(read_image(patient.images[sequence])).astype(float)
         mask_image = read_mask(patient.masks[sequence])
         mask = sitk.GetArrayFromImage(mask_image).astype(bool)
         in_plane = np.zeros((1, 3, 3), bool)
         in_plane[0] = True
         pixel = mask_image.GetSpacing()[0]
-        ring = ndimage.binary_dilation(mask, in_plane, iterations=round(4 / pixel)) \
-            & ~ndimage.binary_dilation(mask, in_plane, iterations=round(2 / pixel))
+        ring = ndimage.binary_dilation(mask, in_plane, iterations=round(5 / pixel)) \
+            & ~ndimage.binary_dilation(mask, in_plane, iterations=round(1 / pixel))
+        core = image[ndimage.binary_erosion(mask, in_plane, iterations=round(2 / pixel))]
         inside = image[mask]
-        rows.append({"label": patient.label, "cv": inside.std() / inside.mean(),
-                     "ring": image[ring].mean() / np.median(inside)})
-    return pd.DataFrame(rows)
+        median = np.median(inside)
+        rows.append({"patient_id": patient.patient_id, "label": patient.label,
+                     "cv": core.std() / core.mean(), "dark": np.mean(inside < 0.6 * median),
+                     "ring": np.mean(image[ring] > 0.5 * median)})
+    return pd.DataFrame(rows).set_index("patient_id")
 
 
-@pytest.mark.parametrize("sequence", ["T1FSGd", "T2FS"])
-def test_grade_signal_separates_low_from_high_grade(grade_features, sequence):
-    features = grade_features[sequence]
-    assert features["label"].nunique() == 2
-    # Heterogeneity (texture, necrosis) inside the mask, oedema outside it.
-    assert roc_auc_score(features["label"], features["cv"]) > 0.9
-    assert roc_auc_score(features["label"], features["ring"]) > 0.9
+def test_grade_features_are_drawn_with_their_grade_dependent_probability(cohort20):
+    from sarcograde.synth.patients import FEATURE_PROBABILITY, draw_features
 
-
-def test_oedema_lies_outside_the_mask_and_only_in_high_grade(cohort20, grade_features):
+    rng = np.random.default_rng(0)
+    n = 4000
+    for grade in (1, 2, 3):
+        shares = pd.DataFrame([draw_features(rng, grade) for _ in range(n)]).mean()
+        for name, p in FEATURE_PROBABILITY.items():
+            expected = p[grade - 1]
+            assert abs(shares[name] - expected) < 3 * np.sqrt(expected * (1 - expected) / n)
+    # Each feature in some low-grade and missed in some high-grade tumours: none decides alone.
+    assert all(0 < p[0] < p[1] < 1 and p[2] >= p[1] for name, p in FEATURE_PROBABILITY.items()
+               if name != "capsule")
     truth = pd.read_csv(cohort20.parent / "truth.csv")
-    assert (truth.loc[truth["grade"] == 1, ["oedema", "necrosis"]] == 0).all().all()
-    assert (truth.loc[truth["grade"] == 3, "necrosis"] > 0).all()
-    assert (truth.loc[truth["grade"] == 1, "capsule"] == 1).all()
-    # T2FS: oedema is bright; the ring outside the mask is brighter for tumours with oedema.
-    features = grade_features["T2FS"]
-    with_oedema = truth["oedema"].to_numpy() > 0.3
-    assert features["ring"][with_oedema].min() > features["ring"][truth["grade"] == 1].max()
+    assert not (truth["capsule"] & truth["lobulated"]).any()
+    lobulated = truth["lobulated"] == 1
+    assert truth.loc[lobulated, "lobes"].min() > truth.loc[~lobulated, "lobes"].max()
+
+
+@pytest.fixture(scope="module")
+def cohort64(tmp_path_factory) -> Path:
+    """A larger cohort with coarse voxels, for statistics of the grade signal."""
+    return make_cohort(tmp_path_factory.mktemp("synth64"), 64, "siteA", seed=1,
+                       pixel_mm=(1.5, 1.6), slice_mm=(5.0, 6.0))
+
+
+@pytest.fixture(scope="module")
+def features64(cohort64) -> dict[str, pd.DataFrame]:
+    return {seq: image_features(cohort64, seq) for seq in ("T1FSGd", "T2FS")}
+
+
+@pytest.mark.slow
+def test_each_feature_shows_on_its_own_sequence(cohort64, features64):
+    truth = pd.read_csv(cohort64.parent / "truth.csv").set_index("patient_id")
+    t1, t2 = features64["T1FSGd"], features64["T2FS"]
+    necrotic, oedema = truth["necrosis"] > 0, truth["oedema"] > 0
+    # The non-enhancing core is dark on T1FSGd, nearly isointense on T2FS.
+    assert roc_auc_score(necrotic, t1["dark"]) > 0.9 and roc_auc_score(necrotic, t2["dark"]) < 0.65
+    # Oedema brightens the ring outside the mask on T2FS, barely on T1FSGd (where a necrotic
+    # core, lowering the tumour's median, is left out).
+    plain = ~necrotic
+    assert roc_auc_score(oedema, t2["ring"]) > 0.95
+    assert roc_auc_score(oedema[plain], t1["ring"][plain]) < 0.7
+    # Texture: each sequence's own heterogeneity drives the variation of the core it shows.
+    def correlation(feature: str, sequence: pd.DataFrame) -> float:
+        return float(np.corrcoef(truth[feature][plain], sequence["cv"][plain])[0, 1])
+
+    assert correlation("enhancement_heterogeneity", t1) > 0.95
+    assert correlation("t2_heterogeneity", t2) > 0.95
+    assert correlation("t2_heterogeneity", t1) < 0.75 and correlation(
+        "enhancement_heterogeneity", t2) < 0.75
+
+
+@pytest.mark.slow
+def test_one_sequence_grades_imperfectly_and_both_grade_better(features64):
+    """Logistic regression on each sequence's image features, cross-validated (5 folds x 5
+    repeats): AUC in a clinical band well below 1 for each, higher with both."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    t1 = features64["T1FSGd"].add_prefix("T1FSGd_").rename(columns={"T1FSGd_label": "label"})
+    both = t1.join(features64["T2FS"].drop(columns="label").add_prefix("T2FS_"))
+    label = both.pop("label").to_numpy()
+
+    def cv_auc(columns: list[str]) -> float:
+        model = make_pipeline(StandardScaler(), LogisticRegression())
+        return float(np.mean([roc_auc_score(label, cross_val_predict(
+            model, both[columns], label, method="predict_proba",
+            cv=StratifiedKFold(5, shuffle=True, random_state=repeat))[:, 1])
+            for repeat in range(5)]))
+
+    auc = {seq: cv_auc([c for c in both if c.startswith(seq)]) for seq in ("T1FSGd", "T2FS")}
+    combined = cv_auc(list(both.columns))
+    assert all(0.65 < value < 0.9 for value in auc.values()), auc
+    assert combined > max(auc.values()), (auc, combined)
 
 
 def test_low_grade_share_is_the_requested_fraction(cohort20):
@@ -202,6 +261,48 @@ def test_sites_differ_and_follow_their_configuration():
                    for g in grids)
         assert all(profile.slice_mm[0] <= g.spacing[2] <= profile.slice_mm[1] for g in grids)
         assert {g.orientation for g in grids} == set(profile.orientations)
+
+
+def test_each_sequence_is_its_own_acquisition():
+    profile = site_profile("hospY", orientations=("LPS", "RAS", "PLI"), pixel_mm=(0.8, 1.0),
+                           slice_mm=(3.0, 6.0))
+    specs = sample_cohort(12, profile, seed=5, sequences=("T1FSGd", "T2FS"))
+    grids = [(spec.grids["T1FSGd"], spec.grids["T2FS"]) for spec in specs]
+    assert any(a.orientation != b.orientation for a, b in grids)
+    assert all(a.spacing != b.spacing for a, b in grids)
+    # One anatomy: both grids are centred on the same field of view in scanner space.
+    for spec, (a, b) in zip(specs, grids):
+        centres = [np.array(g.origin) + np.array(g.direction).reshape(3, 3)
+                   @ (np.array(g.spacing) * (np.array(g.size) - 1) / 2) for g in (a, b)]
+        np.testing.assert_allclose(centres[0], centres[1], atol=1e-6)
+
+
+def test_missing_mask_leaves_the_cell_empty_and_the_contour_is_carried(tmp_path):
+    from sarcograde.masks import mask_source, read_patient_mask
+
+    settings = {"n_patients": 3, "site": "hospM", "seed": 3, "pixel_mm": (1.4, 1.5),
+                "slice_mm": 5.0, "orientations": ("LPS", "RAS", "PLI")}
+    full = make_cohort(tmp_path / "full", **settings)
+    part = make_cohort(tmp_path / "part", missing_masks=("T2FS",), **settings)
+    manifest = pd.read_csv(part, dtype=str, keep_default_na=False)
+    assert (manifest["mask_T2FS"] == "").all() and (manifest["mask_T1FSGd"] != "").all()
+    assert sorted(p.name for p in (part.parent / "masks").iterdir()) == [
+        f"hospM-00{i}_T1FSGd.nii.gz" for i in (1, 2, 3)]
+    same = file_hashes(full.parent)
+    assert all(same[name] == digest for name, digest in file_hashes(part.parent).items()
+               if name.startswith(("images/", "masks/")))
+    assert main(["check", str(part), "--out", str(tmp_path / "qa")]) == 0
+    qa = pd.read_csv(tmp_path / "qa" / "qa.csv")
+    assert qa.loc[qa.sequence == "T2FS", "mask_source"].tolist() == ["carried:T1FSGd"] * 3
+    # The carried contour matches the one the generator drew on T2FS's own grid.
+    for patient in load_manifest(part, strict=True):
+        image = read_image(patient.images["T2FS"])
+        carried = sitk.GetArrayFromImage(read_patient_mask(patient.patient_id, image,
+                                                           mask_source(patient, "T2FS"))) > 0
+        drawn = sitk.GetArrayFromImage(read_mask(
+            full.parent / "masks" / f"{patient.patient_id}_T2FS.nii.gz")) > 0
+        dice = 2 * np.count_nonzero(carried & drawn) / (carried.sum() + drawn.sum())
+        assert dice > 0.9 and carried.sum() == pytest.approx(drawn.sum(), rel=0.05)
 
 
 def test_written_orientation_keeps_the_physical_geometry(mixed_pair):
@@ -282,7 +383,7 @@ def test_cli_resumes_refuses_another_configuration_and_overwrites(tmp_path, caps
 
     assert main(args) == 0                                   # same configuration: resumed
     assert {p: p.stat().st_mtime_ns for p in images} == stamps
-    assert "kept 2 finished patient(s)" in capsys.readouterr().err.replace("\n", " ")
+    assert "kept 2 finished patient(s)" in capsys.readouterr().err
 
     other = [a if a != "4" else "5" for a in args]
     assert main(other) == 1                                  # another seed: refused, untouched
@@ -314,6 +415,8 @@ def test_preview_shows_each_patient_and_sequence(tmp_path):
     ({"slice_mm": (6, 3)}, "slice_mm must be a positive number or a range"),
     ({"seed": -1}, "seed must be >= 0"),
     ({"voxel_mm": 1.0}, "unknown site setting(s) voxel_mm"),
+    ({"missing_masks": ("T2",)}, "--missing-mask T2 is not one of the sequences T1FSGd, T2FS"),
+    ({"missing_masks": ("T2FS", "T1FSGd")}, "--missing-mask leaves no sequence with a contour"),
 ])
 def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path, kwargs, message):
     arguments = {"out": tmp_path / "c", "n_patients": 1, "site": "s", "seed": 0, **kwargs}
@@ -325,7 +428,7 @@ def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path, kwargs, m
 
 def test_a_different_manifest_in_the_folder_is_not_overwritten(tmp_path):
     (tmp_path / "manifest.csv").write_text("patient_id,image_T1,mask_T1\n")
-    with pytest.raises(SarcogradeError, match="unknown configuration"):
+    with pytest.raises(SarcogradeError, match="manifest.csv that sarcograde synth did not"):
         make_cohort(tmp_path, 1, "s", 0)
     assert (tmp_path / "manifest.csv").read_text(encoding="utf-8") == "patient_id,image_T1,mask_T1\n"
     assert not (tmp_path / "images").exists()
@@ -336,3 +439,37 @@ def test_gzip_of_a_written_image_is_a_valid_nifti(mixed_pair):
     header = gzip.decompress(path.read_bytes())[:348]
     assert int.from_bytes(header[:4], "little") == 348      # NIfTI-1 sizeof_hdr
     assert header[344:348] in (b"n+1\0", b"ni1\0")
+
+
+def test_overwrite_removes_only_what_synth_wrote(tmp_path, capsys):
+    out = tmp_path / "cohort"
+    args = ["synth", str(out), "--patients", "2", "--site", "x3", "--seed", "1",
+            "--sequences", "T2FS", "--slice-mm", "6", "--pixel-mm", "1.0"]
+    assert main(args) == 0
+    # A user's own image and mask beside synth's, listed in the manifest as a colleague might.
+    mine = {out / "images" / "mine_T2FS.nii.gz": b"user image", out / "mine_mask.nii.gz": b"m",
+            out / "notes.txt": b"keep me"}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    with open(out / "manifest.csv", "a", encoding="utf-8") as fh:
+        fh.write("mine,x3,1,,,,,,,,images/mine_T2FS.nii.gz,mine_mask.nii.gz\n")
+    recorded = json.loads((out / "synth.json").read_text(encoding="utf-8"))["outputs"]
+    assert "images/x3-001_T2FS.nii.gz" in recorded and "images/mine_T2FS.nii.gz" not in recorded
+
+    assert main([a if a != "1" else "2" for a in args] + ["--patients", "1", "--overwrite"]) == 0
+    for path, data in mine.items():
+        assert path.read_bytes() == data
+    assert not (out / "images" / "x3-002_T2FS.nii.gz").exists()   # the old cohort's own file
+    capsys.readouterr()
+
+
+def test_overwrite_never_replaces_a_manifest_synth_did_not_write(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.nii.gz").write_bytes(b"user image")
+    (tmp_path / "manifest.csv").write_text("patient_id,image_T1,mask_T1\na,images/a.nii.gz,m\n")
+    assert main(["synth", str(tmp_path), "--patients", "1", "--overwrite"]) == 1
+    assert capsys.readouterr().err == (
+        f"sarcograde synth: error: {tmp_path}: holds a manifest.csv that sarcograde synth did not "
+        "write; choose another folder (--overwrite only replaces a synthetic cohort)\n")
+    assert (tmp_path / "images" / "a.nii.gz").read_bytes() == b"user image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "manifest.csv"]

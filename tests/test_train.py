@@ -19,7 +19,7 @@ from sarcograde.config import load_config
 from sarcograde.data import load_slices
 from sarcograde.errors import SarcogradeError
 from sarcograde.splits import make_splits
-from test_data import cohort, write_cache
+from fakes import cohort, graded_cache
 
 TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block_config": [2, 2],
         "pretrained": "none"}
@@ -63,7 +63,7 @@ def test_fifteen_splits_never_leak_and_validate_everyone_once_per_repeat():
 
 
 def test_slices_of_a_patient_stay_on_one_side(tmp_path):
-    slices = load_slices(write_cache(tmp_path, cohort(6, 9)))
+    slices = load_slices(graded_cache(tmp_path, cohort(6, 9)))
     splits, _ = make_splits(slices.patient_ids, slices.labels, folds=3, repeats=2, seed=0)
     images = torch.from_numpy(slices.images)
     labels = torch.from_numpy(slices.labels[slices.patient_index])
@@ -99,7 +99,7 @@ def test_class_weights_are_inverse_slice_frequency():
 # --- training ------------------------------------------------------------------------------
 
 def test_learns_the_planted_grade_signal(tmp_path):
-    cache = write_cache(tmp_path / "cache", cohort(12, 12), seed=3)
+    cache = graded_cache(tmp_path / "cache", cohort(12, 12), seed=3)
     run = train_mod.train_cv(cache, tmp_path / "run", config(folds=3, max_epochs=5), seed=0,
                              device="cpu")
     cv = pd.read_csv(run / "cv_predictions.csv", dtype={"patient_id": str})
@@ -127,7 +127,7 @@ def test_learns_the_planted_grade_signal(tmp_path):
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
-    cache = write_cache(tmp_path / "cache", cohort(4, 4))
+    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
     scripted = iter([1.0, 0.6, 0.8, 0.9, 0.7, 0.5])  # best at epoch 2; patience 3 stops at 5
     snapshots = []
     real_evaluate = train_mod.evaluate
@@ -154,7 +154,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    cache = write_cache(tmp_path / "cache", cohort(5, 5))
+    cache = graded_cache(tmp_path / "cache", cohort(5, 5))
     cfg = config(max_epochs=4, augment={"elastic_p": 0.5})
     full = train_mod.train_cv(cache, tmp_path / "full", cfg, seed=1, device="cpu")
 
@@ -191,7 +191,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
 
 def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, capsys):
     grades = {**cohort(2, 6), "U0": None}
-    cache = write_cache(tmp_path / "cache", grades)
+    cache = graded_cache(tmp_path / "cache", grades)
     user = tmp_path / "tiny.yaml"
     user.write_text(yaml.safe_dump({"model": TINY, "train": {"max_epochs": 1, "batch_size": 8}}))
     code = main(["train", str(cache), "--out", str(tmp_path / "run"), "--preset", "quick",
@@ -206,7 +206,7 @@ def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "run").glob("fold_*")) == ["fold_01"]
 
     grades["L01"] = 3  # one low-grade patient left: no stratified split is possible
-    bad = write_cache(tmp_path / "bad", grades)
+    bad = graded_cache(tmp_path / "bad", grades)
     code = main(["train", str(bad), "--out", str(tmp_path / "bad_run"), "--preset", "quick",
                  "--config", str(user), "--device", "cpu"])
     err = capsys.readouterr().err

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -21,11 +23,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import SarcogradeError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 PACKAGES = ("sarcograde", "torch", "monai", "SimpleITK", "numpy", "scipy", "pandas",
-            "scikit-learn", "lifelines", "matplotlib", "pydicom")
+            "scikit-learn", "lifelines", "matplotlib", "pydicom", "mirp")
 
 
 @contextlib.contextmanager
@@ -42,8 +46,66 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # name the artifact, not its temporary file
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+LOCK_NAME = ".sarcograde.lock"
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike, name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder/name` while a command writes its output there.
+
+    Checked before any work: `folder` must be (or become) a writable folder, not a file, and no
+    other command may hold the lock; each problem is a one-line `SarcogradeError`. The lock is
+    an flock, so the kernel releases it when the process ends, even by kill -9 (the file stays
+    and is reused); a finished command removes the file.
+    """
+    folder = Path(folder)
+    path = folder / name
+    if folder.exists() and not folder.is_dir():
+        raise SarcogradeError("the output folder is an existing file", path=folder)
+    created = not folder.exists()
+    while True:
+        handle = _open_lock_file(folder, path)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise SarcogradeError("another sarcograde command is writing here (it holds this "
+                                  "lock); wait for it to finish", path=path) from None
+        # The holder before us may have removed the file between our open and our lock.
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield folder
+    finally:
+        path.unlink(missing_ok=True)  # while still locked, so no one can hold a removed file
+        handle.close()
+        if created:  # a command refused before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _open_lock_file(folder: Path, path: Path):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK), "r+")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise SarcogradeError(f"the output folder is not writable ({reason})",
+                                  path=folder) from None
+        raise SarcogradeError(f"cannot create the output folder ({reason})", path=folder) from None
 
 
 def write_bytes(target, data: bytes) -> None:
@@ -161,5 +223,7 @@ class RunRecord:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.record["end"] = now()
         self.record["status"] = "finished" if exc_type is None else "failed"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / self.name, self.record)
+        # After a failure (a full disk, say) the record is best effort: the failure is the news.
+        with contextlib.suppress(*(() if exc_type is None else (OSError,))):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / self.name, self.record)

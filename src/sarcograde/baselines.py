@@ -24,6 +24,8 @@ from .cohort import Patient
 from .console import progress
 from .errors import SarcogradeError
 from .io import is_rtstruct, read_image, read_mask
+from .masks import MaskSource, mask_source
+from .splits import Split, make_splits
 
 CLINICAL = ("t_stage", "n_stage", "m_stage", "age")
 VOLUME = ("log_volume_ml",)
@@ -31,24 +33,24 @@ BASELINES = {"clinical": CLINICAL, "volume": VOLUME, "clinical_volume": CLINICAL
 LABELS = {"clinical": "Clinical", "volume": "Tumour volume", "clinical_volume": "Clinical + volume"}
 
 
-def _volume_key(patient: Patient, sequence: str) -> str:
+def _volume_key(source: MaskSource, patient_id: str) -> str:
     """What the volume depends on: the mask's bytes (and the image and ROI for an RTSTRUCT)."""
-    mask = patient.masks[sequence]
+    mask = source.mask
     rtstruct = is_rtstruct(mask)
-    for path in (mask, patient.images[sequence]) if rtstruct else (mask,):
+    for path in (mask, source.image) if rtstruct else (mask,):
         if not path.exists():
-            raise SarcogradeError("file not found", patient=patient.patient_id, path=path)
+            raise SarcogradeError("file not found", patient=patient_id, path=path)
     key = hash_path(mask)
     if rtstruct:
-        key += f"|{patient.rois.get(sequence, '')}|{hash_path(patient.images[sequence])}"
+        key += f"|{source.roi or ''}|{hash_path(source.image)}"
     return key
 
 
-def _measure_volume(patient: Patient, sequence: str) -> tuple[int, float]:
-    mask_path = patient.masks[sequence]
+def _measure_volume(patient: Patient, source: MaskSource) -> tuple[int, float]:
+    mask_path = source.mask
     try:
-        reference = read_image(patient.images[sequence]) if is_rtstruct(mask_path) else None
-        mask = read_mask(mask_path, reference=reference, roi=patient.rois.get(sequence))
+        reference = read_image(source.image) if is_rtstruct(mask_path) else None
+        mask = read_mask(mask_path, reference=reference, roi=source.roi)
     except SarcogradeError as exc:
         raise SarcogradeError(exc.problem, patient=patient.patient_id, path=exc.path) from None
     voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
@@ -88,14 +90,16 @@ def tumour_volumes(patients: list[Patient], sequence: str, cache: str | Path) ->
     with progress() as bar:
         task = bar.add_task(f"tumour volumes ({sequence})", total=len(patients))
         for patient in patients:
-            if sequence not in patient.masks:
+            # A sequence without its own contour: the volume of the one drawn on another.
+            source = mask_source(patient, sequence)
+            if source is None:
                 raise SarcogradeError(f"no mask_{sequence} given", patient=patient.patient_id)
-            key = _volume_key(patient, sequence)
+            key = _volume_key(source, patient.patient_id)
             hit = known.get((patient.patient_id, sequence, key))
             voxels, voxel_ml = ((int(hit.voxels), float(hit.voxel_ml)) if hit is not None
-                                else _measure_volume(patient, sequence))
+                                else _measure_volume(patient, source))
             rows.append({"patient_id": patient.patient_id, "sequence": sequence,
-                         "mask": str(patient.masks[sequence]), "key": key, "voxels": voxels,
+                         "mask": str(source.mask), "key": key, "voxels": voxels,
                          "voxel_ml": voxel_ml, "volume_ml": voxels * voxel_ml})
             bar.advance(task)
     write_csv(cache, pd.DataFrame(rows, columns=CACHE_COLUMNS))
@@ -114,29 +118,10 @@ def feature_table(patients: list[Patient], volumes: dict[str, float] | None = No
                                   dtype=float)
 
 
-@dataclass(frozen=True)
-class Split:
-    name: str
-    repeat: int
-    fold: int
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-
-
 def stratified_splits(ids, labels, folds: int, repeats: int, seed: int) -> list[Split]:
-    """Repeated stratified k-fold splits of patients (scikit-learn), named fold_00, fold_01, ..."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
-    ids, labels = np.asarray(ids), np.asarray(labels)
-    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    return [Split(f"fold_{i:02d}", i // folds, i % folds, tuple(ids[tr]), tuple(ids[va]))
-            for i, (tr, va) in enumerate(cv.split(ids, labels))]
-
-
-def splits_from_folds_json(folds: dict) -> list[Split]:
-    """The DL run's splits as written by `train` in RUN/folds.json."""
-    return [Split(s["name"], int(s["repeat"]), int(s["fold"]), tuple(map(str, s["train"])),
-                  tuple(map(str, s["val"]))) for s in folds["splits"]]
+    """The repeated stratified k-fold patient splits of `train` (`splits.make_splits`), for the
+    baselines where the DL run's own splits do not fit the training cohort."""
+    return make_splits(list(ids), np.asarray(labels), folds, repeats, seed)[0]
 
 
 def make_model():

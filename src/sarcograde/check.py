@@ -1,18 +1,22 @@
 """Validate a cohort before any work and write its QA table, qa.csv.
 
 Every patient's image and mask are loaded and measured (shape, spacing, orientation, intensity
-percentiles, tumour volume and longest diameter). A patient is unusable when a file is missing or
-unreadable, image and mask are on different grids, the mask is empty or not binary, the image has
-NaN/inf voxels or is not 3D, or the manifest row has a duplicate id, an unparseable grade or a
-non-numeric clinical value. Each problem is printed as one line "patient: file: problem"; the
-exit status is 0 when every patient is usable and 1 otherwise.
+percentiles, tumour volume, longest diameter, connected pieces). A patient is unusable when a
+file is missing, unreadable or truncated, image and mask are on different grids, the mask is
+empty, one voxel or not binary, the image is blank, has NaN/inf voxels or is not 3D, a DICOM
+series has a missing slice, an RTSTRUCT belongs to another frame of reference or series, or the
+manifest row has a duplicate or unusable id, an unparseable grade or a non-numeric clinical
+value. A mask in several pieces or covering most of the image is a warning. A sequence without
+its own contour gets the one drawn on another sequence carried onto its grid
+(`sarcograde.masks`; `mask_source` says which, with a warning when carrying changes the volume
+by more than 10%). Each problem is printed as one line "patient: file: problem"; the exit status
+is 0 when every patient is usable and 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -33,12 +37,18 @@ from .artifacts import RunRecord, write_csv
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .errors import SarcogradeError
-from .io import (ImageWarning, grid_mismatches, orientation_code, read_image, read_mask,
-                 tumour_volume_ml)
+from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
+                 read_image, read_mask, tumour_volume_ml)
+from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source, read_drawn_mask,
+                    volume_change)
+
+# A mask covering more of the image than this is more likely the limb or the field of view.
+MAX_MASK_SHARE = 0.5
 
 QA_COLUMNS = ["patient_id", "sequence", "image", "mask", "shape", "spacing_mm", "orientation",
               "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml", "longest_diameter_mm",
-              "usable", "problems", "warnings"]
+              "mask_pieces", "largest_piece_share", "mask_source", "drawn_volume_ml", "usable",
+              "problems", "warnings"]
 
 
 @dataclass(frozen=True)
@@ -112,18 +122,21 @@ def longest_diameter_mm(mask: sitk.Image) -> float:
 
 
 def _measure_image(image: sitk.Image, row: QaRow, path: Path) -> None:
-    array = sitk.GetArrayViewFromImage(image)
-    finite = np.isfinite(array)
-    n_bad = array.size - int(np.count_nonzero(finite))
-    if n_bad:
-        row.problems.append(Finding(row.patient_id, path,
-                                    f"image: {n_bad} NaN or infinite voxel(s)"))
-    values = array[finite] if n_bad else array
-    p1, p50, p99 = np.percentile(values, [1, 50, 99]) if values.size else (math.nan,) * 3
+    array = sitk.GetArrayViewFromImage(image)  # finite: io.read_image refuses NaN and inf
+    p1, p50, p99 = np.percentile(array, [1, 50, 99])
     row.values.update(
         shape="x".join(str(n) for n in image.GetSize()),
         spacing_mm="x".join(f"{s:.6g}" for s in image.GetSpacing()),
         orientation=orientation_code(image), p1=float(p1), p50=float(p50), p99=float(p99))
+
+
+def _check_image_contrast(image: sitk.Image, row: QaRow, path: Path) -> None:
+    """An image whose voxels all hold one value (all zero: a blank export) shows no tumour."""
+    array = sitk.GetArrayViewFromImage(image)
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        row.problems.append(Finding(row.patient_id, path,
+                                    f"image: every voxel is {low:g} (a blank image)"))
 
 
 def _measure_mask(mask: sitk.Image, row: QaRow, path: Path) -> None:
@@ -134,6 +147,32 @@ def _measure_mask(mask: sitk.Image, row: QaRow, path: Path) -> None:
         row.problems.append(Finding(row.patient_id, path, "mask: empty mask (no voxel above 0)"))
 
 
+def _check_mask_size(mask: sitk.Image, row: QaRow, path: Path) -> None:
+    """A one-voxel mask is no tumour outline; one covering most of the image is likely the limb."""
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    share = voxels / max(1, int(np.prod(mask.GetSize())))
+    if voxels == 1:
+        row.problems.append(Finding(row.patient_id, path,
+                                    "mask: a single voxel, not a tumour outline"))
+    elif share > MAX_MASK_SHARE:
+        row.warnings.append(Finding(row.patient_id, path, f"mask: covers {share:.0%} of the "
+                                    "image; is it the tumour?"))
+
+
+def _check_mask_pieces(mask: sitk.Image, row: QaRow, path: Path) -> None:
+    """Disconnected pieces (RTSTRUCT fragments, stray voxels) make the diameter and the crop span
+    all of them; preprocess drops those under 1% of the largest and keeps the others."""
+    _, sizes = mask_pieces(mask)
+    if not len(sizes):
+        return
+    share = float(sizes[0] / sizes.sum())
+    row.values.update(mask_pieces=len(sizes), largest_piece_share=round(share, 4))
+    if len(sizes) > 1:
+        row.warnings.append(Finding(row.patient_id, path,
+                                    f"mask: {len(sizes)} disconnected pieces; the largest holds "
+                                    f"{share:.1%} of the voxels"))
+
+
 def _read(role: str, row: QaRow, reader, path: Path, *args) -> sitk.Image | None:
     """Run an io reader; its error becomes a problem and its ImageWarnings become warnings."""
     with warnings.catch_warnings(record=True) as caught:
@@ -142,6 +181,11 @@ def _read(role: str, row: QaRow, reader, path: Path, *args) -> sitk.Image | None
             result = reader(path, *args)
         except SarcogradeError as exc:
             row.problems.append(Finding(row.patient_id, path, f"{role}: {exc.problem}"))
+            result = None
+        except Exception as exc:  # a library error on one patient must not stop the cohort's QA
+            reason = " ".join(str(exc).split())[:200]
+            row.problems.append(Finding(row.patient_id, path,
+                                        f"{role}: {type(exc).__name__}: {reason}"))
             result = None
     for w in caught:
         if isinstance(w.message, ImageWarning):
@@ -157,16 +201,27 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
     row = QaRow(patient.patient_id, sequence)
     image_path, mask_path = patient.images.get(sequence), patient.masks.get(sequence)
     image = mask = None
+    source = mask_source(patient, sequence)
     if image_path is not None:
         row.image = str(image_path)
         image = _read("image", row, read_image, image_path)
         if image is not None:
             _measure_image(image, row, image_path)
-    if mask_path is not None:
+            _check_image_contrast(image, row, image_path)
+    if source is not None and source.carried:
+        row.mask = str(source.mask)
+        if image is not None:
+            _check_carried_mask(patient.patient_id, image, image_path, source, row)
+    elif mask_path is not None:
+        row.values.update(mask_source=DRAWN)
         row.mask = str(mask_path)
-        mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
-        if mask is not None:
-            _measure_mask(mask, row, mask_path)
+        # An RTSTRUCT needs its image: when that is unreadable, its problem is the one to report.
+        if image is not None or not is_rtstruct(mask_path):
+            mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
+            if mask is not None:
+                _measure_mask(mask, row, mask_path)
+                _check_mask_size(mask, row, mask_path)
+                _check_mask_pieces(mask, row, mask_path)
     if image is not None and mask is not None:
         mismatches = grid_mismatches(image, mask)
         if mismatches:
@@ -174,6 +229,28 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
                                         "image and mask on different grids: " +
                                         ", ".join(mismatches)))
     return row
+
+
+def _check_carried_mask(patient_id: str, image: sitk.Image, image_path: Path,
+                        source: MaskSource, row: QaRow) -> None:
+    """Carry another sequence's contour onto `image`; its volume on both grids, a warning when
+    they differ by more than masks.VOLUME_TOLERANCE."""
+    row.values.update(mask_source=source.label)
+    drawn = _read("mask", row, lambda path: read_drawn_mask(patient_id, source), source.mask)
+    if drawn is None:
+        return
+    carried = _read("mask", row, lambda path: carry_mask(drawn, image, patient_id, source,
+                                                         image_path), source.mask)
+    if carried is None:
+        return
+    drawn_ml = tumour_volume_ml(drawn)
+    row.values.update(drawn_volume_ml=drawn_ml)
+    _measure_mask(carried, row, source.mask)
+    change = volume_change(drawn_ml, row.values["tumour_volume_ml"])
+    if abs(change) > VOLUME_TOLERANCE:
+        row.warnings.append(Finding(patient_id, source.mask, f"mask: carried from "
+                                    f"{source.sequence}, the volume changes by {change:+.0%} "
+                                    f"({drawn_ml:.2f} -> {row.values['tumour_volume_ml']:.2f} ml)"))
 
 
 def _manifest_finding(problem: ManifestProblem, manifest: Path) -> Finding:
@@ -248,17 +325,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for qa.csv and qa.run.json; default: the manifest's folder")
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    """Where qa.csv goes: --out, or the manifest's folder."""
+    return args.out if args.out is not None else Path(args.manifest).parent
+
+
 def run(args: argparse.Namespace) -> int:
     cohort = load_manifest(args.manifest, strict=False)
     sequences = [cohort.require_sequence(s) for s in args.sequence] if args.sequence \
         else cohort.sequences
-    out = args.out if args.out is not None else cohort.path.parent
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SarcogradeError(f"cannot create output folder ({exc.strerror})", path=out) from None
-    if not os.access(out, os.W_OK):
-        raise SarcogradeError("output folder is not writable", path=out)
+    out = output_folder(args)  # checked (writable, not a file) and locked by the cli
 
     config = {"manifest": str(cohort.path.resolve()), "sequences": sequences}
     # qa.run.json, not run.json: the default folder may hold synth's or import's run.json.

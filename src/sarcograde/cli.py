@@ -7,8 +7,11 @@ them up and turns a `SarcogradeError` into one line on stderr and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import SarcogradeError
@@ -21,10 +24,14 @@ COMMANDS = [
     ("preprocess", "sarcograde.preprocess.stage", "N4, 1 mm resampling, z-score, tumour slices"),
     ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
     ("predict", "sarcograde.predict", "grade every patient of a cache with a run's ensemble"),
+    ("radiomics", "sarcograde.radiomics.cli",
+     "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),
+    ("fusion", "sarcograde.fusion", "late fusion of the sequences' ensembles: DL-fusion"),
     ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
-    ("report", "sarcograde.report", "write one self-contained HTML report of an evaluation"),
-    ("demo", "sarcograde.demo", "run every stage on a synthetic two-site cohort -> report.html"),
+    ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),
+    ("study", "sarcograde.study", "a whole comparative study from one YAML file"),
+    ("demo", "sarcograde.demo", "a study on synthetic sites (two sequences) -> report.html"),
 ]
 
 
@@ -47,6 +54,34 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Stages whose --out is a folder and stages whose --out is one file (locked by its own name).
+FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "explain", "study", "demo")
+FILE_OUTPUT = ("import", "predict", "report")
+# Out of space or quota: a one-line message, not a traceback, from wherever the write failed.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def output_lock(args: argparse.Namespace):
+    """The lock on what the command writes, taken (and the folder checked) before any work, so
+    that a second command writing the same output stops at once instead of doing it all twice."""
+    from .artifacts import output_lock as lock
+
+    if args.command == "check":  # its default folder is the manifest's
+        from .check import output_folder
+
+        return lock(output_folder(args))
+    if args.command in FOLDER_OUTPUT:
+        return lock(args.out)
+    if args.command in FILE_OUTPUT:
+        if args.out is None:  # report's default: report.html in the folder it reads
+            folder = getattr(args, "eval_dir", None) or getattr(args, "study", None)
+            if folder is None:  # the stage itself says what is missing
+                return contextlib.nullcontext()
+            args.out = Path(folder) / "report.html"
+        return lock(Path(args.out).parent, f".{Path(args.out).name}.lock")
+    return contextlib.nullcontext()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     names = {name for name, _, _ in COMMANDS}
@@ -54,10 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command if command in names else None)
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with output_lock(args):
+            return int(args._run(args) or 0)
     except SarcogradeError as exc:
         print(f"sarcograde {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"sarcograde {args.command}: error: {where}{exc.strerror}; free some space and "
+              "rerun the same command", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"sarcograde {args.command}: interrupted; rerun the same command to resume",
               file=sys.stderr)

@@ -7,6 +7,7 @@ and stop at the first problem.
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,11 @@ from .errors import SarcogradeError
 
 CLINICAL_COLUMNS = ("age", "sex", "t_stage", "n_stage", "m_stage", "os_months", "os_event")
 MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?", "-", "--", "nd", "not available"}
+
+# Patient ids become file names (cache/patients/<id>.npz, explain maps): the one rule for both
+# the manifest (`check`) and every stage that names a file after a patient.
+PATIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+ -]*")
+PATIENT_ID_RULE = "letters, digits, '._+- ', starting with a letter or digit"
 
 _GRADE_WORDS = {"low": 1, "intermediate": 2, "high": 3}
 _ROMAN = {"i": 1, "ii": 2, "iii": 3}
@@ -87,6 +93,13 @@ def is_missing(value) -> bool:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return True
     return str(value).strip().lower() in MISSING
+
+
+def patient_id_problem(patient_id: str) -> str | None:
+    """Why `patient_id` cannot name a file, or None when it can."""
+    if PATIENT_ID.fullmatch(patient_id):
+        return None
+    return f"patient_id {patient_id!r} cannot be a file name ({PATIENT_ID_RULE})"
 
 
 def parse_grade(value) -> int | None:
@@ -169,8 +182,25 @@ def _resolve(base: Path, value) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
-    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+def _check_header(path: Path) -> None:
+    """The header names patient_id once and no column twice (pandas would rename the second
+    `grade` to `grade.1` and silently use the first); a ';' or tab separator gets a hint."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = [c.strip() for c in next(csv.reader(fh), [])]
+    if "patient_id" not in header:
+        hint = next((f"; the file looks {name}-separated: save it as comma-separated CSV"
+                     for sep, name in ((";", "semicolon"), ("\t", "tab"))
+                     if any(sep in c for c in header)), "")
+        raise SarcogradeError(f"manifest has no patient_id column{hint}", path=path)
+    repeated = sorted({c for c in header if c and header.count(c) > 1})  # not Excel's blanks
+    if repeated:
+        raise SarcogradeError(f"column {', '.join(repeated)} appears more than once in the "
+                              "header", path=path)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A manifest CSV as text cells (nothing parsed), column names stripped; a missing
+    patient_id column, a repeated column or another separator is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise SarcogradeError("manifest not found", path=path)
@@ -179,9 +209,15 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SarcogradeError(f"cannot parse manifest CSV ({str(exc).splitlines()[0]})",
                               path=path) from None
+    _check_header(path)
     frame.columns = [c.strip() for c in frame.columns]
-    if "patient_id" not in frame.columns:
-        raise SarcogradeError("manifest has no patient_id column", path=path)
+    return frame
+
+
+def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
+    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+    path = Path(path)
+    frame = read_table(path)
     sequences = [c[len("image_"):] for c in frame.columns if c.startswith("image_")]
     if not sequences:
         raise SarcogradeError("manifest has no image_<SEQ> column", path=path)
@@ -203,6 +239,9 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
                                             f"duplicate patient_id (also on row {seen[pid]})"))
             continue
         seen[pid] = line
+        id_problem = patient_id_problem(pid)
+        if id_problem:
+            problems.append(ManifestProblem(line, pid, "patient_id", id_problem))
         try:
             grade = parse_grade(row.get("grade"))
             if grade is None:
@@ -216,13 +255,17 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
         for seq in sequences:
             for kind, store in (("image", patient.images), ("mask", patient.masks)):
                 value = row[f"{kind}_{seq}"]
-                if is_missing(value):
-                    problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
-                else:
+                if not is_missing(value):
                     store[seq] = _resolve(base, value)
+                elif kind == "image":
+                    problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
             roi = row.get(f"roi_{seq}")
             if not is_missing(roi):
                 patient.rois[seq] = str(roi).strip()
+        # An empty mask cell is filled by another sequence's contour (sarcograde.masks).
+        if not patient.masks:
+            problems += [ManifestProblem(line, pid, f"mask_{seq}", "no file given")
+                         for seq in sequences]
         for column, parse in PARSERS.items():
             value = row.get(column)
             if column not in frame.columns or is_missing(value):

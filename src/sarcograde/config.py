@@ -1,8 +1,10 @@
-"""Presets (`paper`, `quick`) and user overrides, merged into one plain dict per run."""
+"""Presets (`paper`, `quick`) and user overrides, merged into one plain dict per run; the
+`train.augment` settings read from it (`AugmentParams`, used by `data` and described by `report`)."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,3 +56,41 @@ def load_config(preset: str = "paper", file: str | Path | None = None,
                                   path=path)
         config = merge(config, user)
     return merge(config, overrides or {})
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """On-the-fly augmentation of the paper (section 2.5); each part drawn per slice.
+
+    Probabilities are per slice and part; sizes are fractions of the slice side, so the same
+    settings suit 64- and 224-pixel slices.
+    """
+
+    flip_p: float = 0.5             # each of the horizontal and the vertical flip
+    rotate_deg: float = 15.0        # rotation angle uniform in [-rotate_deg, rotate_deg]
+    rotate_p: float = 0.5
+    zoom: tuple[float, float] = (0.9, 1.1)   # magnification, uniform in this range
+    zoom_p: float = 0.5
+    crop_min: float = 0.8           # crop side uniform in [crop_min, 1] x side, resized back
+    crop_p: float = 0.5
+    elastic_sd: float = 0.02        # SD of control-point displacement, fraction of the side
+    elastic_grid: int = 5           # control points per side, smoothly (bicubic) interpolated
+    elastic_p: float = 0.3
+
+    @classmethod
+    def from_config(cls, value: bool | dict | None) -> "AugmentParams | None":
+        """`train.augment`: true (the defaults above), false/none, or a mapping of overrides."""
+        if value in (False, None, "none"):
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, dict):
+            raise SarcogradeError(f"train.augment must be true, false or a mapping, not {value!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise SarcogradeError(f"unknown train.augment setting(s) {', '.join(sorted(unknown))}; "
+                                  f"known: {', '.join(sorted(known))}")
+        if "zoom" in value:
+            value = {**value, "zoom": tuple(value["zoom"])}
+        return cls(**value)

@@ -8,7 +8,9 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-console = Console(stderr=True, highlight=False)
+# Off a terminal (a log file, a pipe, a test) rich would hard-wrap at 80 columns and split one
+# message over several lines; there every message stays on its own single line.
+console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def progress(transient: bool = False) -> Progress:
@@ -27,7 +29,7 @@ def progress(transient: bool = False) -> Progress:
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)  # one line, any width
 
 
 def info(message: str) -> None:

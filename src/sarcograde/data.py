@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .artifacts import hash_bytes, read_json
+from .config import AugmentParams
 from .console import progress, warn
 from .errors import SarcogradeError
-
-INDEX_COLUMNS = ("patient_id", "sequence", "label", "n_slices", "npz")
+from .formats.cache import CacheIndex, read_cache_config, read_patient
 
 
 @dataclass
@@ -49,31 +48,6 @@ class SliceSet:
         return np.flatnonzero(np.isin(self.patient_index, patients))
 
 
-def _read_index(cache: Path) -> pd.DataFrame:
-    path = cache / "index.csv"
-    if not path.is_file():
-        raise SarcogradeError("no index.csv; is this a `sarcograde preprocess` cache folder?",
-                              path=cache)
-    index = pd.read_csv(path, dtype={"patient_id": str, "sequence": str, "npz": str, "key": str},
-                        keep_default_na=False)
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise SarcogradeError(f"missing column(s) {', '.join(missing)}", path=path)
-    return index
-
-
-def _label(value, patient: str, path: Path) -> int:
-    if value in ("", None) or (isinstance(value, float) and math.isnan(value)):
-        return -1
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if number not in (0.0, 1.0):  # not int(): 0.5 would pass as 0 and "inf" would overflow
-        raise SarcogradeError(f"label {value!r} is not 0, 1 or empty", patient=patient, path=path)
-    return int(number)
-
-
 def load_slices(cache: str | Path, sequence: str | None = None) -> SliceSet:
     """Read `CACHE/index.csv` and every patient's NPZ (format: docs/artifacts.md) into memory.
 
@@ -81,104 +55,35 @@ def load_slices(cache: str | Path, sequence: str | None = None) -> SliceSet:
     a warning. Any unreadable or inconsistent file stops with its patient and path named.
     """
     cache = Path(cache)
-    index = _read_index(cache)
-    config_path = cache / "config.json"
-    cache_config = read_json(config_path) if config_path.is_file() else {}
-    sequences = sorted(set(index["sequence"]))
-    if sequence is None:
-        if len(sequences) > 1:
-            raise SarcogradeError(f"cache holds sequences {', '.join(sequences)}; choose one "
-                                  "with --sequence", path=cache / "index.csv")
-        sequence = sequences[0] if sequences else ""
-    rows = index[index["sequence"] == sequence]
-    if rows.empty:
-        raise SarcogradeError(f"no patients with sequence {sequence!r}", path=cache / "index.csv")
-    if rows["patient_id"].duplicated().any():
-        dup = rows.loc[rows["patient_id"].duplicated(), "patient_id"].iloc[0]
-        raise SarcogradeError("patient listed twice for one sequence", patient=dup,
-                              path=cache / "index.csv")
-
+    index = CacheIndex.read(cache)
+    cache_config = read_cache_config(cache, required=False)
+    sequence = index.choose_sequence(sequence)
+    rows = index.rows(sequence)
     images, owners, ids, labels = [], [], [], []
     size = None
     with progress(transient=True) as bar:
         task = bar.add_task("loading cache", total=len(rows))
         for row in rows.itertuples(index=False):
-            path = cache / row.npz
-            label = _label(row.label, row.patient_id, cache / "index.csv")
-            try:
-                with np.load(path) as npz:
-                    image = npz["image"]
-            except FileNotFoundError:
-                raise SarcogradeError("cached slices not found", patient=row.patient_id,
-                                      path=path) from None
-            except Exception as exc:
-                raise SarcogradeError(f"cannot read cached slices: {exc}",
-                                      patient=row.patient_id, path=path) from None
-            if image.ndim != 3 or image.shape[1] != image.shape[2]:
-                raise SarcogradeError(f"image has shape {image.shape}, expected (n, S, S)",
-                                      patient=row.patient_id, path=path)
+            image = read_patient(cache, row, arrays=("image",))["image"]
             size = size or image.shape[1]
             if image.shape[1] != size:
                 raise SarcogradeError(f"slice size {image.shape[1]} differs from the cache's "
-                                      f"{size}", patient=row.patient_id, path=path)
+                                      f"{size}", patient=row.patient_id, path=cache / row.npz)
             if len(image) == 0:
-                warn(f"{row.patient_id}: {path}: no tumour slices; left out")
+                warn(f"{row.patient_id}: {cache / row.npz}: no tumour slices; left out")
                 bar.advance(task)
                 continue
-            if not np.isfinite(image).all():
-                raise SarcogradeError("image holds NaN or infinite values",
-                                      patient=row.patient_id, path=path)
             owners.append(np.full(len(image), len(ids)))
             images.append(image.astype(np.float16, copy=False))
             ids.append(row.patient_id)
-            labels.append(label)
+            labels.append(-1 if pd.isna(row.label) else int(row.label))
             bar.advance(task)
     if not ids:
-        raise SarcogradeError("no patient has cached slices", path=cache / "index.csv")
-    keys = "\n".join(f"{r.patient_id},{r.label},{r.get('key', '')}"
-                     for _, r in rows.sort_values("patient_id").iterrows())
-    cache_hash = hash_bytes((keys + repr(sorted(cache_config.items()))).encode())[:16]
+        raise SarcogradeError("no patient has cached slices", path=index.path)
     return SliceSet(images=np.concatenate(images), patient_index=np.concatenate(owners),
                     patient_ids=ids, labels=np.asarray(labels, dtype=np.int64), sequence=sequence,
-                    cache_config=cache_config, cache_hash=cache_hash)
-
-
-@dataclass(frozen=True)
-class AugmentParams:
-    """On-the-fly augmentation of the paper (section 2.5); each part drawn per slice.
-
-    Probabilities are per slice and part; sizes are fractions of the slice side, so the same
-    settings suit 64- and 224-pixel slices.
-    """
-
-    flip_p: float = 0.5             # each of the horizontal and the vertical flip
-    rotate_deg: float = 15.0        # rotation angle uniform in [-rotate_deg, rotate_deg]
-    rotate_p: float = 0.5
-    zoom: tuple[float, float] = (0.9, 1.1)   # magnification, uniform in this range
-    zoom_p: float = 0.5
-    crop_min: float = 0.8           # crop side uniform in [crop_min, 1] x side, resized back
-    crop_p: float = 0.5
-    elastic_sd: float = 0.02        # SD of control-point displacement, fraction of the side
-    elastic_grid: int = 5           # control points per side, smoothly (bicubic) interpolated
-    elastic_p: float = 0.3
-
-    @classmethod
-    def from_config(cls, value: bool | dict | None) -> "AugmentParams | None":
-        """`train.augment`: true (the defaults above), false/none, or a mapping of overrides."""
-        if value in (False, None, "none"):
-            return None
-        if value is True:
-            return cls()
-        if not isinstance(value, dict):
-            raise SarcogradeError(f"train.augment must be true, false or a mapping, not {value!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise SarcogradeError(f"unknown train.augment setting(s) {', '.join(sorted(unknown))}; "
-                                  f"known: {', '.join(sorted(known))}")
-        if "zoom" in value:
-            value = {**value, "zoom": tuple(value["zoom"])}
-        return cls(**value)
+                    cache_config=cache_config,
+                    cache_hash=index.content_hash(sequence, cache_config))
 
 
 def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:

@@ -20,17 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import softmax
 
 from . import LABELS
-from .artifacts import RunRecord, hash_config, save_figure, write_csv, write_npz
+from .artifacts import RunRecord, hash_config, save_figure, write_csv
 from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, slice_shares,
                         tumour_regions)
 from .console import info, progress, warn
+from .ensemble import (PRECISIONS, Ensemble, aggregate, check_cache_fits, load_ensemble,
+                       slice_logits, slice_p_high)
 from .errors import SarcogradeError
+from .formats.cache import CacheIndex, patient_key, read_cache_config, read_patient
+from .formats.predictions import (output_paths, read_maps, read_slice_logits, slice_logits_key,
+                                  write_attention, write_maps)
 from .model import resolve_device
-from .predict import (aggregate, check_cache_fits, load_ensemble, load_patient, patient_key,
-                      read_cache_config, read_index, slice_logits)
 
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
@@ -41,11 +43,6 @@ def montage_slices(n: int, max_slices: int) -> np.ndarray:
     if n <= max_slices:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_slices).round().astype(int))
-
-
-def slice_p_high(logits: np.ndarray) -> np.ndarray:
-    """Each slice's ensemble p_high (n,) from logits (models, n, 2): mean logits, then softmax."""
-    return softmax(logits.mean(axis=0, dtype=np.float64), axis=-1)[:, 1]
 
 
 def display_maps(cam: np.ndarray) -> np.ndarray:
@@ -125,6 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="flag off_tumour when inside + ring is below this (default 0.5)")
     parser.add_argument("--montage-slices", type=int, default=12,
                         help="at most this many slices per montage (default 12)")
+    parser.add_argument("--predictions", type=Path, metavar="CSV",
+                        help="predict's output for this run and cache: its saved slice logits "
+                             "(<stem>.slices/) are reused instead of recomputed")
 
 
 def _check_arguments(args: argparse.Namespace) -> list[str] | None:
@@ -140,13 +140,25 @@ def _check_arguments(args: argparse.Namespace) -> list[str] | None:
     return [p.strip() for p in args.patients.split(",") if p.strip()]
 
 
+def predicted_logits(ensemble: Ensemble, cache_dir: Path, row, predictions: Path | None
+                     ) -> np.ndarray | None:
+    """`predict`'s saved slice logits of this patient, where they were computed by these models
+    from this cache entry (at any precision, on any device), else None."""
+    if predictions is None:
+        return None
+    keys = {slice_logits_key(ensemble.key, patient_key(cache_dir, row), precision, device)
+            for precision in PRECISIONS[1:] for device in ("cpu", "cuda")}
+    return read_slice_logits(output_paths(predictions)[1] / f"{row.patient_id}.npz",
+                             row.patient_id, keys, len(ensemble.models))
+
+
 def run(args: argparse.Namespace) -> int:
     patients = _check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cache_config = read_cache_config(args.cache)
-    index = read_index(args.cache, patients)
+    index = CacheIndex.read(args.cache).rows(patients=patients, drop_empty=True)
     ensemble = load_ensemble(args.run, device)
     check_cache_fits(ensemble, cache_config, args.cache)
     explainers = cam_explainers(ensemble.models, args.method)
@@ -162,21 +174,20 @@ def run(args: argparse.Namespace) -> int:
     with RunRecord(out, config=config, inputs=inputs), progress() as bar:
         task = bar.add_task("explain (patients)", total=len(index))
         for row in index.itertuples(index=False):
-            arrays = load_patient(args.cache, row, size)
+            arrays = read_patient(args.cache, row, ("image", "mask", "z_mm", "pixel_mm"), size)
             maps_path = out / "maps" / f"{row.patient_id}.npz"
             key = hash_config({"models": ensemble.key, "patient": patient_key(args.cache, row),
                                "method": args.method, "device": device.type})
-            saved = {}
-            if maps_path.is_file():
-                with np.load(maps_path) as npz:
-                    saved = dict(npz)
-            if str(saved.get("key", "")) != key:
-                logits = slice_logits(ensemble, arrays["image"], args.batch_size)
+            saved = read_maps(maps_path, row.patient_id, key)
+            if saved is None:
+                logits = predicted_logits(ensemble, Path(args.cache), row, args.predictions)
+                if logits is None:
+                    logits = slice_logits(ensemble, arrays["image"], args.batch_size)
                 predicted = int(aggregate(logits)[0] > 0.5)
                 cam = ensemble_cam(explainers, arrays["image"], predicted, ensemble.input_meta,
                                    device, args.batch_size)
-                saved = {"cam": display_maps(cam), "logits": logits, "key": np.array(key)}
-                write_npz(maps_path, **saved)
+                saved = {"cam": display_maps(cam), "logits": logits}
+                write_maps(maps_path, saved["cam"], logits, key)
             logits, cam = saved["logits"], saved["cam"]
             p_high = aggregate(logits)[0]
             per_slice = slice_p_high(logits)
@@ -199,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
                                max_slices=args.montage_slices)
             save_figure(fig, out / f"{row.patient_id}.png")
             bar.advance(task)
-        table = pd.DataFrame(patient_rows)
-        table["label"] = table["label"].astype("Int64")
-        write_csv(out / "attention.csv", table)
+        table = write_attention(out / "attention.csv", patient_rows)
         write_csv(out / "attention_slices.csv", pd.DataFrame(slice_rows))
     flagged = table.loc[table["off_tumour"], "patient_id"].tolist()
     if flagged:

@@ -6,7 +6,9 @@ Every failure becomes a `SarcogradeError` naming the file, so a stage can report
 
 from __future__ import annotations
 
+import gzip
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,17 +58,113 @@ def _dicom_series(folder: Path, series_uid: str | None) -> list[str]:
     return list(files[chosen])
 
 
+# DICOM tags copied from a series' first slice onto the image, for checking an RTSTRUCT against it.
+FRAME_OF_REFERENCE_TAG = "0020|0052"
+SERIES_UID_TAG = "0020|000e"
+# Slice gaps may differ from the series' median gap by this fraction (rounded positions).
+SLICE_GAP_TOL = 0.1
+
+# NIfTI-1 and NIfTI-2 header layouts: (sizeof_hdr, datatype offset, dim offset and type,
+# vox_offset offset and type); float datatype codes and their numpy types.
+_NIFTI_LAYOUTS = {348: (70, 40, "i2", 108, "f4"), 540: (12, 16, "i8", 168, "i8")}
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+_NIFTI_BITPIX_OFFSET = {348: 72, 540: 14}
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
+    """Read a series with its frame of reference and series UID (the image's own metadata
+    dictionary stays empty), refusing a series with a missing slice."""
+    files = _dicom_series(folder, series_uid)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    # ITK's multi-line warning about uneven slices would break the one-line report below.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        image = reader.Execute()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    _check_slice_gaps(reader, files, image, folder)
+    for tag in (FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG):
+        if reader.HasMetaDataKey(0, tag):
+            image.SetMetaData(tag, reader.GetMetaData(0, tag).strip())
+    return image
+
+
+def _check_slice_gaps(reader: sitk.ImageSeriesReader, files: list[str], image: sitk.Image,
+                      folder: Path) -> None:
+    """An uneven gap between slice positions (a missing or duplicated slice) is an error: ITK
+    would assume even spacing and put every later slice in the wrong place."""
+    tag = "0020|0032"  # Image Position (Patient)
+    if len(files) < 3 or not all(reader.HasMetaDataKey(i, tag) for i in range(len(files))):
+        return
+    positions = np.array([[float(v) for v in reader.GetMetaData(i, tag).split("\\")]
+                          for i in range(len(files))])
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    gaps = np.diff(positions @ normal)
+    typical = float(np.median(gaps))
+    uneven = np.flatnonzero(np.abs(gaps - typical) > SLICE_GAP_TOL * abs(typical))
+    if len(uneven):
+        i = int(uneven[0])
+        raise SarcogradeError(
+            f"uneven slice spacing in DICOM series: {abs(gaps[i]):.3g} mm between "
+            f"{Path(files[i]).name} and {Path(files[i + 1]).name}, {abs(typical):.3g} mm elsewhere "
+            "(a missing slice?)", path=folder)
+
+
+def _check_nifti_voxels(path: Path) -> None:
+    """Read a NIfTI file's raw voxel block: ITK reads a truncated file without an error (the
+    missing voxels become 0) and turns NaN and infinite voxels into 0, so neither shows later."""
+    try:
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+            data = fh.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise SarcogradeError(f"truncated or corrupt compressed file ({exc})", path=path) from None
+    for order in "<>":
+        size = int(np.frombuffer(data[:4], order + "i4")[0]) if len(data) >= 4 else 0
+        if size in _NIFTI_LAYOUTS:
+            break
+    else:
+        return  # not a NIfTI header: ITK will report the file as unreadable
+    type_at, dim_at, dim_type, offset_at, offset_type = _NIFTI_LAYOUTS[size]
+    if len(data) < offset_at + 8:
+        raise SarcogradeError("truncated file (incomplete NIfTI header)", path=path)
+    datatype = int(np.frombuffer(data, order + "i2", 1, type_at)[0])
+    bitpix = int(np.frombuffer(data, order + "i2", 1, _NIFTI_BITPIX_OFFSET[size])[0])
+    dims = np.frombuffer(data, order + dim_type, 8, dim_at).astype(np.int64)
+    offset = int(np.frombuffer(data, order + offset_type, 1, offset_at)[0])
+    count = int(np.prod(dims[1:1 + max(1, min(int(dims[0]), 7))]))
+    expected = offset + count * bitpix // 8
+    if len(data) < expected:
+        raise SarcogradeError(f"truncated file: {max(0, len(data) - offset)} of "
+                              f"{expected - offset} bytes of voxel data", path=path)
+    if datatype in _NIFTI_FLOATS:
+        voxels = np.frombuffer(data, order + _NIFTI_FLOATS[datatype], count, offset)
+        _refuse_non_finite(voxels, path)
+
+
+def _refuse_non_finite(voxels: np.ndarray, path: Path) -> None:
+    n_bad = voxels.size - int(np.count_nonzero(np.isfinite(voxels)))
+    if n_bad:
+        raise SarcogradeError(f"{n_bad} NaN or infinite voxel(s)", path=path)
+
+
 def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
-    """Read a 3D image from a file or a DICOM series folder (the named or the largest series)."""
+    """Read a 3D image from a file or a DICOM series folder (the named or the largest series).
+
+    A truncated NIfTI file, NaN or infinite voxels (in any format) and a DICOM series with a
+    missing slice are errors, never silently zero-filled or resampled.
+    """
     path = Path(path)
     if not path.exists():
         raise SarcogradeError("file not found", path=path)
     try:
         if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(_dicom_series(path, series_uid))
-            image = reader.Execute()
+            image = _read_dicom_series(path, series_uid)
         else:
+            if path.name.endswith((".nii", ".nii.gz")):
+                _check_nifti_voxels(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
@@ -79,6 +177,8 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
     if image.GetDimension() != 3:
         raise SarcogradeError(f"{image.GetDimension()}D image; a 3D volume is expected",
                               path=path)
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _refuse_non_finite(sitk.GetArrayViewFromImage(image), path)
     return image
 
 
@@ -161,6 +261,14 @@ def tumour_volume_ml(mask: sitk.Image) -> float:
     """Number of mask voxels times the volume of one voxel, in millilitres."""
     voxels = np.count_nonzero(sitk.GetArrayViewFromImage(mask))
     return voxels * float(np.prod(mask.GetSpacing())) / 1000.0
+
+
+def mask_pieces(mask: sitk.Image) -> tuple[sitk.Image, np.ndarray]:
+    """The mask's connected pieces (26-connectivity: voxels touching by a corner are one piece):
+    a label image with label 1 the largest piece, and the pieces' voxel counts, largest first."""
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(mask, True), sortByObjectSize=True)
+    sizes = np.bincount(sitk.GetArrayViewFromImage(labels).ravel())[1:]
+    return labels, sizes
 
 
 def orientation_code(image: sitk.Image) -> str:

@@ -25,8 +25,8 @@ from monai.networks.nets import DenseNet
 from torch import nn
 
 from . import LABELS
-from .artifacts import atomic_path
 from .errors import SarcogradeError
+from .formats.run import read_fold_model, write_fold_model
 
 # Huang et al. 2017, table 1; torchvision's densenet161.
 DENSENET161 = {"init_features": 96, "growth_rate": 48, "block_config": [6, 12, 36, 24]}
@@ -214,25 +214,23 @@ def save_fold_model(path: str | Path, model: nn.Module, *, model_cfg: dict, inpu
                     preprocess_cfg: dict, best_epoch: int, repeat: int, fold: int) -> None:
     """Write `fold_XX/model.pt` atomically (format: docs/artifacts.md)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {"state_dict": state, "model": dict(model_cfg), "classes": list(LABELS),
-               "input": dict(input_meta), "preprocess": dict(preprocess_cfg),
-               "best_epoch": int(best_epoch), "repeat": int(repeat), "fold": int(fold)}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_fold_model(path, {"state_dict": state, "model": dict(model_cfg),
+                            "classes": list(LABELS), "input": dict(input_meta),
+                            "preprocess": dict(preprocess_cfg), "best_epoch": int(best_epoch),
+                            "repeat": int(repeat), "fold": int(fold)})
 
 
 def load_fold_model(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[nn.Module, dict[str, Any]]:
     """Read a fold model back: the network in eval mode on `device`, and the file's dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise SarcogradeError("fold model not found", path=path)
+    payload = read_fold_model(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         model = build_model(payload["model"])
         model.load_state_dict(payload["state_dict"])
     except SarcogradeError:
         raise
     except Exception as exc:
-        raise SarcogradeError(f"not a readable sarcograde fold model: {exc}", path=path) from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SarcogradeError(f"not a readable sarcograde fold model: {reason}",
+                              path=path) from None
     return model.to(device).eval(), payload

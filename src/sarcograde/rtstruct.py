@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from matplotlib.path import Path as Polygon
 
 from .errors import SarcogradeError
+from .io import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
 
 # A contour's distance from the nearest slice centre, and the spread of its points across the
 # slice axis, in units of the slice spacing. Exported coordinates are rounded to ~0.01 mm, so
@@ -53,15 +54,26 @@ def _read(path: Path):
     return ds
 
 
+def _structures(ds, path: Path) -> list:
+    """The StructureSetROISequence items; one without ROINumber or ROIName is an error."""
+    items = list(ds.get("StructureSetROISequence", []))
+    for position, item in enumerate(items, start=1):
+        for attribute in ("ROINumber", "ROIName"):
+            if item.get(attribute) in (None, ""):
+                raise SarcogradeError(f"StructureSetROISequence item {position} has no "
+                                      f"{attribute}", path=path)
+    return items
+
+
 def roi_names(path: str | Path) -> list[str]:
     """The names of the ROIs (structures) in an RTSTRUCT file, in file order."""
-    ds = _read(Path(path))
-    return [str(r.ROIName) for r in ds.get("StructureSetROISequence", [])]
+    path = Path(path)
+    return [str(r.ROIName) for r in _structures(_read(path), path)]
 
 
 def _select_roi(ds, roi: str | None, path: Path):
     """The StructureSetROISequence item named `roi` (case-insensitive), or the only one."""
-    items = list(ds.get("StructureSetROISequence", []))
+    items = _structures(ds, path)
     present = ", ".join(repr(str(r.ROIName)) for r in items) or "none"
     if roi is None:
         if len(items) != 1:
@@ -80,7 +92,12 @@ def _select_roi(ds, roi: str | None, path: Path):
 def _contours(ds, item, path: Path) -> list[np.ndarray]:
     """The ROI's closed planar polygons, each an (n, 3) array of patient coordinates in mm."""
     name = str(item.ROIName)
-    roi_contour = next((c for c in ds.get("ROIContourSequence", [])
+    roi_contours = list(ds.get("ROIContourSequence", []))
+    for position, candidate in enumerate(roi_contours, start=1):
+        if candidate.get("ReferencedROINumber") in (None, ""):
+            raise SarcogradeError(f"ROIContourSequence item {position} has no "
+                                  "ReferencedROINumber", path=path)
+    roi_contour = next((c for c in roi_contours
                         if int(c.ReferencedROINumber) == int(item.ROINumber)), None)
     sequence = [] if roi_contour is None else list(roi_contour.get("ContourSequence", []))
     polygons = []
@@ -99,16 +116,32 @@ def _contours(ds, item, path: Path) -> list[np.ndarray]:
     return polygons
 
 
+def _referenced_series(ds) -> set[str]:
+    """The image series UIDs the RTSTRUCT says it was drawn on (may be empty)."""
+    return {str(series.SeriesInstanceUID)
+            for frame in ds.get("ReferencedFrameOfReferenceSequence", [])
+            for study in frame.get("RTReferencedStudySequence", [])
+            for series in study.get("RTReferencedSeriesSequence", [])
+            if series.get("SeriesInstanceUID")}
+
+
 def _check_frame_of_reference(ds, item, reference: sitk.Image, path: Path) -> None:
-    """Where the reference still carries its DICOM Frame of Reference UID, it must match."""
-    key = "0020|0052"
-    if not reference.HasMetaDataKey(key):  # NIfTI, or a series read without its tags
-        return
-    expected = str(item.get("ReferencedFrameOfReferenceUID", "") or ds.get("FrameOfReferenceUID", ""))
-    actual = reference.GetMetaData(key).strip()
-    if expected and expected != actual:
-        raise SarcogradeError(f"ROI {str(item.ROIName)!r} is in frame of reference {expected}, "
-                              f"the image in {actual}", path=path)
+    """Where the reference carries its DICOM frame of reference and series UIDs (a DICOM series
+    read by `io.read_image`), the ROI's frame and the RTSTRUCT's referenced series must match."""
+    name = str(item.ROIName)
+    if reference.HasMetaDataKey(FRAME_OF_REFERENCE_TAG):
+        expected = str(item.get("ReferencedFrameOfReferenceUID", "")
+                       or ds.get("FrameOfReferenceUID", ""))
+        actual = reference.GetMetaData(FRAME_OF_REFERENCE_TAG).strip()
+        if expected and expected != actual:
+            raise SarcogradeError(f"ROI {name!r} is in frame of reference {expected}, "
+                                  f"the image in {actual}", path=path)
+    series = _referenced_series(ds)
+    if series and reference.HasMetaDataKey(SERIES_UID_TAG):
+        actual = reference.GetMetaData(SERIES_UID_TAG).strip()
+        if actual not in series:
+            raise SarcogradeError(f"ROI {name!r} was drawn on series {', '.join(sorted(series))}, "
+                                  f"the image is series {actual}", path=path)
 
 
 def physical_to_index(reference: sitk.Image, points: np.ndarray) -> np.ndarray:

@@ -146,16 +146,14 @@ def risk_times(max_time: float, n_ticks: int = 6) -> np.ndarray:
     return np.arange(0, max_time + 1e-9, step, dtype=float)
 
 
-def plot_kaplan_meier(curves: dict[str, KaplanMeier], title: str, subtitle: str = ""):
-    """KM curves with 95% bands and censoring ticks, and the numbers at risk under the plot."""
+def _draw_kaplan_meier(ax, ax_table, curves: dict[str, KaplanMeier], title: str,
+                       subtitle: str) -> None:
+    """KM curves with 95% bands and censoring ticks on `ax`, the numbers at risk on `ax_table`."""
     import matplotlib.pyplot as plt
 
     max_time = max(float(km.time[-1]) for km in curves.values())
     ticks = risk_times(max_time)
     table = at_risk_table(curves, ticks)
-    fig, (ax, ax_table) = plt.subplots(
-        2, 1, figsize=(6.4, 4.6 + 0.25 * len(curves)), sharex=True,
-        gridspec_kw={"height_ratios": [4, 0.45 + 0.3 * len(curves)]})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, km) in enumerate(curves.items()):
         colour = colours[i % len(colours)]
@@ -170,6 +168,7 @@ def plot_kaplan_meier(curves: dict[str, KaplanMeier], title: str, subtitle: str 
     ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     ax.legend(loc="lower left", fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
+    ax.tick_params(labelbottom=False)
     ax_table.set_ylim(-0.5, len(curves) - 0.5)
     ax_table.invert_yaxis()
     for row, name in enumerate(table.index):
@@ -185,5 +184,33 @@ def plot_kaplan_meier(curves: dict[str, KaplanMeier], title: str, subtitle: str 
     ax_table.set_xticks(ticks)
     ax_table.set_xlim(-0.02 * max_time - 0.5, max_time * 1.04 + 0.5)
     ax_table.set_xlabel("months")
+
+
+def plot_kaplan_meier(curves: dict[str, KaplanMeier], title: str, subtitle: str = ""):
+    """KM curves with 95% bands and censoring ticks, and the numbers at risk under the plot."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_table) = plt.subplots(
+        2, 1, figsize=(6.4, 4.6 + 0.25 * len(curves)), sharex=True,
+        gridspec_kw={"height_ratios": [4, 0.45 + 0.3 * len(curves)]})
+    _draw_kaplan_meier(ax, ax_table, curves, title, subtitle)
     fig.tight_layout()
+    return fig
+
+
+def plot_kaplan_meier_panel(panels: list[tuple[dict[str, KaplanMeier], str, str]],
+                            columns: int = 3):
+    """Several KM plots (curves, title, subtitle) side by side, at-risk table under each."""
+    import matplotlib.pyplot as plt
+
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    groups = max(len(curves) for curves, _, _ in panels)
+    fig = plt.figure(figsize=(6.4 * columns, (4.6 + 0.25 * groups) * rows))
+    grid = fig.add_gridspec(rows, columns, hspace=0.35, wspace=0.3)
+    for i, (curves, title, subtitle) in enumerate(panels):
+        cell = grid[divmod(i, columns)].subgridspec(
+            2, 1, height_ratios=[4, 0.45 + 0.3 * groups], hspace=0.3)
+        ax = fig.add_subplot(cell[0])
+        _draw_kaplan_meier(ax, fig.add_subplot(cell[1], sharex=ax), curves, title, subtitle)
     return fig

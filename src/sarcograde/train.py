@@ -29,17 +29,20 @@ from sklearn.metrics import roc_auc_score
 
 from . import executors
 from . import model as model_lib
-from .artifacts import (RunRecord, atomic_path, hash_config, read_json, save_figure, write_csv,
-                        write_json)
+from .artifacts import RunRecord, hash_config, save_figure
 from .config import PRESETS, load_config
 from .console import info, progress, warn
 from .data import AugmentParams, SliceSet, augment_batch, epoch_generator, epoch_seed, load_slices
+from .ensemble import PRECISIONS, autocast, patients_p_high, resolve_precision
 from .errors import SarcogradeError
+from .formats import run as run_format
+from .formats.run import (HISTORY_COLUMNS, Folds, read_checkpoint, read_cv_predictions,  # noqa: F401
+                          read_run_config, write_checkpoint, write_folds,
+                          write_history, write_run_config)
 from .model import resolve_device
 from .splits import Split, make_splits
 
 CHECKPOINT = "checkpoint.pt"
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds")
 
 
 @dataclass(frozen=True)
@@ -60,17 +63,10 @@ class Settings:
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
         amp = str(train_cfg.get("amp", "auto")).lower()
         cuda = device.type == "cuda"
-        if amp == "auto":
-            amp_dtype = ((torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-                         if cuda else None)
-        elif amp in ("none", "false", "fp32"):
-            amp_dtype = None
-        elif amp == "bf16":
-            amp_dtype = torch.bfloat16
-        elif amp == "fp16" and cuda:
-            amp_dtype = torch.float16
-        else:
+        amp = "fp32" if amp in ("none", "false") else amp
+        if amp not in PRECISIONS or (amp == "fp16" and not cuda):
             raise SarcogradeError(f"train.amp {amp!r} is not auto, none, bf16 or fp16 (GPU only)")
+        amp_dtype = resolve_precision(amp, device)
         channels_last = train_cfg.get("channels_last", "auto")
         weighting = str(train_cfg.get("class_weights", "inverse_frequency")).lower()
         if weighting not in ("inverse_frequency", "none"):
@@ -85,9 +81,7 @@ class Settings:
                    channels_last=cuda if channels_last == "auto" else bool(channels_last))
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def to_input(self, images: torch.Tensor, meta: dict) -> torch.Tensor:
         x = model_lib.prepare_input(images, meta)
@@ -131,10 +125,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
             logits.append(model(x).float())
     logits = torch.cat(logits)
     loss = F.cross_entropy(logits, labels, weight=weights).item()
-    n_patients = len(patient_labels)
-    sums = torch.zeros(n_patients, logits.shape[1], device=logits.device).index_add_(0, owner, logits)
-    counts = torch.bincount(owner, minlength=n_patients).clamp(min=1)[:, None]
-    p_high = torch.softmax(sums / counts, dim=1)[:, 1].cpu().numpy().astype(np.float64)
+    p_high = patients_p_high(logits.cpu().numpy(), owner.cpu().numpy(), len(patient_labels))
     auc = (float(roc_auc_score(patient_labels, p_high))
            if len(set(patient_labels.tolist())) == 2 else math.nan)
     return Evaluation(loss=loss, auc=auc, p_high=p_high)
@@ -200,8 +191,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write the fold's training state after an epoch, atomically (see `fit_fold`)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_checkpoint(path, state)
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -239,8 +229,8 @@ def fit_fold(model: torch.nn.Module, data: FoldData, settings: Settings, meta: d
     path = fold_dir / CHECKPOINT
     history: list[dict] = []
     best_state, best_loss, best_epoch, bad_epochs = None, math.inf, 0, 0
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(path)
+    if state is not None:
         if state.get("config_hash") == config_hash:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -286,6 +276,18 @@ def fit_fold(model: torch.nn.Module, data: FoldData, settings: Settings, meta: d
                               path=fold_dir)
     model.load_state_dict(best_state)
     return history, best_epoch
+
+
+def _read_checkpoint(path: Path) -> dict | None:
+    """The fold's saved training state, None where there is none; a damaged one is reported in
+    one line and the fold starts over (it is resume state only)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_checkpoint(path)
+    except SarcogradeError as exc:
+        warn(f"{exc}; this fold starts over")
+        return None
 
 
 def plot_learning_curve(history: pd.DataFrame, best_epoch: int, title: str, target: Path) -> None:
@@ -347,11 +349,10 @@ def train_fold(split: Split, slices: SliceSet, images: torch.Tensor, slice_label
                                    config_hash, bars)
     ev = evaluate(net, images[data.val], slice_labels[data.val], data.val_owner, data.val_labels,
                   weights, meta, settings)
-    write_csv(fold_dir / "val_predictions.csv", pd.DataFrame({
+    run_format.write_cv_predictions(fold_dir / "val_predictions.csv", pd.DataFrame({
         "patient_id": data.val_patients, "repeat": split.repeat, "fold": split.fold,
         "label": data.val_labels, "p_high": ev.p_high}))
-    frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
-    write_csv(fold_dir / "history.csv", frame)
+    frame = write_history(fold_dir / "history.csv", history)
     plot_learning_curve(frame, best_epoch, f"{split.name}: repeat {split.repeat}, fold {split.fold}",
                         fold_dir / "learning_curve.png")
     model_lib.save_fold_model(fold_dir / "model.pt", net, model_cfg=model_cfg, input_meta=meta,
@@ -367,12 +368,12 @@ def write_cv_predictions(out: Path, splits: list[Split]) -> dict[str, float]:
 
     Returns the patient-level AUC of each complete repeat ("repeat_0": ...).
     """
-    frames = [pd.read_csv(out / s.name / "val_predictions.csv", dtype={"patient_id": str})
+    frames = [read_cv_predictions(out / s.name / "val_predictions.csv", "val_predictions.csv")
               for s in splits if (out / s.name / "model.pt").is_file()]
     if not frames:
         return {}
     cv = pd.concat(frames, ignore_index=True)
-    write_csv(out / "cv_predictions.csv", cv)
+    run_format.write_cv_predictions(out / "cv_predictions.csv", cv)
     n_folds = {r: sum(1 for s in splits if s.repeat == r) for r in {s.repeat for s in splits}}
     aucs = {}
     for repeat, rows in cv.groupby("repeat"):
@@ -416,19 +417,21 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     # Everything that changes the numbers; not where or how fast they are computed.
     config_hash = hash_config({"model": model_cfg, "train": train_cfg, "seed": seed,
                                "sequence": slices.sequence, "cache_hash": slices.cache_hash})
-    previous = out / "config.json"
-    if previous.is_file() and read_json(previous).get("config_hash") != config_hash:
+    try:
+        previous = read_run_config(out, required=False)
+    except SarcogradeError as exc:  # cannot tell which configuration trained the folds here
+        raise SarcogradeError(f"{exc.problem.split(';')[0]}; use a new --out folder (or delete "
+                              "this one to retrain)", path=exc.path) from None
+    if previous is not None and previous.get("config_hash") != config_hash:
         raise SarcogradeError("this run folder was trained with another configuration, seed or "
                               "cache; use a new --out folder (or delete this one to retrain)",
-                              path=previous)
+                              path=out / "config.json")
     record = {**config, "cache": slices.cache_config, "cache_path": str(cache.resolve()),
               "cache_hash": slices.cache_hash, "sequence": slices.sequence, "seed": seed,
               "config_hash": config_hash}
-    write_json(previous, record)
-    write_json(out / "folds.json", {"folds": folds, "folds_requested": int(train_cfg["folds"]),
-                                    "repeats": repeats, "seed": seed, "stratify": "grade",
-                                    "adaptation": adaptation,
-                                    "splits": [s.as_dict() for s in splits]})
+    write_run_config(out, record)
+    write_folds(out, Folds(folds=folds, folds_requested=int(train_cfg["folds"]),
+                           repeats=repeats, seed=seed, adaptation=adaptation, splits=splits))
 
     todo = splits if only_fold is None else [splits[only_fold]]
     with RunRecord(out, config=record, inputs={"cache_index": cache / "index.csv"},

@@ -10,6 +10,8 @@ The clinical table is TCIA's INFOclinical_STS.xlsx as published (sheet "Clinical
 its notes rows at the end are skipped): Grade Low/Intermediate/High -> FNCLCC 1/2/3 (N/A ->
 unknown); os_months = days from diagnosis to last follow-up / (365.25 / 12); os_event = 1 when
 Status is D (dead), else 0; age; sex; site of primary and histology as primary_site, histology.
+Sheet "Outcome vector" (column LungMets, 0/1) gives lung_metastasis (empty where the sheet or the
+patient's row is absent).
 The manifest's sequence is T1 (image_T1, mask_T1, roi_T1) and its site column names the cohort.
 """
 
@@ -31,6 +33,8 @@ from ..rtstruct import roi_names
 
 SEQUENCE = "T1"
 SHEET = "Clinical Information"
+OUTCOME_SHEET = "Outcome vector"
+OUTCOME_COLUMN = "LungMets"
 CLINICAL_FILE = "INFOclinical_STS.xlsx"
 DEFAULT_ROI = "GTV_Mass_MR_T1"
 DEFAULT_SITE = "TCIA-STS"
@@ -52,8 +56,8 @@ _COLUMNS = {
 _EVENT = {"D": 1, "NED": 0, "AWD": 0}   # dead; no evidence of disease; alive with disease
 
 MANIFEST_COLUMNS = ["patient_id", "site", "grade", f"image_{SEQUENCE}", f"mask_{SEQUENCE}",
-                    f"roi_{SEQUENCE}", "age", "sex", "os_months", "os_event", "primary_site",
-                    "histology"]
+                    f"roi_{SEQUENCE}", "age", "sex", "os_months", "os_event", "lung_metastasis",
+                    "primary_site", "histology"]
 
 
 @dataclass(frozen=True)
@@ -154,11 +158,34 @@ def _number(value, what: str, pid: str, path: Path) -> float | None:
     return number
 
 
+def _lung_metastasis(workbook: pd.ExcelFile, path: Path) -> dict[str, int]:
+    """Patient id -> LungMets (0/1) of the "Outcome vector" sheet; empty when there is no sheet."""
+    if OUTCOME_SHEET not in workbook.sheet_names:
+        return {}
+    frame = workbook.parse(OUTCOME_SHEET, dtype=object)
+    names = {str(c).strip().lower(): c for c in frame.columns}
+    if "patient id" not in names or OUTCOME_COLUMN.lower() not in names:
+        raise SarcogradeError(f"sheet {OUTCOME_SHEET!r} needs columns 'Patient ID' and "
+                              f"{OUTCOME_COLUMN!r} (columns: {', '.join(map(str, frame.columns))})",
+                              path=path)
+    events = {}
+    for pid, value in zip(frame[names["patient id"]], frame[names[OUTCOME_COLUMN.lower()]]):
+        pid = "" if is_missing(pid) else str(pid).strip()
+        if not PATIENT_ID.fullmatch(pid) or is_missing(value):
+            continue
+        if str(value).strip() not in ("0", "1", "0.0", "1.0"):
+            raise SarcogradeError(f"sheet {OUTCOME_SHEET!r}: {OUTCOME_COLUMN} {value!r} is not "
+                                  "0 or 1", patient=pid, path=path)
+        events[pid] = int(float(value))
+    return events
+
+
 def read_clinical(path: str | Path) -> tuple[pd.DataFrame, int]:
     """TCIA's clinical spreadsheet as manifest fields, indexed by patient_id.
 
-    Returns the table (columns grade, age, sex, os_months, os_event, primary_site, histology;
-    None where unknown) and the number of non-empty rows that are not patients (the notes).
+    Returns the table (columns grade, age, sex, os_months, os_event, lung_metastasis,
+    primary_site, histology; None where unknown) and the number of non-empty rows that are not
+    patients (the notes).
     """
     path = Path(path)
     if not path.is_file():
@@ -173,6 +200,7 @@ def read_clinical(path: str | Path) -> tuple[pd.DataFrame, int]:
             raise SarcogradeError(f"no sheet {SHEET!r} (sheets: {', '.join(workbook.sheet_names)})",
                                   path=path)
         frame = workbook.parse(SHEET, dtype=object)
+        lung_metastasis = _lung_metastasis(workbook, path)
     columns = {name: _find_column(frame, name, path) for name in _COLUMNS}
 
     rows, skipped = {}, 0
@@ -202,6 +230,7 @@ def read_clinical(path: str | Path) -> tuple[pd.DataFrame, int]:
             # Days are whole numbers: three decimals of a month (~0.03 days) lose nothing.
             "os_months": None if days is None else round(days / DAYS_PER_MONTH, 3),
             "os_event": None if status is None else _EVENT[status],
+            "lung_metastasis": lung_metastasis.get(pid),
             "primary_site": None if is_missing(row[columns["primary_site"]])
             else str(row[columns["primary_site"]]).strip(),
             "histology": None if is_missing(row[columns["histology"]])
@@ -241,7 +270,7 @@ def import_tcia_sts(root: str | Path, clinical: str | Path, out: str | Path, *,
                      f"roi_{SEQUENCE}": files.roi, **clinical_row})
     manifest = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     # Integers stay integers in the CSV (pandas would write a column with gaps as floats).
-    for column in ("grade", "os_event", "age"):
+    for column in ("grade", "os_event", "lung_metastasis", "age"):
         manifest[column] = manifest[column].map(
             lambda v: "" if v is None or pd.isna(v) else (int(v) if float(v).is_integer() else v))
     write_csv(out, manifest.fillna(""))

@@ -6,6 +6,8 @@ Per patient: canonical orientation, N4 bias-field correction inside a body mask,
 a cohort into a resumable cache (format: docs/artifacts.md).
 """
 
-from .pipeline import Params, Preprocessed, load_patient, preprocess_volume
+from .pipeline import (NormalisedVolume, Params, Preprocessed, load_patient, normalise_volume,
+                       preprocess_volume)
 
-__all__ = ["Params", "Preprocessed", "load_patient", "preprocess_volume"]
+__all__ = ["NormalisedVolume", "Params", "Preprocessed", "load_patient", "normalise_volume",
+           "preprocess_volume"]

@@ -15,12 +15,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SarcogradeError
-from ..io import grid_mismatches, read_image, read_mask, tumour_volume_ml
+from ..io import mask_pieces, read_image, tumour_volume_ml
+from ..masks import MaskSource, read_patient_mask
 from .bias import n4_correct
 from .body import body_mask
 from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
 from .normalise import zscore
 from .slices import TumourSlices, tumour_slices
+
+
+# Mask pieces smaller than this share of the largest (stray voxels, RTSTRUCT fragments) are
+# dropped: kept, they would stretch the tumour's crop and slice range far beyond the tumour.
+MIN_PIECE_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -94,22 +100,49 @@ class Preprocessed:
                 "key": np.array(key)}
 
 
-def load_patient(patient_id: str, image_path: Path, mask_path: Path,
-                 roi: str | None = None) -> tuple[sitk.Image, sitk.Image]:
-    """Read a patient's image and tumour mask; the mask must be on the image's grid, non-empty."""
+def load_patient(patient_id: str, image_path: Path,
+                 source: MaskSource) -> tuple[sitk.Image, sitk.Image]:
+    """Read a patient's image and its tumour mask (drawn on it, or carried from another
+    sequence's contour); the mask must be non-empty on the image's grid."""
     image = read_image(image_path)
-    mask = read_mask(mask_path, reference=image, roi=roi)
-    problems = grid_mismatches(image, mask)
-    if problems:
-        raise SarcogradeError(f"mask is not on the image grid ({'; '.join(problems)})",
-                              patient=patient_id, path=mask_path)
+    mask = read_patient_mask(patient_id, image, source, image_path)
     if not sitk.GetArrayViewFromImage(mask).any():
-        raise SarcogradeError("mask is empty", patient=patient_id, path=mask_path)
+        raise SarcogradeError("mask is empty" + (f" once carried from {source.sequence}"
+                                                 if source.carried else ""),
+                              patient=patient_id, path=source.mask)
     return image, mask
 
 
-def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:
-    """Orient, N4-correct, resample, normalise and slice one image with its tumour mask."""
+def drop_stray_pieces(mask: sitk.Image) -> tuple[sitk.Image, list[str]]:
+    """The mask without pieces under MIN_PIECE_SHARE of its largest, and what was done to it
+    (separate pieces above that share are kept, but said, since the crop spans them all)."""
+    labels, sizes = mask_pieces(mask)
+    kept = int(np.count_nonzero(sizes >= MIN_PIECE_SHARE * sizes[0])) if len(sizes) else 0
+    notes = []
+    if kept < len(sizes):
+        dropped = sizes[kept:]
+        notes.append(f"dropped {len(dropped)} mask piece(s) under {MIN_PIECE_SHARE:.0%} of the "
+                     f"largest ({int(dropped.sum())} of {int(sizes.sum())} voxels)")
+        mask = sitk.Cast((labels > 0) & (labels <= kept), sitk.sitkUInt8)
+    if kept > 1:
+        notes.append(f"kept {kept} separate mask pieces (the largest holds "
+                     f"{sizes[0] / sizes[:kept].sum():.1%} of the voxels); one crop spans them all")
+    return mask, notes
+
+
+@dataclass
+class NormalisedVolume:
+    """The whole volume after orientation, N4, resampling and z-score (arrays indexed z, y, x)."""
+
+    image: np.ndarray        # float32, z-scored over the body
+    mask: np.ndarray         # uint8 tumour mask on the same grid
+    grid: sitk.Image         # the isotropic reference grid (spacing, origin, direction)
+    background: float        # the z-scored value of air (outside the scanned field of view)
+    tumour_volume_ml: float  # of the mask as drawn, on its own grid
+
+
+def normalise_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> NormalisedVolume:
+    """Orient, N4-correct, resample and z-score one image with its tumour mask."""
     volume_ml = tumour_volume_ml(mask)
     image = to_canonical(sitk.Cast(image, sitk.sitkFloat32))
     mask = to_canonical(mask)
@@ -123,8 +156,16 @@ def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Pr
     body_iso = sitk.GetArrayFromImage(resample_mask(body, grid))
     mask_iso = sitk.GetArrayFromImage(resample_mask(mask, grid))
     volume, mean, sd = zscore(volume, body_iso)
-    slices = tumour_slices(volume, mask_iso, grid.GetSpacing(), grid.GetOrigin(),
-                           params.margin_mm, params.size, background=(background - mean) / sd)
+    return NormalisedVolume(image=volume, mask=mask_iso, grid=grid,
+                            background=(background - mean) / sd, tumour_volume_ml=volume_ml)
+
+
+def preprocess_volume(image: sitk.Image, mask: sitk.Image, params: Params) -> Preprocessed:
+    """Orient, N4-correct, resample, normalise and slice one image with its tumour mask."""
+    volume = normalise_volume(image, mask, params)
+    grid = volume.grid
+    slices = tumour_slices(volume.image, volume.mask, grid.GetSpacing(), grid.GetOrigin(),
+                           params.margin_mm, params.size, background=volume.background)
     return Preprocessed(slices=slices, spacing=np.array(grid.GetSpacing()),
                         origin=np.array(grid.GetOrigin()), direction=np.array(grid.GetDirection()),
-                        tumour_volume_ml=volume_ml)
+                        tumour_volume_ml=volume.tumour_volume_ml)

@@ -8,18 +8,19 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..artifacts import save_figure
+from ..formats.cache import read_patient_file
 
 MAX_PANELS = 16
 
 
 def save_preview(npz_path: Path, png_path: Path, title: str) -> None:
     """Up to 16 slices evenly spread through the tumour, one grey scale, mask contour in red."""
-    with np.load(npz_path) as npz:
-        n = npz["z_mm"].shape[0]
-        picks = np.unique(np.linspace(0, n - 1, min(n, MAX_PANELS)).round().astype(int))
-        images = npz["image"][picks].astype(np.float32)
-        masks = npz["mask"][picks]
-        z_mm, pixel_mm = npz["z_mm"][picks], float(npz["pixel_mm"][0])
+    npz = read_patient_file(npz_path, ("image", "mask", "z_mm", "pixel_mm"), title)
+    n = npz["z_mm"].shape[0]
+    picks = np.unique(np.linspace(0, n - 1, min(n, MAX_PANELS)).round().astype(int))
+    images = npz["image"][picks].astype(np.float32)
+    masks = npz["mask"][picks]
+    z_mm, pixel_mm = npz["z_mm"][picks], float(npz["pixel_mm"][0])
     low, high = np.percentile(images, [1, 99])
     cols = int(np.ceil(np.sqrt(len(picks))))
     rows = int(np.ceil(len(picks) / cols))

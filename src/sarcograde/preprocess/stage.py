@@ -6,26 +6,23 @@ patient that fails is reported and the others go on (exit status 1 at the end)."
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import SimpleITK as sitk
 from rich.markup import escape
 
-from .. import executors
-from ..artifacts import RunRecord, read_json, write_json
+from .. import executors, parallel
+from ..artifacts import RunRecord
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
-from ..console import console, info, progress, warn
+from ..console import console, info, warn
 from ..errors import SarcogradeError
-from .cache import (cache_key, npz_relpath, patient_summary, stored_key, write_index,
-                    write_patient)
-from .pipeline import Params, load_patient, preprocess_volume
+from ..formats.cache import (npz_relpath, patient_summary, read_cache_config, stored_key,
+                             write_cache_config, write_index)
+from ..masks import MaskSource, mask_source
+from .cache import cache_key, write_patient
+from .pipeline import Params, drop_stray_pieces, load_patient, preprocess_volume
 from .preview import save_preview
 
 
@@ -35,8 +32,7 @@ class Task:
 
     patient_id: str
     image: Path
-    mask: Path
-    roi: str | None
+    mask: MaskSource
     cache: Path
     params: Params
     preview: bool
@@ -52,6 +48,7 @@ class Outcome:
     n_slices: int = 0
     tumour_volume_ml: float = float("nan")
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()  # "patient: file: what was repaired", shown as warnings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,10 +81,11 @@ def process_patient(task: Task) -> Outcome:
     try:
         npz = npz_relpath(task.patient_id)
         path = task.cache / npz
-        key = cache_key(task.image, task.mask, task.roi, task.params)
-        status = "reused"
+        key = cache_key(task.image, task.mask, task.params)
+        status, notes = "reused", []
         if stored_key(path) != key:
-            image, mask = load_patient(task.patient_id, task.image, task.mask, task.roi)
+            image, mask = load_patient(task.patient_id, task.image, task.mask)
+            mask, notes = drop_stray_pieces(mask)
             write_patient(path, preprocess_volume(image, mask, task.params), key)
             status = "computed"
         preview = task.cache / "preview" / f"{task.patient_id}.png"
@@ -104,49 +102,18 @@ def process_patient(task: Task) -> Outcome:
                        f"{task.patient_id}: {task.image}: {type(exc).__name__}: {reason}",
                        npz=npz, seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
-                   tumour_volume_ml=volume, seconds=time.perf_counter() - start)
+                   tumour_volume_ml=volume, seconds=time.perf_counter() - start,
+                   notes=tuple(f"{task.patient_id}: {task.mask.mask}: {n}" for n in notes))
 
 
-def _init_worker(threads: int) -> None:
-    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-
-
-def run_tasks(tasks: list[Task], jobs: int) -> list[Outcome]:
-    """Run the tasks, `jobs` processes at a time, with a progress bar; outcomes in task order."""
-    outcomes: dict[str, Outcome] = {}
-    with progress() as bar:
-        counter = bar.add_task("preprocess", total=len(tasks))
-        if jobs == 1:
-            for task in tasks:
-                outcomes[task.patient_id] = process_patient(task)
-                bar.advance(counter)
-        else:
-            # Each process gets its share of the cores for SimpleITK's own threads. "spawn"
-            # rather than fork: forking a process whose ITK thread pool is running can hang.
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(threads,)) as pool:
-                futures = {pool.submit(process_patient, task): task for task in tasks}
-                try:
-                    for future in as_completed(futures):
-                        task = futures[future]
-                        try:
-                            outcomes[task.patient_id] = future.result()
-                        except BrokenProcessPool:
-                            outcomes[task.patient_id] = Outcome(
-                                task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
-                                "the worker process died (out of memory? try fewer --jobs)")
-                        bar.advance(counter)
-                except KeyboardInterrupt:
-                    # Finished NPZs are on disk; do not start the queued patients on the way out.
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    return [outcomes[task.patient_id] for task in tasks]
+def _worker_died(task: Task) -> Outcome:
+    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
+                   "the worker process died (out of memory? try fewer --jobs)")
 
 
 def process_patient_on_one_core(task: Task) -> Outcome:
     """`process_patient` as a Ray task: SimpleITK on the one CPU the task was given."""
-    _init_worker(1)
+    parallel.use_threads(1)
     return process_patient(task)
 
 
@@ -184,23 +151,27 @@ def run(args: argparse.Namespace) -> int:
                     "manifest": str(Path(args.manifest).resolve())}
 
     # An index.csv from other parameters must not outlive them if this run is interrupted.
-    config_path = cache / "config.json"
-    if config_path.exists() and read_json(config_path) != cache_config:
+    try:
+        stale = read_cache_config(cache, required=False) not in ({}, cache_config)
+    except SarcogradeError:  # a damaged config.json is rewritten at the end
+        stale = True
+    if stale:
         (cache / "index.csv").unlink(missing_ok=True)
 
-    tasks = [Task(p.patient_id, p.images[sequence], p.masks[sequence], p.rois.get(sequence),
-                  cache, params, args.preview) for p in cohort]
+    tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), cache, params,
+                  args.preview) for p in cohort]
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
         where = "Ray tasks" if executor else f"{args.jobs} job(s)"
         info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {where} -> {cache}")
-        outcomes = run_tasks(tasks, args.jobs) if executor is None else \
-            run_tasks_on_ray(executor, tasks)
+        outcomes = (parallel.run_tasks(process_patient, tasks, args.jobs, "preprocess",
+                                       _worker_died)
+                    if executor is None else run_tasks_on_ray(executor, tasks))
         by_id = {o.patient_id: o for o in outcomes}
         rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
                 if by_id[p.patient_id].status != "failed"]
         write_index(cache, rows)
-        write_json(config_path, cache_config)
+        write_cache_config(cache, cache_config)
         counts = {s: sum(o.status == s for o in outcomes) for s in ("computed", "reused", "failed")}
         record.record["patients"] = counts
         record.record["failed"] = [o.error for o in outcomes if o.status == "failed"]
@@ -208,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
                                     if o.status == "computed"}
 
     for outcome in outcomes:
+        for note in outcome.notes:
+            warn(escape(note))
         if outcome.status == "failed":
             console.print(f"[red]failed:[/red] {escape(outcome.error)}", soft_wrap=True)
     info(f"preprocess: {counts['computed']} computed, {counts['reused']} reused, "

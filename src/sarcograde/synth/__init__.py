@@ -1,10 +1,14 @@
 """Write a synthetic multi-site cohort with a known grade signal: NIfTI images, masks, manifest.
 
 Limb cross-sections (skin, subcutaneous fat, muscle, bone, vessels) with one tumour in the muscle.
-High grade (G2/G3): heterogeneous texture, necrotic core, lobulated border, peritumoral oedema
-outside the mask. Low grade (G1): homogeneous, smooth and encapsulated. Each sequence gets its own
-contrast (T1/T2, fat suppression, gadolinium, from its name) and grid; a site's spacing,
-orientation, bias field, noise and intensity scale follow from its name unless given. Clinical
+Grade features (heterogeneous enhancement, necrotic core, peritumoral oedema outside the mask,
+T2 heterogeneity, lobulated border, capsule) are each drawn with a grade-dependent probability,
+and split between the sequences: necrosis and enhancement show on contrast-enhanced T1, oedema
+and T2 heterogeneity on T2, the border on both; one sequence grades imperfectly, both better.
+Each sequence gets its own contrast (T1/T2, fat suppression, gadolinium, from its name) and grid
+(spacing, orientation), with the same anatomy in scanner space, so that a contour drawn on one
+carries onto the other (`--missing-mask`). A site's spacing, orientations, bias field, noise and
+intensity scale follow from its name unless given. Clinical
 columns: age, sex, AJCC 7 T stage from the tumour's longest diameter, N and M stage, overall
 survival with a higher hazard for high grade, censoring. The same seed gives the same bytes.
 """
@@ -43,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated sequence names (default T1FSGd,T2FS)")
     parser.add_argument("--low-fraction", type=float, default=0.35,
                         help="share of low-grade (G1) patients (default 0.35)")
+    parser.add_argument("--missing-mask", type=_names, default=(), metavar="SEQ[,SEQ]",
+                        help="sequences left without a contour (empty mask_<SEQ> cell), as where "
+                             "a clinic contours one sequence only")
     site = parser.add_argument_group("site profile (default: drawn from the site name)")
     site.add_argument("--pixel-mm", type=_numbers, help="in-plane spacing, mm: value or low,high")
     site.add_argument("--slice-mm", type=_numbers, help="slice thickness, mm: value or low,high")
@@ -61,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in
                  ("pixel_mm", "slice_mm", "orientations", "noise", "bias", "scale")}
     manifest = make_cohort(args.out, args.patients, args.site, args.seed, args.sequences,
-                           args.low_fraction, overwrite=args.overwrite, **overrides)
+                           args.low_fraction, missing_masks=args.missing_mask,
+                           overwrite=args.overwrite, **overrides)
     if args.preview:
         from .preview import save_preview
 

@@ -19,7 +19,7 @@ from ..cohort import CLINICAL_COLUMNS
 from ..console import info, progress
 from ..errors import SarcogradeError
 from ..io import write_image
-from .patients import PatientSpec, sample_cohort
+from .patients import FEATURE_PROBABILITY, PatientSpec, sample_cohort
 from .phantom import TumourLattice, render
 from .site import SiteProfile, site_profile
 
@@ -32,13 +32,16 @@ def _files(spec: PatientSpec, sequence: str) -> tuple[str, str]:
     return f"images/{name}", f"masks/{name}"
 
 
-def _manifest(specs: list[PatientSpec], sequences: tuple[str, ...]) -> pd.DataFrame:
+def _manifest(specs: list[PatientSpec], sequences: tuple[str, ...],
+              missing_masks: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for spec in specs:
         row = {"patient_id": spec.patient_id, "site": spec.site, "grade": spec.grade,
                **{k: spec.clinical[k] for k in CLINICAL_COLUMNS}}
         for seq in sequences:
             row[f"image_{seq}"], row[f"mask_{seq}"] = _files(spec, seq)
+            if seq in missing_masks:   # not contoured: `check`/`preprocess` carry another's
+                row[f"mask_{seq}"] = ""
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -49,10 +52,11 @@ def _truth(specs: list[PatientSpec], sequences: tuple[str, ...]) -> pd.DataFrame
     for spec in specs:
         t = spec.tumour
         row = {"patient_id": spec.patient_id, "grade": spec.grade, "label": spec.label,
-               "aggressiveness": round(t.aggressiveness, 4),
-               "heterogeneity": round(t.heterogeneity, 4), "necrosis": round(t.necrosis, 4),
-               "oedema": round(t.oedema, 4), "oedema_mm": round(t.oedema_mm, 2),
-               "lobes": len(t.lobes), "capsule": int(t.capsule),
+               "enhancement_heterogeneity": round(t.enhancement_heterogeneity, 4),
+               "t2_heterogeneity": round(t.t2_heterogeneity, 4),
+               "necrosis": round(t.necrosis, 4), "oedema": round(t.oedema, 4),
+               "oedema_mm": round(t.oedema_mm, 2), "lobes": len(t.lobes),
+               "lobulated": int(t.lobulated), "capsule": int(t.capsule),
                "longest_diameter_mm": round(t.longest_diameter_mm, 2),
                "tumour_volume_ml": round(t.volume_ml, 3)}
         for seq in sequences:
@@ -64,7 +68,8 @@ def _truth(specs: list[PatientSpec], sequences: tuple[str, ...]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def _check_arguments(n_patients: int, seed: int, sequences: tuple[str, ...]) -> None:
+def _check_arguments(n_patients: int, seed: int, sequences: tuple[str, ...],
+                     missing_masks: tuple[str, ...]) -> None:
     if int(seed) < 0:
         raise SarcogradeError(f"seed must be >= 0; got {seed}")
     if int(n_patients) < 1:
@@ -77,82 +82,96 @@ def _check_arguments(n_patients: int, seed: int, sequences: tuple[str, ...]) -> 
                                   "'_', '-' (it becomes a manifest column and a file name)")
     if len(set(sequences)) != len(sequences):
         raise SarcogradeError(f"sequence named twice in {', '.join(sequences)}")
+    unknown = [seq for seq in missing_masks if seq not in sequences]
+    if unknown:
+        raise SarcogradeError(f"--missing-mask {', '.join(unknown)} is not one of the sequences "
+                              f"{', '.join(sequences)}")
+    if set(sequences) <= set(missing_masks):
+        raise SarcogradeError("--missing-mask leaves no sequence with a contour; keep at least one")
 
 
-def _claim_folder(out: Path, config: dict, overwrite: bool) -> bool:
-    """Prepare `out` for this configuration; True when finished files of it may be kept."""
+def _claim_folder(out: Path, config: dict, outputs: list[str], overwrite: bool) -> bool:
+    """Prepare `out` for this configuration; True when finished files of it may be kept.
+
+    synth.json lists every file this configuration writes, so that --overwrite removes exactly
+    those of the previous one and never a file that synth did not write (a user's images).
+    """
     record = out / "synth.json"
     previous = read_json(record) if record.is_file() else None
     if previous is not None and previous.get("key") == config["key"]:
         return True
-    if previous is not None or (out / "manifest.csv").exists():
+    if previous is None and (out / "manifest.csv").exists():
+        raise SarcogradeError("holds a manifest.csv that sarcograde synth did not write; choose "
+                              "another folder (--overwrite only replaces a synthetic cohort)",
+                              path=out)
+    if previous is not None:
         if not overwrite:
-            what = "another configuration" if previous else "an unknown configuration"
-            raise SarcogradeError(f"holds a cohort made with {what}; choose an empty folder or "
-                                  "pass --overwrite", path=out)
-        _remove_listed_files(out)
-    write_json(record, config)
+            raise SarcogradeError("holds a cohort made with another configuration; choose an "
+                                  "empty folder or pass --overwrite", path=out)
+        _remove_outputs(out, previous.get("outputs", []))
+    write_json(record, {**config, "outputs": outputs})
     return False
 
 
-def _remove_listed_files(out: Path) -> None:
-    """Delete the images and masks listed in the old manifest (only files inside `out`)."""
-    manifest = out / "manifest.csv"
-    if not manifest.is_file():
-        return
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+def _remove_outputs(out: Path, outputs: list[str]) -> None:
+    """Delete the files a previous synth run recorded as its own (only inside `out`)."""
     root = out.resolve()
-    for column in (c for c in frame.columns if c.startswith(("image_", "mask_"))):
-        for value in frame[column]:
-            path = (out / value).resolve()
-            if value and path.is_file() and root in path.parents:
-                path.unlink()
-    manifest.unlink()
+    for name in outputs:
+        path = (out / name).resolve()
+        if root in path.parents and path.is_file():
+            path.unlink()
 
 
 def make_cohort(out: str | Path, n_patients: int = 20, site: str = "siteA", seed: int = 0,
                 sequences: tuple[str, ...] | list[str] = DEFAULT_SEQUENCES,
-                low_fraction: float = 0.35, *, overwrite: bool = False,
-                **site_overrides) -> Path:
+                low_fraction: float = 0.35, *, missing_masks: tuple[str, ...] | list[str] = (),
+                overwrite: bool = False, **site_overrides) -> Path:
     """Write a synthetic cohort of `n_patients` from `site` into `out`; return the manifest path.
 
     `site_overrides` replace fields of the site's profile (`site.SiteProfile`): pixel_mm,
     slice_mm (a number or a (low, high) range), orientations (e.g. ("LPS", "RAS")), noise,
-    bias, scale. Same arguments, same bytes.
+    bias, scale. The sequences in `missing_masks` get no contour: an empty `mask_<SEQ>` cell.
+    Same arguments, same bytes.
     """
     out = Path(out)
-    sequences = tuple(sequences)
-    _check_arguments(n_patients, seed, sequences)
+    sequences, missing_masks = tuple(sequences), tuple(missing_masks)
+    _check_arguments(n_patients, seed, sequences, missing_masks)
     profile: SiteProfile = site_profile(site, low_fraction=low_fraction, **site_overrides)
     config = {"generator": f"sarcograde {__version__}", "seed": int(seed),
               "n_patients": int(n_patients), "sequences": list(sequences),
-              "site": profile.as_dict()}
+              "site": profile.as_dict(), "missing_masks": list(missing_masks),
+              "grade_signal": {k: list(v) for k, v in FEATURE_PROBABILITY.items()}}
     config["key"] = hash_config(config)
-    resume = _claim_folder(out, config, overwrite)   # before run.json: a refusal changes nothing
+    specs = sample_cohort(int(n_patients), profile, int(seed), sequences)
+    outputs = [f for spec in specs for seq in sequences for f in _files(spec, seq)]
+    outputs += ["manifest.csv", "truth.csv", "run.json", "preview.png"]
+    # Before run.json: a refusal changes nothing.
+    resume = _claim_folder(out, config, outputs, overwrite)
     with RunRecord(out, config=config, seed=int(seed)):
-        specs = sample_cohort(int(n_patients), profile, int(seed), sequences)
         done = 0
         with progress() as bar:
             task = bar.add_task(f"synth {site}", total=len(specs))
             for spec in specs:
-                files = [out / f for seq in sequences for f in _files(spec, seq)]
+                files = [out / f for seq in sequences for f in _files(spec, seq)
+                         if not (seq in missing_masks and f.startswith("masks/"))]
                 if resume and all(f.is_file() for f in files):
                     done += 1
                 else:
-                    _write_patient(out, spec, sequences, profile)
+                    _write_patient(out, spec, sequences, profile, missing_masks)
                 bar.advance(task)
         if done:
             info(f"synth: kept {done} finished patient(s) of this configuration in {out}")
         write_csv(out / "truth.csv", _truth(specs, sequences))
-        write_csv(out / "manifest.csv", _manifest(specs, sequences))
+        write_csv(out / "manifest.csv", _manifest(specs, sequences, missing_masks))
     return out / "manifest.csv"
 
 
 def _write_patient(out: Path, spec: PatientSpec, sequences: tuple[str, ...],
-                   profile: SiteProfile) -> None:
+                   profile: SiteProfile, missing_masks: tuple[str, ...]) -> None:
     lattice = TumourLattice(spec.tumour, np.random.default_rng(spec.render_seed))
     for seq in sequences:
         image, mask = render(spec, seq, lattice, profile.noise, profile.bias)
         image_path, mask_path = _files(spec, seq)
-        write_image(mask, out / mask_path)
+        if seq not in missing_masks:
+            write_image(mask, out / mask_path)
         write_image(image, out / image_path)

@@ -35,23 +35,40 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
 SPHERE = _fibonacci_sphere(2000)
 
 
+# The grade shows as a set of independent features, each drawn with a grade-dependent
+# probability (G1, G2, G3), as in radiology, where no single sign decides the grade. Some are
+# seen on one sequence only (phantom.py): the non-enhancing necrotic core and heterogeneous
+# enhancement on contrast-enhanced T1, peritumoral oedema and T2 heterogeneity on T2; the border
+# (lobulation, capsule) and the size are seen on every sequence. So one sequence alone grades
+# imperfectly, and the sequences together grade better.
+FEATURE_PROBABILITY = {
+    "necrosis": (0.2, 0.55, 0.7),
+    "enhancement_heterogeneity": (0.25, 0.55, 0.7),
+    "oedema": (0.15, 0.6, 0.75),
+    "t2_heterogeneity": (0.2, 0.6, 0.75),
+    "lobulated": (0.3, 0.45, 0.55),
+    "capsule": (0.4, 0.25, 0.2),
+}
+
+
 @dataclass
 class Tumour:
     """An ellipsoid in normalised coordinates whose radius is 1 plus lobes, placed in the limb.
 
     The surface is r(u) = 1 + sum_k amp_k exp((u . v_k - 1) / width_k) for unit directions u of the
-    normalised coordinates (x/a, y/b, z/c); high grade has many, large lobes (irregular border).
+    normalised coordinates (x/a, y/b, z/c); a lobulated tumour has many, large lobes.
     """
 
     centre: tuple[float, float, float]      # limb frame, mm
     axes: tuple[float, float, float]        # semi-axes a, b, c, mm (c along the limb)
     angle: float                            # in-plane rotation, radians
     lobes: np.ndarray                       # (K, 5): direction (3), amplitude, width
-    aggressiveness: float                   # 0 (indolent) .. 1; drives every grade feature
-    heterogeneity: float                    # relative amplitude of the texture of viable tumour
+    enhancement_heterogeneity: float        # texture amplitude seen with contrast (T1 Gd)
+    t2_heterogeneity: float                 # texture amplitude seen with T2 weighting
     necrosis: float                         # necrotic core radius / tumour radius, 0 = none
     oedema: float                           # peak oedema weight just outside the border, 0 = none
     oedema_mm: float                        # decay length of the oedema
+    lobulated: bool                         # irregular, lobulated border
     capsule: bool                           # thin dark rim of a well-confined tumour
     longest_diameter_mm: float = 0.0
     volume_ml: float = 0.0
@@ -126,30 +143,39 @@ class PatientSpec:
         return int(self.grade >= 2)
 
 
+def draw_features(rng: np.random.Generator, grade: int) -> dict[str, bool]:
+    """Which grade features the tumour shows, each drawn independently given the grade."""
+    return {name: bool(rng.random() < p[grade - 1]) for name, p in FEATURE_PROBABILITY.items()}
+
+
 def draw_tumour(rng: np.random.Generator, grade: int) -> Tumour:
-    """A tumour whose texture, necrosis, border and oedema follow its grade."""
-    low_range, high_range = {1: (0.0, 0.15), 2: (0.55, 0.85), 3: (0.7, 1.0)}[grade]
-    s = float(rng.uniform(low_range, high_range))
+    """A tumour whose texture, necrosis, border and oedema are drawn given its grade."""
+    shows = draw_features(rng, grade)
     diameter = float(np.clip(rng.lognormal(np.log(68 if grade == 1 else 80), 0.4), 22, 125))
-    if grade == 1:   # a few gentle, wide lobes: smooth, well confined
-        n_big, n_small, amp, width = int(rng.integers(0, 3)), 0, (0.01, 0.04), (0.4, 0.8)
-    else:            # lobulated, with small bumps: irregular border
+    if shows["lobulated"]:   # lobulated, with small bumps: irregular border
+        s = float(rng.uniform(0.6, 1.0))
         n_big, n_small, amp, width = int(rng.integers(5, 11)), 16, (0.12, 0.3), (0.04, 0.12)
-    big = [(*_unit(rng), rng.uniform(*amp) * max(s, 0.5), rng.uniform(*width))
-           for _ in range(n_big)]
+    else:                    # a few gentle, wide lobes: smooth
+        s = 0.5
+        n_big, n_small, amp, width = int(rng.integers(0, 3)), 0, (0.01, 0.04), (0.4, 0.8)
+    big = [(*_unit(rng), rng.uniform(*amp) * s, rng.uniform(*width)) for _ in range(n_big)]
     small = [(*_unit(rng), rng.uniform(0.04, 0.1) * s, rng.uniform(0.01, 0.03))
              for _ in range(n_small)]
     lobes = np.array(big + small, dtype=float).reshape(-1, 5)
     ratios = rng.uniform(0.5, 0.9, size=2)
-    necrotic = grade == 3 or (grade == 2 and rng.random() < 0.6)
+
+    def texture(shown: bool) -> float:   # relative amplitude of the viable tumour's texture
+        return float(rng.uniform(0.2, 0.35) if shown else rng.uniform(0.02, 0.08))
+
     tumour = Tumour(
         centre=(0.0, 0.0, 0.0), axes=(ratios[0], ratios[1], 1.0),
-        angle=float(rng.uniform(0, np.pi)), lobes=lobes, aggressiveness=s,
-        heterogeneity=0.03 + 0.3 * s,
-        necrosis=float(np.clip(0.3 + 0.35 * (s - 0.5) / 0.5 + rng.uniform(-0.05, 0.05), 0.25, 0.7))
-        if necrotic else 0.0,
-        oedema=float(np.clip((s - 0.4) / 0.5, 0, 1) * rng.uniform(0.6, 1.0)),
-        oedema_mm=3 + 8 * s, capsule=grade == 1)
+        angle=float(rng.uniform(0, np.pi)), lobes=lobes,
+        enhancement_heterogeneity=texture(shows["enhancement_heterogeneity"]),
+        t2_heterogeneity=texture(shows["t2_heterogeneity"]),
+        necrosis=float(rng.uniform(0.3, 0.6)) if shows["necrosis"] else 0.0,
+        oedema=float(rng.uniform(0.5, 1.0)) if shows["oedema"] else 0.0,
+        oedema_mm=float(rng.uniform(4, 10)), lobulated=shows["lobulated"],
+        capsule=shows["capsule"] and not shows["lobulated"])
     tumour.measure()   # on unit axes; the diameter scales with them
     tumour.axes = tuple(float(a * diameter / tumour.longest_diameter_mm) for a in tumour.axes)
     tumour.measure()
@@ -212,6 +238,11 @@ def draw_grid(rng: np.random.Generator, site: SiteProfile, anatomy: Anatomy,
                 origin=tuple(float(o) for o in origin), orientation=orientation)
 
 
+def _sequence_grid(rng: np.random.Generator, site: SiteProfile, anatomy: Anatomy) -> Grid:
+    """Each sequence of a patient is its own acquisition: its own orientation and spacing."""
+    return draw_grid(rng, site, anatomy, str(rng.choice(site.orientations)))
+
+
 def t_stage(longest_diameter_mm: float) -> str:
     """AJCC 7 T stage of a deep tumour (below the fascia, 'b'): T1b up to 5 cm, T2b above."""
     return "T2b" if longest_diameter_mm > T2_THRESHOLD_MM else "T1b"
@@ -258,9 +289,8 @@ def sample_cohort(n_patients: int, site: SiteProfile, seed: int,
         rng = np.random.default_rng([seed, stable_int(site.name), 1, index])
         tumour = draw_tumour(rng, grade)
         anatomy = draw_anatomy(rng, tumour)
-        orientation = str(rng.choice(site.orientations))
-        grids = {seq: draw_grid(np.random.default_rng(
-            [seed, stable_int(site.name), 2, index, stable_int(seq)]), site, anatomy, orientation)
+        grids = {seq: _sequence_grid(np.random.default_rng(
+            [seed, stable_int(site.name), 2, index, stable_int(seq)]), site, anatomy)
             for seq in sequences}
         specs.append(PatientSpec(
             patient_id=patient_id(site.name, index, n_patients), site=site.name, grade=grade,

@@ -19,16 +19,28 @@ from .site import stable_int
 AIR, SKIN, FAT, MUSCLE, CORTEX, MARROW, VESSEL = range(7)
 TISSUES = ("air", "skin", "fat", "muscle", "cortex", "marrow", "vessel")
 
-# Relative signal of each tissue (tumour ~ 0.6) in native T1 and T2 weighting.
+# Relative signal of each tissue (tumour ~ 0.6) in native T1 and T2 weighting. The grade
+# features are split between the sequences (patients.FEATURE_PROBABILITY): necrosis is nearly
+# isointense to viable tumour on T2 here and oedema nearly isointense to muscle with gadolinium,
+# so that each sequence carries information the other lacks.
 _T1 = {"air": 0.0, "skin": 0.45, "fat": 0.95, "muscle": 0.32, "cortex": 0.03, "marrow": 0.85,
-       "vessel": 0.25, "tumour": 0.36, "necrosis": 0.18, "oedema": 0.28}
+       "vessel": 0.25, "tumour": 0.36, "necrosis": 0.18, "oedema": 0.3}
 _T2 = {"air": 0.0, "skin": 0.3, "fat": 0.8, "muscle": 0.2, "cortex": 0.03, "marrow": 0.7,
-       "vessel": 0.45, "tumour": 0.62, "necrosis": 0.95, "oedema": 0.52}
-# Gadolinium: viable tumour, vessels and peritumoral oedema enhance; necrosis does not.
-_GD = {"tumour": 0.72, "vessel": 0.9, "oedema": 0.5, "muscle": 0.36, "skin": 0.5}
+       "vessel": 0.45, "tumour": 0.62, "necrosis": 0.66, "oedema": 0.52}
+# Gadolinium: viable tumour and vessels enhance; necrosis does not; oedema barely.
+_GD = {"tumour": 0.72, "vessel": 0.9, "oedema": 0.38, "muscle": 0.36, "skin": 0.5}
 _FAT_SUPPRESSION = {"fat": 0.1, "marrow": 0.15}
 _CAPSULE_MM, _CAPSULE_FACTOR = 1.5, 0.7
 _LATTICE_MM = 2.0
+
+
+def texture_weights(sequence: str) -> tuple[float, float]:
+    """How strongly a sequence shows the tumour's enhancement and T2 heterogeneity (0-1)."""
+    name = sequence.upper()
+    enhanced = "T1" in name and any(k in name for k in ("GD", "C+", "CE", "POST"))
+    if enhanced:
+        return 1.0, 0.15
+    return (0.3, 0.3) if "T1" in name else (0.15, 1.0)
 
 
 def contrast(sequence: str) -> dict[str, float]:
@@ -50,9 +62,10 @@ def contrast(sequence: str) -> dict[str, float]:
 class TumourLattice:
     """The tumour's sequence-independent properties on a 2 mm lattice around it (limb axes).
 
-    Components: signed radial distance to the surface in mm (< 0 inside), necrosis weight, texture
-    (unit variance) and oedema weight. Every sequence interpolates the same lattice onto its own
-    grid, so each shows the same tumour, necrosis, texture and oedema in its own geometry.
+    Components: signed radial distance to the surface in mm (< 0 inside), necrosis weight, two
+    independent textures (unit variance: enhancement, T2) and oedema weight. Every sequence
+    interpolates the same lattice onto its own grid, so each shows the same tumour in its own
+    geometry (and, through its contrast, the features it can show).
     """
 
     def __init__(self, tumour: Tumour, rng: np.random.Generator):
@@ -74,6 +87,7 @@ class TumourLattice:
         surface = distance * (1 - 1 / depth)                     # radial distance, mm
         fine = _unit_field(rng.standard_normal(shape, dtype=np.float32), 1.0)
         coarse = _unit_field(rng.standard_normal(shape, dtype=np.float32), 2.5)
+        t2_texture = _unit_field(rng.standard_normal(shape, dtype=np.float32), 1.0)
         necrosis = np.zeros(shape, np.float32)
         if tumour.necrosis > 0:   # an irregular core with a soft edge
             necrosis = np.clip((tumour.necrosis * (1 + 0.3 * coarse) - depth) / 0.08 + 0.5, 0, 1)
@@ -82,10 +96,11 @@ class TumourLattice:
             feather = np.clip(0.6 + 0.4 * coarse + 0.3 * fine, 0, 1)
             oedema = tumour.oedema * np.exp(-np.maximum(surface, 0) / tumour.oedema_mm) \
                 * feather * ((surface > 0) & (surface < reach))
-        self.values = np.stack([surface, necrosis, fine, oedema], axis=-1).astype(np.float32)
+        self.values = np.stack([surface, necrosis, fine, t2_texture, oedema],
+                               axis=-1).astype(np.float32)
 
     def resample(self, grid: Grid, start: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
-        """The lattice on the part of `grid` it covers: numpy slices and an (nz, ny, nx, 4) array.
+        """The lattice on the part of `grid` it covers: numpy slices and an (nz, ny, nx, 5) array.
 
         `start` is the grid's first voxel centre in the limb frame. The grid's axes must be those
         of the limb frame, permuted or flipped (as every orientation code gives), so that the
@@ -169,12 +184,16 @@ def _tissue_labels(spec: PatientSpec, x, y, z, shape) -> np.ndarray:
     return labels
 
 
-def _tumour_signal(tumour: Tumour, table: dict, values: np.ndarray, signal: np.ndarray,
+def _tumour_signal(tumour: Tumour, sequence: str, values: np.ndarray, signal: np.ndarray,
                    tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Signal and mask where the lattice `values` (..., 4) lie over `signal` and `tissue`."""
-    surface, necrosis, texture, oedema = np.moveaxis(values, -1, 0)
+    """Signal and mask where the lattice `values` (..., 5) lie over `signal` and `tissue`."""
+    table = contrast(sequence)
+    surface, necrosis, texture, t2_texture, oedema = np.moveaxis(values, -1, 0)
     inside = surface < 0
-    viable = table["tumour"] * np.maximum(1 + tumour.heterogeneity * texture, 0.05)
+    weight_enhancement, weight_t2 = texture_weights(sequence)
+    variation = weight_enhancement * tumour.enhancement_heterogeneity * texture \
+        + weight_t2 * tumour.t2_heterogeneity * t2_texture
+    viable = table["tumour"] * np.maximum(1 + variation, 0.05)
     tumour_signal = viable * (1 - necrosis) + table["necrosis"] * (1 + 0.08 * texture) * necrosis
     if tumour.capsule:
         tumour_signal = np.where(surface > -_CAPSULE_MM, tumour_signal * _CAPSULE_FACTOR,
@@ -211,7 +230,8 @@ def render(spec: PatientSpec, sequence: str, lattice: TumourLattice, noise: floa
     signal = np.array([table[t] for t in TISSUES], dtype=np.float32)[labels]
     mask = np.zeros(shape, dtype=np.uint8)
     box, values = lattice.resample(grid, start)
-    signal[box], mask[box] = _tumour_signal(spec.tumour, table, values, signal[box], labels[box])
+    signal[box], mask[box] = _tumour_signal(spec.tumour, sequence, values, signal[box],
+                                            labels[box])
 
     rng = np.random.default_rng([spec.render_seed, stable_int(sequence)])
     signal *= _bias_field(rng, spec, x, y, z, bias)

@@ -9,7 +9,8 @@ import SimpleITK as sitk
 
 from ..artifacts import save_figure
 from ..cohort import load_manifest
-from ..io import read_image, read_mask
+from ..io import read_image
+from ..masks import mask_source, read_patient_mask
 
 
 def axial_view(image: sitk.Image, mask: sitk.Image) -> tuple[np.ndarray, np.ndarray, float]:
@@ -33,8 +34,9 @@ def save_preview(manifest: str | Path, target: str | Path, max_patients: int = 8
                              squeeze=False)
     for col, patient in enumerate(patients):
         for row, seq in enumerate(cohort.sequences):
-            pixels, outline, aspect = axial_view(read_image(patient.images[seq]),
-                                                 read_mask(patient.masks[seq]))
+            image = read_image(patient.images[seq])   # an empty mask cell: the carried contour
+            mask = read_patient_mask(patient.patient_id, image, mask_source(patient, seq))
+            pixels, outline, aspect = axial_view(image, mask)
             ax = axes[row, col]
             ax.imshow(pixels, cmap="gray", vmin=0, vmax=np.percentile(pixels, 99.5), aspect=aspect)
             ax.contour(outline, levels=[0.5], colors="tab:orange", linewidths=0.6)

@@ -1,0 +1,155 @@
+"""The ensemble of a training run: its fold models, their slice logits, the patient aggregation.
+
+The paper's rule (Navarro et al. 2021): a patient's probability of high grade is the softmax of
+the logits averaged over all fold models and all tumour slices. Train's validation, predict and
+explain all aggregate here, and all choose the inference precision with `resolve_precision`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import softmax
+
+from . import model as model_lib
+from .artifacts import hash_config, hash_path
+from .errors import SarcogradeError
+from .formats.run import read_folds
+
+AGGREGATES = ("logits", "probabilities")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Keys of the cache's config.json that name the cohort, not the processing: a test cohort's cache
+# differs from the training cache in these and still fits the models.
+COHORT_KEYS = frozenset({"manifest"})
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32.
+
+    `auto` is bf16 on a CUDA device that supports it (fp16 otherwise) and fp32 on the CPU, where
+    reduced precision is slower on most processors; bf16 and fp16 can always be asked for.
+    """
+    if name == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def autocast(device: torch.device, precision: torch.dtype | None):
+    """The autocast context of `precision` on `device` (none for fp32)."""
+    if precision is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=precision)
+
+
+@dataclass
+class Ensemble:
+    """The fold models of a training run, loaded for inference."""
+
+    run_dir: Path
+    names: list[str]                  # "fold_00", ... in folds.json order
+    models: list[torch.nn.Module]
+    metas: list[dict]
+    device: torch.device
+    key: str                          # hash of the model files: changes when any model changes
+    preprocess: dict = field(default_factory=dict)
+
+    @property
+    def input_meta(self) -> dict:
+        return self.metas[0]["input"]
+
+
+def load_ensemble(run_dir: str | Path, device: torch.device | str = "cpu") -> Ensemble:
+    """Load every fold model listed in RUN/folds.json, checking that they share their input."""
+    run_dir = Path(run_dir)
+    names = read_folds(run_dir).names
+    device = torch.device(device)
+    models, metas, hashes = [], [], []
+    for name in names:
+        path = run_dir / name / "model.pt"
+        if not path.is_file():
+            raise SarcogradeError("model missing: training not finished "
+                                  "(rerun `sarcograde train` on this run to resume)", path=path)
+        module, meta = model_lib.load_fold_model(path, device=device)
+        models.append(module)
+        metas.append(meta)
+        hashes.append(hash_path(path))
+    first = metas[0]
+    for name, meta in zip(names[1:], metas[1:]):
+        for part in ("input", "preprocess"):
+            if meta.get(part) != first.get(part):
+                raise SarcogradeError(
+                    f"fold models disagree on their {part} ({names[0]}: {first.get(part)}, "
+                    f"{name}: {meta.get(part)}); a run's models must share it", path=run_dir)
+    return Ensemble(run_dir=run_dir, names=names, models=models, metas=metas, device=device,
+                    key=hash_config(hashes), preprocess=dict(first.get("preprocess") or {}))
+
+
+def check_cache_fits(ensemble: Ensemble, cache_config: dict, cache_dir: str | Path) -> None:
+    """Stop when the cache was not preprocessed the way the models were trained."""
+    keys = (set(ensemble.preprocess) | set(cache_config)) - COHORT_KEYS
+    differ = [f"{k} {ensemble.preprocess.get(k)!r} (models) vs {cache_config.get(k)!r} (cache)"
+              for k in sorted(keys) if ensemble.preprocess.get(k) != cache_config.get(k)]
+    if differ:
+        raise SarcogradeError("wrong cache for this run, preprocess it with the run's parameters: "
+                              + "; ".join(differ), path=Path(cache_dir) / "config.json")
+
+
+def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
+                 precision: torch.dtype | None = None) -> np.ndarray:
+    """Logits of every fold model for every slice: float32 array (models, n, 2)."""
+    out = np.empty((len(ensemble.models), len(images), 2), dtype=np.float32)
+    with torch.inference_mode(), autocast(ensemble.device, precision):
+        for start in range(0, len(images), batch_size):
+            # Half-precision slices travel to the device, the affine input map runs there.
+            batch = torch.from_numpy(images[start:start + batch_size]).to(ensemble.device)
+            batch = model_lib.prepare_input(batch, ensemble.input_meta)
+            for m, net in enumerate(ensemble.models):
+                out[m, start:start + len(batch)] = net(batch).float().cpu().numpy()
+    return out
+
+
+def p_high_of_mean_logits(mean_logits: np.ndarray) -> np.ndarray:
+    """p_high = softmax of averaged logits `(..., 2)`, in float64."""
+    return softmax(np.asarray(mean_logits, np.float64), axis=-1)[..., 1]
+
+
+def aggregate(logits: np.ndarray, mode: str = "logits") -> tuple[float, np.ndarray]:
+    """The patient's p_high and each model's p_high from per-slice logits (models, n, 2).
+
+    `logits` (the paper's rule): softmax of the mean logits, over models and slices for the
+    ensemble, over slices for each model. `probabilities`: the mean of per-slice softmax p_high.
+    """
+    if mode == "logits":
+        p_high = p_high_of_mean_logits(logits.mean(axis=(0, 1), dtype=np.float64))
+        per_model = p_high_of_mean_logits(logits.mean(axis=1, dtype=np.float64))
+    elif mode == "probabilities":
+        probs = p_high_of_mean_logits(logits)
+        p_high, per_model = probs.mean(), probs.mean(axis=1)
+    else:
+        raise ValueError(f"unknown aggregate {mode!r}; choose one of {AGGREGATES}")
+    return float(p_high), per_model
+
+
+def slice_p_high(logits: np.ndarray) -> np.ndarray:
+    """Each slice's ensemble p_high (n,) from logits (models, n, 2): mean over the models."""
+    return p_high_of_mean_logits(logits.mean(axis=0, dtype=np.float64))
+
+
+def patients_p_high(logits: np.ndarray, owner: np.ndarray, n_patients: int) -> np.ndarray:
+    """p_high per patient from one model's slice logits (n, 2) and each slice's patient
+    position `owner` (n,): the paper's rule over a patient's slices (train's validation)."""
+    logits = np.asarray(logits, np.float64)
+    sums = np.zeros((n_patients, logits.shape[1]))
+    np.add.at(sums, owner, logits)
+    counts = np.maximum(np.bincount(owner, minlength=n_patients), 1)[:, None]
+    return p_high_of_mean_logits(sums / counts)

@@ -1,0 +1,147 @@
+"""What `evaluate` writes into EVAL (docs/artifacts.md), as the report and the demo read it:
+metrics.json (one model's, or several models' with their DeLong comparisons), patient_flow.json,
+survival.json, Table 1 and the other CSV outputs and figures; and an estimate `{"value", "ci95"}`
+of metrics.json in words."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ..errors import SarcogradeError
+from .common import read_csv_file, read_json_file, read_json_object
+
+RERUN = "evaluate"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_metrics(eval_dir: str | Path, key: str = "auc") -> dict:
+    """EVAL/metrics.json, an object holding `key`: `auc` for one model's evaluation, `models`
+    for an evaluation that compared several (see `read_model_metrics`)."""
+    path = Path(eval_dir) / "metrics.json"
+    if not path.is_file():
+        raise SarcogradeError("no metrics.json: run `sarcograde evaluate` first", path=eval_dir)
+    metrics = read_json_file(path, RERUN)
+    if not isinstance(metrics, dict) or key not in metrics:
+        raise SarcogradeError(f"not an evaluate metrics.json (no '{key}')", path=path)
+    return metrics
+
+
+def read_model_metrics(eval_dir: str | Path) -> dict:
+    """The metrics.json of an evaluation of several models: `models` a non-empty mapping of
+    model -> metrics, `delong` (optional) a list of pairwise comparisons {a, b, p, ...}."""
+    metrics = read_metrics(eval_dir, "models")
+    path = Path(eval_dir) / "metrics.json"
+    models, delong = metrics["models"], metrics.get("delong", [])
+    if not isinstance(models, dict) or not models:
+        raise SarcogradeError("'models' is empty or not a mapping", path=path)
+    bad = [str(m) for m, block in models.items() if not isinstance(block, dict)]
+    if bad:
+        raise SarcogradeError(f"model(s) {', '.join(bad)}: not a mapping of metrics", path=path)
+    if not isinstance(delong, list) or not all(
+            isinstance(e, dict) and "a" in e and "b" in e for e in delong):
+        raise SarcogradeError("'delong' is not a list of {a, b, p, p_adjusted}", path=path)
+    return metrics
+
+
+def compares_models(eval_dir: str | Path) -> bool:
+    """True for an EVAL that compared several prediction files (`evaluate --predictions A B`):
+    more than one entry of `models` names its `predictions`, or `models` comes without the
+    one-model `auc`. A one-model evaluation lists its baselines under `models` too."""
+    path = Path(eval_dir) / "metrics.json"
+    metrics = read_json_file(path, RERUN) if path.is_file() else None
+    models = metrics.get("models") if isinstance(metrics, dict) else None
+    if not isinstance(models, dict) or len(models) < 2:
+        return False
+    files = sum(isinstance(block, dict) and "predictions" in block for block in models.values())
+    return files > 1 or "auc" not in metrics
+
+
+def read_output_json(path: str | Path) -> dict | None:
+    """patient_flow.json or survival.json (an object); None where the file is absent."""
+    return read_json_object(Path(path), RERUN) if Path(path).is_file() else None
+
+
+def read_output_csv(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
+    """confusion.csv, baselines.csv, cohort_table.csv, ..."""
+    return read_csv_file(Path(path), required)
+
+
+def read_figure(path: str | Path) -> bytes:
+    """A PNG figure (evaluate's plots, explain's montages); a file that is not a PNG is an
+    error."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SarcogradeError(f"cannot read figure ({exc.strerror})", path=path) from None
+    if not data.startswith(PNG_SIGNATURE):
+        raise SarcogradeError("not a PNG image", path=path)
+    return data
+
+
+@dataclass
+class CohortTable:
+    """evaluate's Table 1: header, body rows and the notes below the table."""
+
+    header: list[str]
+    rows: list[list[Any]]
+    notes: list[str]
+
+
+def parse_markdown_table(text: str) -> CohortTable:
+    """Header, body rows and the notes below a pipe table (the separator row dropped)."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines
+             if line.startswith("|")]
+    cells = [row for row in cells if not all(c and set(c) <= set("-: ") for c in row)]
+    notes = [line for line in lines if not line.startswith(("|", "#"))]
+    return CohortTable((cells[0] if cells else []), cells[1:], notes)
+
+
+def read_cohort_table(eval_dir: str | Path) -> CohortTable | None:
+    """Table 1: cohort_table.md (it has the test notes), else cohort_table.csv; None if
+    neither."""
+    md_path, csv_path = Path(eval_dir) / "cohort_table.md", Path(eval_dir) / "cohort_table.csv"
+    if md_path.is_file():
+        try:
+            return parse_markdown_table(md_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SarcogradeError(f"cannot read Table 1 ({exc})", path=md_path) from None
+    if csv_path.is_file():
+        frame = read_output_csv(csv_path).fillna("")
+        return CohortTable([str(c) for c in frame.columns],
+                           [list(row) for row in frame.itertuples(index=False)], [])
+    return None
+
+
+def format_number(x: Any, digits: int = 2) -> str:
+    """A number with `digits` decimals; "n/a" for a missing or non-finite value."""
+    if x is None or isinstance(x, str):
+        return "n/a" if x in (None, "") else x
+    x = float(x)
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def format_ci(ci: Any, digits: int = 2) -> str:
+    """A 95% CI as "(0.66-0.83)", or "(-0.50 to 0.20)" with a negative bound (legible sign)."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(
+            c is None or not math.isfinite(float(c)) for c in ci):
+        return ""
+    lo, hi = (format_number(c, digits) for c in ci)
+    sep = " to " if min(float(c) for c in ci) < 0 else "-"
+    return f"({lo}{sep}{hi})"
+
+
+def format_estimate(block: Any, digits: int = 2) -> str:
+    """A metrics.json estimate {"value", "ci95"} as "0.75 (0.66-0.83)"."""
+    if not isinstance(block, dict):
+        return format_number(block, digits)
+    value = format_number(block.get("value"), digits)
+    ci = format_ci(block.get("ci95"), digits)
+    return f"{value} {ci}" if ci and value != "n/a" else value

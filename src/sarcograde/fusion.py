@@ -1,0 +1,194 @@
+"""Late fusion of the sequences' DL ensembles (`DL-fusion`): a logistic regression on their logits.
+
+Each sequence's ensemble gives a patient p_high = softmax of the mean logits, so
+logit(p_high) is exactly the ensemble's mean logit margin. `fit` learns
+p = sigmoid(b0 + sum_s b_s * logit(p_s)) with scikit-learn's LogisticRegression on the
+TRAINING cohort's out-of-fold predictions only (RUN/cv_predictions.csv of each sequence, the
+margin averaged over the repeats), so that no test patient and no in-fold prediction is seen.
+One such model is fitted for every non-empty subset of the sequences, on the same out-of-fold
+data, so that `apply` grades a patient missing a sequence with the fusion of what exists and
+names the sequences used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from .artifacts import RunRecord, read_json, write_csv, write_json
+from .console import info, warn
+from .errors import SarcogradeError
+
+MODEL_NAME = "DL-fusion"
+# Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
+EPS = 1e-6
+CLASSIFIER = ("LogisticRegression(C=1.0, L2, lbfgs) of scikit-learn on the sequences' "
+              "out-of-fold logit margins")
+
+
+def margin(p_high) -> np.ndarray:
+    """logit(p_high): the ensemble's mean logit margin (high minus low grade)."""
+    p = np.clip(np.asarray(p_high, float), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _named_paths(values: list[str], flag: str) -> dict[str, Path]:
+    """["SEQ=path", ...] -> {SEQ: path}, each name once."""
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise SarcogradeError(f"{flag} {value!r} is not SEQ=PATH")
+        if name in out:
+            raise SarcogradeError(f"{flag} names sequence {name} twice")
+        out[name] = Path(path)
+    return out
+
+
+def _read(path: Path, columns: set[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise SarcogradeError("file not found", path=path)
+    try:
+        frame = pd.read_csv(path, dtype={"patient_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SarcogradeError(f"cannot parse CSV ({str(exc).splitlines()[0]})", path=path) from None
+    missing = columns - set(frame.columns)
+    if missing:
+        raise SarcogradeError(f"missing column(s) {', '.join(sorted(missing))}", path=path)
+    p = pd.to_numeric(frame["p_high"], errors="coerce")
+    bad = ~p.between(0, 1)
+    if bad.any():
+        raise SarcogradeError(f"p_high {frame['p_high'][bad].iloc[0]!r} is not a probability",
+                              patient=str(frame["patient_id"][bad].iloc[0]), path=path)
+    frame["p_high"] = p
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    return frame
+
+
+def out_of_fold_margins(cv_predictions: Path) -> pd.DataFrame:
+    """One row per training patient: label and the margin averaged over the CV repeats."""
+    frame = _read(cv_predictions, {"patient_id", "repeat", "fold", "label", "p_high"})
+    frame["margin"] = margin(frame["p_high"])
+    grouped = frame.groupby("patient_id", sort=True)
+    if (grouped["label"].nunique() > 1).any():
+        raise SarcogradeError("a patient has different labels in different repeats",
+                              path=cv_predictions)
+    return grouped.agg(label=("label", "first"), margin=("margin", "mean"))
+
+
+def fit(cv_predictions: dict[str, Path]) -> dict:
+    """model.json's content: one logistic regression per non-empty subset of the sequences."""
+    sequences = list(cv_predictions)
+    if len(sequences) < 2:
+        raise SarcogradeError("fusion needs at least two sequences")
+    margins = {seq: out_of_fold_margins(path) for seq, path in cv_predictions.items()}
+    models = []
+    for size in range(len(sequences), 0, -1):
+        for subset in itertools.combinations(sequences, size):
+            table = pd.concat({seq: margins[seq]["margin"] for seq in subset}, axis=1,
+                              join="inner")
+            labels = pd.concat([margins[seq]["label"] for seq in subset], axis=1, join="inner")
+            if (labels.nunique(axis=1) > 1).any():
+                pid = labels.index[labels.nunique(axis=1) > 1][0]
+                raise SarcogradeError("the sequences' runs give this patient different labels: "
+                                      "were they trained on the same manifest?", patient=pid)
+            y = labels.iloc[:, 0].astype(int).to_numpy()
+            if len(set(y)) < 2:
+                raise SarcogradeError(f"the training patients with {'+'.join(subset)} are of "
+                                      "one class only; fusion cannot be fitted")
+            regression = LogisticRegression(C=1.0, max_iter=1000).fit(table.to_numpy(), y)
+            models.append({"sequences": list(subset),
+                           "coefficients": dict(zip(subset, regression.coef_[0].tolist())),
+                           "intercept": float(regression.intercept_[0]),
+                           "n": int(len(y)), "n_high": int(y.sum()), "n_low": int((y == 0).sum())})
+    return {"model": MODEL_NAME, "classifier": CLASSIFIER, "sequences": sequences,
+            "input": "logit(p_high) of each sequence's ensemble, out-of-fold, mean over repeats",
+            "models": models}
+
+
+def apply(model: dict, predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """DL-fusion rows (patient_id, p_high, predicted, sequences_used, complete) for every
+    patient predicted by at least one of the model's sequences."""
+    unknown = set(predictions) - set(model["sequences"])
+    if unknown:
+        raise SarcogradeError(f"the fusion model has no sequence {', '.join(sorted(unknown))}; "
+                              f"it was fitted on {', '.join(model['sequences'])}")
+    by_subset = {tuple(m["sequences"]): m for m in model["models"]}
+    margins = pd.concat({seq: pd.Series(margin(frame["p_high"]), index=frame["patient_id"])
+                         for seq, frame in predictions.items()}, axis=1)
+    rows = []
+    for pid, values in margins.iterrows():
+        used = tuple(seq for seq in model["sequences"] if seq in values and pd.notna(values[seq]))
+        sub = by_subset[used]
+        z = sub["intercept"] + sum(sub["coefficients"][seq] * values[seq] for seq in used)
+        p_high = float(_sigmoid(np.asarray(z)))
+        rows.append({"patient_id": pid, "p_high": p_high, "predicted": int(p_high > 0.5),
+                     "sequences_used": "+".join(used),
+                     "complete": int(len(used) == len(model["sequences"]))})
+    return pd.DataFrame(rows, columns=["patient_id", "p_high", "predicted", "sequences_used",
+                                       "complete"])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fit_parser = sub.add_parser("fit", help="fit the fusion on the training runs' out-of-fold "
+                                            "predictions -> OUT/model.json")
+    fit_parser.add_argument("--run", action="append", required=True, metavar="SEQ=RUN",
+                            help="a sequence's training run folder (repeat for each sequence)")
+    fit_parser.add_argument("--out", type=Path, required=True, help="fusion folder")
+    apply_parser = sub.add_parser("apply", help="grade a site with a fitted fusion -> CSV")
+    apply_parser.add_argument("model", type=Path, help="model.json written by `fusion fit`")
+    apply_parser.add_argument("--predictions", action="append", required=True,
+                              metavar="SEQ=CSV",
+                              help="a sequence's predictions.csv (repeat for each sequence)")
+    apply_parser.add_argument("--out", type=Path, required=True, help="output CSV (DL-fusion.csv)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "fit":
+        runs = _named_paths(args.run, "--run")
+        inputs = {f"{seq}/cv_predictions.csv": path / "cv_predictions.csv"
+                  for seq, path in runs.items()}
+        for path in inputs.values():
+            if not path.is_file():
+                raise SarcogradeError("no cv_predictions.csv: is this a finished "
+                                      "`sarcograde train` run?", path=path)
+        with RunRecord(args.out, config={"classifier": CLASSIFIER}, inputs=inputs):
+            model = fit({seq: path / "cv_predictions.csv" for seq, path in runs.items()})
+            write_json(args.out / "model.json", model)
+        full = model["models"][0]
+        info(f"fusion: fitted on {full['n']} training patients ({full['n_low']} low grade), "
+             f"coefficients {', '.join(f'{s} {c:.3f}' for s, c in full['coefficients'].items())}"
+             f" -> {args.out / 'model.json'}")
+        return 0
+    if not args.model.is_file():
+        raise SarcogradeError("fusion model.json not found", path=args.model)
+    model = read_json(args.model)
+    paths = _named_paths(args.predictions, "--predictions")
+    frames = {seq: _read(path, {"patient_id", "p_high"}) for seq, path in paths.items()}
+    for seq, frame in frames.items():
+        twice = frame["patient_id"][frame["patient_id"].duplicated()]
+        if len(twice):
+            raise SarcogradeError("patient predicted twice", patient=twice.iloc[0],
+                                  path=paths[seq])
+    inputs = {"model": args.model, **{seq: path for seq, path in paths.items()}}
+    with RunRecord(args.out.parent, config={"model": str(args.model)}, inputs=inputs,
+                   name=f"{args.out.stem}.run.json"):
+        table = apply(model, frames)
+        write_csv(args.out, table)
+    partial = table[table["complete"] == 0]
+    if len(partial):
+        warn(f"fusion: {len(partial)} patient(s) graded without every sequence: "
+             + ", ".join(f"{r.patient_id} ({r.sequences_used})"
+                         for r in partial.head(8).itertuples()))
+    info(f"fusion: {len(table)} patient(s) -> {args.out}")
+    return 0

@@ -1,0 +1,91 @@
+"""Run a whole comparative study from one YAML file: check and preprocess every cohort and
+sequence, train one cross-validated ensemble per sequence, fuse them, grade every external site
+with every model (DL-<SEQ>, DL-fusion, clinical, volume, clinical+volume), evaluate each site
+and the pooled sites, explain, and write DIR/report.html. Each stage writes into its own
+subfolder of DIR; rerun the same command to resume: finished steps whose inputs did not change
+are skipped (DIR/study.json). The YAML's keys are described in docs/study.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import yaml
+
+from ..artifacts import read_json, write_text
+from ..console import console, info
+from ..errors import SarcogradeError
+from .plan import POOLED, STAGES, Layout, build_steps, evaluated_sites
+from .runner import run_steps
+from .spec import Study, load_study
+
+__all__ = ["Layout", "Study", "load_study", "build_steps", "run_study", "external_aucs"]
+
+
+def _write_config(study: Study, layout: Layout) -> None:
+    """DIR/config.yaml: the overrides of the preset's sections, passed to preprocess and train
+    with --config; rewritten only when it changes, since its hash is part of their steps' keys."""
+    if not study.config_overrides:
+        return
+    text = "# written by `sarcograde study` from the study's overrides\n" + yaml.safe_dump(
+        study.config_overrides, sort_keys=True)
+    if not layout.config.is_file() or layout.config.read_text(encoding="utf-8") != text:
+        write_text(layout.config, text)
+
+
+def external_aucs(layout: Layout, sites: list[str]) -> dict[str, dict[str, dict]]:
+    """{site: {model: {"value", "ci95"}}} read from each site's metrics.json."""
+    out = {}
+    for site in sites:
+        path = layout.evaluate(site) / "metrics.json"
+        metrics = read_json(path)
+        if "models" not in metrics:
+            raise SarcogradeError("metrics.json has no 'models' block: this evaluate predates "
+                                  "the multi-model form", path=path)
+        out[site] = {name: block.get("auc", {}) for name, block in metrics["models"].items()}
+    return out
+
+
+def run_study(path: str | Path, out: str | Path, *, jobs: int = 1,
+              until: str = STAGES[-1]) -> dict:
+    """Run (or resume) the study; returns {"state": study.json, "auc": external_aucs or {}}."""
+    from ..report import format_estimate
+
+    study = load_study(path)
+    layout = Layout(Path(out))
+    layout.out.mkdir(parents=True, exist_ok=True)
+    _write_config(study, layout)
+    steps = build_steps(study, layout, jobs=jobs, until=until)
+    info(f"study {study.path}: {len(study.sequences)} sequence(s), {len(study.test)} external "
+         f"site(s), models {', '.join(study.model_names())}, {len(steps)} steps -> {layout.out}")
+    state = run_steps(steps, layout.state)
+    console.rule("[bold]study finished")
+    if STAGES.index(until) < STAGES.index("evaluate"):
+        return {"state": state, "auc": {}}
+    aucs = external_aucs(layout, evaluated_sites(study))
+    for site, models in aucs.items():
+        info(f"{site}{' (all sites pooled)' if site == POOLED else ''}: " + "; ".join(
+            f"{name} AUC {format_estimate(auc)}" for name, auc in models.items()))
+    if layout.report.is_file():
+        info(f"report: {layout.report.resolve()}")
+    return {"state": state, "auc": aucs}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", type=Path, metavar="STUDY.yaml",
+                        help="the study file (docs/study.md; example: examples/study.yaml)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="study folder (created; a rerun resumes it)")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="patients preprocessed in parallel (default: CPU cores, at most 4)")
+    parser.add_argument("--until", choices=STAGES, default=STAGES[-1],
+                        help="stop after this stage (default: run every stage)")
+
+
+def run(args: argparse.Namespace) -> int:
+    jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
+    if jobs < 1:
+        raise SarcogradeError(f"--jobs must be at least 1, not {jobs}")
+    run_study(args.study, args.out, jobs=jobs, until=args.until)
+    return 0

@@ -1,0 +1,204 @@
+"""A study's folder layout and its steps, in pipeline order (DESIGN.md, "The study").
+
+Each step is one `sarcograde` command into its own subfolder (or a small file the study derives
+itself), with the files it reads and leaves, so that the runner can tell what is finished.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cohort import is_missing, read_table
+from .runner import Step
+from .spec import BASELINES, Study
+from .target import target_manifest
+
+STAGES = ("check", "preprocess", "train", "predict", "evaluate", "explain", "report")
+POOLED = "pooled"
+
+
+@dataclass(frozen=True)
+class Layout:
+    out: Path
+
+    @property
+    def state(self) -> Path:
+        return self.out / "study.json"
+
+    @property
+    def config(self) -> Path:
+        return self.out / "config.yaml"
+
+    def derived_manifest(self, cohort: str) -> Path:
+        return self.out / "manifests" / f"{cohort}.csv"
+
+    def check(self, cohort: str) -> Path:
+        return self.out / "check" / cohort
+
+    def cache(self, cohort: str, sequence: str) -> Path:
+        return self.out / "preprocess" / cohort / sequence
+
+    def run(self, sequence: str) -> Path:
+        return self.out / "train" / sequence
+
+    @property
+    def fusion(self) -> Path:
+        return self.out / "train" / "fusion"
+
+    def predict(self, site: str) -> Path:
+        return self.out / "predict" / site
+
+    def evaluate(self, site: str) -> Path:
+        return self.out / "evaluate" / site
+
+    def explain(self, site: str, sequence: str) -> Path:
+        return self.out / "explain" / site / sequence
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def evaluated_sites(study: Study) -> list[str]:
+    """Every test site, then `pooled` where there are several."""
+    return list(study.test) + ([POOLED] if len(study.test) > 1 else [])
+
+
+def _manifest_files(manifest: Path, sequences: list[str]) -> list[Path]:
+    """The manifest and every image and mask it names for these sequences (what check and
+    preprocess read), so that a changed image reruns them."""
+    frame = read_table(manifest)
+    files = [manifest]
+    for seq in sequences:
+        for column in (f"image_{seq}", f"mask_{seq}"):
+            if column in frame.columns:
+                files += [manifest.parent / str(v).strip() for v in frame[column]
+                          if not is_missing(v)]
+    return files
+
+
+def _run_files(run: Path) -> list[Path]:
+    return [run / "folds.json", run / "cv_predictions.csv"]
+
+
+def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
+                until: str = STAGES[-1]) -> list[Step]:
+    seq0 = study.sequences[0]
+    config = ["--preset", study.preset] + (["--config", str(layout.config)]
+                                           if study.config_overrides else [])
+    config_files = [layout.config] if study.config_overrides else []
+    bootstrap = str(study.overrides.get("evaluate", {}).get("bootstrap", 1000))
+    steps: list[Step] = []
+
+    manifests = dict(study.cohorts)
+    if study.target != "grade":
+        for cohort, manifest in study.cohorts.items():
+            manifests[cohort] = layout.derived_manifest(cohort)
+            steps.append(Step(f"manifest/{cohort}", "check", [manifest], [manifests[cohort]],
+                              action=functools.partial(target_manifest, manifest,
+                                                       study.target, manifests[cohort]),
+                              params={"target": study.target}))
+
+    for cohort, manifest in manifests.items():
+        steps.append(Step(f"check/{cohort}", "check",
+                          _manifest_files(study.cohorts[cohort], study.sequences),
+                          [layout.check(cohort) / "qa.csv"],
+                          ["check", str(manifest),
+                           *[a for seq in study.sequences for a in ("--sequence", seq)],
+                           "--out", str(layout.check(cohort))]))
+    for cohort, manifest in manifests.items():
+        for seq in study.sequences:
+            steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
+                              _manifest_files(study.cohorts[cohort], [seq]) + config_files,
+                              [layout.cache(cohort, seq) / "index.csv"],
+                              ["preprocess", str(manifest), "--sequence", seq,
+                               "--out", str(layout.cache(cohort, seq)), *config,
+                               "--jobs", str(jobs)]))
+    for seq in study.sequences:
+        steps.append(Step(f"train/{seq}", "train",
+                          [layout.cache("train", seq) / "index.csv", *config_files],
+                          _run_files(layout.run(seq)),
+                          ["train", str(layout.cache("train", seq)), "--out", str(layout.run(seq)),
+                           *config, "--seed", str(study.seed)]))
+    if "fusion" in study.models:
+        steps.append(Step("train/fusion", "train",
+                          [f for seq in study.sequences for f in _run_files(layout.run(seq))],
+                          [layout.fusion / "model.json"],
+                          ["fusion", "fit", *[a for seq in study.sequences
+                                              for a in ("--run", f"{seq}={layout.run(seq)}")],
+                           "--out", str(layout.fusion)]))
+
+    baselines = [m for m in BASELINES if m in study.models]
+    for site in study.test:
+        predict = layout.predict(site)
+        for seq in study.sequences:
+            steps.append(Step(f"predict/{site}/DL-{seq}", "predict",
+                              [*_run_files(layout.run(seq)),
+                               layout.cache(site, seq) / "index.csv"],
+                              [predict / f"DL-{seq}.csv"],
+                              ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
+                               "--out", str(predict / f"DL-{seq}.csv")]))
+        if "fusion" in study.models:
+            steps.append(Step(f"predict/{site}/DL-fusion", "predict",
+                              [layout.fusion / "model.json",
+                               *[predict / f"DL-{seq}.csv" for seq in study.sequences]],
+                              [predict / "DL-fusion.csv"],
+                              ["fusion", "apply", str(layout.fusion / "model.json"),
+                               *[a for seq in study.sequences for a in
+                                 ("--predictions", f"{seq}={predict / f'DL-{seq}.csv'}")],
+                               "--out", str(predict / "DL-fusion.csv")]))
+
+    # DL and fusion models are read from their files; the baselines are fitted by evaluate on
+    # the training cohort (with Table 1), which also writes their predictions of each site.
+    files_of = [m for m in study.model_names() if m not in baselines]
+    common = ["--run", str(layout.run(seq0)), "--bootstrap", bootstrap, "--seed", str(study.seed),
+              "--sequence", seq0]
+    if baselines:
+        common += ["--train-manifest", str(manifests["train"])]
+    for site in study.test:
+        files = [layout.predict(site) / f"{m}.csv" for m in files_of]
+        written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
+        steps.append(Step(f"evaluate/{site}", "evaluate",
+                          [*files, manifests[site], manifests["train"],
+                           *_run_files(layout.run(seq0))],
+                          [layout.evaluate(site) / "metrics.json",
+                           *[layout.predict(site) / f"{m}.csv" for m in baselines]],
+                          ["evaluate", *[a for m, f in zip(files_of, files)
+                                         for a in ("--predictions", f"{m}={f}")],
+                           "--manifest", str(manifests[site]), *written,
+                           "--out", str(layout.evaluate(site)), *common]))
+    if len(study.test) > 1:
+        # evaluate reads each model's file per site from the {site} template
+        template = layout.predict("{site}")
+        steps.append(Step(f"evaluate/{POOLED}", "evaluate",
+                          [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in files_of],
+                           *[manifests[s] for s in study.test], manifests["train"],
+                           *_run_files(layout.run(seq0))],
+                          [layout.evaluate(POOLED) / "metrics.json"],
+                          ["evaluate", *[a for m in files_of
+                                         for a in ("--predictions", f"{m}={template / m}.csv")],
+                           *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
+                           "--out", str(layout.evaluate(POOLED)), *common]))
+    if "dl" in study.models:
+        for site in study.test:
+            for seq in study.sequences:
+                steps.append(Step(f"explain/{site}/{seq}", "explain",
+                                  [*_run_files(layout.run(seq)),
+                                   layout.cache(site, seq) / "index.csv"],
+                                  [layout.explain(site, seq) / "attention.csv"],
+                                  ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
+                                   "--out", str(layout.explain(site, seq)), "--predictions",
+                                   str(layout.predict(site) / f"DL-{seq}.csv")]))
+    explained = [layout.explain(site, seq) / "attention.csv"
+                 for site in study.test for seq in study.sequences] if "dl" in study.models else []
+    steps.append(Step("report", "report",
+                      [layout.evaluate(s) / "metrics.json" for s in evaluated_sites(study)]
+                      + explained,
+                      [layout.report],
+                      ["report", "--study", str(layout.out), "--out", str(layout.report),
+                       "--title", f"sarcograde study: {study.path.stem}"]))
+    last = STAGES.index(until)
+    return [s for s in steps if STAGES.index(s.stage) <= last]
+

@@ -1,0 +1,195 @@
+"""STUDY.yaml: read, check and resolve it into a `Study` (docs/study.md describes every key).
+
+Every problem is one `SarcogradeError` naming the YAML file and the key (or manifest) at fault,
+raised before any stage runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..cohort import is_missing, read_table
+from ..config import PRESETS, load_preset
+from ..errors import SarcogradeError
+
+KEYS = {"train", "test", "sequences", "target", "preset", "models", "seed", "overrides"}
+REQUIRED = ("train", "test", "sequences")
+# Model kinds a study can list; `dl` is one ensemble per sequence (DL-<SEQ>).
+MODELS = ("dl", "fusion", "clinical", "volume", "clinical+volume")
+BASELINES = ("clinical", "volume", "clinical+volume")
+DEFAULT_MODELS = list(MODELS)
+# Stages whose options a study may override, and the keys each takes (preset sections are
+# checked against the preset itself).
+STAGE_OVERRIDES = {"evaluate": {"bootstrap"}}
+RESERVED_SITES = {"train", "pooled"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class Study:
+    path: Path                       # the YAML file
+    train: Path                      # training manifest
+    test: dict[str, Path]            # site -> manifest, in the YAML's order
+    sequences: list[str]
+    target: str
+    preset: str
+    models: list[str]
+    seed: int
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def cohorts(self) -> dict[str, Path]:
+        """Every cohort by name: `train` first, then the test sites."""
+        return {"train": self.train, **self.test}
+
+    def model_names(self) -> list[str]:
+        """The prediction files' names: DL-<SEQ>, DL-fusion, clinical, volume, clinical+volume."""
+        names = [f"DL-{seq}" for seq in self.sequences] if "dl" in self.models else []
+        if "fusion" in self.models:
+            names.append("DL-fusion")
+        return names + [m for m in BASELINES if m in self.models]
+
+    @property
+    def config_overrides(self) -> dict[str, dict]:
+        """The overrides that are preset sections (preprocess, model, train)."""
+        return {k: v for k, v in self.overrides.items() if k not in STAGE_OVERRIDES}
+
+
+def _fail(path: Path, message: str) -> SarcogradeError:
+    return SarcogradeError(message, path=path)
+
+
+def _name(path: Path, value: Any, what: str) -> str:
+    text = str(value)
+    if not _NAME.fullmatch(text):
+        raise _fail(path, f"{what} {text!r} must be letters, digits, '_', '.', '-'")
+    return text
+
+
+def _manifest(path: Path, value: Any, what: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, f"{what} must be the path of a manifest CSV")
+    manifest = Path(value).expanduser()
+    manifest = manifest if manifest.is_absolute() else path.parent / manifest
+    if not manifest.is_file():
+        raise _fail(path, f"{what}: manifest not found: {manifest}")
+    return manifest
+
+
+def _check_target(path: Path, target: str, manifests: dict[str, Path]) -> None:
+    """A target other than grade must be a 0/1 column of every manifest, both classes in train."""
+    for cohort, manifest in manifests.items():
+        frame = read_table(manifest)
+        if target not in frame.columns:
+            raise _fail(path, f"target {target!r} is not a column of the {cohort} manifest "
+                              f"{manifest}")
+        values = {str(v).strip() for v in frame[target] if not is_missing(v)}
+        bad = sorted(values - {"0", "1", "0.0", "1.0"})
+        if bad:
+            raise _fail(path, f"target {target!r} must be 0/1 (or empty for unknown); the "
+                              f"{cohort} manifest {manifest} has {bad[0]!r}")
+        if cohort == "train" and len({float(v) for v in values}) < 2:
+            raise _fail(path, f"target {target!r} has one class only in the training manifest")
+
+
+def _check_overrides(path: Path, overrides: Any, preset: str) -> dict[str, dict]:
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise _fail(path, "overrides must map a stage to its options, e.g. train: {max_epochs: 2}")
+    sections = {k: set(v) for k, v in load_preset(preset).items() if isinstance(v, dict)}
+    allowed = {**sections, **STAGE_OVERRIDES}
+    for stage, options in overrides.items():
+        if stage not in allowed:
+            raise _fail(path, f"overrides: unknown stage {stage!r}; use "
+                              f"{', '.join(sorted(allowed))}")
+        if not isinstance(options, dict):
+            raise _fail(path, f"overrides.{stage} must be a mapping of options")
+        unknown = set(options) - allowed[stage]
+        if unknown:
+            raise _fail(path, f"overrides.{stage}: unknown option(s) "
+                              f"{', '.join(sorted(map(str, unknown)))}")
+    return {str(k): dict(v) for k, v in overrides.items()}
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _fail(path, f"cannot read study file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise _fail(path, f"not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise _fail(path, "a study file is a mapping of keys (train, test, sequences, ...)")
+    unknown = set(raw) - KEYS
+    if unknown:
+        raise _fail(path, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                          f"a study has {', '.join(sorted(KEYS))}")
+    for key in REQUIRED:
+        if raw.get(key) in (None, "", [], {}):
+            raise _fail(path, f"missing key {key!r}")
+
+    train = _manifest(path, raw["train"], "train")
+    if not isinstance(raw["test"], dict):
+        raise _fail(path, "test must map each external site's name to its manifest")
+    test = {}
+    for site, manifest in raw["test"].items():
+        site = _name(path, site, "test site")
+        if site in RESERVED_SITES:
+            raise _fail(path, f"test site name {site!r} is reserved; choose another")
+        test[site] = _manifest(path, manifest, f"test.{site}")
+
+    sequences = raw["sequences"]
+    if isinstance(sequences, str):
+        sequences = [sequences]
+    if not isinstance(sequences, list) or len(set(map(str, sequences))) != len(sequences):
+        raise _fail(path, "sequences must be a list of distinct sequence names")
+    sequences = [_name(path, s, "sequence") for s in sequences]
+    manifests = {"train": train, **test}
+    for cohort, manifest in manifests.items():
+        columns = set(read_table(manifest).columns)
+        for seq in sequences:
+            if f"image_{seq}" not in columns:
+                have = sorted(c[len("image_"):] for c in columns if c.startswith("image_"))
+                raise _fail(path, f"unknown sequence {seq!r}: the {cohort} manifest {manifest} "
+                                  f"has no image_{seq} column (it has {', '.join(have) or 'none'})")
+
+    target = str(raw.get("target") or "grade")
+    if target != "grade":
+        _check_target(path, target, manifests)
+
+    preset = str(raw.get("preset") or "paper")
+    if preset not in PRESETS:
+        raise _fail(path, f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+    models = raw.get("models", DEFAULT_MODELS)
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not models:
+        raise _fail(path, f"models must be a list of {', '.join(MODELS)}")
+    bad = [str(m) for m in models if m not in MODELS]
+    if bad:
+        raise _fail(path, f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}")
+    if "dl" not in models:
+        raise _fail(path, "models must include dl: the other models are compared against it")
+    listed = [m for m in BASELINES if m in models]
+    if listed and len(listed) < len(BASELINES):
+        raise _fail(path, f"models: {', '.join(BASELINES)} are fitted together by evaluate; "
+                          "list all three or none")
+    if "fusion" in models and len(sequences) < 2:
+        raise _fail(path, "models: fusion needs at least two sequences")
+
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise _fail(path, f"seed must be an integer, not {seed!r}")
+    return Study(path=path, train=train, test=test, sequences=sequences, target=target,
+                 preset=preset, models=[m for m in MODELS if m in models], seed=seed,
+                 overrides=_check_overrides(path, raw.get("overrides"), preset))

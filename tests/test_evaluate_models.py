@@ -1,0 +1,240 @@
+"""`sarcograde evaluate` with several named models: each model as if evaluated alone, the same
+bootstrap patients for all, the DeLong matrix, Kaplan-Meier with Bonferroni, pooled sites and the
+baselines written as prediction files."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import CensoredData, logrank, norm
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (accuracy_score, brier_score_loss, f1_score, precision_score,
+                             recall_score, roc_auc_score)
+
+from sarcograde.errors import SarcogradeError
+from sarcograde.evaluate import ALL_METRICS
+
+from test_evaluate import PNG, _manifest, main
+from test_stats_delong import _brute_force
+
+MODELS = {"DL-T1FSGd": 0.12, "DL-T2FS": 0.06, "DL-fusion": 0.18}  # grade signal of each model
+MISSING = "B05"  # left out of DL-T2FS's file
+
+
+def _predictions(labels: pd.Series, signal: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(0.5 + signal * (2 * labels - 1) + rng.normal(0, 0.25, len(labels)), 0.01, 0.99)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    test = _manifest(root / "test", "B", 30, 1)
+    _manifest(root / "train", "A", 40, 0)
+    labels = (test["grade"] > 1).astype(int)
+    order = np.random.default_rng(7).permutation(len(test))  # not the manifest's order
+    files = {}
+    for i, (name, signal) in enumerate(MODELS.items()):
+        frame = pd.DataFrame({"patient_id": test["patient_id"],
+                              "p_high": _predictions(labels, signal, 10 + i)}).iloc[order]
+        frame["predicted"] = (frame["p_high"] > 0.5).astype(int)
+        if name == "DL-T2FS":
+            frame = frame[frame.patient_id != MISSING]
+        files[name] = root / f"{name}.csv"
+        frame.to_csv(files[name], index=False)
+    return {"root": root, "test": test, "labels": labels.set_axis(test["patient_id"]),
+            "files": files}
+
+
+def _evaluate(cohort, out, *extra):
+    args = ["--manifest", str(cohort["root"] / "test" / "manifest.csv"), "--out", str(out),
+            "--bootstrap", "200", "--seed", "5", *extra]
+    return main(args)
+
+
+def _model_args(files):
+    return [arg for name, path in files.items() for arg in ("--predictions", f"{name}={path}")]
+
+
+def _read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compared(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compared") / "eval"
+    assert _evaluate(cohort, out, *_model_args(cohort["files"])) == 0
+    return out
+
+
+def test_each_model_is_its_own_evaluation_and_scikit_learn(cohort, compared, tmp_path):
+    metrics = _read(compared / "metrics.json")
+    assert list(metrics["models"]) == list(MODELS)
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    y = cohort["labels"][common].to_numpy()
+    for name, path in cohort["files"].items():
+        # the same patients, in the same order, evaluated alone: the same numbers and CIs
+        frame = pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id").loc[common]
+        frame.reset_index().to_csv(tmp_path / f"{name}.csv", index=False)
+        alone = tmp_path / name
+        assert _evaluate(cohort, alone, str(tmp_path / f"{name}.csv")) == 0
+        single = _read(alone / "metrics.json")
+        model = metrics["models"][name]
+        for metric in ALL_METRICS:
+            assert model[metric]["value"] == pytest.approx(single[metric]["value"], rel=1e-12)
+            assert model[metric]["ci95"] == pytest.approx(single[metric]["ci95"], rel=1e-12)
+        assert model["confusion"] == single["confusion"] and model["n"] == len(common) == 29
+
+        p = frame["p_high"].to_numpy()
+        predicted = (p > 0.5).astype(int)
+        logit = np.log(p / (1 - p))[:, None]
+        expected = {
+            "auc": roc_auc_score(y, p), "precision": precision_score(y, predicted),
+            "sensitivity": recall_score(y, predicted),
+            "specificity": recall_score(y, predicted, pos_label=0),
+            "f1": f1_score(y, predicted), "accuracy": accuracy_score(y, predicted),
+            "brier": brier_score_loss(y, p),
+            "calibration_slope": LogisticRegression(C=np.inf, tol=1e-10).fit(
+                logit, y).coef_[0, 0]}
+        for metric, value in expected.items():
+            assert model[metric]["value"] == pytest.approx(value, rel=1e-5), (name, metric)
+
+    # the top-level keys still describe the first model, as the single-file form writes them
+    assert metrics["model"] == "DL-T1FSGd" and metrics["n"] == 29
+    assert metrics["auc"] == metrics["models"]["DL-T1FSGd"]["auc"]
+    table = pd.read_csv(compared / "table2.csv")
+    assert table["model"].tolist() == list(MODELS)
+    assert table.set_index("model").loc["DL-T2FS", "auc_ci_low"] == pytest.approx(
+        metrics["models"]["DL-T2FS"]["auc"]["ci95"][0])
+    assert "DL-fusion" in (compared / "table2.md").read_text(encoding="utf-8")
+
+
+def test_a_patient_missing_from_one_model_is_named(cohort, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert _evaluate(cohort, out, *_model_args(cohort["files"])) == 0
+    err = capsys.readouterr().err
+    assert f"{MISSING} left out of the comparison: not predicted by DL-T2FS" in " ".join(
+        err.split())
+    flow = _read(out / "patient_flow.json")
+    assert {"patient_id": MISSING, "reason": "not predicted by every model",
+            "missing_from": ["DL-T2FS"]} in flow["excluded"]
+    assert MISSING not in flow["included"] and flow["n_included"] == 29
+    assert flow["models"]["DL-T2FS"]["n_matched"] == 29
+    assert flow["models"]["DL-fusion"]["n_matched"] == 30
+    assert flow["comparison"] == "the 29 graded patients predicted by all 3 models"
+
+
+def test_delong_matrix_and_km_bonferroni(cohort, compared):
+    metrics = _read(compared / "metrics.json")
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    y = cohort["labels"][common].to_numpy()
+    scores = [pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id").loc[
+        common, "p_high"].to_numpy() for path in cohort["files"].values()]
+    aucs, cov = _brute_force(y, scores)
+    names = list(MODELS)
+    pairs = {(pair["a"], pair["b"]): pair for pair in metrics["delong"]}
+    assert list(pairs) == [(names[0], names[1]), (names[0], names[2]), (names[1], names[2])]
+    for (a, b), pair in pairs.items():
+        i, j = names.index(a), names.index(b)
+        se = np.sqrt(cov[i, i] + cov[j, j] - 2 * cov[i, j])
+        p = 2 * norm.sf(abs(aucs[i] - aucs[j]) / se)
+        assert pair["p"] == pytest.approx(p, rel=1e-8)
+        assert pair["p_adjusted"] == pytest.approx(min(1.0, 3 * p), rel=1e-8)  # Bonferroni
+    csv = pd.read_csv(compared / "delong.csv")
+    assert csv["p_adjusted"].tolist() == pytest.approx([pairs[k]["p_adjusted"] for k in pairs])
+
+    # log-rank per model and for the true grade (scipy), Bonferroni over the 4 tests
+    survival = _read(compared / "survival.json")
+    test = cohort["test"].set_index("patient_id").loc[common]
+    groups = {name: s > 0.5 for name, s in zip(names, scores)}
+    groups["grade"] = y == 1
+    assert set(survival["models"]) == set(groups)
+    for key, high in groups.items():
+        def sample(mask):
+            return CensoredData.right_censored(
+                test["os_months"].to_numpy()[mask], test["os_event"].to_numpy()[mask] == 0)
+        p = logrank(sample(high), sample(~high)).pvalue
+        entry = survival["models"][key]["logrank"]
+        assert entry["p"] == pytest.approx(p, rel=1e-6), key
+        assert entry["p_bonferroni"] == pytest.approx(min(1.0, 4 * p), rel=1e-6), key
+    for png in ["roc.png", "calibration.png", "calibration_models.png", "km_panel.png",
+                *[m["figure"] for m in survival["models"].values()]]:
+        assert (compared / png).read_bytes()[:8] == PNG, png
+
+
+def test_pooled_sites_counted_per_site(tmp_path):
+    """Two sites whose patient ids repeat: pooled by site, counted by hand."""
+    grades = {"north": [1, 2, 3, 1, 3], "south": [2, 1, 1, 3, 2, 2]}
+    p = {"north": [0.2, 0.7, 0.6, 0.55, 0.9], "south": [0.8, 0.3, 0.45, 0.4, 0.65, 0.7]}
+    args = []
+    for site, g in grades.items():
+        _manifest(tmp_path / site, "S", len(g), 3, grades=g)
+        for model, shift in (("DL-T2FS", 0.0), ("clinical", 0.05)):
+            folder = tmp_path / "predict" / site
+            folder.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"patient_id": [f"S{i:02d}" for i in range(len(g))],
+                          "p_high": np.clip(np.array(p[site]) - shift, 0, 1)}).to_csv(
+                folder / f"{model}.csv", index=False)
+        args += ["--pooled", f"{site}={tmp_path / site / 'manifest.csv'}"]
+    out = tmp_path / "eval"
+    assert main([*args, "--out", str(out), "--bootstrap", "200",
+                 "--predictions", f"DL-T2FS={tmp_path / 'predict' / '{site}' / 'DL-T2FS.csv'}",
+                 "--predictions", f"clinical={tmp_path / 'predict' / '{site}' / 'clinical.csv'}"
+                 ]) == 0
+    metrics = _read(out / "metrics.json")
+    assert metrics["pooled"] is True
+    assert metrics["sites"] == {"north": {"n": 5, "n_low": 2, "n_high": 3},
+                                "south": {"n": 6, "n_low": 2, "n_high": 4}}
+    assert (metrics["n"], metrics["n_low"], metrics["n_high"]) == (11, 4, 7)
+    y = [int(g > 1) for site in grades for g in grades[site]]
+    assert metrics["models"]["DL-T2FS"]["auc"]["value"] == pytest.approx(
+        roc_auc_score(y, p["north"] + p["south"]))
+    flow = _read(out / "patient_flow.json")
+    assert flow["included"][:2] == ["north/S00", "north/S01"] and "south/S00" in flow["included"]
+
+
+def test_baselines_written_as_prediction_files_and_compared(cohort, tmp_path):
+    root = cohort["root"]
+    predict = tmp_path / "predict"
+    out = tmp_path / "eval"
+    assert _evaluate(cohort, out, *_model_args({"DL-fusion": cohort["files"]["DL-fusion"]}),
+                     "--train-manifest", str(root / "train" / "manifest.csv"),
+                     "--baseline-predictions", str(predict)) == 0
+    metrics = _read(out / "metrics.json")
+    assert list(metrics["models"]) == ["DL-fusion", "clinical", "volume", "clinical+volume"]
+    assert len(metrics["delong"]) == 6  # every pair of the four models
+    files = {"DL-fusion": cohort["files"]["DL-fusion"]}
+    for name in ("clinical", "volume", "clinical+volume"):
+        files[name] = predict / f"{name}.csv"
+        written = pd.read_csv(files[name], dtype={"patient_id": str})
+        assert list(written.columns) == ["patient_id", "p_high", "predicted"]
+        assert sorted(written["patient_id"]) == sorted(cohort["test"]["patient_id"])
+    # the files, evaluated as models like any other, give the baselines' numbers
+    again = tmp_path / "again"
+    assert _evaluate(cohort, again, *_model_args(files)) == 0
+    metrics_again = _read(again / "metrics.json")
+    for name in files:
+        for metric in ALL_METRICS:
+            assert metrics_again["models"][name][metric]["value"] == pytest.approx(
+                metrics["models"][name][metric]["value"]), (name, metric)
+            assert metrics_again["models"][name][metric]["ci95"] == pytest.approx(
+                metrics["models"][name][metric]["ci95"]), (name, metric)
+    assert [pair["p"] for pair in metrics_again["delong"]] == pytest.approx(
+        [pair["p"] for pair in metrics["delong"]])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--predictions", "DL_T2=x.csv"], "unknown model name 'DL_T2'"),
+    (["--predictions", "DL-T2FS=a.csv", "--predictions", "DL-T2FS=b.csv"],
+     "model DL-T2FS given twice"),
+    (["--predictions", "DL-T2FS"], "is not NAME=PATH"),
+    (["--predictions", "DL-T2FS=a.csv", "--pooled", "a=m.csv"], "not both"),
+])
+def test_bad_model_arguments_are_one_line_errors(cohort, tmp_path, extra, message):
+    with pytest.raises(SarcogradeError) as error:
+        _evaluate(cohort, tmp_path / "eval", *extra)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "eval").exists()

@@ -1,0 +1,415 @@
+"""`sarcograde report --study`: the study's results section, every number equal to its artifacts.
+
+The fixture writes a small study folder in the layout of docs/artifacts.md by hand (two
+external sites and the pooled evaluation, four models, two sequences), independent of the
+stages that would produce it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sarcograde import cli
+from sarcograde.formats.run import Folds, write_folds
+from sarcograde.report import build_study_report
+from sarcograde.splits import make_splits
+
+from test_report import METRIC_KEYS, PageParser, _metrics_block, expected
+
+SITES = ("hospital-a", "hospital-b")
+SEQUENCES = ("T1FSGd", "T2FS")
+MODELS = ("DL-T1FSGd", "DL-T2FS", "DL-fusion", "clinical+volume")
+HOSTILE_ID = '<img src=x onerror="alert(1)">&amp;'
+HOSTILE_MODEL = 'DL-"<b>&x'  # no "/": model names are file names
+
+
+def _png(path: Path, seed: int, kind: str = "") -> None:
+    """A small noise image (PIL is fast; the report only embeds it)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, size=(24, 64 if kind == "image" else 32),
+                                 dtype=np.uint8)).save(path, format="PNG")
+
+
+def p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
+               excluded: list[dict] | None = None, survival: bool = True) -> None:
+    folder.mkdir(parents=True)
+    pairs = list(itertools.combinations(models, 2))
+    raw = rng.uniform(0.0001, 0.5, size=len(pairs))
+    delong = [{"a": a, "b": b, "difference": float(d), "ci95": [float(d) - 0.2, float(d) + 0.1],
+               "z": 1.0, "p": float(p), "p_adjusted": float(min(1, p * len(pairs)))}
+              for (a, b), p, d in zip(pairs, raw, rng.uniform(-0.3, 0.3, size=len(pairs)))]
+    metrics = {"n": n, "bootstrap": {"resamples": 500, "seed": 0},
+               "models": {m: {"n": n, **_metrics_block(rng)} for m in models}, "delong": delong,
+               "delong_adjustment": f"Bonferroni over {len(pairs)} pairs", "pooled": pooled}
+    if pooled:
+        metrics["sites"] = {s: {"n": 30 + 10 * i, "n_low": 9} for i, s in enumerate(SITES)}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    excluded = excluded if excluded is not None else [
+        {"patient_id": f"{folder.name}-900", "reason": "grade unknown"}]
+    (folder / "patient_flow.json").write_text(json.dumps(
+        {"n_included": n, "included": [f"{folder.name}-{i:03d}" for i in range(n)],
+         "excluded": excluded}))
+    (folder / "cohort_table.md").write_text(
+        f"| | | Training (n=60) | {folder.name} (n={n}) | p | p adjusted |\n"
+        "| --- | --- | --- | --- | --- | --- |\n"
+        f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
+        "Wilcoxon rank-sum for age.\n")
+    for name in ("roc", "calibration") + (("calibration_models",) if n == 30 else ()):
+        _png(folder / f"{name}.png", seed=len(name) + n)
+    if survival:
+        groups = {"n": n // 2, "deaths": 3, "median_months": 40.5}
+        entries = {m: {"title": f"{m}: predicted grade", "figure": f"km_{m}.png",
+                       "groups": {"predicted low": groups, "predicted high": groups},
+                       "logrank": {"p": float(rng.uniform(0, 0.2)),
+                                   "p_bonferroni": float(rng.uniform(0.2, 1))}}
+                   for m in models}
+        (folder / "survival.json").write_text(json.dumps(
+            {"time_unit": "months", "n": n, "deaths": 6, "models": entries,
+             "correction": f"Bonferroni over the {len(models)} log-rank tests made"}))
+        for m in models:
+            _png(folder / f"km_{m}.png", seed=n)
+        if pooled:  # evaluate's Fig. 3 panel, shown instead of the single curves
+            _png(folder / "km_panel.png", seed=99)
+    (folder / "run.json").write_text(json.dumps({
+        "command": "sarcograde evaluate", "status": "finished", "seed": 0,
+        "config": {"bootstrap": 500}, "packages": {"python": "3.11.2", "numpy": "2.4.6"}}))
+
+
+def write_study(root: Path, *, models=MODELS, explain=True, train=True, survival=True,
+                study_json=True, hostile=False) -> Path:
+    rng = np.random.default_rng(11)
+    models = list(models) + ([HOSTILE_MODEL] if hostile else [])
+    for i, site in enumerate(SITES):
+        excluded = [{"patient_id": HOSTILE_ID if hostile else f"{site}-900",
+                     "reason": "grade unknown"},
+                    {"patient_id": f"{site}-901", "reason": "not predicted by every model",
+                     "missing_from": ["DL-T2FS"]}][: i + 1]
+        write_site(root / "evaluate" / site, rng, models, n=30 + 10 * i, excluded=excluded,
+                   survival=survival)
+        predict = root / "predict" / site
+        predict.mkdir(parents=True)
+        for m in models:
+            (predict / f"{m}.csv").write_text("patient_id,p_high,predicted\n")
+    write_site(root / "evaluate" / "pooled", rng, models, n=70, pooled=True, excluded=[],
+               survival=survival)
+    if explain:
+        for site, seq in itertools.product(SITES, SEQUENCES):
+            folder = root / "explain" / site / seq
+            folder.mkdir(parents=True)
+            ids = [f"{site}-{k:03d}" for k in range(4)] + ([HOSTILE_ID] if hostile else [])
+            frame = pd.DataFrame({
+                "patient_id": ids, "n_slices": 10, "p_high": rng.uniform(size=len(ids)),
+                "predicted": [1, 0, 1, 0, 1][: len(ids)], "label": [1, 0, 0, 1, 1][: len(ids)],
+                "inside": rng.uniform(0.1, 0.7, size=len(ids)), "ring": 0.2,
+                "elsewhere": 0.1, "off_tumour": [False, False, False, True, False][: len(ids)]})
+            frame.to_csv(folder / "attention.csv", index=False)
+            for k, pid in enumerate(ids):
+                _png(folder / f"{pid}.png", seed=k, kind="image")
+    if train:
+        for seq in SEQUENCES:
+            run = root / "train" / seq
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({
+                "sequence": seq, "preprocess": {"size": 48, "spacing_mm": 1.0},
+                "train": {"folds": 2, "repeats": 1, "batch_size": 8, "learning_rate": 0.001,
+                          "max_epochs": 5, "patience": 2, "augment": False}}))
+            splits, _ = make_splits([f"P{i:02d}" for i in range(8)], np.array([0, 1] * 4),
+                                    folds=2, repeats=1, seed=0)
+            write_folds(run, Folds(folds=2, repeats=1, seed=0, splits=splits))
+            for k in range(2):
+                fold = run / f"fold_{k:02d}"
+                fold.mkdir()
+                loss = rng.uniform(0.3, 0.7, size=4)
+                pd.DataFrame({"epoch": np.arange(1, 5), "val_loss": loss,
+                              "val_auc": 0.7}).to_csv(fold / "history.csv", index=False)
+    if study_json:
+        (root / "study.json").write_text(json.dumps({
+            "config": {"train": "train/manifest.csv", "test": {s: f"{s}.csv" for s in SITES},
+                       "sequences": list(SEQUENCES), "target": "grade", "preset": "quick",
+                       "models": ["dl", "fusion", "clinical+volume"], "seed": 3},
+            "steps": [{"step": "train T2FS", "status": "done"},
+                      {"step": "evaluate hospital-a", "status": "done"}]}))
+    return root
+
+
+class StudyParser(PageParser):
+    """Cells keyed by (site, model, versus model or patient or fold, metric)."""
+
+    def __init__(self):
+        super().__init__()
+        self.alts: list[str] = []
+
+    def handle_starttag(self, name, attrs):
+        super().handle_starttag(name, attrs)
+        attrs = dict(attrs)
+        if name == "img":
+            self.alts.append(attrs.get("alt", ""))
+        if name == "td" and "data-metric" in attrs:
+            self._cell = (attrs.get("data-site"), attrs.get("data-model"),
+                          attrs.get("data-versus") or attrs.get("data-patient")
+                          or attrs.get("data-fold"),
+                          attrs["data-metric"])
+
+
+def parse(page: str) -> StudyParser:
+    parser = StudyParser()
+    parser.feed(page)
+    return parser
+
+
+def metrics_of(root: Path, site: str) -> dict:
+    return json.loads((root / "evaluate" / site / "metrics.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = write_study(tmp_path_factory.mktemp("study"))
+    page = build_study_report(root).read_text(encoding="utf-8")
+    return root, page, parse(page)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_section_is_present_and_run(study):
+    _, _, parsed = study
+    for section in ("summary", "flow", "cohort", "performance", "roc", "calibration",
+                    "survival", "delong", "attention", "training", "methods", "provenance"):
+        assert section in parsed.sections, section
+        assert "Not run" not in parsed.sections[section], section
+
+
+def test_table2_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    n_cells = 0
+    for site in (*SITES, "pooled"):
+        for model, block in metrics_of(root, site)["models"].items():
+            for key in METRIC_KEYS:
+                assert parsed.cells[(site, model, None, key)] == expected(block[key]), \
+                    (site, model, key)
+                n_cells += 1
+            assert parsed.cells[(site, model, None, "n")] == str(block["n"])
+    assert n_cells == 3 * len(MODELS) * len(METRIC_KEYS)
+    assert "Pooled from: hospital-a 30 (9 low grade), hospital-b 40" in parsed.sections["performance"]
+    assert "all external sites, pooled: 70" in parsed.sections["performance"]
+
+
+def test_delong_matrices_equal_metrics_json(study):
+    root, _, parsed = study
+    for site in (*SITES, "pooled"):
+        entries = metrics_of(root, site)["delong"]
+        assert len(entries) == len(MODELS) * (len(MODELS) - 1) // 2
+        for e in entries:
+            for a, b in ((e["a"], e["b"]), (e["b"], e["a"])):  # the matrix is symmetric
+                assert parsed.cells[(site, a, b, "delong_p")] == p_text(e["p"])
+                assert parsed.cells[(site, a, b, "delong_p_adjusted")] == p_text(e["p_adjusted"])
+            lo, hi = e["ci95"]
+            assert (parsed.cells[(site, e["a"], e["b"], "auc_difference")]
+                    == f"{e['difference']:.2f} ({lo:.2f}{' to ' if min(lo, hi) < 0 else '-'}{hi:.2f})")
+    assert "Bonferroni over 6 pairs" in parsed.sections["delong"]
+
+
+def test_flow_survival_cohort_attention_and_training(study):
+    root, _, parsed = study
+    flow_text = parsed.sections["flow"]
+    for site in (*SITES, "pooled"):
+        flow = json.loads((root / "evaluate" / site / "patient_flow.json").read_text())
+        assert (f"{flow['n_included']} included in the evaluation (predicted and graded), "
+                f"{len(flow['excluded'])} left out") in flow_text
+        for entry in flow["excluded"]:
+            assert entry["patient_id"] in flow_text and entry["reason"] in flow_text
+        survival = json.loads((root / "evaluate" / site / "survival.json").read_text())
+        for model, entry in survival["models"].items():
+            assert parsed.cells[(site, model, None, "logrank_p")] == p_text(entry["logrank"]["p"])
+            assert (parsed.cells[(site, model, None, "p_bonferroni")]
+                    == p_text(entry["logrank"]["p_bonferroni"]))
+    assert "hospital-b-901 (missing from DL-T2FS)" in flow_text
+    assert "hospital-b (n=40)" in parsed.sections["cohort"]
+    for site, seq in itertools.product(SITES, SEQUENCES):
+        frame = pd.read_csv(root / "explain" / site / seq / "attention.csv")
+        for row in frame.itertuples():
+            cell = parsed.cells[(site, f"DL-{seq}", row.patient_id, "inside")]
+            assert cell == f"{row.inside:.2f}"
+        shown = {pid for pid, _ in parsed.gallery.items()}
+        assert shown & set(frame["patient_id"]), (site, seq)
+    for seq in SEQUENCES:
+        for fold in sorted((root / "train" / seq).glob("fold_*")):
+            history = pd.read_csv(fold / "history.csv")
+            best = int(history["epoch"][np.argmin(history["val_loss"].to_numpy())])
+            assert parsed.cells[(None, f"DL-{seq}", fold.name, "best_epoch")] == str(best)
+    summary = parsed.sections["summary"]
+    for model in MODELS:
+        assert expected(metrics_of(root, "hospital-a")["models"][model]["auc"]) in summary
+
+
+def test_images_are_embedded_pngs_and_the_page_is_self_contained(study):
+    from PIL import Image
+
+    _, _, parsed = study
+    # roc + calibration for 3 evaluations, one KM per model for 2 sites and the pooled KM
+    # panel; 2 x 2 galleries.
+    assert len(parsed.images) >= 3 * 2 + 2 * len(MODELS) + 1 + 4
+    assert sum("Kaplan-Meier panel" in alt for alt in parsed.alts) == 1
+    # Every model's calibration curves where evaluate drew them (hospital-a), else the diagram.
+    calibration = parsed.sections["calibration"]
+    assert "Calibration of every model, hospital-a." in calibration
+    assert "Reliability diagram, hospital-b." in calibration
+    for src in parsed.images:
+        assert src.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as im:
+            im.load()
+            assert im.format == "PNG"
+    assert parsed.external == []
+    assert not {"script", "link", "iframe"} & parsed.tags
+
+
+def test_methods_and_provenance_come_from_study_json_and_the_runs(study):
+    _, _, parsed = study
+    methods = parsed.sections["methods"]
+    for snippet in ("2 external site(s) (hospital-a, hospital-b)", "seed: 3", "500 bootstrap",
+                    "DL-T2FS: ", "2-fold cross-validation", "batch size 8", "late fusion",
+                    "Kaplan-Meier"):
+        assert snippet in methods, snippet
+    provenance = parsed.sections["provenance"]
+    assert "train T2FS" in provenance and "evaluate/hospital-a/run.json" in provenance
+
+
+def test_synthetic_caveat_when_a_manifest_was_written_by_synth(tmp_path):
+    root = write_study(tmp_path / "study", explain=False, train=False)
+    page = build_study_report(root).read_text(encoding="utf-8")
+    assert "Synthetic cohort." not in page
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "synth.json").write_text("{}")
+    study = json.loads((root / "study.json").read_text())
+    study["config"]["train"] = str(cohort / "manifest.csv")
+    (root / "study.json").write_text(json.dumps(study))
+    page = build_study_report(root).read_text(encoding="utf-8")
+    assert "Synthetic cohort." in page
+
+
+def test_a_prediction_file_missing_from_the_evaluation_is_flagged(tmp_path):
+    root = write_study(tmp_path, explain=False, train=False)
+    (root / "predict" / "hospital-b" / "volume.csv").write_text("patient_id,p_high,predicted\n")
+    parsed = parse(build_study_report(root).read_text(encoding="utf-8"))
+    text = parsed.sections["performance"]
+    assert "Not evaluated: predict/hospital-b/ has predictions of volume" in text
+    assert text.count("Not evaluated") == 1
+
+
+def test_hostile_patient_id_and_model_name_are_escaped(tmp_path):
+    root = write_study(tmp_path, hostile=True)
+    page = build_study_report(root).read_text(encoding="utf-8")
+    assert HOSTILE_ID not in page and HOSTILE_MODEL not in page
+    parsed = parse(page)
+    assert not {"b"} & parsed.tags and "x" not in parsed.images
+    assert HOSTILE_ID in parsed.sections["flow"] and HOSTILE_ID in parsed.gallery
+    block = metrics_of(root, "hospital-a")["models"][HOSTILE_MODEL]
+    assert parsed.cells[("hospital-a", HOSTILE_MODEL, None, "auc")] == expected(block["auc"])
+    assert ("hospital-a", HOSTILE_MODEL, "DL-T2FS", "delong_p") in parsed.cells
+
+
+def test_missing_optional_parts_say_not_run(tmp_path):
+    root = write_study(tmp_path, explain=False, train=False, survival=False, study_json=False)
+    for site in SITES:
+        (root / "evaluate" / site / "cohort_table.md").unlink()
+        (root / "evaluate" / site / "roc.png").unlink()
+    metrics = metrics_of(root, "pooled")
+    metrics["models"] = {"DL-T2FS": metrics["models"]["DL-T2FS"]}
+    del metrics["delong"]
+    (root / "evaluate" / "pooled" / "metrics.json").write_text(json.dumps(metrics))
+    parsed = parse(build_study_report(root).read_text(encoding="utf-8"))
+    for section, what in (("attention", "attention maps"), ("training", "learning curves"),
+                          ("survival", "survival analysis (hospital-a)"),
+                          ("cohort", "cohort table (hospital-b)"),
+                          ("roc", "ROC curves (hospital-a)"),
+                          ("delong", "DeLong tests (pooled): one model only"),
+                          ("provenance", "study steps")):
+        assert f"Not run: {what}" in parsed.sections[section], section
+    assert "Not run" not in parsed.sections["performance"]
+    assert "Not evaluated" not in parsed.sections["performance"]
+    assert parsed.sections["summary"].count("not evaluated") == len(MODELS) - 1
+    only = metrics["models"]["DL-T2FS"]["auc"]
+    assert parsed.cells[("pooled", "DL-T2FS", None, "auc")] == expected(only)
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("no_evaluate", "evaluate"),
+    ("no_metrics", "hospital-b"),
+    ("no_models_key", "hospital-a/metrics.json"),
+    ("bad_json", "pooled/metrics.json"),
+    ("bad_delong", "hospital-b/metrics.json"),
+    ("bad_png", "hospital-a/roc.png"),
+    ("attention_without_column", "T2FS/attention.csv"),
+])
+def test_missing_or_broken_required_file_is_one_line_naming_it(tmp_path, capsys, damage, named):
+    root = write_study(tmp_path / "study")
+    evaluate = root / "evaluate"
+    if damage == "no_evaluate":
+        for path in sorted(evaluate.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        evaluate.rmdir()
+    elif damage == "no_metrics":
+        (evaluate / "hospital-b" / "metrics.json").unlink()
+    elif damage == "no_models_key":
+        (evaluate / "hospital-a" / "metrics.json").write_text(json.dumps({"auc": 0.5}))
+    elif damage == "bad_delong":
+        metrics = metrics_of(root, "hospital-b")
+        metrics["delong"] = [{"a": "DL-T2FS", "p": 0.1}]
+        (evaluate / "hospital-b" / "metrics.json").write_text(json.dumps(metrics))
+    elif damage == "bad_json":
+        (evaluate / "pooled" / "metrics.json").write_text("{not json")
+    elif damage == "bad_png":
+        (evaluate / "hospital-a" / "roc.png").write_bytes(b"GIF89a")
+    else:
+        path = root / "explain" / "hospital-b" / "T2FS" / "attention.csv"
+        pd.read_csv(path).drop(columns=["inside"]).to_csv(path, index=False)
+    out = tmp_path / "report.html"
+    assert cli.main(["report", "--study", str(root), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0], err
+    assert not out.exists()
+
+
+def test_cli_writes_study_report_and_its_record(tmp_path, capsys):
+    root = write_study(tmp_path / "study", explain=False, train=False)
+    assert cli.main(["report", "--study", str(root)]) == 0
+    assert (root / "report.html").is_file()
+    record = json.loads((root / "report.run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "finished" and record["config"]["study"] == str(root)
+    assert set(record["inputs"]) == {f"metrics_{s}" for s in (*SITES, "pooled")}
+    capsys.readouterr()
+    assert cli.main(["report", str(root / "evaluate" / "pooled"), "--study", str(root)]) == 1
+    assert cli.main(["report"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("either EVAL" in line for line in err)
+
+
+def test_a_multi_model_evaluate_folder_alone_gets_the_study_page(tmp_path, capsys):
+    root = write_study(tmp_path / "study", explain=False, train=False)
+    folder = root / "evaluate" / "hospital-b"
+    out = tmp_path / "report.html"
+    assert cli.main(["report", str(folder), "--out", str(out)]) == 0
+    parsed = parse(out.read_text(encoding="utf-8"))
+    for model, block in metrics_of(root, "hospital-b")["models"].items():
+        assert parsed.cells[("hospital-b", model, None, "auc")] == expected(block["auc"])
+    assert "Not run: attention maps" in parsed.sections["attention"]
+    capsys.readouterr()
+    assert cli.main(["report", str(folder), "--run", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--study DIR" in err[0]

@@ -112,6 +112,20 @@ def test_the_steps_parse_with_the_real_command_line(cohorts, tmp_path):
             cli.build_parser(step.argv[0]).parse_args(step.argv)
 
 
+def test_the_executor_reaches_the_stages_that_take_it_and_leaves_the_keys(cohorts, tmp_path):
+    study = load_study(_write_study(tmp_path, cohorts))
+    ray = ("--executor", "ray", "--ray-address", "HEAD:6379")
+    local = build_steps(study, Layout(tmp_path / "out"))
+    remote = build_steps(study, Layout(tmp_path / "out"), executor=ray)
+    for before, after in zip(local, remote):
+        takes_it = before.stage in ("preprocess", "train", "predict") and before.argv[0] in (
+            "preprocess", "train", "predict")
+        assert (after.argv[-4:] == list(ray)) == takes_it, after.name
+        if after.argv:
+            cli.build_parser(after.argv[0]).parse_args(after.argv)
+        assert after.key() == before.key()  # same results on any executor: nothing reruns
+
+
 def test_a_rerun_skips_finished_steps_and_redoes_what_changed(cohorts, tmp_path):
     path = _write_study(tmp_path, cohorts)
     out = tmp_path / "out"

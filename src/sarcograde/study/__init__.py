@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import executors
 from ..artifacts import read_json, write_text
 from ..console import console, info
 from ..errors import SarcogradeError
@@ -47,8 +48,8 @@ def external_aucs(layout: Layout, sites: list[str]) -> dict[str, dict[str, dict]
     return out
 
 
-def run_study(path: str | Path, out: str | Path, *, jobs: int = 1,
-              until: str = STAGES[-1]) -> dict:
+def run_study(path: str | Path, out: str | Path, *, jobs: int = 1, until: str = STAGES[-1],
+              executor: tuple[str, ...] = ()) -> dict:
     """Run (or resume) the study; returns {"state": study.json, "auc": external_aucs or {}}."""
     from ..report import format_estimate
 
@@ -56,7 +57,7 @@ def run_study(path: str | Path, out: str | Path, *, jobs: int = 1,
     layout = Layout(Path(out))
     layout.out.mkdir(parents=True, exist_ok=True)
     _write_config(study, layout)
-    steps = build_steps(study, layout, jobs=jobs, until=until)
+    steps = build_steps(study, layout, jobs=jobs, until=until, executor=executor)
     info(f"study {study.path}: {len(study.sequences)} sequence(s), {len(study.test)} external "
          f"site(s), models {', '.join(study.model_names())}, {len(steps)} steps -> {layout.out}")
     state = run_steps(steps, layout.state)
@@ -81,11 +82,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="patients preprocessed in parallel (default: CPU cores, at most 4)")
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1],
                         help="stop after this stage (default: run every stage)")
+    executors.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
     if jobs < 1:
         raise SarcogradeError(f"--jobs must be at least 1, not {jobs}")
-    run_study(args.study, args.out, jobs=jobs, until=args.until)
+    executors.from_arguments(args)  # a missing Ray extra or a lone --ray-address: one line now
+    executor = () if args.executor == "local" else (
+        "--executor", "ray", *(("--ray-address", args.ray_address) if args.ray_address else ()),
+        *(("--ray-dashboard",) if args.ray_dashboard else ()))
+    run_study(args.study, args.out, jobs=jobs, until=args.until, executor=executor)
     return 0

@@ -83,8 +83,10 @@ def _run_files(run: Path) -> list[Path]:
     return [run / "folds.json", run / "cv_predictions.csv"]
 
 
-def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
-                until: str = STAGES[-1]) -> list[Step]:
+def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STAGES[-1],
+                executor: tuple[str, ...] = ()) -> list[Step]:
+    """The study's steps in order; `executor` (e.g. `--executor ray --ray-address A`) is passed
+    to the stages that take it (preprocess, train, predict)."""
     seq0 = study.sequences[0]
     config = ["--preset", study.preset] + (["--config", str(layout.config)]
                                            if study.config_overrides else [])
@@ -115,13 +117,13 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
                               [layout.cache(cohort, seq) / "index.csv"],
                               ["preprocess", str(manifest), "--sequence", seq,
                                "--out", str(layout.cache(cohort, seq)), *config,
-                               "--jobs", str(jobs)]))
+                               "--jobs", str(jobs), *executor]))
     for seq in study.sequences:
         steps.append(Step(f"train/{seq}", "train",
                           [layout.cache("train", seq) / "index.csv", *config_files],
                           _run_files(layout.run(seq)),
                           ["train", str(layout.cache("train", seq)), "--out", str(layout.run(seq)),
-                           *config, "--seed", str(study.seed)]))
+                           *config, "--seed", str(study.seed), *executor]))
     if "fusion" in study.models:
         steps.append(Step("train/fusion", "train",
                           [f for seq in study.sequences for f in _run_files(layout.run(seq))],
@@ -139,7 +141,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1,
                                layout.cache(site, seq) / "index.csv"],
                               [predict / f"DL-{seq}.csv"],
                               ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
-                               "--out", str(predict / f"DL-{seq}.csv")]))
+                               "--out", str(predict / f"DL-{seq}.csv"), *executor]))
         if "fusion" in study.models:
             steps.append(Step(f"predict/{site}/DL-fusion", "predict",
                               [layout.fusion / "model.json",

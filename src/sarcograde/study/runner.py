@@ -21,8 +21,10 @@ from ..artifacts import hash_config, hash_path, now, read_json, write_json
 from ..console import console, info
 from ..errors import SarcogradeError
 
-# Flags that change how fast a stage runs, never what it writes: left out of the key.
-UNTRACKED_FLAGS = ("--jobs",)
+# Flags that change how fast or where a stage runs, never what it writes: left out of the key
+# (the executors give the same results); options with a value, then switches.
+UNTRACKED_FLAGS = ("--jobs", "--executor", "--ray-address")
+UNTRACKED_SWITCHES = ("--ray-dashboard",)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Step:
             while flag in argv:
                 at = argv.index(flag)
                 del argv[at:at + 2]
+        argv = [a for a in argv if a not in UNTRACKED_SWITCHES]
         return hash_config({"argv": argv, "params": self.params,
                             "inputs": {str(p): hash_path(p) if p.exists() else None
                                        for p in self.inputs}})

@@ -1,9 +1,9 @@
 """Run a whole comparative study from one YAML file: check and preprocess every cohort and
 sequence, train one cross-validated ensemble per sequence, fuse them, grade every external site
-with every model (DL-<SEQ>, DL-fusion, clinical, volume, clinical+volume), evaluate each site
-and the pooled sites, explain, and write DIR/report.html. Each stage writes into its own
-subfolder of DIR; rerun the same command to resume: finished steps whose inputs did not change
-are skipped (DIR/study.json). The YAML's keys are described in docs/study.md."""
+with every model (DL-<SEQ>, DL-fusion, radiomics-<SEQ>, clinical, volume, clinical+volume),
+evaluate each site and the pooled sites, explain, and write DIR/report.html. Each stage writes
+into its own subfolder of DIR; rerun the same command to resume: finished steps whose inputs did
+not change are skipped (DIR/study.json). The YAML's keys are described in docs/study.md."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from sarcograde import cli
 from sarcograde.cohort import load_manifest
@@ -62,6 +63,10 @@ def _write_study(folder: Path, cohorts: Path, **changes) -> Path:
     ({"models": ["dl", "volume"]}, "list all three or none"),
     ({"overrides": {"train": {"epochs": 2}}}, "overrides.train: unknown option(s) epochs"),
     ({"test": {"pooled": "x.csv"}}, "test site name 'pooled' is reserved"),
+    ({"models": ["clinical", "volume", "clinical+volume"]}, "must include dl or radiomics"),
+    ({"models": ["radiomics", "fusion"]}, "fusion combines the DL models; list dl too"),
+    ({"overrides": {"radiomics": {"features": {"bins": 8}}}},
+     "unknown radiomics setting(s) in features: bins"),
 ])
 def test_a_bad_study_file_is_one_line_before_any_stage(cohorts, tmp_path, capsys, change,
                                                        message):
@@ -220,3 +225,88 @@ def test_a_study_killed_mid_way_and_rerun_ends_with_the_same_numbers(cohorts, tm
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
     assert (json.loads((whole / "train" / "fusion" / "model.json").read_text())
             == json.loads((resumed / "train" / "fusion" / "model.json").read_text()))
+
+
+def test_radiomics_runs_per_sequence_in_the_preprocess_train_and_predict_stages(cohorts,
+                                                                               tmp_path):
+    study = load_study(_write_study(tmp_path, cohorts, test={
+        "siteB": str(cohorts / "siteB" / "manifest.csv"),
+        "siteC": str(cohorts / "siteC" / "manifest.csv")}, models=["radiomics"]))
+    assert study.model_names() == ["radiomics-T1FSGd", "radiomics-T2FS"]
+    out = tmp_path / "out"
+    steps = {s.name: s for s in build_steps(study, Layout(out), jobs=3)}
+    seqs, cohorts_ = ("T1FSGd", "T2FS"), ("train", "siteB", "siteC")
+    assert list(steps) == (
+        [f"check/{c}" for c in cohorts_]
+        + [f"radiomics/{c}/{s}" for c in cohorts_ for s in seqs]
+        + [f"train/radiomics-{s}" for s in seqs]
+        + [f"predict/{site}/radiomics-{s}" for site in ("siteB", "siteC") for s in seqs]
+        + ["evaluate/siteB", "evaluate/siteC", "evaluate/pooled", "report"])
+    assert {s.stage for name, s in steps.items() if name.startswith("radiomics/")} == {"preprocess"}
+
+    extract = steps["radiomics/siteC/T2FS"]
+    assert extract.argv == ["radiomics", "extract", str(study.test["siteC"]), "--sequence", "T2FS",
+                            "--out", str(out / "radiomics" / "siteC" / "T2FS"), "--jobs", "3"]
+    assert extract.outputs == [out / "radiomics" / "siteC" / "T2FS" / "features.csv"]
+    fit = steps["train/radiomics-T1FSGd"]
+    assert fit.argv == ["radiomics", "fit", str(out / "radiomics/train/T1FSGd/features.csv"),
+                        "--manifest", str(study.train), "--out",
+                        str(out / "train" / "radiomics-T1FSGd"), "--preset", "quick",
+                        "--folds", "2", "--seed", "0"]  # the DL runs' CV (overrides.train)
+    predict = steps["predict/siteB/radiomics-T2FS"]
+    assert predict.argv == ["radiomics", "predict", str(out / "train" / "radiomics-T2FS"),
+                            str(out / "radiomics/siteB/T2FS/features.csv"),
+                            "--out", str(out / "predict/siteB/radiomics-T2FS.csv")]
+    evaluate = steps["evaluate/siteB"].argv
+    assert [evaluate[i + 1] for i, a in enumerate(evaluate) if a == "--predictions"] == [
+        f"radiomics-{s}={out / 'predict/siteB' / f'radiomics-{s}.csv'}" for s in seqs]
+    # no DL run: the first radiomics run gives the Youden threshold
+    assert evaluate[evaluate.index("--run") + 1] == str(out / "train" / "radiomics-T1FSGd")
+    pooled = steps["evaluate/pooled"].argv
+    assert f"radiomics-T2FS={out / 'predict' / '{site}' / 'radiomics-T2FS'}.csv" in pooled
+    for step in steps.values():
+        if step.argv is not None:
+            cli.build_parser(step.argv[0]).parse_args(step.argv)
+    # --until keeps its meaning: features by preprocess, fits by train
+    until = [s.name for s in build_steps(study, Layout(out), until="train")]
+    assert until[-1] == "train/radiomics-T2FS" and not any(n.startswith("predict") for n in until)
+
+    with_dl = load_study(_write_study(tmp_path, cohorts, models=["dl", "radiomics"], overrides={
+        "radiomics": {"preprocess": {"n4": False}}}))
+    steps = {s.name: s for s in build_steps(with_dl, Layout(out))}
+    assert "preprocess/siteB/T2FS" in steps and "explain/siteB/T2FS" in steps
+    evaluate = steps["evaluate/siteB"].argv
+    assert evaluate[2].startswith("DL-T1FSGd=")  # DL first: the reference model and its run
+    assert evaluate[evaluate.index("--run") + 1] == str(out / "train" / "T1FSGd")
+    # overrides.radiomics is DIR/radiomics.yaml, given to extract and fit and part of their keys
+    for name in ("radiomics/train/T2FS", "train/radiomics-T2FS"):
+        assert "--config" in steps[name].argv and out / "radiomics.yaml" in steps[name].inputs
+    assert with_dl.model_names()[:2] == ["DL-T1FSGd", "DL-T2FS"]
+
+
+@pytest.mark.slow  # about 70 s on two shared CPU cores
+def test_a_study_without_dl_evaluates_radiomics_like_every_model(cohorts, tmp_path):
+    overrides = {"train": {"folds": 2}, "evaluate": {"bootstrap": 20},
+                 # coarse and without N4: seconds per patient (the settings reach extract and fit)
+                 "radiomics": {"preprocess": {"spacing_mm": 3.0, "n4": False}}}
+    path = _write_study(tmp_path, cohorts, sequences=["T2FS"], overrides=overrides,
+                        models=["radiomics", "clinical", "volume", "clinical+volume"])
+    out = tmp_path / "out"
+    assert cli.main(["study", str(path), "--out", str(out), "--jobs", "1"]) == 0
+    assert not (out / "preprocess").exists() and not (out / "explain").exists()
+    extraction = json.loads((out / "radiomics" / "train" / "T2FS" / "config.json").read_text())
+    assert '"spacing_mm": 3.0' in json.dumps(extraction)
+    for site in ("siteB", "siteC"):
+        predictions = pd.read_csv(out / "predict" / site / "radiomics-T2FS.csv",
+                                  dtype={"patient_id": str})
+        grades = {p.patient_id: p.label for p in load_manifest(cohorts / site / "manifest.csv")}
+        y = [grades[pid] for pid in predictions["patient_id"]]
+        metrics = json.loads((out / "evaluate" / site / "metrics.json").read_text())
+        assert set(metrics["models"]) == {"radiomics-T2FS", "clinical", "volume",
+                                          "clinical+volume"}
+        auc = metrics["models"]["radiomics-T2FS"]["auc"]["value"]
+        assert auc == pytest.approx(roc_auc_score(y, predictions["p_high"]), abs=1e-12)
+        assert any({d["a"], d["b"]} == {"radiomics-T2FS", "clinical"} for d in metrics["delong"])
+    pooled = json.loads((out / "evaluate" / "pooled" / "metrics.json").read_text())
+    assert "radiomics-T2FS" in pooled["models"] and pooled["pooled"] is True
+    assert (out / "report.html").is_file()

@@ -99,24 +99,28 @@ def _check_model(m: dict, path) -> dict:
 
 def load_settings(file: str | Path | None = None) -> Settings:
     """The shipped settings, with `file`'s values on top."""
+    if file is None:
+        return settings_from({}, None)
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SarcogradeError(f"cannot read radiomics settings: {exc.strerror}",
+                              path=path) from None
+    return settings_from(_read_yaml(text, path), path)
+
+
+def settings_from(user: dict, path) -> Settings:
+    """The shipped settings with `user`'s sections on top (a study's `overrides.radiomics`);
+    `path` is the file named in errors."""
     shipped = resources.files("sarcograde").joinpath("configs", "radiomics.yaml")
     config = _read_yaml(shipped.read_text(encoding="utf-8"), "radiomics.yaml")
-    if file is not None:
-        path = Path(file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SarcogradeError(f"cannot read radiomics settings: {exc.strerror}",
-                                  path=path) from None
-        user = _read_yaml(text, path)
-        _unknown(user, config, "the file", path)
-        for section, values in user.items():
-            if not isinstance(values, dict):
-                raise SarcogradeError(f"radiomics section {section} must be a mapping", path=path)
-            _unknown(values, config[section], section, path)
-        config = merge(config, user)
-    else:
-        path = None
+    _unknown(user, config, "the file", path)
+    for section, values in user.items():
+        if not isinstance(values, dict):
+            raise SarcogradeError(f"radiomics section {section} must be a mapping", path=path)
+        _unknown(values, config[section], section, path)
+    config = merge(config, user)
     return Settings(preprocess=Params.from_config(config["preprocess"]),
                     features=_check_features(config["features"], path),
                     model=_check_model(config["model"], path))

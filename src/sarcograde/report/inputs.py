@@ -251,7 +251,9 @@ class StudyInputs:
         for site_dir in _subfolders(folder / "explain"):
             inputs.attention[site_dir.name] = {
                 seq.name: load_attention(seq) for seq in _subfolders(site_dir)}
-        inputs.runs = {run.name: load_training_run(run) for run in _subfolders(folder / "train")}
+        # the DL runs (fold_XX models); train/fusion and train/radiomics-<SEQ> have none
+        inputs.runs = {run.name: load_training_run(run) for run in _subfolders(folder / "train")
+                       if any(run.glob("fold_*"))}
         inputs.predictions = {site.name: sorted(p.stem for p in site.glob("*.csv"))
                               for site in _subfolders(folder / "predict")}
         inputs.records = {str(p.relative_to(folder)): read_record(p)

@@ -1,9 +1,9 @@
 """Run a whole comparative study from one YAML file: check and preprocess every cohort and
 sequence, train one cross-validated ensemble per sequence, fuse them, grade every external site
-with every model (DL-<SEQ>, DL-fusion, clinical, volume, clinical+volume), evaluate each site
-and the pooled sites, explain, and write DIR/report.html. Each stage writes into its own
-subfolder of DIR; rerun the same command to resume: finished steps whose inputs did not change
-are skipped (DIR/study.json). The YAML's keys are described in docs/study.md."""
+with every model (DL-<SEQ>, DL-fusion, radiomics-<SEQ>, clinical, volume, clinical+volume),
+evaluate each site and the pooled sites, explain, and write DIR/report.html. Each stage writes
+into its own subfolder of DIR; rerun the same command to resume: finished steps whose inputs did
+not change are skipped (DIR/study.json). The YAML's keys are described in docs/study.md."""
 
 from __future__ import annotations
 
@@ -19,20 +19,23 @@ from ..console import console, info
 from ..errors import SarcogradeError
 from .plan import POOLED, STAGES, Layout, build_steps, evaluated_sites
 from .runner import run_steps
-from .spec import Study, load_study
+from .spec import RADIOMICS, Study, load_study
 
 __all__ = ["Layout", "Study", "load_study", "build_steps", "run_study", "external_aucs"]
 
 
 def _write_config(study: Study, layout: Layout) -> None:
-    """DIR/config.yaml: the overrides of the preset's sections, passed to preprocess and train
-    with --config; rewritten only when it changes, since its hash is part of their steps' keys."""
-    if not study.config_overrides:
-        return
-    text = "# written by `sarcograde study` from the study's overrides\n" + yaml.safe_dump(
-        study.config_overrides, sort_keys=True)
-    if not layout.config.is_file() or layout.config.read_text(encoding="utf-8") != text:
-        write_text(layout.config, text)
+    """DIR/config.yaml and DIR/radiomics.yaml: the study's overrides of the preset's sections and
+    of configs/radiomics.yaml, passed to the stages with --config; rewritten only when they
+    change, since their hashes are part of those steps' keys."""
+    for path, overrides in ((layout.config, study.config_overrides),
+                            (layout.radiomics_config, study.overrides.get(RADIOMICS))):
+        if not overrides:
+            continue
+        text = "# written by `sarcograde study` from the study's overrides\n" + yaml.safe_dump(
+            overrides, sort_keys=True)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)
 
 
 def external_aucs(layout: Layout, sites: list[str]) -> dict[str, dict[str, dict]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..cohort import is_missing, read_table
 from .runner import Step
-from .spec import BASELINES, Study
+from .spec import BASELINES, RADIOMICS, Study
 from .target import target_manifest
 
 STAGES = ("check", "preprocess", "train", "predict", "evaluate", "explain", "report")
@@ -31,6 +31,10 @@ class Layout:
     def config(self) -> Path:
         return self.out / "config.yaml"
 
+    @property
+    def radiomics_config(self) -> Path:
+        return self.out / "radiomics.yaml"
+
     def derived_manifest(self, cohort: str) -> Path:
         return self.out / "manifests" / f"{cohort}.csv"
 
@@ -42,6 +46,12 @@ class Layout:
 
     def run(self, sequence: str) -> Path:
         return self.out / "train" / sequence
+
+    def features(self, cohort: str, sequence: str) -> Path:
+        return self.out / "radiomics" / cohort / sequence / "features.csv"
+
+    def radiomics_run(self, sequence: str) -> Path:
+        return self.out / "train" / f"radiomics-{sequence}"
 
     @property
     def fusion(self) -> Path:
@@ -91,6 +101,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     config = ["--preset", study.preset] + (["--config", str(layout.config)]
                                            if study.config_overrides else [])
     config_files = [layout.config] if study.config_overrides else []
+    radiomics_files = [layout.radiomics_config] if study.overrides.get(RADIOMICS) else []
+    radiomics_config = [a for f in radiomics_files for a in ("--config", str(f))]
     bootstrap = str(study.overrides.get("evaluate", {}).get("bootstrap", 1000))
     steps: list[Step] = []
 
@@ -110,20 +122,44 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                           ["check", str(manifest),
                            *[a for seq in study.sequences for a in ("--sequence", seq)],
                            "--out", str(layout.check(cohort))]))
+    dl_sequences = study.sequences if "dl" in study.models else []
+    radiomics_sequences = study.sequences if "radiomics" in study.models else []
     for cohort, manifest in manifests.items():
-        for seq in study.sequences:
+        for seq in dl_sequences:
             steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
                               _manifest_files(study.cohorts[cohort], [seq]) + config_files,
                               [layout.cache(cohort, seq) / "index.csv"],
                               ["preprocess", str(manifest), "--sequence", seq,
                                "--out", str(layout.cache(cohort, seq)), *config,
                                "--jobs", str(jobs), *executor]))
-    for seq in study.sequences:
+        # radiomics features are extracted from the manifest's images (with their own settings,
+        # configs/radiomics.yaml and overrides.radiomics), in the preprocess stage
+        for seq in radiomics_sequences:
+            steps.append(Step(f"radiomics/{cohort}/{seq}", "preprocess",
+                              _manifest_files(study.cohorts[cohort], [seq]) + radiomics_files,
+                              [layout.features(cohort, seq)],
+                              ["radiomics", "extract", str(manifest), "--sequence", seq,
+                               "--out", str(layout.features(cohort, seq).parent),
+                               *radiomics_config, "--jobs", str(jobs)]))
+    for seq in dl_sequences:
         steps.append(Step(f"train/{seq}", "train",
                           [layout.cache("train", seq) / "index.csv", *config_files],
                           _run_files(layout.run(seq)),
                           ["train", str(layout.cache("train", seq)), "--out", str(layout.run(seq)),
                            *config, "--seed", str(study.seed), *executor]))
+    # the radiomics model's CV: the DL runs' preset, folds, repeats and seed (`radiomics fit`
+    # draws its splits with splits.make_splits as train does; it does not read a folds.json)
+    cv = {k: study.overrides.get("train", {}).get(k) for k in ("folds", "repeats")}
+    cv_flags = [a for k, v in cv.items() if v is not None for a in (f"--{k}", str(v))]
+    for seq in radiomics_sequences:
+        steps.append(Step(f"train/radiomics-{seq}", "train",
+                          [layout.features("train", seq), manifests["train"], *radiomics_files],
+                          [*_run_files(layout.radiomics_run(seq)),
+                           layout.radiomics_run(seq) / "models.joblib"],
+                          ["radiomics", "fit", str(layout.features("train", seq)),
+                           "--manifest", str(manifests["train"]),
+                           "--out", str(layout.radiomics_run(seq)), "--preset", study.preset,
+                           *cv_flags, "--seed", str(study.seed), *radiomics_config]))
     if "fusion" in study.models:
         steps.append(Step("train/fusion", "train",
                           [f for seq in study.sequences for f in _run_files(layout.run(seq))],
@@ -135,7 +171,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     baselines = [m for m in BASELINES if m in study.models]
     for site in study.test:
         predict = layout.predict(site)
-        for seq in study.sequences:
+        for seq in dl_sequences:
             steps.append(Step(f"predict/{site}/DL-{seq}", "predict",
                               [*_run_files(layout.run(seq)),
                                layout.cache(site, seq) / "index.csv"],
@@ -151,11 +187,20 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                *[a for seq in study.sequences for a in
                                  ("--predictions", f"{seq}={predict / f'DL-{seq}.csv'}")],
                                "--out", str(predict / "DL-fusion.csv")]))
+        for seq in radiomics_sequences:
+            run = layout.radiomics_run(seq)
+            steps.append(Step(f"predict/{site}/radiomics-{seq}", "predict",
+                              [run / "models.joblib", layout.features(site, seq)],
+                              [predict / f"radiomics-{seq}.csv"],
+                              ["radiomics", "predict", str(run), str(layout.features(site, seq)),
+                               "--out", str(predict / f"radiomics-{seq}.csv")]))
 
     # DL and fusion models are read from their files; the baselines are fitted by evaluate on
     # the training cohort (with Table 1), which also writes their predictions of each site.
     files_of = [m for m in study.model_names() if m not in baselines]
-    common = ["--run", str(layout.run(seq0)), "--bootstrap", bootstrap, "--seed", str(study.seed),
+    # the first model's run: its Youden threshold and the baselines' folds (same formats)
+    reference_run = layout.run(seq0) if "dl" in study.models else layout.radiomics_run(seq0)
+    common = ["--run", str(reference_run), "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
     if baselines:
         common += ["--train-manifest", str(manifests["train"])]
@@ -164,7 +209,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
         steps.append(Step(f"evaluate/{site}", "evaluate",
                           [*files, manifests[site], manifests["train"],
-                           *_run_files(layout.run(seq0))],
+                           *_run_files(reference_run)],
                           [layout.evaluate(site) / "metrics.json",
                            *[layout.predict(site) / f"{m}.csv" for m in baselines]],
                           ["evaluate", *[a for m, f in zip(files_of, files)
@@ -177,7 +222,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         steps.append(Step(f"evaluate/{POOLED}", "evaluate",
                           [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in files_of],
                            *[manifests[s] for s in study.test], manifests["train"],
-                           *_run_files(layout.run(seq0))],
+                           *_run_files(reference_run)],
                           [layout.evaluate(POOLED) / "metrics.json"],
                           ["evaluate", *[a for m in files_of
                                          for a in ("--predictions", f"{m}={template / m}.csv")],

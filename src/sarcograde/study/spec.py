@@ -16,16 +16,19 @@ import yaml
 from ..cohort import is_missing, read_table
 from ..config import PRESETS, load_preset
 from ..errors import SarcogradeError
+from ..radiomics.settings import settings_from
 
 KEYS = {"train", "test", "sequences", "target", "preset", "models", "seed", "overrides"}
 REQUIRED = ("train", "test", "sequences")
-# Model kinds a study can list; `dl` is one ensemble per sequence (DL-<SEQ>).
-MODELS = ("dl", "fusion", "clinical", "volume", "clinical+volume")
+# Model kinds a study can list; `dl` and `radiomics` are one model per sequence (DL-<SEQ>,
+# radiomics-<SEQ>). Radiomics is listed explicitly: it is not run by default.
+MODELS = ("dl", "fusion", "radiomics", "clinical", "volume", "clinical+volume")
 BASELINES = ("clinical", "volume", "clinical+volume")
-DEFAULT_MODELS = list(MODELS)
+DEFAULT_MODELS = [m for m in MODELS if m != "radiomics"]
 # Stages whose options a study may override, and the keys each takes (preset sections are
-# checked against the preset itself).
+# checked against the preset itself, `radiomics` against configs/radiomics.yaml).
 STAGE_OVERRIDES = {"evaluate": {"bootstrap"}}
+RADIOMICS = "radiomics"
 RESERVED_SITES = {"train", "pooled"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -48,16 +51,20 @@ class Study:
         return {"train": self.train, **self.test}
 
     def model_names(self) -> list[str]:
-        """The prediction files' names: DL-<SEQ>, DL-fusion, clinical, volume, clinical+volume."""
+        """The prediction files' names: DL-<SEQ>, DL-fusion, radiomics-<SEQ>, clinical, volume,
+        clinical+volume."""
         names = [f"DL-{seq}" for seq in self.sequences] if "dl" in self.models else []
         if "fusion" in self.models:
             names.append("DL-fusion")
+        if "radiomics" in self.models:
+            names += [f"radiomics-{seq}" for seq in self.sequences]
         return names + [m for m in BASELINES if m in self.models]
 
     @property
     def config_overrides(self) -> dict[str, dict]:
         """The overrides that are preset sections (preprocess, model, train)."""
-        return {k: v for k, v in self.overrides.items() if k not in STAGE_OVERRIDES}
+        return {k: v for k, v in self.overrides.items()
+                if k not in STAGE_OVERRIDES and k != RADIOMICS}
 
 
 def _fail(path: Path, message: str) -> SarcogradeError:
@@ -105,11 +112,14 @@ def _check_overrides(path: Path, overrides: Any, preset: str) -> dict[str, dict]
     sections = {k: set(v) for k, v in load_preset(preset).items() if isinstance(v, dict)}
     allowed = {**sections, **STAGE_OVERRIDES}
     for stage, options in overrides.items():
-        if stage not in allowed:
+        if stage not in allowed and stage != RADIOMICS:
             raise _fail(path, f"overrides: unknown stage {stage!r}; use "
-                              f"{', '.join(sorted(allowed))}")
+                              f"{', '.join(sorted([*allowed, RADIOMICS]))}")
         if not isinstance(options, dict):
             raise _fail(path, f"overrides.{stage} must be a mapping of options")
+        if stage == RADIOMICS:  # sections of configs/radiomics.yaml
+            settings_from(options, path)
+            continue
         unknown = set(options) - allowed[stage]
         if unknown:
             raise _fail(path, f"overrides.{stage}: unknown option(s) "
@@ -178,12 +188,15 @@ def load_study(path: str | Path) -> Study:
     bad = [str(m) for m in models if m not in MODELS]
     if bad:
         raise _fail(path, f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}")
-    if "dl" not in models:
-        raise _fail(path, "models must include dl: the other models are compared against it")
+    if "dl" not in models and "radiomics" not in models:
+        raise _fail(path, "models must include dl or radiomics: the baselines are compared "
+                          "against them")
     listed = [m for m in BASELINES if m in models]
     if listed and len(listed) < len(BASELINES):
         raise _fail(path, f"models: {', '.join(BASELINES)} are fitted together by evaluate; "
                           "list all three or none")
+    if "fusion" in models and "dl" not in models:
+        raise _fail(path, "models: fusion combines the DL models; list dl too")
     if "fusion" in models and len(sequences) < 2:
         raise _fail(path, "models: fusion needs at least two sequences")
 

@@ -13,6 +13,7 @@ another stage's file itself. One module per artifact family:
   and `attention.csv`;
 - `evaluation`: evaluate's outputs (metrics.json of one model or several, patient_flow.json,
   survival.json, Table 1, CSVs, figures) as the report and the demo read them;
+- `radiomics`: `radiomics fit`'s `RUN/models.json` (the fold models as plain numbers);
 - `study`: the study folder's study.json;
 - `records`: the naming rule of the run records (`run.json`, `<stem>.run.json`).
 """

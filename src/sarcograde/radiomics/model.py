@@ -91,7 +91,8 @@ def selected_features(pipeline: Pipeline, columns: list[str]) -> pd.Series:
 class RadiomicsFit:
     columns: list[str]             # the feature columns the models were fitted on, in order
     splits: list[Split]
-    models: list[Pipeline]         # one per split
+    models: list                   # one per split: a fitted Pipeline, or its numbers read back
+                                   # (formats.radiomics.FoldModel); both have decision_function
     cv_predictions: pd.DataFrame   # patient_id, repeat, fold, label, logit, p_high (out of fold)
 
     def fold_logits(self, features: pd.DataFrame) -> np.ndarray:

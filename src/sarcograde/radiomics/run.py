@@ -2,25 +2,25 @@
 `predict` applies its fold models to another cohort's features.csv.
 
 RUN/ holds `config.json`, `folds.json` and `cv_predictions.csv` in the formats of `sarcograde
-train` (so that `evaluate --run` and the study's fusion read them alike), `models.joblib` (the
-fitted pipelines), `selected_features.csv` and `run.json`.
+train` (so that `evaluate --run` and the study's fusion read them alike), `models.json` (the
+fitted pipelines' numbers, `sarcograde.formats.radiomics`), `selected_features.csv` and `run.json`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from ..artifacts import (RunRecord, atomic_path, hash_config, hash_path, read_json, write_csv,
-                         write_json)
+from ..artifacts import RunRecord, hash_config, hash_path, read_json, write_csv, write_json
 from ..cohort import load_manifest
 from ..console import info, warn
 from ..errors import SarcogradeError
-from ..splits import Split, make_splits
+from ..formats.radiomics import (MODELS, FoldModel, RadiomicsModels, read_radiomics_models,
+                                 write_radiomics_models)
+from ..splits import make_splits
 from .extract import read_features
 from .model import RadiomicsFit, fit_cv, selected_features
 from .settings import Settings
@@ -70,10 +70,9 @@ def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, 
         info(f"radiomics fit: {len(ids)} patients x {features.shape[1]} features, "
              f"{len(splits)} fold models -> {out}")
         fit = fit_cv(features.loc[ids], labels, splits, settings.model, seed)
-        with atomic_path(out / "models.joblib") as tmp:
-            joblib.dump({"columns": fit.columns, "models": fit.models,
-                         "splits": [s.as_dict() for s in splits], "config_hash":
-                         config["config_hash"]}, tmp)
+        write_radiomics_models(out, RadiomicsModels(
+            fit.columns, splits, [FoldModel.from_pipeline(m) for m in fit.models],
+            config["config_hash"]))
         write_json(out / "config.json", config)
         write_json(out / "folds.json", {"folds": len(splits) // repeats,
                                         "folds_requested": folds, "repeats": repeats,
@@ -93,14 +92,9 @@ def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, 
 
 
 def load_run(run: Path) -> RadiomicsFit:
-    path = run / "models.joblib"
-    if not path.is_file():
-        raise SarcogradeError("no models.joblib: is this a `sarcograde radiomics fit` run?",
-                              path=run)
-    stored = joblib.load(path)
+    stored = read_radiomics_models(run)
     cv = pd.read_csv(run / "cv_predictions.csv", dtype={"patient_id": str})
-    return RadiomicsFit(stored["columns"], [Split(**s) for s in stored["splits"]],
-                        stored["models"], cv)
+    return RadiomicsFit(stored.columns, stored.splits, stored.models, cv)
 
 
 def predict_run(run: Path, features_path: Path, out: Path) -> pd.DataFrame:
@@ -124,7 +118,7 @@ def predict_run(run: Path, features_path: Path, out: Path) -> pd.DataFrame:
     with RunRecord(out.parent, name=f"{stem}.run.json",
                    config={"run": str(run.resolve()), "aggregate": "logits",
                            "models": [s.name for s in fit.splits]},
-                   inputs={"features": features_path, "models": run / "models.joblib"}):
+                   inputs={"features": features_path, "models": run / MODELS}):
         write_csv(out, frame)
     info(f"radiomics predict: {len(frame)} patients -> {out}")
     return frame

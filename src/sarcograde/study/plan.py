@@ -155,7 +155,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         steps.append(Step(f"train/radiomics-{seq}", "train",
                           [layout.features("train", seq), manifests["train"], *radiomics_files],
                           [*_run_files(layout.radiomics_run(seq)),
-                           layout.radiomics_run(seq) / "models.joblib"],
+                           layout.radiomics_run(seq) / "models.json"],
                           ["radiomics", "fit", str(layout.features("train", seq)),
                            "--manifest", str(manifests["train"]),
                            "--out", str(layout.radiomics_run(seq)), "--preset", study.preset,
@@ -190,7 +190,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         for seq in radiomics_sequences:
             run = layout.radiomics_run(seq)
             steps.append(Step(f"predict/{site}/radiomics-{seq}", "predict",
-                              [run / "models.joblib", layout.features(site, seq)],
+                              [run / "models.json", layout.features(site, seq)],
                               [predict / f"radiomics-{seq}.csv"],
                               ["radiomics", "predict", str(run), str(layout.features(site, seq)),
                                "--out", str(predict / f"radiomics-{seq}.csv")]))

@@ -164,39 +164,35 @@ def browser(tmp_path):
     b.close()
 
 
+def assert_renders(browser, page, *, min_images: int, sections: int, shot_name: str) -> None:
+    """Every image decodes, no console error, the expected sections; a screenshot for a human."""
+    browser.open(page)
+    images = browser.evaluate(IMAGES_JS)
+    assert len(images) >= min_images
+    broken = [alt for alt, width in images if width <= 0]
+    assert broken == [], f"images that did not decode: {broken}"
+    assert browser.errors == []
+    assert browser.evaluate("document.querySelectorAll('section h2').length") == sections
+    shot = ARTIFACTS / shot_name
+    browser.screenshot(shot)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    print(f"screenshot: {shot}")
+
+
 def test_report_renders_in_chromium(browser, tmp_path):
     paths = write_fixture(tmp_path / "fixture", synthetic=True)
     page = tmp_path / "report.html"
     build(paths, page)
-    browser.open(page)
-    images = browser.evaluate(IMAGES_JS)
-    assert len(images) >= 11
-    broken = [alt for alt, width in images if width <= 0]
-    assert broken == [], f"images that did not decode: {broken}"
-    assert browser.errors == []
-    assert browser.evaluate("document.querySelectorAll('section h2').length") == 8
-    shot = ARTIFACTS / "report_screenshot.png"
-    browser.screenshot(shot)
-    assert shot.read_bytes().startswith(b"\x89PNG")
-    print(f"screenshot: {shot}")
+    assert_renders(browser, page, min_images=11, sections=8, shot_name="report_screenshot.png")
 
 
 def test_study_report_renders_in_chromium(browser, tmp_path):
     root = write_study(tmp_path / "study", hostile=True)
     page = build_study_report(root)
-    browser.open(page)
-    images = browser.evaluate(IMAGES_JS)
-    assert len(images) >= 30
-    broken = [alt for alt, width in images if width <= 0]
-    assert broken == [], f"images that did not decode: {broken}"
-    assert browser.errors == []
+    assert_renders(browser, page, min_images=30, sections=12,
+                   shot_name="study_report_screenshot.png")
     # The hostile model name and patient id stay text: no element was injected.
     assert browser.evaluate("document.querySelectorAll('main b, main img[src=x]').length") == 0
-    assert browser.evaluate("document.querySelectorAll('section h2').length") == 12
-    shot = ARTIFACTS / "study_report_screenshot.png"
-    browser.screenshot(shot)
-    assert shot.read_bytes().startswith(b"\x89PNG")
-    print(f"screenshot: {shot}")
 
 
 def test_the_harness_sees_broken_images_and_console_errors(browser, tmp_path):

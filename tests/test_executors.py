@@ -21,7 +21,7 @@ from preprocess_phantom import phantom
 from sarcograde import train as train_mod
 from sarcograde.cli import main
 from sarcograde.executors import RayExecutor
-from test_data import cohort, write_cache
+from fakes import cohort, graded_cache
 from test_preprocess_stage import preprocess, write_cohort
 from test_train import config
 
@@ -89,7 +89,7 @@ def test_preprocess_on_ray_writes_the_local_bytes_and_reports_a_failing_patient(
 def tiny_run(tmp_path_factory):
     """A cache of 10 patients and its 2-fold quick-preset run on the local executor."""
     root = tmp_path_factory.mktemp("train")
-    cache = write_cache(root / "cache", cohort(5, 5))
+    cache = graded_cache(root / "cache", cohort(5, 5))
     cfg = config(max_epochs=3)
     return cache, cfg, train_mod.train_cv(cache, root / "local", cfg, seed=3, device="cpu")
 

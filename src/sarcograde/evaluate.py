@@ -852,9 +852,9 @@ def run(args) -> int:
                      "grade left out of the baselines and the cohort table")
             # --baseline-predictions predicts every test patient, so measure all their volumes
             measured = list(test_cohort) if args.baseline_predictions is not None else included
-            volumes = tuple(bl.tumour_volumes(patients, sequence,
-                                              evaluation_format.tumour_volumes_path(args.out, name))
-                            for patients, name in ((train_patients, "train"), (measured, "test")))
+            cache = evaluation_format.tumour_volumes_path
+            volumes = (bl.tumour_volumes(train_patients, sequence, cache(args.out, "train")),
+                       bl.tumour_volumes(measured, sequence, cache(args.out, "test")))
             baselines, baseline_p, fits = run_baselines(args, train_patients, included, volumes,
                                                         y, p, indices)
             metrics["baselines"] = baselines

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from sarcograde.errors import SarcogradeError
+from sarcograde.formats import evaluation
 from sarcograde.formats.evaluation import (compares_models, read_cohort_table, read_figure,
                                            read_model_metrics, read_output_json)
 from sarcograde.formats.records import read_record, record_path
@@ -110,3 +113,90 @@ def test_study_json_is_optional_but_checked(tmp_path):
     (tmp_path / "study.json").write_text("{", encoding="utf-8")
     with pytest.raises(SarcogradeError, match="study.json: corrupt JSON.*rerun `sarcograde study`"):
         read_study(tmp_path)
+
+
+# ------------------------------------------------------------------ writers: write, then read back
+
+@pytest.mark.parametrize("write, read", [
+    (evaluation.write_metrics, evaluation.read_metrics),
+    (evaluation.write_patient_flow, evaluation.read_patient_flow),
+    (evaluation.write_survival, evaluation.read_survival)])
+def test_json_outputs_read_back_as_written(tmp_path, write, read):
+    content = {"auc": {"value": 0.75, "ci95": [0.6, 0.9]}, "n": 3, "included": ["007", "A 1"],
+               "note": None}
+    write(tmp_path, content)
+    assert read(tmp_path) == content
+
+
+def test_confusion_reads_back_and_a_foreign_one_is_refused(tmp_path):
+    rows = [{"model": "DL", "rule": "argmax", "threshold": 0.5, "tn": 3, "fp": 1, "fn": 0, "tp": 4},
+            {"model": "DL", "rule": "youden", "threshold": 0.37, "tn": 2, "fp": 2, "fn": 1,
+             "tp": 3}]
+    assert evaluation.read_confusion(tmp_path) is None
+    evaluation.write_confusion(tmp_path, rows)
+    pd.testing.assert_frame_equal(evaluation.read_confusion(tmp_path), pd.DataFrame(rows))
+    (tmp_path / evaluation.CONFUSION).write_text("model,tn\nDL,3\n", encoding="utf-8")
+    with pytest.raises(SarcogradeError) as caught:
+        evaluation.read_confusion(tmp_path)
+    assert "no column(s) rule, threshold, fp, fn, tp" in one_line(caught)
+
+
+def test_model_tables_read_back_as_written(tmp_path):
+    baselines = pd.DataFrame({"model": ["dl", "clinical"], "label": ["DL", "Clinical"],
+                              "n": [10, 10], "threshold": [0.5, 0.5], "auc": [0.8, 0.65]})
+    evaluation.write_baselines(tmp_path, baselines)
+    pd.testing.assert_frame_equal(evaluation.read_baselines(tmp_path), baselines)
+    table = baselines[["model", "n", "auc"]]
+    evaluation.write_table2(tmp_path, table, "Table 2\n\n| model | n |\n")
+    frame, markdown = evaluation.read_table2(tmp_path)
+    pd.testing.assert_frame_equal(frame, table)
+    assert markdown == "Table 2\n\n| model | n |\n"
+
+
+def test_delong_pairs_read_back_without_their_ci(tmp_path):
+    pairs = [{"a": "DL", "b": "clinical", "auc_a": 0.8, "auc_b": 0.65, "difference": 0.15,
+              "z": 1.2, "ci95": [-0.1, 0.4], "p": 0.23, "p_adjusted": 0.69},
+             {"a": "DL", "b": "volume", "p": None, "p_adjusted": None, "note": "one class"}]
+    evaluation.write_delong(tmp_path, pairs)
+    read = evaluation.read_delong(tmp_path)
+    assert list(read.columns) == list(evaluation.DELONG_COLUMNS)
+    assert read.iloc[0][["a", "b", "auc_a", "difference", "p_adjusted"]].tolist() == [
+        "DL", "clinical", 0.8, 0.15, 0.69]
+    assert read.iloc[1]["note"] == "one class" and read[["p", "z"]].iloc[1].isna().all()
+
+
+def test_baseline_predictions_read_back_as_written(tmp_path):
+    p = {"dl": np.array([0.2, 0.9]), "clinical": np.array([0.4, 0.6])}
+    evaluation.write_baseline_predictions(tmp_path, ["007", "B"], np.array([0, 1]), p)
+    read = evaluation.read_baseline_predictions(tmp_path)
+    assert read.columns.tolist() == ["patient_id", "label", "p_dl", "p_clinical"]
+    assert read["patient_id"].tolist() == ["007", "B"] and read["label"].tolist() == [0, 1]
+    np.testing.assert_array_equal(read["p_dl"], p["dl"])
+    np.testing.assert_array_equal(read["p_clinical"], p["clinical"])
+
+
+def test_cohort_table_reads_back_from_markdown_then_csv(tmp_path):
+    frame = pd.DataFrame({"characteristic": ["Age", "Grade high"], "Training": ["50", "10"],
+                          "Test": ["55", "4"]})
+    markdown = ("| characteristic | Training | Test |\n| --- | --- | --- |\n"
+                "| Age | 50 | 55 |\n| Grade high | 10 | 4 |\n\nMann-Whitney U test for age.\n")
+    evaluation.write_cohort_table(tmp_path, frame, markdown)
+    table = read_cohort_table(tmp_path)
+    assert table.header == list(frame.columns)
+    assert table.rows == frame.values.tolist() and table.notes == ["Mann-Whitney U test for age."]
+    (tmp_path / evaluation.COHORT_TABLE_MD).unlink()
+    from_csv = read_cohort_table(tmp_path)
+    assert from_csv.header == list(frame.columns)
+    assert [[str(c) for c in row] for row in from_csv.rows] == frame.values.tolist()
+
+
+def test_tumour_volumes_read_back_and_a_foreign_cache_is_ignored(tmp_path):
+    path = evaluation.tumour_volumes_path(tmp_path, "train")
+    assert path.name == "tumour_volumes_train.csv"
+    rows = [{"patient_id": "007", "sequence": "T1", "mask": "m.nii.gz", "key": "abc",
+             "voxels": 1234, "voxel_ml": 0.1 + 0.2, "volume_ml": 1234 * (0.1 + 0.2)}]
+    evaluation.write_tumour_volumes(path, rows)
+    hit = evaluation.read_tumour_volumes(path)[("007", "T1", "abc")]
+    assert {k: getattr(hit, k) for k in rows[0]} == rows[0]  # exact floats
+    path.write_text("patient_id,volume_ml\n007,3.1\n", encoding="utf-8")
+    assert evaluation.read_tumour_volumes(path) == {}

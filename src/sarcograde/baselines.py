@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from .artifacts import hash_path, write_csv
+from .artifacts import hash_path
 from .cohort import Patient
 from .console import progress
 from .errors import SarcogradeError
+from .formats.evaluation import read_tumour_volumes, write_tumour_volumes
 from .io import is_rtstruct, read_image, read_mask
 from .masks import MaskSource, mask_source
 from .splits import Split, make_splits
@@ -61,31 +62,14 @@ def _measure_volume(patient: Patient, source: MaskSource) -> tuple[int, float]:
     return voxels, voxel_ml
 
 
-CACHE_COLUMNS = ["patient_id", "sequence", "mask", "key", "voxels", "voxel_ml", "volume_ml"]
-
-
-def _read_volume_cache(cache: Path) -> dict:
-    """Cached rows by (patient, sequence, key); an unreadable or foreign file is ignored."""
-    if not cache.is_file():
-        return {}
-    try:
-        old = pd.read_csv(cache, dtype={"patient_id": str, "sequence": str, "key": str},
-                          float_precision="round_trip")  # exact floats: reruns give equal numbers
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return {}
-    if list(old.columns) != CACHE_COLUMNS:
-        return {}
-    return {(r.patient_id, r.sequence, r.key): r for r in old.itertuples()}
-
-
 def tumour_volumes(patients: list[Patient], sequence: str, cache: str | Path) -> dict[str, float]:
     """Tumour volume in ml per patient from the `sequence` mask, reusing `cache` (a CSV) if valid.
 
     Use one cache per cohort (patient ids may repeat between hospitals). The cache holds
-    `CACHE_COLUMNS`; a row is reused only when the mask (and, for an RTSTRUCT, the image and ROI)
-    is byte-identical.
+    `formats.evaluation.VOLUME_COLUMNS`; a row is reused only when the mask (and, for an
+    RTSTRUCT, the image and ROI) is byte-identical.
     """
-    known = _read_volume_cache(Path(cache))
+    known = read_tumour_volumes(cache)
     rows = []
     with progress() as bar:
         task = bar.add_task(f"tumour volumes ({sequence})", total=len(patients))
@@ -102,7 +86,7 @@ def tumour_volumes(patients: list[Patient], sequence: str, cache: str | Path) ->
                          "mask": str(source.mask), "key": key, "voxels": voxels,
                          "voxel_ml": voxel_ml, "volume_ml": voxels * voxel_ml})
             bar.advance(task)
-    write_csv(cache, pd.DataFrame(rows, columns=CACHE_COLUMNS))
+    write_tumour_volumes(cache, rows)
     return {r["patient_id"]: r["volume_ml"] for r in rows}
 
 

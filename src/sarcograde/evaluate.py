@@ -32,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from . import baselines as bl
-from .artifacts import RunRecord, save_figure, write_csv, write_json, write_text
+from .artifacts import RunRecord, save_figure
 from .cohort import Cohort, Patient, load_manifest
 from .cohort_table import cohort_table, to_markdown
 from .console import console, info, warn
 from .errors import SarcogradeError
+from .formats import evaluation as evaluation_format
 from .formats import predictions as predictions_format
 from .formats import run as run_format
 from .stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
@@ -671,10 +672,9 @@ def table2_markdown(models: dict[str, dict], delong: list[dict], cohort: str) ->
     return "\n".join(lines) + "\n"
 
 
-def _confusion_rows(entries: list[tuple[str, str, float, dict]]) -> pd.DataFrame:
-    return pd.DataFrame([{"model": model, "rule": rule, "threshold": threshold, **confusion}
-                         for model, rule, threshold, confusion in entries],
-                        columns=["model", "rule", "threshold", "tn", "fp", "fn", "tp"])
+def _confusion_rows(entries: list[tuple[str, str, float, dict]]) -> list[dict]:
+    return [{"model": model, "rule": rule, "threshold": threshold, **confusion}
+            for model, rule, threshold, confusion in entries]
 
 
 def _cell(entry: dict) -> str:
@@ -702,8 +702,8 @@ def print_summary(models: dict[str, dict], cohort: str = "test cohort") -> None:
 
 def _remove_stale(out: Path, keep: set[str]) -> None:
     """Delete the optional outputs of an earlier run that are not in `keep`."""
-    optional = [*out.glob("km_*.png"), out / "roc.png", out / "cohort_table.csv",
-                out / "cohort_table.md", out / "calibration_models.png"]
+    optional = [*out.glob("km_*.png"), out / "roc.png", out / evaluation_format.COHORT_TABLE_CSV,
+                out / evaluation_format.COHORT_TABLE_MD, out / "calibration_models.png"]
     for path in optional:
         if path.name not in keep:
             path.unlink(missing_ok=True)
@@ -852,9 +852,9 @@ def run(args) -> int:
                      "grade left out of the baselines and the cohort table")
             # --baseline-predictions predicts every test patient, so measure all their volumes
             measured = list(test_cohort) if args.baseline_predictions is not None else included
-            volumes = (bl.tumour_volumes(train_patients, sequence,
-                                         args.out / "tumour_volumes_train.csv"),
-                       bl.tumour_volumes(measured, sequence, args.out / "tumour_volumes_test.csv"))
+            cache = evaluation_format.tumour_volumes_path
+            volumes = (bl.tumour_volumes(train_patients, sequence, cache(args.out, "train")),
+                       bl.tumour_volumes(measured, sequence, cache(args.out, "test")))
             baselines, baseline_p, fits = run_baselines(args, train_patients, included, volumes,
                                                         y, p, indices)
             metrics["baselines"] = baselines
@@ -911,23 +911,20 @@ def run(args) -> int:
         _remove_stale(args.out, keep=set(km_figures)
                       | ({"roc.png"} if dl["auc"]["value"] is not None else set())
                       | ({"calibration_models.png"} if len(models) > 1 else set())
-                      | ({"cohort_table.csv", "cohort_table.md"} if table is not None else set()))
-        write_json(args.out / "patient_flow.json", flow)
-        write_json(args.out / "metrics.json", metrics)
-        write_csv(args.out / "confusion.csv", _confusion_rows(confusion))
-        write_csv(args.out / "baselines.csv", _model_rows(models))
-        write_csv(args.out / "table2.csv", table2(metrics["models"]))
-        write_text(args.out / "table2.md", table2_markdown(metrics["models"], metrics["delong"],
-                                                           cohort))
-        write_csv(args.out / "delong.csv", pd.DataFrame(
-            [{k: v for k, v in pair.items() if k != "ci95"} for pair in metrics["delong"]],
-            columns=["a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note"]))
-        write_csv(args.out / "baseline_predictions.csv", pd.DataFrame(
-            {"patient_id": [pt.patient_id for pt in included], "label": y,
-             **{f"p_{key}": prob for key, prob in probabilities.items()}}))
-        write_json(args.out / "survival.json", survival)
+                      | ({evaluation_format.COHORT_TABLE_CSV, evaluation_format.COHORT_TABLE_MD}
+                         if table is not None else set()))
+        evaluation_format.write_patient_flow(args.out, flow)
+        evaluation_format.write_metrics(args.out, metrics)
+        evaluation_format.write_confusion(args.out, _confusion_rows(confusion))
+        evaluation_format.write_baselines(args.out, _model_rows(models))
+        evaluation_format.write_table2(args.out, table2(metrics["models"]), table2_markdown(
+            metrics["models"], metrics["delong"], cohort))
+        evaluation_format.write_delong(args.out, metrics["delong"])
+        evaluation_format.write_baseline_predictions(
+            args.out, [pt.patient_id for pt in included], y, probabilities)
+        evaluation_format.write_survival(args.out, survival)
         for path, frame in baseline_files.items():
-            write_csv(path, frame)
+            predictions_format.write_predictions(path, frame)
         for name, fig in km_figures.items():
             save_figure(fig, args.out / name)
         if dl["auc"]["value"] is not None:
@@ -944,8 +941,8 @@ def run(args) -> int:
                         args.out / "calibration_models.png")
         if table is not None:
             frame, footnote = table
-            write_csv(args.out / "cohort_table.csv", frame)
-            write_text(args.out / "cohort_table.md", to_markdown(frame, footnote, names))
+            evaluation_format.write_cohort_table(args.out, frame, to_markdown(frame, footnote,
+                                                                              names))
 
     for path in baseline_files:
         info(f"wrote baseline predictions {path}")

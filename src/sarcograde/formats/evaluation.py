@@ -1,7 +1,8 @@
 """What `evaluate` writes into EVAL (docs/artifacts.md), as the report and the demo read it:
 metrics.json (one model's, or several models' with their DeLong comparisons), patient_flow.json,
 survival.json, Table 1 and the other CSV outputs and figures; and an estimate `{"value", "ci95"}`
-of metrics.json in words."""
+of metrics.json in words. Each file's name is a constant here, used by its writer and its reader;
+the figures are saved by evaluate (`artifacts.save_figure`) and read with `read_figure`."""
 
 from __future__ import annotations
 
@@ -12,17 +13,33 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from ..artifacts import write_csv, write_json, write_text
 from ..errors import SarcogradeError
 from .common import read_csv_file, read_json_file, read_json_object
 
 RERUN = "evaluate"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+METRICS = "metrics.json"
+PATIENT_FLOW = "patient_flow.json"
+SURVIVAL = "survival.json"
+CONFUSION = "confusion.csv"
+BASELINES = "baselines.csv"
+TABLE2_CSV, TABLE2_MD = "table2.csv", "table2.md"
+DELONG = "delong.csv"
+BASELINE_PREDICTIONS = "baseline_predictions.csv"
+COHORT_TABLE_CSV, COHORT_TABLE_MD = "cohort_table.csv", "cohort_table.md"
+TUMOUR_VOLUMES = "tumour_volumes_{cohort}.csv"  # cohort: train | test
+
+CONFUSION_COLUMNS = ("model", "rule", "threshold", "tn", "fp", "fn", "tp")
+DELONG_COLUMNS = ("a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note")
+VOLUME_COLUMNS = ("patient_id", "sequence", "mask", "key", "voxels", "voxel_ml", "volume_ml")
+
 
 def read_metrics(eval_dir: str | Path, key: str = "auc") -> dict:
     """EVAL/metrics.json, an object holding `key`: `auc` for one model's evaluation, `models`
     for an evaluation that compared several (see `read_model_metrics`)."""
-    path = Path(eval_dir) / "metrics.json"
+    path = Path(eval_dir) / METRICS
     if not path.is_file():
         raise SarcogradeError("no metrics.json: run `sarcograde evaluate` first", path=eval_dir)
     metrics = read_json_file(path, RERUN)
@@ -35,7 +52,7 @@ def read_model_metrics(eval_dir: str | Path) -> dict:
     """The metrics.json of an evaluation of several models: `models` a non-empty mapping of
     model -> metrics, `delong` (optional) a list of pairwise comparisons {a, b, p, ...}."""
     metrics = read_metrics(eval_dir, "models")
-    path = Path(eval_dir) / "metrics.json"
+    path = Path(eval_dir) / METRICS
     models, delong = metrics["models"], metrics.get("delong", [])
     if not isinstance(models, dict) or not models:
         raise SarcogradeError("'models' is empty or not a mapping", path=path)
@@ -52,7 +69,7 @@ def compares_models(eval_dir: str | Path) -> bool:
     """True for an EVAL that compared several prediction files (`evaluate --predictions A B`):
     more than one entry of `models` names its `predictions`, or `models` comes without the
     one-model `auc`. A one-model evaluation lists its baselines under `models` too."""
-    path = Path(eval_dir) / "metrics.json"
+    path = Path(eval_dir) / METRICS
     metrics = read_json_file(path, RERUN) if path.is_file() else None
     models = metrics.get("models") if isinstance(metrics, dict) else None
     if not isinstance(models, dict) or len(models) < 2:
@@ -69,6 +86,115 @@ def read_output_json(path: str | Path) -> dict | None:
 def read_output_csv(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
     """confusion.csv, baselines.csv, cohort_table.csv, ..."""
     return read_csv_file(Path(path), required)
+
+
+def write_metrics(eval_dir: str | Path, metrics: dict) -> None:
+    write_json(Path(eval_dir) / METRICS, metrics)
+
+
+def read_patient_flow(eval_dir: str | Path) -> dict | None:
+    return read_output_json(Path(eval_dir) / PATIENT_FLOW)
+
+
+def write_patient_flow(eval_dir: str | Path, flow: dict) -> None:
+    write_json(Path(eval_dir) / PATIENT_FLOW, flow)
+
+
+def read_survival(eval_dir: str | Path) -> dict | None:
+    return read_output_json(Path(eval_dir) / SURVIVAL)
+
+
+def write_survival(eval_dir: str | Path, survival: dict) -> None:
+    write_json(Path(eval_dir) / SURVIVAL, survival)
+
+
+def read_confusion(eval_dir: str | Path) -> pd.DataFrame | None:
+    """confusion.csv; None where the file is absent."""
+    path = Path(eval_dir) / CONFUSION
+    return read_output_csv(path, CONFUSION_COLUMNS) if path.is_file() else None
+
+
+def write_confusion(eval_dir: str | Path, rows: list[dict]) -> None:
+    """One row {model, rule, threshold, tn, fp, fn, tp} per model and threshold rule."""
+    write_csv(Path(eval_dir) / CONFUSION, pd.DataFrame(rows, columns=list(CONFUSION_COLUMNS)))
+
+
+def read_baselines(eval_dir: str | Path) -> pd.DataFrame:
+    return read_output_csv(Path(eval_dir) / BASELINES, ("model", "label", "n", "threshold"))
+
+
+def write_baselines(eval_dir: str | Path, frame: pd.DataFrame) -> None:
+    write_csv(Path(eval_dir) / BASELINES, frame)
+
+
+def read_table2(eval_dir: str | Path) -> tuple[pd.DataFrame, str]:
+    """Table 2 as table2.csv's frame and table2.md's text."""
+    path = Path(eval_dir) / TABLE2_MD
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SarcogradeError(f"cannot read Table 2 ({exc})", path=path) from None
+    return read_output_csv(Path(eval_dir) / TABLE2_CSV, ("model", "n")), text
+
+
+def write_table2(eval_dir: str | Path, table: pd.DataFrame, markdown: str) -> None:
+    write_csv(Path(eval_dir) / TABLE2_CSV, table)
+    write_text(Path(eval_dir) / TABLE2_MD, markdown)
+
+
+def read_delong(eval_dir: str | Path) -> pd.DataFrame:
+    return read_output_csv(Path(eval_dir) / DELONG, DELONG_COLUMNS)
+
+
+def write_delong(eval_dir: str | Path, pairs: list[dict]) -> None:
+    """metrics.json's `delong` pairs, one row each, without their CI."""
+    write_csv(Path(eval_dir) / DELONG, pd.DataFrame(
+        [{k: v for k, v in pair.items() if k != "ci95"} for pair in pairs],
+        columns=list(DELONG_COLUMNS)))
+
+
+def read_baseline_predictions(eval_dir: str | Path) -> pd.DataFrame:
+    return read_csv_file(Path(eval_dir) / BASELINE_PREDICTIONS, ("patient_id", "label"),
+                         BASELINE_PREDICTIONS, dtype={"patient_id": str})
+
+
+def write_baseline_predictions(eval_dir: str | Path, patient_ids: list[str], labels: Any,
+                               probabilities: dict[str, Any]) -> None:
+    """patient_id, label, then p_<key> per model key."""
+    write_csv(Path(eval_dir) / BASELINE_PREDICTIONS, pd.DataFrame(
+        {"patient_id": patient_ids, "label": labels,
+         **{f"p_{key}": p for key, p in probabilities.items()}}))
+
+
+def write_cohort_table(eval_dir: str | Path, frame: pd.DataFrame, markdown: str) -> None:
+    """Table 1 as cohort_table.csv and cohort_table.md (with its notes); see read_cohort_table."""
+    write_csv(Path(eval_dir) / COHORT_TABLE_CSV, frame)
+    write_text(Path(eval_dir) / COHORT_TABLE_MD, markdown)
+
+
+def tumour_volumes_path(eval_dir: str | Path, cohort: str) -> Path:
+    """The tumour-volume cache of the `train` or `test` cohort."""
+    return Path(eval_dir) / TUMOUR_VOLUMES.format(cohort=cohort)
+
+
+def read_tumour_volumes(path: str | Path) -> dict:
+    """Cached rows (VOLUME_COLUMNS) by (patient, sequence, key); an unreadable or foreign file
+    is ignored (it is a cache: the volumes are measured again)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        old = pd.read_csv(path, dtype={"patient_id": str, "sequence": str, "key": str},
+                          float_precision="round_trip")  # exact floats: reruns give equal numbers
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return {}
+    if tuple(old.columns) != VOLUME_COLUMNS:
+        return {}
+    return {(r.patient_id, r.sequence, r.key): r for r in old.itertuples()}
+
+
+def write_tumour_volumes(path: str | Path, rows: list[dict]) -> None:
+    write_csv(path, pd.DataFrame(rows, columns=list(VOLUME_COLUMNS)))
 
 
 def read_figure(path: str | Path) -> bytes:
@@ -105,7 +231,7 @@ def parse_markdown_table(text: str) -> CohortTable:
 def read_cohort_table(eval_dir: str | Path) -> CohortTable | None:
     """Table 1: cohort_table.md (it has the test notes), else cohort_table.csv; None if
     neither."""
-    md_path, csv_path = Path(eval_dir) / "cohort_table.md", Path(eval_dir) / "cohort_table.csv"
+    md_path, csv_path = Path(eval_dir) / COHORT_TABLE_MD, Path(eval_dir) / COHORT_TABLE_CSV
     if md_path.is_file():
         try:
             return parse_markdown_table(md_path.read_text(encoding="utf-8"))

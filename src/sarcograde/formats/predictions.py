@@ -43,7 +43,8 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return checked_probabilities(frame, Path(path))
 
 
-def write_predictions(path: str | Path, rows: list[dict]) -> pd.DataFrame:
+def write_predictions(path: str | Path, rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """patient_id, p_high, predicted (and whatever else a stage adds), as `rows` gives them."""
     frame = pd.DataFrame(rows)
     write_csv(path, frame)
     return frame

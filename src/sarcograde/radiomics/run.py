@@ -20,12 +20,12 @@ from ..console import info, warn
 from ..errors import SarcogradeError
 from ..formats.radiomics import (MODELS, FoldModel, RadiomicsModels, read_radiomics_models,
                                  write_radiomics_models)
+from ..formats.predictions import write_predictions
+from ..formats.run import read_cv_predictions, write_cv_predictions
 from ..splits import make_splits
 from .extract import read_features
 from .model import RadiomicsFit, fit_cv, selected_features
 from .settings import Settings
-
-CV_COLUMNS = ["patient_id", "repeat", "fold", "label", "p_high"]
 
 
 def _named(ids: list[str], limit: int = 5) -> str:
@@ -79,7 +79,7 @@ def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, 
                                         "seed": seed, "stratify": "grade",
                                         "adaptation": adaptation,
                                         "splits": [s.as_dict() for s in splits]})
-        write_csv(out / "cv_predictions.csv", fit.cv_predictions[CV_COLUMNS])
+        write_cv_predictions(out / "cv_predictions.csv", fit.cv_predictions)
         selected = pd.concat(
             [selected_features(m, fit.columns).rename_axis("feature").rename("coefficient")
              .reset_index().assign(model=s.name) for s, m in zip(splits, fit.models)],
@@ -93,7 +93,7 @@ def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, 
 
 def load_run(run: Path) -> RadiomicsFit:
     stored = read_radiomics_models(run)
-    cv = pd.read_csv(run / "cv_predictions.csv", dtype={"patient_id": str})
+    cv = read_cv_predictions(run / "cv_predictions.csv")
     return RadiomicsFit(stored.columns, stored.splits, stored.models, cv)
 
 
@@ -119,6 +119,6 @@ def predict_run(run: Path, features_path: Path, out: Path) -> pd.DataFrame:
                    config={"run": str(run.resolve()), "aggregate": "logits",
                            "models": [s.name for s in fit.splits]},
                    inputs={"features": features_path, "models": run / MODELS}):
-        write_csv(out, frame)
+        write_predictions(out, frame)
     info(f"radiomics predict: {len(frame)} patients -> {out}")
     return frame

@@ -21,7 +21,7 @@ from ..console import info
 from ..errors import SarcogradeError
 from . import evaluation, study
 from .format import format_ci, format_estimate, format_number, format_p
-from ..formats.evaluation import compares_models
+from ..formats.evaluation import METRICS, compares_models
 from .inputs import ReportInputs, StudyInputs
 from .methods import methods_paragraph
 from .render import render, write_page
@@ -52,7 +52,7 @@ def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=Non
                                   path=eval_dir)
         page = render_study_report(StudyInputs.from_evaluation(Path(eval_dir)), title)
         return write_page(out, page, config={"eval": str(eval_dir), "title": title},
-                          inputs={"metrics": Path(eval_dir) / "metrics.json"})
+                          inputs={"metrics": Path(eval_dir) / METRICS})
     inputs = ReportInputs(Path(eval_dir), explain_dir=explain_dir, run_dir=run_dir,
                           cache_dir=cache_dir)
     page = render_report(inputs, title)
@@ -60,7 +60,7 @@ def build_report(eval_dir, out, *, explain_dir=None, run_dir=None, cache_dir=Non
                "cache": inputs.cache_dir}
     config = {name: str(folder) if folder else None for name, folder in folders.items()}
     return write_page(out, page, config={**config, "title": title},
-                      inputs={"metrics": inputs.eval_dir / "metrics.json"})
+                      inputs={"metrics": inputs.eval_dir / METRICS})
 
 
 def build_study_report(study_dir, out=None, *, title: str | None = None) -> Path:
@@ -69,7 +69,7 @@ def build_study_report(study_dir, out=None, *, title: str | None = None) -> Path
     page = render_study_report(inputs, title)
     out = Path(out) if out is not None else inputs.folder / "report.html"
     return write_page(out, page, config={"study": str(inputs.folder), "title": title},
-                      inputs={f"metrics_{site}": folder.folder / "metrics.json"
+                      inputs={f"metrics_{site}": folder.folder / METRICS
                               for site, folder in inputs.sites.items()})
 
 

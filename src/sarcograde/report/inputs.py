@@ -17,8 +17,9 @@ import pandas as pd
 
 from ..errors import SarcogradeError
 from ..formats.cache import read_cache_config
-from ..formats.evaluation import (CohortTable, read_cohort_table, read_figure, read_metrics,
-                                  read_model_metrics, read_output_csv, read_output_json)
+from ..formats.evaluation import (CohortTable, read_cohort_table, read_confusion, read_figure,
+                                  read_metrics, read_model_metrics, read_patient_flow,
+                                  read_survival)
 from ..formats.predictions import read_attention
 from ..formats.records import read_record, record_path
 from ..formats.run import read_folds, read_history, read_run_config
@@ -70,12 +71,10 @@ def load_evaluation(folder: Path, *, models: bool = False) -> EvaluationFolder:
     evaluation of several (metrics.json `models` and `delong`)."""
     folder = Path(folder)
     metrics = read_model_metrics(folder) if models else read_metrics(folder)
-    confusion = folder / "confusion.csv"
     return EvaluationFolder(
         folder=folder, metrics=metrics, record=read_record(record_path(folder)),
-        flow=read_output_json(folder / "patient_flow.json"),
-        survival=read_output_json(folder / "survival.json"), cohort=read_cohort_table(folder),
-        confusion=read_output_csv(confusion) if confusion.is_file() else None,
+        flow=read_patient_flow(folder), survival=read_survival(folder),
+        cohort=read_cohort_table(folder), confusion=read_confusion(folder),
         figures={p.name: png_data_uri(p) for p in sorted(folder.glob("*.png"))})
 
 

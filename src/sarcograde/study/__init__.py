@@ -14,9 +14,10 @@ from pathlib import Path
 import yaml
 
 from .. import executors
-from ..artifacts import read_json, write_text
+from ..artifacts import write_text
 from ..console import console, info
 from ..errors import SarcogradeError
+from ..formats.evaluation import read_model_metrics
 from .plan import POOLED, STAGES, Layout, build_steps, evaluated_sites
 from .runner import run_steps
 from .spec import RADIOMICS, Study, load_study
@@ -42,11 +43,7 @@ def external_aucs(layout: Layout, sites: list[str]) -> dict[str, dict[str, dict]
     """{site: {model: {"value", "ci95"}}} read from each site's metrics.json."""
     out = {}
     for site in sites:
-        path = layout.evaluate(site) / "metrics.json"
-        metrics = read_json(path)
-        if "models" not in metrics:
-            raise SarcogradeError("metrics.json has no 'models' block: this evaluate predates "
-                                  "the multi-model form", path=path)
+        metrics = read_model_metrics(layout.evaluate(site))
         out[site] = {name: block.get("auc", {}) for name, block in metrics["models"].items()}
     return out
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cohort import is_missing, read_table
+from ..formats.evaluation import METRICS
 from .runner import Step
 from .spec import BASELINES, RADIOMICS, Study
 from .target import target_manifest
@@ -210,7 +211,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         steps.append(Step(f"evaluate/{site}", "evaluate",
                           [*files, manifests[site], manifests["train"],
                            *_run_files(reference_run)],
-                          [layout.evaluate(site) / "metrics.json",
+                          [layout.evaluate(site) / METRICS,
                            *[layout.predict(site) / f"{m}.csv" for m in baselines]],
                           ["evaluate", *[a for m, f in zip(files_of, files)
                                          for a in ("--predictions", f"{m}={f}")],
@@ -223,7 +224,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                           [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in files_of],
                            *[manifests[s] for s in study.test], manifests["train"],
                            *_run_files(reference_run)],
-                          [layout.evaluate(POOLED) / "metrics.json"],
+                          [layout.evaluate(POOLED) / METRICS],
                           ["evaluate", *[a for m in files_of
                                          for a in ("--predictions", f"{m}={template / m}.csv")],
                            *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
@@ -241,7 +242,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     explained = [layout.explain(site, seq) / "attention.csv"
                  for site in study.test for seq in study.sequences] if "dl" in study.models else []
     steps.append(Step("report", "report",
-                      [layout.evaluate(s) / "metrics.json" for s in evaluated_sites(study)]
+                      [layout.evaluate(s) / METRICS for s in evaluated_sites(study)]
                       + explained,
                       [layout.report],
                       ["report", "--study", str(layout.out), "--out", str(layout.report),

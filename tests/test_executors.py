@@ -76,7 +76,7 @@ def test_preprocess_on_ray_writes_the_local_bytes_and_reports_a_failing_patient(
     capsys.readouterr()
     assert preprocess(manifest, on_ray, "--executor", "ray") == 1
     err = capsys.readouterr().err
-    assert err.count("failed: BAD: ") == 1 and "mask is not on the image grid" in err
+    assert err.count("failed: BAD: ") == 1 and "mask is not on the grid of the image" in err
     npz = sorted(p.name for p in (local / "patients").glob("*.npz"))
     assert npz == ["P1.npz", "P2.npz", "P3.npz"]
     assert sorted(p.name for p in (on_ray / "patients").glob("*.npz")) == npz

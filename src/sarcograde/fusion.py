@@ -23,6 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from .artifacts import RunRecord, read_json, write_csv, write_json
 from .console import info, warn
 from .errors import SarcogradeError
+from .formats.predictions import read_predictions
+from .formats.run import read_cv_predictions
 
 MODEL_NAME = "DL-fusion"
 # Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
@@ -54,29 +56,9 @@ def _named_paths(values: list[str], flag: str) -> dict[str, Path]:
     return out
 
 
-def _read(path: Path, columns: set[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise SarcogradeError("file not found", path=path)
-    try:
-        frame = pd.read_csv(path, dtype={"patient_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SarcogradeError(f"cannot parse CSV ({str(exc).splitlines()[0]})", path=path) from None
-    missing = columns - set(frame.columns)
-    if missing:
-        raise SarcogradeError(f"missing column(s) {', '.join(sorted(missing))}", path=path)
-    p = pd.to_numeric(frame["p_high"], errors="coerce")
-    bad = ~p.between(0, 1)
-    if bad.any():
-        raise SarcogradeError(f"p_high {frame['p_high'][bad].iloc[0]!r} is not a probability",
-                              patient=str(frame["patient_id"][bad].iloc[0]), path=path)
-    frame["p_high"] = p
-    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
-    return frame
-
-
 def out_of_fold_margins(cv_predictions: Path) -> pd.DataFrame:
     """One row per training patient: label and the margin averaged over the CV repeats."""
-    frame = _read(cv_predictions, {"patient_id", "repeat", "fold", "label", "p_high"})
+    frame = read_cv_predictions(cv_predictions)
     frame["margin"] = margin(frame["p_high"])
     grouped = frame.groupby("patient_id", sort=True)
     if (grouped["label"].nunique() > 1).any():
@@ -174,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         raise SarcogradeError("fusion model.json not found", path=args.model)
     model = read_json(args.model)
     paths = _named_paths(args.predictions, "--predictions")
-    frames = {seq: _read(path, {"patient_id", "p_high"}) for seq, path in paths.items()}
+    frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():
         twice = frame["patient_id"][frame["patient_id"].duplicated()]
         if len(twice):

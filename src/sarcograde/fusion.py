@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from .artifacts import RunRecord, read_json, write_csv, write_json
+from .artifacts import RunRecord, write_csv, write_json
 from .console import info, warn
 from .errors import SarcogradeError
+from .formats.common import read_json_object
 from .formats.predictions import read_predictions
 from .formats.run import read_cv_predictions
 
@@ -154,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model.is_file():
         raise SarcogradeError("fusion model.json not found", path=args.model)
-    model = read_json(args.model)
+    model = read_json_object(args.model, "fusion fit")
+    if model.get("model") != MODEL_NAME or not {"sequences", "models"} <= set(model):
+        raise SarcogradeError("not a fusion model.json (written by `sarcograde fusion fit`)",
+                              path=args.model)
     paths = _named_paths(args.predictions, "--predictions")
     frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():

@@ -17,7 +17,7 @@ from .. import executors
 from ..artifacts import write_text
 from ..console import console, info
 from ..errors import SarcogradeError
-from ..formats.evaluation import read_model_metrics
+from ..formats.evaluation import format_estimate, read_model_metrics
 from .plan import POOLED, STAGES, Layout, build_steps, evaluated_sites
 from .runner import run_steps
 from .spec import RADIOMICS, Study, load_study
@@ -51,8 +51,6 @@ def external_aucs(layout: Layout, sites: list[str]) -> dict[str, dict[str, dict]
 def run_study(path: str | Path, out: str | Path, *, jobs: int = 1, until: str = STAGES[-1],
               executor: tuple[str, ...] = ()) -> dict:
     """Run (or resume) the study; returns {"state": study.json, "auc": external_aucs or {}}."""
-    from ..report import format_estimate
-
     study = load_study(path)
     layout = Layout(Path(out))
     layout.out.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # Stages whose --out is a folder and stages whose --out is one file (locked by its own name).
+FOLDER, FILE = "folder", "file"
 FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "explain", "study", "demo")
 FILE_OUTPUT = ("import", "predict", "report")
+# Commands with actions: which of them write a folder and which one file.
+ACTION_OUTPUT = {"radiomics": {"extract": FOLDER, "fit": FOLDER, "predict": FILE},
+                 "fusion": {"fit": FOLDER, "apply": FILE}}
 # Out of space or quota: a one-line message, not a traceback, from wherever the write failed.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -70,9 +74,10 @@ def output_lock(args: argparse.Namespace):
         from .check import output_folder
 
         return lock(output_folder(args))
-    if args.command in FOLDER_OUTPUT:
+    action = ACTION_OUTPUT.get(args.command, {}).get(getattr(args, "action", None))
+    if args.command in FOLDER_OUTPUT or action == FOLDER:
         return lock(args.out)
-    if args.command in FILE_OUTPUT:
+    if args.command in FILE_OUTPUT or action == FILE:
         if args.out is None:  # report's default: report.html in the folder it reads
             folder = getattr(args, "eval_dir", None) or getattr(args, "study", None)
             if folder is None:  # the stage itself says what is missing

@@ -18,6 +18,7 @@ from sarcograde.cli import main
 from sarcograde.config import load_config
 from sarcograde.data import load_slices
 from sarcograde.errors import SarcogradeError
+from sarcograde.formats.run import HISTORY_COLUMNS
 from sarcograde.splits import make_splits
 from fakes import cohort, graded_cache
 
@@ -109,7 +110,7 @@ def test_learns_the_planted_grade_signal(tmp_path):
     for k in range(3):
         fold = run / f"fold_{k:02d}"
         history = pd.read_csv(fold / "history.csv")
-        assert list(history.columns) == list(train_mod.HISTORY_COLUMNS)
+        assert list(history.columns) == list(HISTORY_COLUMNS)
         assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
         assert (fold / "learning_curve.png").stat().st_size > 0
         assert not (fold / train_mod.CHECKPOINT).exists()

@@ -36,9 +36,8 @@ from .data import AugmentParams, SliceSet, augment_batch, epoch_generator, epoch
 from .ensemble import PRECISIONS, autocast, patients_p_high, resolve_precision
 from .errors import SarcogradeError
 from .formats import run as run_format
-from .formats.run import (HISTORY_COLUMNS, Folds, read_checkpoint, read_cv_predictions,  # noqa: F401
-                          read_run_config, write_checkpoint, write_folds,
-                          write_history, write_run_config)
+from .formats.run import (Folds, read_checkpoint, read_cv_predictions, read_run_config,
+                          write_checkpoint, write_folds, write_history, write_run_config)
 from .model import resolve_device
 from .splits import Split, make_splits
 

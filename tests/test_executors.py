@@ -53,8 +53,11 @@ def test_without_the_extra_the_ray_executor_is_a_one_line_error(monkeypatch, tmp
                  "--executor", "ray"]) != 0
     assert main(["train", str(tmp_path / "cache"), "--out", str(tmp_path / "r"),
                  "--ray-address", "auto"]) != 0
+    assert main(["train", str(tmp_path / "cache"), "--out", str(tmp_path / "r"),
+                 "--ray-dashboard"]) != 0
     err = capsys.readouterr().err
     assert "--ray-address needs --executor ray" in err
+    assert "--ray-dashboard needs --executor ray" in err
     assert "pip install 'sarcograde[cluster]'" in err
 
 

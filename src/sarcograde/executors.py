@@ -39,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_arguments(args: argparse.Namespace) -> "RayExecutor | None":
     """The executor the command line asked for; None is the local executor."""
     if args.executor == "local":
-        if args.ray_address:
-            raise SarcogradeError("--ray-address needs --executor ray")
+        for flag, given in (("--ray-address", args.ray_address),
+                            ("--ray-dashboard", args.ray_dashboard)):
+            if given:
+                raise SarcogradeError(f"{flag} needs --executor ray")
         return None
     _import_ray()  # a missing extra is an error now, not after the inputs were read
     return RayExecutor(args.ray_address, dashboard=args.ray_dashboard)

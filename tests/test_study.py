@@ -137,6 +137,12 @@ def test_a_rerun_skips_finished_steps_and_redoes_what_changed(cohorts, tmp_path)
     assert cli.main(["study", str(path), "--out", str(out), "--until", "check"]) == 0
     state = json.loads((out / "study.json").read_text())
     assert state["runs"][0]["ran"] == ["check/train", "check/siteB", "check/siteC"]
+    # the resolved study, which the report's methods paragraph reads from study.json
+    study = load_study(path)
+    assert state["config"]["train"] == str(study.train)
+    assert list(state["config"]["test"]) == ["siteB", "siteC"]
+    assert state["config"]["sequences"] == study.sequences
+    assert state["config"]["seed"] == study.seed
     assert (out / "check" / "siteB" / "qa.csv").is_file()
 
     assert cli.main(["study", str(path), "--out", str(out), "--until", "check"]) == 0

@@ -58,7 +58,7 @@ def run_study(path: str | Path, out: str | Path, *, jobs: int = 1, until: str = 
     steps = build_steps(study, layout, jobs=jobs, until=until, executor=executor)
     info(f"study {study.path}: {len(study.sequences)} sequence(s), {len(study.test)} external "
          f"site(s), models {', '.join(study.model_names())}, {len(steps)} steps -> {layout.out}")
-    state = run_steps(steps, layout.state)
+    state = run_steps(steps, layout.state, config=study.as_dict())
     console.rule("[bold]study finished")
     if STAGES.index(until) < STAGES.index("evaluate"):
         return {"state": state, "auc": {}}

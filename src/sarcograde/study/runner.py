@@ -74,12 +74,15 @@ def run_stage(argv: list[str]) -> int:
             return int(exc.code or 0) if not isinstance(exc.code, str) else 2
 
 
-def run_steps(steps: list[Step], state_path: Path) -> dict:
-    """Run (or skip) every step; returns the state written to `state_path`."""
+def run_steps(steps: list[Step], state_path: Path, config: dict | None = None) -> dict:
+    """Run (or skip) every step; returns the state written to `state_path`, with `config` (the
+    study as resolved from its YAML, which the report's methods read) under "config"."""
     names = [s.name for s in steps]
     if len(set(names)) != len(names):
         raise ValueError("step names must be unique")
     state = read_json(state_path) if state_path.is_file() else {"steps": {}, "runs": []}
+    if config is not None:
+        state["config"] = config
     log = {"start": now(), "ran": [], "skipped": []}
     state["runs"].append(log)
     start = time.perf_counter()

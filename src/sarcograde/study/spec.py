@@ -60,6 +60,13 @@ class Study:
             names += [f"radiomics-{seq}" for seq in self.sequences]
         return names + [m for m in BASELINES if m in self.models]
 
+    def as_dict(self) -> dict[str, Any]:
+        """The study as resolved (defaults filled in, paths absolute or as given), for
+        study.json's `config`."""
+        return {"train": str(self.train), "test": {site: str(m) for site, m in self.test.items()},
+                "sequences": list(self.sequences), "target": self.target, "preset": self.preset,
+                "models": list(self.models), "seed": self.seed, "overrides": self.overrides}
+
     @property
     def config_overrides(self) -> dict[str, dict]:
         """The overrides that are preset sections (preprocess, model, train)."""

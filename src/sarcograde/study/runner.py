@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..artifacts import hash_config, hash_path, now, read_json, write_json
+from ..artifacts import hash_config, hash_path, now, write_json
 from ..console import console, info
 from ..errors import SarcogradeError
+from ..formats.common import read_json_object
 
 # Flags that change how fast or where a stage runs, never what it writes: left out of the key
 # (the executors give the same results); options with a value, then switches.
@@ -80,7 +81,9 @@ def run_steps(steps: list[Step], state_path: Path, config: dict | None = None) -
     names = [s.name for s in steps]
     if len(set(names)) != len(names):
         raise ValueError("step names must be unique")
-    state = read_json(state_path) if state_path.is_file() else {"steps": {}, "runs": []}
+    state = read_json_object(state_path) if state_path.is_file() else {}
+    state.setdefault("steps", {})
+    state.setdefault("runs", [])
     if config is not None:
         state["config"] = config
     log = {"start": now(), "ran": [], "skipped": []}

@@ -150,6 +150,14 @@ def read_features(path: Path) -> pd.DataFrame:
         raise SarcogradeError(f"non-numeric feature value: {exc}", path=path) from None
 
 
+def _stored_config(path: Path) -> dict | None:
+    """The config.json of an earlier extraction; None when damaged (then it counts as changed)."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
 def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
             jobs: int = 1) -> int:
     """The whole stage; returns the exit status (1 when a patient failed)."""
@@ -163,7 +171,7 @@ def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
              for p in cohort]
     # A features.csv from other settings must not outlive them if this run is interrupted.
     config_path = out / "config.json"
-    if config_path.exists() and read_json(config_path) != json.loads(json.dumps(config)):
+    if config_path.exists() and _stored_config(config_path) != json.loads(json.dumps(config)):
         (out / "features.csv").unlink(missing_ok=True)
     with RunRecord(out, config=config, inputs={"manifest": manifest}) as record:
         info(f"radiomics extract: {len(tasks)} patients, sequence {sequence}, {jobs} job(s) "

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from ..artifacts import RunRecord, hash_config, hash_path, read_json, write_csv, write_json
+from ..artifacts import RunRecord, hash_config, hash_path, write_csv, write_json
 from ..cohort import load_manifest
 from ..console import info, warn
 from ..errors import SarcogradeError
+from ..formats.common import read_json_object
 from ..formats.radiomics import (MODELS, FoldModel, RadiomicsModels, read_radiomics_models,
                                  write_radiomics_models)
 from ..formats.predictions import write_predictions
@@ -51,7 +52,7 @@ def training_labels(features: pd.DataFrame, manifest: Path) -> pd.Series:
 def _extraction_config(features_path: Path) -> dict | None:
     """The extraction's config.json beside features.csv, recorded with the run (None if absent)."""
     path = features_path.parent / "config.json"
-    return read_json(path) if path.is_file() else None
+    return read_json_object(path, "radiomics extract") if path.is_file() else None
 
 
 def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, *,

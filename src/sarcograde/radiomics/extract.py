@@ -69,11 +69,11 @@ def read_patient(path: Path, key: str | None = None) -> PatientFeatures | None:
     """A patient's stored features; None when missing, unreadable or computed with another key."""
     try:
         stored = read_json(path)
-    except (OSError, ValueError):
+        if key is not None and stored.get("key") != key:
+            return None
+        return PatientFeatures(stored["features"], stored["empty"], stored["reason"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):  # damaged: recompute
         return None
-    if key is not None and stored.get("key") != key:
-        return None
-    return PatientFeatures(stored["features"], stored["empty"], stored["reason"])
 
 
 def extract_patient(task: Task) -> PatientFeatures:

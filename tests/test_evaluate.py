@@ -248,6 +248,9 @@ def test_one_class_and_no_survival_are_reported_not_raised(tmp_path, capsys):
     out.mkdir()
     (out / "roc.png").write_bytes(PNG)  # from an earlier run into the same folder: stale now
     (out / "km_dl.png").write_bytes(PNG)
+    (out / "survival.json").write_text(json.dumps(  # the earlier run's record of its figures
+        {"models": {"dl": {"title": "DL", "figure": "km_dl.png"}}}), encoding="utf-8")
+    (out / "km_mine.png").write_bytes(PNG)  # a user's file: sarcograde did not write it
     assert main([str(tmp_path / "p.csv"), "--manifest", str(folder / "manifest.csv"),
                  "--out", str(out), "--bootstrap", "50"]) == 0
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -260,6 +263,7 @@ def test_one_class_and_no_survival_are_reported_not_raised(tmp_path, capsys):
     survival = json.loads((out / "survival.json").read_text(encoding="utf-8"))
     assert survival["note"].startswith("not computable: no patient has os_months")
     assert not (out / "roc.png").exists() and not (out / "km_dl.png").exists()
+    assert (out / "km_mine.png").read_bytes() == PNG
     assert (out / "calibration.png").read_bytes()[:8] == PNG
     assert "not computable" in capsys.readouterr().err
 

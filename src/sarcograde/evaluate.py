@@ -700,10 +700,24 @@ def print_summary(models: dict[str, dict], cohort: str = "test cohort") -> None:
 
 # ---------------------------------------------------------------------------- stage
 
+def _previous_km_figures(out: Path) -> list[Path]:
+    """The Kaplan-Meier figures an earlier evaluation into `out` wrote, as its survival.json
+    names them: a km_*.png that sarcograde did not write is never removed."""
+    try:
+        survival = evaluation_format.read_survival(out) or {}
+    except SarcogradeError:  # a damaged record names nothing: remove nothing
+        return []
+    models = survival.get("models")
+    names = [entry.get("figure") for entry in models.values()
+             if isinstance(entry, dict)] if isinstance(models, dict) else []
+    return [out / Path(name).name for name in names if isinstance(name, str)]
+
+
 def _remove_stale(out: Path, keep: set[str]) -> None:
     """Delete the optional outputs of an earlier run that are not in `keep`."""
-    optional = [*out.glob("km_*.png"), out / "roc.png", out / evaluation_format.COHORT_TABLE_CSV,
-                out / evaluation_format.COHORT_TABLE_MD, out / "calibration_models.png"]
+    optional = [*_previous_km_figures(out), out / KM_PANEL, out / "roc.png",
+                out / evaluation_format.COHORT_TABLE_CSV, out / evaluation_format.COHORT_TABLE_MD,
+                out / "calibration_models.png"]
     for path in optional:
         if path.name not in keep:
             path.unlink(missing_ok=True)

@@ -166,18 +166,19 @@ def test_preprocess_uses_the_carried_mask(two_sequences, tmp_path, capsys):
 
 @pytest.mark.realdata
 def test_dicom_frames_of_reference_must_match(tcia_root):
-    from sarcograde.io import read_image, read_mask
-    from sarcograde.masks import MaskSource, frame_of_reference
+    from sarcograde.io import read_image
+    from sarcograde.masks import MaskSource, frame_of_reference, read_drawn_mask
 
     series = {pid: tcia_root / "dicom" / pid / "MR_T1" for pid in ("STS_002", "STS_008")}
-    uids = {pid: frame_of_reference(folder / "image") for pid, folder in series.items()}
+    uids = {pid: frame_of_reference(read_image(folder / "image")) for pid, folder in series.items()}
     assert all(uid and uid.startswith("1.") for uid in uids.values())
     assert uids["STS_002"] != uids["STS_008"]
-    assert frame_of_reference(tcia_root / "nifti" / "STS_002") is None   # not a DICOM series
+    nifti = read_image(tcia_root / "nifti" / "STS_002" / "MR_T1_image.nii.gz")
+    assert frame_of_reference(nifti) is None  # not a DICOM series
     image = read_image(series["STS_002"] / "image")
     source = MaskSource("T1", series["STS_002"] / "mask" / "RS.dcm", series["STS_002"] / "image",
                         None, carried=True)
-    mask = read_mask(source.mask, reference=image)
+    mask = read_drawn_mask("STS_002", source, image)  # carries the frame it was drawn in
     # The same frame of reference: carried onto its own grid, the mask is unchanged.
     same = carry_mask(mask, image, "STS_002", source, series["STS_002"] / "image")
     assert np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(mask))

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from .cohort import Patient
 from .errors import SarcogradeError
-from .io import grid_mismatches, read_image, read_mask
+from .io import FRAME_OF_REFERENCE_TAG, grid_mismatches, read_image, read_mask
 
 DRAWN = "drawn"
 CARRIED = "carried:"   # followed by the sequence the contour was drawn on
@@ -71,23 +71,11 @@ def world_extents_overlap(a: sitk.Image, b: sitk.Image) -> bool:
     return bool(np.all(high > low))
 
 
-def frame_of_reference(path: Path) -> str | None:
-    """The FrameOfReferenceUID of a DICOM series folder (its first readable file); None for
-    other formats or where the tag is absent."""
-    if path is None or not Path(path).is_dir():
-        return None
-    import pydicom
-
-    for file in sorted(Path(path).iterdir()):
-        try:
-            ds = pydicom.dcmread(str(file), stop_before_pixels=True,
-                                 specific_tags=["FrameOfReferenceUID"])
-        except Exception:  # not DICOM: look at the next file
-            continue
-        uid = getattr(ds, "FrameOfReferenceUID", None)
-        if uid:
-            return str(uid)
-    return None
+def frame_of_reference(image: sitk.Image) -> str | None:
+    """The DICOM FrameOfReferenceUID that `io.read_image` kept from the series it read (or that
+    `read_drawn_mask` passed on to the contour); None for other formats."""
+    return image.GetMetaData(FRAME_OF_REFERENCE_TAG) if image.HasMetaDataKey(
+        FRAME_OF_REFERENCE_TAG) else None
 
 
 def carry_mask(mask: sitk.Image, target: sitk.Image, patient_id: str = "",
@@ -98,7 +86,7 @@ def carry_mask(mask: sitk.Image, target: sitk.Image, patient_id: str = "",
     """
     where = target_path if target_path is not None else (source.mask if source else None)
     if source is not None:
-        uids = frame_of_reference(source.image), frame_of_reference(target_path)
+        uids = frame_of_reference(mask), frame_of_reference(target)
         if None not in uids and uids[0] != uids[1]:
             raise SarcogradeError(f"cannot carry the {source.sequence} contour: the images have "
                                   f"different DICOM frames of reference ({uids[0]} vs {uids[1]})",
@@ -128,6 +116,9 @@ def read_drawn_mask(patient_id: str, source: MaskSource,
         which = f"the {source.sequence} image it was drawn on" if source.carried else "the image"
         raise SarcogradeError(f"mask is not on the grid of {which} ({'; '.join(problems)})",
                               patient=patient_id, path=source.mask)
+    uid = frame_of_reference(reference)
+    if uid is not None:  # the space it was drawn in, checked when it is carried
+        mask.SetMetaData(FRAME_OF_REFERENCE_TAG, uid)
     return mask
 
 

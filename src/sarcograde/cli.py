@@ -35,6 +35,15 @@ COMMANDS = [
 ]
 
 
+def split_assignment(spec: str, flag: str, form: str = "NAME=PATH") -> tuple[str, str]:
+    """`NAME=VALUE` of a repeatable option (e.g. `--predictions DL-T2FS=a.csv`) as its two
+    stripped parts; a one-line error naming the option otherwise."""
+    name, sep, value = spec.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise SarcogradeError(f"{flag} {spec!r} is not {form}")
+    return name.strip(), value.strip()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported (and its arguments added), so that
     `sarcograde --help` and light stages such as `check` do not pay for importing torch."""

@@ -33,6 +33,7 @@ import pandas as pd
 
 from . import baselines as bl
 from .artifacts import RunRecord, save_figure
+from .cli import split_assignment
 from .cohort import Cohort, Patient, load_manifest
 from .cohort_table import cohort_table, to_markdown
 from .console import console, info, warn
@@ -180,13 +181,6 @@ def model_name(name: str) -> str:
     return name
 
 
-def _named(spec: str, what: str) -> tuple[str, str]:
-    name, sep, value = spec.partition("=")
-    if not sep or not name or not value:
-        raise SarcogradeError(f"{what} {spec!r} is not NAME=PATH")
-    return name.strip(), value.strip()
-
-
 def prediction_inputs(args, reference: str) -> dict[str, str]:
     """Model name -> predictions path (a `{site}` template when pooled), in the order given.
 
@@ -194,7 +188,7 @@ def prediction_inputs(args, reference: str) -> dict[str, str]:
     """
     inputs = {} if args.predictions is None else {reference: str(args.predictions)}
     for spec in args.model_predictions:
-        name, path = _named(spec, "--predictions")
+        name, path = split_assignment(spec, "--predictions")
         if model_name(name) in inputs:
             raise SarcogradeError(f"model {name} given twice")
         inputs[name] = path
@@ -208,7 +202,7 @@ def pooled_cohort(specs: list[str]) -> tuple[Cohort, dict[str, Path]]:
     repeat between hospitals) and its `site` the site's name."""
     cohorts = {}
     for spec in specs:
-        site, path = _named(spec, "--pooled")
+        site, path = split_assignment(spec, "--pooled")
         if site in cohorts:
             raise SarcogradeError(f"site {site} given twice to --pooled")
         cohorts[site] = load_manifest(Path(path), strict=True)

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from .artifacts import RunRecord, write_csv, write_json
+from .cli import split_assignment
 from .console import info, warn
 from .errors import SarcogradeError
 from .formats.common import read_json_object
@@ -48,9 +49,7 @@ def _named_paths(values: list[str], flag: str) -> dict[str, Path]:
     """["SEQ=path", ...] -> {SEQ: path}, each name once."""
     out: dict[str, Path] = {}
     for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise SarcogradeError(f"{flag} {value!r} is not SEQ=PATH")
+        name, path = split_assignment(value, flag, "SEQ=PATH")
         if name in out:
             raise SarcogradeError(f"{flag} names sequence {name} twice")
         out[name] = Path(path)

@@ -8,7 +8,9 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from sarcograde.ensemble import aggregate, patients_p_high, resolve_precision, slice_p_high
+from sarcograde import model as model_lib
+from sarcograde.ensemble import (Ensemble, aggregate, patients_p_high, resolve_precision,
+                                 slice_logits, slice_p_high)
 
 
 def test_aggregate_is_the_softmax_of_mean_logits_over_models_and_slices():
@@ -36,3 +38,23 @@ def test_automatic_precision_is_fp32_on_the_cpu():
     assert resolve_precision("auto", cpu) is None
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     assert resolve_precision("fp32", cpu) is None
+
+
+def test_stacked_ensemble_gives_each_model_its_own_logits(one_torch_thread):
+    cfg = {"architecture": "densenet", "init_features": 8, "growth_rate": 4, "block_config": [2, 2]}
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(model_lib.build_model(cfg).eval())
+    meta = model_lib.input_meta(32, pretrained=False)
+    ensemble = Ensemble(run_dir=None, names=["a", "b", "c"], models=models,
+                        metas=[{"input": meta}] * 3, device=torch.device("cpu"), key="k")
+    images = np.random.default_rng(2).normal(size=(11, 32, 32)).astype(np.float16)
+    alone = slice_logits(ensemble, images, batch_size=4, stacked=False)
+    together = slice_logits(ensemble, images, batch_size=4, stacked=True)
+    assert together.shape == (3, 11, 2)
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3  # three different models
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+    # The models stay usable one by one (explain's Grad-CAM hooks them) after stacking.
+    np.testing.assert_array_equal(slice_logits(ensemble, images, batch_size=4, stacked=False),
+                                  alone)

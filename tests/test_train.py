@@ -216,3 +216,88 @@ def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, ca
         "sarcograde train: error: stratified cross-validation needs at least 2 patients of each "
         "grade; the cohort has 1 low-grade and 7 high-grade patients with a known grade")
     assert not (tmp_path / "bad_run").exists()
+
+
+# --- folds trained side by side (train.concurrent_folds) -----------------------------------
+
+def stacked_and_alone(cache, tmp_path, seed, **train):
+    return [train_mod.train_cv(cache, tmp_path / f"run_{k}", config(
+        folds=3, concurrent_folds=k, **train), seed=seed, device="cpu") for k in (1, 3)]
+
+
+def test_folds_trained_side_by_side_learn_as_each_fold_alone(tmp_path):
+    cache = graded_cache(tmp_path / "cache", cohort(6, 6))
+    # Patience 1: fold_00 stops after 2 epochs and leaves the stack, the others go on.
+    alone, stacked = stacked_and_alone(cache, tmp_path, seed=2, max_epochs=6, patience=1)
+    lengths = []
+    for fold in ("fold_00", "fold_01", "fold_02"):
+        a, b = (pd.read_csv(run / fold / "history.csv") for run in (alone, stacked))
+        assert a["epoch"].tolist() == b["epoch"].tolist()  # the same early stopping
+        lengths.append(len(a))
+        # fp32 on the CPU: grouped and single convolutions round differently, and training
+        # amplifies it; one epoch agrees to 1e-5, six to 1e-3 (the stated tolerance).
+        assert abs(a["train_loss"][0] - b["train_loss"][0]) < 1e-5
+        np.testing.assert_allclose(b[["train_loss", "val_loss"]], a[["train_loss", "val_loss"]],
+                                   atol=1e-3)
+        assert (torch.load(alone / fold / "model.pt", weights_only=True)["best_epoch"]
+                == torch.load(stacked / fold / "model.pt", weights_only=True)["best_epoch"])
+    assert len(set(lengths)) > 1
+    a, b = (pd.read_csv(run / "cv_predictions.csv") for run in (alone, stacked))
+    pd.testing.assert_frame_equal(a.drop(columns="p_high"), b.drop(columns="p_high"))
+    np.testing.assert_allclose(b["p_high"], a["p_high"], atol=5e-3)
+    assert json.loads((stacked / "config.json").read_text())["config_hash"] == \
+        json.loads((alone / "config.json").read_text())["config_hash"]  # speed, not numbers
+
+
+def test_side_by_side_training_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    cache = graded_cache(tmp_path / "cache", cohort(6, 6))
+    cfg = config(folds=3, concurrent_folds=3, max_epochs=3)
+    full = train_mod.train_cv(cache, tmp_path / "full", cfg, seed=1, device="cpu")
+    real_save = train_mod.save_checkpoint
+
+    def interrupted(path, state):
+        real_save(path, state)
+        if path.parent.name == "fold_01" and len(state["history"]) == 2:
+            raise KeyboardInterrupt  # fold_00 and fold_01 after epoch 2, fold_02 after epoch 1
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train_cv(cache, tmp_path / "resumed", cfg, seed=1, device="cpu")
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    resumed = train_mod.train_cv(cache, tmp_path / "resumed", cfg, seed=1, device="cpu")
+    # Not bit for bit: after the resume fold_02 trains its last epoch in a stack of one, not of
+    # three, and a grouped convolution rounds differently from a single one.
+    for fold in ("fold_00", "fold_01", "fold_02"):
+        a, b = read_state(full / fold / "model.pt"), read_state(resumed / fold / "model.pt")
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{fold} {k}")
+        ha, hb = (pd.read_csv(r / fold / "history.csv") for r in (full, resumed))
+        np.testing.assert_allclose(hb[["train_loss", "val_loss"]], ha[["train_loss", "val_loss"]],
+                                   atol=1e-5)
+    np.testing.assert_allclose(pd.read_csv(resumed / "cv_predictions.csv")["p_high"],
+                               pd.read_csv(full / "cv_predictions.csv")["p_high"], atol=1e-5)
+
+
+def test_concurrent_folds_setting_is_checked_and_sized_to_the_gpu_memory():
+    gib = train_mod.GIB
+    assert train_mod.fitting_folds(None, 15, 4 * gib, 60 * gib, "cuda:0") == 12  # 0.85 x 60 / 4
+    assert train_mod.fitting_folds(None, 5, 4 * gib, 60 * gib, "cuda:0") == 5
+    assert train_mod.fitting_folds(None, 5, 90 * gib, 60 * gib, "cuda:0") == 1
+    assert train_mod.fitting_folds(12, 15, 4 * gib, 60 * gib, "cuda:0") == 12
+    assert train_mod.fitting_folds(15, 3, 4 * gib, 60 * gib, "cuda:0") == 3
+    with pytest.raises(SarcogradeError, match=r"^train.concurrent_folds 13 does not fit on "
+                       r"cuda:0: one fold needs about 4.0 GiB and 60.0 GiB is free, room for 12; "
+                       r"use 12 or fewer, or auto$"):
+        train_mod.fitting_folds(13, 15, 4 * gib, 60 * gib, "cuda:0")
+    cpu = torch.device("cpu")
+    for bad in ("many", 0, 1.5, True):
+        with pytest.raises(SarcogradeError, match="concurrent_folds .* is not auto or a whole"):
+            train_mod.Settings.from_config({**config()["train"], "concurrent_folds": bad}, cpu)
+    auto = train_mod.Settings.from_config(config()["train"], cpu)
+    assert train_mod.concurrent_folds(auto, 5, TINY, {}) == 1  # a CPU trains one at a time
+    three = train_mod.Settings.from_config({**config()["train"], "concurrent_folds": 3}, cpu)
+    assert train_mod.concurrent_folds(three, 5, TINY, {}) == 3
+    assert train_mod.concurrent_folds(three, 2, TINY, {}) == 2
+    with pytest.raises(SarcogradeError, match="cannot be used with model.dropout > 0"):
+        train_mod.concurrent_folds(three, 5, {**TINY, "dropout": 0.2}, {})
+    assert train_mod.concurrent_folds(auto, 5, {**TINY, "dropout": 0.2}, {}) == 1

@@ -19,6 +19,7 @@ from . import model as model_lib
 from .artifacts import hash_config, hash_path
 from .errors import SarcogradeError
 from .formats.run import read_folds
+from .stacked import StackedDenseNet
 
 AGGREGATES = ("logits", "probabilities")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -62,10 +63,18 @@ class Ensemble:
     device: torch.device
     key: str                          # hash of the model files: changes when any model changes
     preprocess: dict = field(default_factory=dict)
+    _stack: StackedDenseNet | None = field(default=None, repr=False)
 
     @property
     def input_meta(self) -> dict:
         return self.metas[0]["input"]
+
+    def stack(self, channels_last: bool = False) -> StackedDenseNet:
+        """The fold models as one stacked network in evaluation mode (built once; the models
+        then share its storage and stay usable one by one)."""
+        if self._stack is None or self._stack.channels_last != channels_last:
+            self._stack = StackedDenseNet(self.models, channels_last=channels_last)
+        return self._stack.eval()
 
 
 def load_ensemble(run_dir: str | Path, device: torch.device | str = "cpu") -> Ensemble:
@@ -105,16 +114,32 @@ def check_cache_fits(ensemble: Ensemble, cache_config: dict, cache_dir: str | Pa
 
 
 def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
-                 precision: torch.dtype | None = None) -> np.ndarray:
-    """Logits of every fold model for every slice: float32 array (models, n, 2)."""
-    out = np.empty((len(ensemble.models), len(images), 2), dtype=np.float32)
+                 precision: torch.dtype | None = None, stacked: bool | None = None) -> np.ndarray:
+    """Logits of every fold model for every slice: float32 array (models, n, 2).
+
+    `stacked` runs the fold models as one `StackedDenseNet` (each kernel launched once for all
+    models); default: on a GPU, where a single model's launches, not its arithmetic, set the
+    pace. On CPU cores it is slightly slower (benchmarks/README.md).
+    """
+    models = ensemble.models
+    if stacked is None:
+        stacked = ensemble.device.type == "cuda"
+    stack = None
+    if stacked and len(models) > 1:
+        stack = ensemble.stack(channels_last=ensemble.device.type == "cuda")
+    out = np.empty((len(models), len(images), 2), dtype=np.float32)
     with torch.inference_mode(), autocast(ensemble.device, precision):
         for start in range(0, len(images), batch_size):
             # Half-precision slices travel to the device, the affine input map runs there.
             batch = torch.from_numpy(images[start:start + batch_size]).to(ensemble.device)
             batch = model_lib.prepare_input(batch, ensemble.input_meta)
-            for m, net in enumerate(ensemble.models):
-                out[m, start:start + len(batch)] = net(batch).float().cpu().numpy()
+            end = start + len(batch)
+            if stack is not None:
+                logits = stack(batch[:, None].expand(-1, len(models), -1, -1, -1))
+                out[:, start:end] = logits.float().permute(1, 0, 2).cpu().numpy()
+                continue
+            for m, net in enumerate(models):
+                out[m, start:end] = net(batch).float().cpu().numpy()
     return out
 
 

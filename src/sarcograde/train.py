@@ -40,8 +40,15 @@ from .formats.run import (Folds, read_checkpoint, read_cv_predictions, read_run_
                           write_checkpoint, write_folds, write_history, write_run_config)
 from .model import resolve_device
 from .splits import Split, make_splits
+from .stacked import StackedDenseNet
 
 CHECKPOINT = "checkpoint.pt"
+GIB = 2 ** 30
+# Train settings that change how fast the folds are trained, not their numbers: left out of the
+# run's configuration hash, so a run may be resumed with another setting (on another GPU).
+SPEED_ONLY = frozenset({"concurrent_folds"})
+# Share of the GPU's free memory that stacked folds may plan to use.
+GPU_MEMORY_HEADROOM = 0.85
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Settings:
     device: torch.device
     amp_dtype: torch.dtype | None   # autocast dtype, None = float32
     channels_last: bool
+    concurrent_folds: int | None    # folds trained side by side as one stack; None = auto
 
     @classmethod
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
@@ -67,6 +75,11 @@ class Settings:
             raise SarcogradeError(f"train.amp {amp!r} is not auto, none, bf16 or fp16 (GPU only)")
         amp_dtype = resolve_precision(amp, device)
         channels_last = train_cfg.get("channels_last", "auto")
+        concurrent = train_cfg.get("concurrent_folds", "auto")
+        if concurrent != "auto" and not (isinstance(concurrent, int) and concurrent >= 1
+                                         and not isinstance(concurrent, bool)):
+            raise SarcogradeError(f"train.concurrent_folds {concurrent!r} is not auto or a "
+                                  "whole number >= 1")
         weighting = str(train_cfg.get("class_weights", "inverse_frequency")).lower()
         if weighting not in ("inverse_frequency", "none"):
             raise SarcogradeError(f"train.class_weights {weighting!r} is not inverse_frequency "
@@ -77,7 +90,8 @@ class Settings:
                    class_weighting=weighting,
                    augment=AugmentParams.from_config(train_cfg.get("augment", True)),
                    device=device, amp_dtype=amp_dtype,
-                   channels_last=cuda if channels_last == "auto" else bool(channels_last))
+                   channels_last=cuda if channels_last == "auto" else bool(channels_last),
+                   concurrent_folds=None if concurrent == "auto" else concurrent)
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
@@ -107,27 +121,33 @@ class Evaluation:
     p_high: np.ndarray     # per validation patient
 
 
+def score(logits: torch.Tensor, labels: torch.Tensor, owner: torch.Tensor,
+          patient_labels: np.ndarray, weights: torch.Tensor) -> Evaluation:
+    """Validation loss over slices and patient-level AUC from one model's slice logits.
+
+    The loss uses the training fold's class weights, so that early stopping watches the
+    objective being minimised, whatever the validation fold's grade balance; patients are
+    aggregated as `predict` aggregates them.
+    """
+    loss = F.cross_entropy(logits, labels, weight=weights).item()
+    p_high = patients_p_high(logits.cpu().numpy(), owner.cpu().numpy(), len(patient_labels))
+    auc = (float(roc_auc_score(patient_labels, p_high))
+           if len(set(patient_labels.tolist())) == 2 else math.nan)
+    return Evaluation(loss=loss, auc=auc, p_high=p_high)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
              owner: torch.Tensor, patient_labels: np.ndarray, weights: torch.Tensor, meta: dict,
              settings: Settings) -> Evaluation:
-    """Validation loss over slices and patient-level AUC, as `predict` aggregates slices.
-
-    The loss uses the training fold's class weights, so that early stopping watches the
-    objective being minimised, whatever the validation fold's grade balance.
-    """
+    """`score` of `model` on validation slices, in batches of twice the training batch."""
     model.eval()
     logits = []
     for start in range(0, len(images), 2 * settings.batch_size):
         x = settings.to_input(images[start:start + 2 * settings.batch_size], meta)
         with settings.autocast():
             logits.append(model(x).float())
-    logits = torch.cat(logits)
-    loss = F.cross_entropy(logits, labels, weight=weights).item()
-    p_high = patients_p_high(logits.cpu().numpy(), owner.cpu().numpy(), len(patient_labels))
-    auc = (float(roc_auc_score(patient_labels, p_high))
-           if len(set(patient_labels.tolist())) == 2 else math.nan)
-    return Evaluation(loss=loss, auc=auc, p_high=p_high)
+    return score(torch.cat(logits), labels, owner, patient_labels, weights)
 
 
 @dataclass
@@ -159,29 +179,45 @@ def fold_data(slices: SliceSet, split: Split, images: torch.Tensor,
                     val_patients=list(split.val), val_labels=slices.labels[val_pos])
 
 
+def epoch_batches(data: FoldData, settings: Settings, generator: torch.Generator) -> list[torch.Tensor]:
+    """The epoch's batches of training-slice indices, in the seeded order of `generator`."""
+    order = data.train[torch.randperm(len(data.train), generator=generator).to(data.train.device)]
+    # Batch norm cannot train on a single slice: a last batch of one is left out.
+    return [batch for batch in order.split(settings.batch_size) if len(batch) >= 2]
+
+
+def augmented(data: FoldData, batch: torch.Tensor, settings: Settings,
+              generator: torch.Generator) -> torch.Tensor:
+    """The batch's slices `(B, S, S)`, augmented with the next draws of `generator`."""
+    x = data.images[batch]
+    return x if settings.augment is None else augment_batch(x, settings.augment, generator)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
+               x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+               settings: Settings) -> torch.Tensor:
+    """Forward, class-weighted loss, backward and Adam step on one batch; the loss."""
+    with settings.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), labels, weight=weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, data: FoldData,
                 weights: torch.Tensor, meta: dict, settings: Settings, generator: torch.Generator,
                 on_batch=None) -> float:
     """One pass over the training slices in a seeded order; the mean class-weighted loss."""
     model.train()
-    order = data.train[torch.randperm(len(data.train), generator=generator).to(data.train.device)]
     total = torch.zeros((), device=settings.device)
     seen = 0
-    for batch in order.split(settings.batch_size):
-        if len(batch) < 2:
-            continue  # batch norm cannot train on a single slice
-        x = data.images[batch]
-        if settings.augment is not None:
-            x = augment_batch(x, settings.augment, generator)
-        x = settings.to_input(x, meta)
-        with settings.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), data.slice_labels[batch], weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total += loss.detach() * len(batch)
+    for batch in epoch_batches(data, settings, generator):
+        x = settings.to_input(augmented(data, batch, settings, generator), meta)
+        loss = train_step(model, optimizer, scaler, x, data.slice_labels[batch], weights, settings)
+        total += loss * len(batch)
         seen += len(batch)
         if on_batch is not None:
             on_batch()
@@ -189,7 +225,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write the fold's training state after an epoch, atomically (see `fit_fold`)."""
+    """Write the fold's training state after an epoch, atomically (see `FoldRun`)."""
     write_checkpoint(path, state)
 
 
@@ -199,7 +235,7 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass
 class Bars:
-    """The progress bars of a run: folds, epochs of the current fold, batches of the epoch."""
+    """The progress bars of a run: folds, epochs of the current fold(s), batches of the epoch."""
 
     progress: Progress
     folds: TaskID
@@ -212,69 +248,318 @@ class Bars:
                    progress.add_task("epochs", total=max_epochs),
                    progress.add_task("batches", total=None))
 
+    def new_epoch(self, epoch: int, n_batches: int):
+        """Reset the batch bar; the callback that advances it."""
+        self.progress.reset(self.batches, total=n_batches, description=f"epoch {epoch}")
+        return lambda: self.progress.advance(self.batches)
 
-def fit_fold(model: torch.nn.Module, data: FoldData, settings: Settings, meta: dict,
-             weights: torch.Tensor, fold_dir: Path, seed: int, config_hash: str,
-             bars: Bars | None = None) -> tuple[list[dict], int]:
-    """Train one fold with early stopping, checkpointing every epoch; resume where one exists.
 
-    Leaves the best epoch's weights in `model`; returns the history rows and the best epoch.
-    Each epoch draws its shuffling and augmentation from its own seed, so an epoch run after a
-    resume is the epoch an uninterrupted run would have run.
+class FoldRun:
+    """One fold in training: its network, optimiser and early-stopping state.
+
+    Built from the fold's checkpoint where one of this configuration exists, so training goes
+    on after the last finished epoch. Each epoch draws its shuffling and augmentation from its
+    own seed, so an epoch run after a resume is the epoch an uninterrupted run would have run.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    scaler = torch.amp.GradScaler(settings.device.type,
-                                  enabled=settings.amp_dtype == torch.float16)
-    path = fold_dir / CHECKPOINT
-    history: list[dict] = []
-    best_state, best_loss, best_epoch, bad_epochs = None, math.inf, 0, 0
-    state = _read_checkpoint(path)
-    if state is not None:
-        if state.get("config_hash") == config_hash:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            history, best_state = state["history"], state["best_state"]
-            best_loss, best_epoch, bad_epochs = (state["best_loss"], state["best_epoch"],
-                                                 state["bad_epochs"])
-            info(f"{fold_dir.name}: resuming after epoch {len(history)}")
+
+    def __init__(self, split: Split, slices: SliceSet, images: torch.Tensor,
+                 slice_labels: torch.Tensor, model_cfg: dict, pretrained: str, meta: dict,
+                 settings: Settings, out: Path, seed: int, config_hash: str):
+        self.split, self.settings, self.meta, self.seed = split, settings, meta, seed
+        self.slices, self.model_cfg, self.config_hash = slices, model_cfg, config_hash
+        self.fold_dir = out / split.name
+        self.path = self.fold_dir / CHECKPOINT
+        self.data = fold_data(slices, split, images, slice_labels)
+        train_labels = slices.labels[slices.patient_index[self.data.train.cpu().numpy()]]
+        self.weights = torch.tensor(class_weights(train_labels)
+                                    if settings.class_weighting != "none" else np.ones(2),
+                                    dtype=torch.float32, device=settings.device)
+        torch.manual_seed(seed)  # the fresh head (and everything, without pretrained weights)
+        net = model_lib.load_pretrained(model_lib.build_model(model_cfg), pretrained)
+        net = net.to(settings.device)
+        self.net = net.to(memory_format=torch.channels_last) if settings.channels_last else net
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
+        self.scaler = torch.amp.GradScaler(settings.device.type,
+                                           enabled=settings.amp_dtype == torch.float16)
+        self.history: list[dict] = []
+        self.best_state: dict | None = None
+        self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
+        self.started = time.perf_counter()
+        self._resume()
+
+    def _resume(self) -> None:
+        state = _read_checkpoint(self.path)
+        if state is None:
+            return
+        if state.get("config_hash") != self.config_hash:
+            warn(f"{self.fold_dir.name}: checkpoint of another configuration ignored")
+            return
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history, self.best_state = state["history"], state["best_state"]
+        self.best_loss, self.best_epoch, self.bad_epochs = (state["best_loss"], state["best_epoch"],
+                                                            state["bad_epochs"])
+        info(f"{self.fold_dir.name}: resuming after epoch {len(self.history)}")
+
+    @property
+    def next_epoch(self) -> int:
+        return len(self.history) + 1
+
+    @property
+    def finished(self) -> bool:
+        return (self.bad_epochs >= self.settings.patience
+                or len(self.history) >= self.settings.max_epochs)
+
+    def generator(self) -> torch.Generator:
+        """The next epoch's generator of shuffling and augmentation."""
+        return epoch_generator(self.seed, self.next_epoch)
+
+    def evaluate(self) -> Evaluation:
+        data = self.data
+        return evaluate(self.net, data.images[data.val], data.slice_labels[data.val],
+                        data.val_owner, data.val_labels, self.weights, self.meta, self.settings)
+
+    def end_epoch(self, train_loss: float, ev: Evaluation, seconds: float) -> None:
+        """Record the epoch, keep the best weights, checkpoint (atomically)."""
+        epoch = self.next_epoch
+        self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss,
+                             "val_auc": ev.auc, "lr": self.optimizer.param_groups[0]["lr"],
+                             "seconds": seconds})
+        if ev.loss < self.best_loss:
+            self.best_state, self.best_loss = _cpu_state(self.net), ev.loss
+            self.best_epoch, self.bad_epochs = epoch, 0
         else:
-            warn(f"{fold_dir.name}: checkpoint of another configuration ignored")
-    n_batches = math.ceil(len(data.train) / settings.batch_size)
-    for epoch in range(len(history) + 1, settings.max_epochs + 1):
-        if bad_epochs >= settings.patience:
-            break
+            self.bad_epochs += 1
+        save_checkpoint(self.path, {
+            "config_hash": self.config_hash, "model": _cpu_state(self.net),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "history": self.history, "best_state": self.best_state, "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs})
+
+    def finish(self) -> None:
+        """Restore the best weights and write the fold's folder; model.pt comes last, as the
+        mark of a finished fold."""
+        if self.best_state is None:
+            raise SarcogradeError("training diverged: the validation loss was never finite",
+                                  path=self.fold_dir)
+        self.net.load_state_dict(self.best_state)
+        split, data = self.split, self.data
+        ev = self.evaluate()
+        run_format.write_cv_predictions(self.fold_dir / "val_predictions.csv", pd.DataFrame({
+            "patient_id": data.val_patients, "repeat": split.repeat, "fold": split.fold,
+            "label": data.val_labels, "p_high": ev.p_high}))
+        frame = write_history(self.fold_dir / "history.csv", self.history)
+        plot_learning_curve(frame, self.best_epoch,
+                            f"{split.name}: repeat {split.repeat}, fold {split.fold}",
+                            self.fold_dir / "learning_curve.png")
+        model_lib.save_fold_model(self.fold_dir / "model.pt", self.net, model_cfg=self.model_cfg,
+                                  input_meta=self.meta, preprocess_cfg=self.slices.cache_config,
+                                  best_epoch=self.best_epoch, repeat=split.repeat,
+                                  fold=split.fold)
+        self.path.unlink(missing_ok=True)
+        info(f"{split.name}: best epoch {self.best_epoch} of {len(self.history)}, validation "
+             f"loss {ev.loss:.3f}, patient AUC {ev.auc:.2f} "
+             f"({time.perf_counter() - self.started:.0f} s)")
+
+    def describe(self, bars: Bars | None, train_loss: float, ev: Evaluation) -> None:
+        if bars is not None:
+            bars.progress.update(bars.epochs, completed=len(self.history),
+                                 description=f"{self.fold_dir.name} loss {train_loss:.3f} "
+                                             f"val {ev.loss:.3f} AUC {ev.auc:.2f}")
+
+
+def fit_fold(run: FoldRun, bars: Bars | None = None) -> None:
+    """Train one fold alone, epoch by epoch, until early stopping or the last epoch."""
+    settings = run.settings
+    while not run.finished:
         start = time.perf_counter()
-        torch.manual_seed(epoch_seed(seed, epoch))  # dropout, where configured
+        torch.manual_seed(epoch_seed(run.seed, run.next_epoch))  # dropout, where configured
         on_batch = None
         if bars is not None:
-            bars.progress.reset(bars.batches, total=n_batches, description=f"epoch {epoch}")
-            on_batch = lambda: bars.progress.advance(bars.batches)  # noqa: E731
-        train_loss = train_epoch(model, optimizer, scaler, data, weights, meta, settings,
-                                 epoch_generator(seed, epoch), on_batch)
-        ev = evaluate(model, data.images[data.val], data.slice_labels[data.val], data.val_owner,
-                      data.val_labels, weights, meta, settings)
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss,
-                        "val_auc": ev.auc, "lr": optimizer.param_groups[0]["lr"],
-                        "seconds": time.perf_counter() - start})
-        if ev.loss < best_loss:
-            best_state, best_loss, best_epoch, bad_epochs = _cpu_state(model), ev.loss, epoch, 0
-        else:
-            bad_epochs += 1
-        save_checkpoint(path, {"config_hash": config_hash, "model": _cpu_state(model),
-                               "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                               "history": history, "best_state": best_state,
-                               "best_loss": best_loss, "best_epoch": best_epoch,
-                               "bad_epochs": bad_epochs})
-        if bars is not None:
-            bars.progress.update(bars.epochs, completed=epoch,
-                                 description=f"{fold_dir.name} loss {train_loss:.3f} "
-                                             f"val {ev.loss:.3f} AUC {ev.auc:.2f}")
-    if best_state is None:
-        raise SarcogradeError("training diverged: the validation loss was never finite",
-                              path=fold_dir)
-    model.load_state_dict(best_state)
-    return history, best_epoch
+            on_batch = bars.new_epoch(run.next_epoch,
+                                      math.ceil(len(run.data.train) / settings.batch_size))
+        train_loss = train_epoch(run.net, run.optimizer, run.scaler, run.data, run.weights,
+                                 run.meta, settings, run.generator(), on_batch)
+        ev = run.evaluate()
+        run.end_epoch(train_loss, ev, time.perf_counter() - start)
+        run.describe(bars, train_loss, ev)
+
+
+def stacked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                          weights: torch.Tensor) -> torch.Tensor:
+    """Each model's class-weighted mean cross-entropy, as `F.cross_entropy(weight=)` computes
+    it, from logits `(B, K, 2)`, labels `(B, K)` and class weights `(K, 2)`: a tensor `(K,)`."""
+    nll = -F.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    w = weights.gather(1, labels.T).T
+    return (w * nll).sum(0) / w.sum(0)
+
+
+def stacked_epoch(stack: StackedDenseNet, runs: list[FoldRun], settings: Settings, meta: dict,
+                  on_batch=None) -> list[float]:
+    """Each fold's next epoch, the folds side by side; each fold's mean training loss.
+
+    Every fold takes its own batches, in its own seeded order, with its own augmentation and
+    its own Adam step, as it would alone. While every fold has a full batch left the step is one
+    stacked step; the last batches (folds differ in size) are stepped fold by fold.
+    """
+    stack.train()
+    for run in runs:
+        run.net.train()
+    generators = [run.generator() for run in runs]
+    batches = [epoch_batches(run.data, settings, g) for run, g in zip(runs, generators)]
+    together = min(sum(len(b) == settings.batch_size for b in bs) for bs in batches)
+    weights = torch.stack([run.weights for run in runs])
+    totals = torch.zeros(len(runs), device=settings.device)
+    for i in range(together):
+        x = torch.stack([model_lib.prepare_input(augmented(run.data, bs[i], settings, g), meta)
+                         for run, bs, g in zip(runs, batches, generators)], 1)
+        labels = torch.stack([run.data.slice_labels[bs[i]] for run, bs in zip(runs, batches)], 1)
+        with settings.autocast():
+            logits = stack(x)
+        losses = stacked_cross_entropy(logits.float(), labels, weights)
+        losses.sum().backward()  # the models share no weight: each gets its own gradient
+        stack.member_grads()
+        for run in runs:
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        totals += losses.detach() * settings.batch_size
+        if on_batch is not None:
+            on_batch()
+    seen = [together * settings.batch_size] * len(runs)
+    for k, (run, bs, g) in enumerate(zip(runs, batches, generators)):
+        for batch in bs[together:]:
+            x = settings.to_input(augmented(run.data, batch, settings, g), meta)
+            totals[k] += train_step(run.net, run.optimizer, run.scaler, x,
+                                    run.data.slice_labels[batch], run.weights,
+                                    settings) * len(batch)
+            seen[k] += len(batch)
+    return [float(t) / max(n, 1) for t, n in zip(totals.cpu(), seen)]
+
+
+@torch.no_grad()
+def evaluate_stacked(stack: StackedDenseNet, runs: list[FoldRun], settings: Settings,
+                     meta: dict) -> list[Evaluation]:
+    """`FoldRun.evaluate` of every fold in one stacked pass over the validation slices.
+
+    In evaluation mode a slice's logits do not depend on the rest of its batch, so a fold with
+    fewer validation slices is padded with its first slice and the padding dropped.
+    """
+    stack.eval()
+    chunk = 2 * settings.batch_size
+    vals = [run.data.val for run in runs]
+    longest = max(len(v) for v in vals)
+    logits: list[list[torch.Tensor]] = [[] for _ in runs]
+    for start in range(0, longest, chunk):
+        width = min(chunk, longest - start)
+        parts = []
+        for v in vals:
+            idx = v[start:start + width]
+            idx = torch.cat([idx, v[:1].expand(width - len(idx))])
+            parts.append(model_lib.prepare_input(runs[0].data.images[idx], meta))
+        with settings.autocast():
+            out = stack(torch.stack(parts, 1)).float()
+        for k, v in enumerate(vals):
+            logits[k].append(out[:max(0, min(width, len(v) - start)), k])
+    return [score(torch.cat(parts), run.data.slice_labels[run.data.val], run.data.val_owner,
+                  run.data.val_labels, run.weights) for parts, run in zip(logits, runs)]
+
+
+def fit_stacked(runs: list[FoldRun], bars: Bars | None = None) -> None:
+    """Train several folds side by side as one `StackedDenseNet` until each stops.
+
+    A fold that stops early leaves the stack; the others go on in a smaller one, the last one
+    alone. Checkpoints, histories and fold files are those of `fit_fold`.
+    """
+    settings, meta = runs[0].settings, runs[0].meta
+    active = [run for run in runs if not run.finished]
+    while len(active) > 1:
+        stack = StackedDenseNet([run.net for run in active], settings.channels_last)
+        while not any(run.finished for run in active):
+            start = time.perf_counter()
+            on_batch = None
+            if bars is not None:
+                on_batch = bars.new_epoch(
+                    max(run.next_epoch for run in active),
+                    max(math.ceil(len(run.data.train) / settings.batch_size) for run in active))
+            losses = stacked_epoch(stack, active, settings, meta, on_batch)
+            evaluations = evaluate_stacked(stack, active, settings, meta)
+            seconds = time.perf_counter() - start
+            for run, loss, ev in zip(active, losses, evaluations):
+                run.end_epoch(loss, ev, seconds)
+                run.describe(bars, loss, ev)
+        stack.unstack()
+        active = [run for run in active if not run.finished]
+    for run in active:  # the last one left trains alone
+        fit_fold(run, bars)
+
+
+def fitting_folds(requested: int | None, pending: int, per_fold_bytes: float,
+                  free_bytes: float, device: str) -> int:
+    """How many folds to stack on a GPU with `free_bytes` free, one fold needing about
+    `per_fold_bytes`: `requested` if it fits (else a one-line error), all that fit for auto."""
+    fits = max(1, int(GPU_MEMORY_HEADROOM * free_bytes // per_fold_bytes))
+    if requested is None:
+        return max(1, min(pending, fits))
+    if min(requested, pending) > fits:
+        raise SarcogradeError(
+            f"train.concurrent_folds {requested} does not fit on {device}: one fold needs about "
+            f"{per_fold_bytes / GIB:.1f} GiB and {free_bytes / GIB:.1f} GiB is free, room for "
+            f"{fits}; use {fits} or fewer, or auto")
+    return max(1, min(requested, pending))
+
+
+def fold_memory(model_cfg: dict, settings: Settings, meta: dict) -> float:
+    """Bytes of GPU memory one fold needs: a trial step of a fresh network (weights, Adam state,
+    activations at the training batch), measured with torch.cuda.max_memory_allocated."""
+    device = settings.device
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    net = model_lib.build_model(model_cfg).to(device)
+    if settings.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
+    size = int(meta["size"])
+    x = settings.to_input(torch.zeros(settings.batch_size, size, size, device=device), meta)
+    labels = torch.zeros(settings.batch_size, dtype=torch.long, device=device)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    net.train()
+    train_step(net, optimizer, scaler, x, labels, torch.ones(2, device=device), settings)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del net, optimizer, x
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return float(peak)
+
+
+def concurrent_folds(settings: Settings, pending: int, model_cfg: dict, meta: dict) -> int:
+    """The number of folds to train side by side (`train.concurrent_folds`).
+
+    auto: on a GPU, as many of the pending folds as its free memory holds; on a CPU one at a
+    time (stacked training is slower on CPU cores: benchmarks/README.md). Stacking needs no
+    dropout (its random draws are per network) and no fp16 (its loss scaling is per network).
+    """
+    requested = settings.concurrent_folds
+    if pending <= 1 or requested == 1:
+        return 1
+    blockers = []
+    if float(model_cfg.get("dropout", 0.0)) > 0:
+        blockers.append("model.dropout > 0")
+    if settings.amp_dtype == torch.float16:
+        blockers.append("fp16 autocast (use bf16 or fp32)")
+    if blockers:
+        if requested is not None:
+            raise SarcogradeError(f"train.concurrent_folds {requested} cannot be used with "
+                                  f"{' and '.join(blockers)}; set it to 1 or auto")
+        return 1
+    if settings.device.type != "cuda":
+        return min(requested or 1, pending)
+    free = torch.cuda.mem_get_info(settings.device)[0]
+    return fitting_folds(requested, pending, fold_memory(model_cfg, settings, meta), free,
+                         str(settings.device))
 
 
 def _read_checkpoint(path: Path) -> dict | None:
@@ -329,39 +614,6 @@ def deterministic() -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous[2]
 
 
-def train_fold(split: Split, slices: SliceSet, images: torch.Tensor, slice_labels: torch.Tensor,
-               model_cfg: dict, pretrained: str, meta: dict, settings: Settings, out: Path,
-               seed: int, config_hash: str, bars: Bars | None = None) -> None:
-    """Train one split and write its folder; model.pt comes last, as the mark of a finished fold."""
-    fold_dir = out / split.name
-    data = fold_data(slices, split, images, slice_labels)
-    train_labels = slices.labels[slices.patient_index[data.train.cpu().numpy()]]
-    weights = torch.tensor(class_weights(train_labels) if settings.class_weighting != "none"
-                           else np.ones(2), dtype=torch.float32, device=settings.device)
-    torch.manual_seed(seed)  # the fresh head (and everything, without pretrained weights)
-    net = model_lib.load_pretrained(model_lib.build_model(model_cfg), pretrained)
-    net = net.to(settings.device)
-    if settings.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    start = time.perf_counter()
-    history, best_epoch = fit_fold(net, data, settings, meta, weights, fold_dir, seed,
-                                   config_hash, bars)
-    ev = evaluate(net, images[data.val], slice_labels[data.val], data.val_owner, data.val_labels,
-                  weights, meta, settings)
-    run_format.write_cv_predictions(fold_dir / "val_predictions.csv", pd.DataFrame({
-        "patient_id": data.val_patients, "repeat": split.repeat, "fold": split.fold,
-        "label": data.val_labels, "p_high": ev.p_high}))
-    frame = write_history(fold_dir / "history.csv", history)
-    plot_learning_curve(frame, best_epoch, f"{split.name}: repeat {split.repeat}, fold {split.fold}",
-                        fold_dir / "learning_curve.png")
-    model_lib.save_fold_model(fold_dir / "model.pt", net, model_cfg=model_cfg, input_meta=meta,
-                              preprocess_cfg=slices.cache_config, best_epoch=best_epoch,
-                              repeat=split.repeat, fold=split.fold)
-    (fold_dir / CHECKPOINT).unlink(missing_ok=True)
-    info(f"{split.name}: best epoch {best_epoch} of {len(history)}, validation loss "
-         f"{ev.loss:.3f}, patient AUC {ev.auc:.2f} ({time.perf_counter() - start:.0f} s)")
-
-
 def write_cv_predictions(out: Path, splits: list[Split]) -> dict[str, float]:
     """Gather the finished folds' out-of-fold predictions into cv_predictions.csv.
 
@@ -414,8 +666,10 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     meta = model_lib.input_meta(slices.size, pretrained.lower() != "none")
 
     # Everything that changes the numbers; not where or how fast they are computed.
-    config_hash = hash_config({"model": model_cfg, "train": train_cfg, "seed": seed,
-                               "sequence": slices.sequence, "cache_hash": slices.cache_hash})
+    config_hash = hash_config({"model": model_cfg,
+                               "train": {k: v for k, v in train_cfg.items() if k not in SPEED_ONLY},
+                               "seed": seed, "sequence": slices.sequence,
+                               "cache_hash": slices.cache_hash})
     try:
         previous = read_run_config(out, required=False)
     except SarcogradeError as exc:  # cannot tell which configuration trained the folds here
@@ -440,17 +694,35 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
             images = torch.from_numpy(slices.images).to(settings.device)
             slice_labels = torch.from_numpy(np.maximum(slices.labels, 0)[slices.patient_index])
             slice_labels = slice_labels.to(settings.device)
+            pending = [s for s in todo if not (out / s.name / "model.pt").is_file()]
+            for split in todo:
+                if split not in pending:
+                    info(f"{split.name}: finished earlier, not retrained")
+            together = concurrent_folds(settings, len(pending), model_cfg, meta)
+            if together > 1:
+                info(f"training {together} folds at a time, side by side on {settings.device}")
             with deterministic(), progress() as bar:
                 bars = Bars.start(bar, len(todo), settings.max_epochs)
-                for split in todo:
-                    if (out / split.name / "model.pt").is_file():
-                        info(f"{split.name}: finished earlier, not retrained")
+                bar.update(bars.folds, completed=len(todo) - len(pending))
+                for first in range(0, len(pending), together):
+                    group = pending[first:first + together]
+                    bar.reset(bars.epochs, total=settings.max_epochs,
+                              description=", ".join(s.name for s in group))
+                    runs = [FoldRun(split, slices, images, slice_labels, model_cfg, pretrained,
+                                    meta, settings, out, _fold_seed(seed, split, folds),
+                                    config_hash) for split in group]
+                    if len(runs) > 1:
+                        fit_stacked(runs, bars)
                     else:
-                        bar.reset(bars.epochs, total=settings.max_epochs, description=split.name)
-                        train_fold(split, slices, images, slice_labels, model_cfg, pretrained,
-                                   meta, settings, out, _fold_seed(seed, split, folds),
-                                   config_hash, bars)
-                    bar.advance(bars.folds)
+                        fit_fold(runs[0], bars)
+                    for run in runs:
+                        run.finish()
+                        bar.advance(bars.folds)
+            if settings.device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(settings.device) / GIB
+                run_record.record["gpu_memory_peak_gib"] = round(peak, 2)
+                info(f"GPU memory: at most {peak:.1f} GiB allocated "
+                     f"(torch.cuda.max_memory_allocated)")
         else:
             train_folds_on_ray(executor, FoldJob(cache, out, config, seed, sequence, device, fold=0),
                                [splits.index(s) for s in todo

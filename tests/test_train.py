@@ -301,3 +301,21 @@ def test_concurrent_folds_setting_is_checked_and_sized_to_the_gpu_memory():
     with pytest.raises(SarcogradeError, match="cannot be used with model.dropout > 0"):
         train_mod.concurrent_folds(three, 5, {**TINY, "dropout": 0.2}, {})
     assert train_mod.concurrent_folds(auto, 5, {**TINY, "dropout": 0.2}, {}) == 1
+
+
+def test_cli_concurrent_folds_flag(tmp_path, capsys):
+    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
+    user = tmp_path / "tiny.yaml"
+    user.write_text(yaml.safe_dump({"model": TINY, "train": {"max_epochs": 1, "batch_size": 8}}))
+    common = ["train", str(cache), "--preset", "quick", "--config", str(user), "--device", "cpu",
+              "--folds", "2"]
+    assert main([*common, "--out", str(tmp_path / "bad"), "--concurrent-folds", "many"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == ("sarcograde train: error: train.concurrent_folds "
+                                            "'many' is not auto or a whole number >= 1")
+    assert not (tmp_path / "bad").exists()
+    assert main([*common, "--out", str(tmp_path / "run"), "--concurrent-folds", "2"]) == 0
+    assert "training 2 folds at a time, side by side on cpu" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"][
+        "concurrent_folds"] == 2
+    assert len(list((tmp_path / "run").glob("fold_*/model.pt"))) == 2

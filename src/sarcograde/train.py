@@ -794,7 +794,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast (faster on recent CPUs; GPUs use it by default)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    parser.add_argument("--concurrent-folds", metavar="auto|N",
+                        help="folds trained side by side as one stacked network (default auto: "
+                             "as many as the GPU's memory holds; 1 on a CPU)")
     executors.add_arguments(parser)
+
+
+def _concurrent_folds(value: str | None) -> int | str | None:
+    """--concurrent-folds as the config holds it: "auto", a whole number, or None (not given);
+    anything else is passed on for `Settings` to refuse in one line."""
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -803,7 +812,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.preset, args.config, {
         "model": {"pretrained": args.pretrained},
         "train": {"folds": args.folds, "repeats": args.repeats,
-                  "amp": "bf16" if args.bf16 else None}})
+                  "amp": "bf16" if args.bf16 else None,
+                  "concurrent_folds": _concurrent_folds(args.concurrent_folds)}})
     train_cv(args.cache, args.out, config, seed=args.seed, only_fold=args.fold,
              sequence=args.sequence, device=args.device,
              executor=executors.from_arguments(args))

@@ -164,3 +164,12 @@ def test_predict_on_ray_gives_the_local_predictions(tiny_run, tmp_path):
                      for name in ("local", "ray"))
     pd.testing.assert_frame_equal(local, on_ray, check_exact=False, atol=1e-6, rtol=0)
     assert len(list((tmp_path / "ray" / "p.slices").glob("*.npz"))) == len(local)
+
+
+def test_batches_are_consecutive_two_per_slot(monkeypatch):
+    executor = RayExecutor()
+    monkeypatch.setattr(executor, "resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    assert executor.batches(list("abcdefg"), gpu=False) == [
+        ("a", "b"), ("c", "d"), ("e", "f"), ("g",)]
+    assert executor.batches(list("abc"), gpu=True) == [("a", "b"), ("c",)]
+    assert executor.batches(["a"], gpu=False) == [("a",)]

@@ -1,6 +1,7 @@
 """`--executor ray` gives the local executor's results: the same NPZ bytes from `preprocess`,
 the same out-of-fold predictions from `train`, also when a worker is killed in the middle of a
-fold. One local Ray with 2 CPUs for the module (it takes seconds to start)."""
+fold, the same predictions from `predict` and attention tables and maps from `explain`. One local
+Ray with 2 CPUs for the module (it takes seconds to start)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
@@ -22,6 +24,8 @@ from sarcograde import train as train_mod
 from sarcograde.cli import main
 from sarcograde.executors import RayExecutor
 from fakes import cohort, graded_cache
+from test_explain import cache_dir, run_dir, square_model  # noqa: F401 (fixtures)
+from test_explain import explain
 from test_preprocess_stage import preprocess, write_cohort
 from test_train import config
 
@@ -55,8 +59,10 @@ def test_without_the_extra_the_ray_executor_is_a_one_line_error(monkeypatch, tmp
                  "--ray-address", "auto"]) != 0
     assert main(["train", str(tmp_path / "cache"), "--out", str(tmp_path / "r"),
                  "--ray-dashboard"]) != 0
+    assert main(["explain", str(tmp_path / "r"), str(tmp_path / "cache"), "--out",
+                 str(tmp_path / "x"), "--ray-address", "auto"]) != 0
     err = capsys.readouterr().err
-    assert "--ray-address needs --executor ray" in err
+    assert err.count("--ray-address needs --executor ray") == 2
     assert "--ray-dashboard needs --executor ray" in err
     assert "pip install 'sarcograde[cluster]'" in err
 
@@ -164,3 +170,52 @@ def test_predict_on_ray_gives_the_local_predictions(tiny_run, tmp_path):
                      for name in ("local", "ray"))
     pd.testing.assert_frame_equal(local, on_ray, check_exact=False, atol=1e-6, rtol=0)
     assert len(list((tmp_path / "ray" / "p.slices").glob("*.npz"))) == len(local)
+
+
+def test_batches_are_consecutive_two_per_slot(monkeypatch):
+    executor = RayExecutor()
+    monkeypatch.setattr(executor, "resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    assert executor.batches(list("abcdefg"), gpu=False) == [
+        ("a", "b"), ("c", "d"), ("e", "f"), ("g",)]
+    assert executor.batches(list("abc"), gpu=True) == [("a", "b"), ("c",)]
+    assert executor.batches(["a"], gpu=False) == [("a",)]
+
+
+def assert_same_explanations(local: Path, other: Path) -> None:
+    for table in ("attention.csv", "attention_slices.csv"):
+        a, b = (pd.read_csv(out / table, dtype={"patient_id": str}) for out in (local, other))
+        pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-6, rtol=0)
+    names = sorted(p.name for p in (local / "maps").glob("*.npz"))
+    assert names == sorted(p.name for p in (other / "maps").glob("*.npz")) and names
+    for name in names:
+        with np.load(local / "maps" / name) as a, np.load(other / "maps" / name) as b:
+            assert str(a["key"]) == str(b["key"])
+            np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-6, rtol=0)
+            # float16 maps scaled to 1 per slice: at most one step of float16 apart
+            np.testing.assert_allclose(a["cam"].astype(np.float32), b["cam"].astype(np.float32),
+                                       atol=2.0 ** -10, rtol=0)
+    assert sorted(p.name for p in local.glob("*.png")) == sorted(p.name for p in other.glob("*.png"))
+
+
+@on_ray
+def test_explain_on_ray_gives_the_local_attention_and_maps(run_dir, cache_dir, tmp_path):
+    explain(run_dir, cache_dir, tmp_path / "local", "--device", "cpu")
+    table = explain(run_dir, cache_dir, tmp_path / "ray", "--device", "cpu", "--executor", "ray")
+    assert list(table.index) == ["ON", "OFF", "PLAIN"]
+    assert_same_explanations(tmp_path / "local", tmp_path / "ray")
+
+
+@on_ray
+def test_explain_on_ray_reuses_the_maps_of_patients_already_done(run_dir, cache_dir, tmp_path):
+    """What a retried task (or a rerun) finds: the patients done before keep their maps."""
+    out = tmp_path / "ray"
+    explain(run_dir, cache_dir, out, "--device", "cpu", "--executor", "ray", "--patients", "OFF")
+    stamp = (out / "maps" / "OFF.npz").stat().st_mtime_ns
+    explain(run_dir, cache_dir, out, "--device", "cpu", "--executor", "ray")
+    assert (out / "maps" / "OFF.npz").stat().st_mtime_ns == stamp
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "maps").glob("*.npz")}
+    assert sorted(stamps) == ["OFF.npz", "ON.npz", "PLAIN.npz"]
+    explain(run_dir, cache_dir, tmp_path / "local", "--device", "cpu")
+    assert_same_explanations(tmp_path / "local", out)
+    explain(run_dir, cache_dir, out, "--device", "cpu", "--executor", "ray")
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "maps").glob("*.npz")} == stamps

@@ -123,8 +123,8 @@ def test_the_executor_reaches_the_stages_that_take_it_and_leaves_the_keys(cohort
     local = build_steps(study, Layout(tmp_path / "out"))
     remote = build_steps(study, Layout(tmp_path / "out"), executor=ray)
     for before, after in zip(local, remote):
-        takes_it = before.stage in ("preprocess", "train", "predict") and before.argv[0] in (
-            "preprocess", "train", "predict")
+        stages = ("preprocess", "train", "predict", "explain")
+        takes_it = before.stage in stages and before.argv[0] in stages
         assert (after.argv[-4:] == list(ray)) == takes_it, after.name
         if after.argv:
             cli.build_parser(after.argv[0]).parse_args(after.argv)

@@ -13,8 +13,11 @@ the tasks still running and leaves what they finished. Ray is an optional extra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
 
 from .console import info, progress
 from .errors import SarcogradeError
@@ -145,6 +148,26 @@ class RayExecutor:
         if errors:
             raise SarcogradeError(f"{len(errors)} Ray task(s) failed: " + "; ".join(errors))
         return results
+
+    def map_patient_batches(self, fn: Callable[[Any], R], job: Any, patients: Sequence[str], *,
+                            label: str, gpu: bool) -> list[R]:
+        """`fn(dataclasses.replace(job, patients=batch))` for the consecutive `batches` of
+        `patients`, one Ray task each of 1 GPU (`gpu`) or else 1 CPU; results in batch order.
+        Connects for the call (`with self`)."""
+        with self:
+            batches = self.batches(patients, gpu=gpu)
+            return self.map(fn, [dataclasses.replace(job, patients=b) for b in batches],
+                            label=label, names=[f"patients {b[0]}..{b[-1]}" for b in batches],
+                            num_cpus=1, num_gpus=int(gpu))
+
+    def batches(self, items: Sequence[T], *, gpu: bool) -> list[tuple[T, ...]]:
+        """`items` in consecutive batches for tasks of 1 GPU (`gpu`) or else 1 CPU each: two
+        batches per slot of the cluster, so that a slow batch does not leave slots idle."""
+        if not items:
+            return []
+        slots = self._slots(0 if gpu else 1, 1 if gpu else 0)
+        return [tuple(items[i] for i in part)
+                for part in np.array_split(np.arange(len(items)), min(len(items), 2 * slots))]
 
     def _slots(self, num_cpus: float, num_gpus: float) -> int:
         """How many of these tasks the cluster can run at once (for the progress bar)."""

@@ -9,19 +9,24 @@ attention inside the tumour, in a ring of --ring-mm around it and elsewhere, and
 flag when inside + ring < --min-attention: the paper's failure case of attention on air),
 `attention_slices.csv` (the same per slice), `maps/<patient_id>.npz` (the maps, which let an
 interrupted run resume) and `run.json`.
+
+Each patient is `explain_patient` (maps, shares, montage); with `--executor ray` batches of
+patients are Ray tasks that call it, and the driver writes the two tables from their rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import LABELS
+from . import LABELS, executors
 from .artifacts import RunRecord, hash_config, save_figure, write_csv
 from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, slice_shares,
                         tumour_regions)
@@ -125,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", type=Path, metavar="CSV",
                         help="predict's output for this run and cache: its saved slice logits "
                              "(<stem>.slices/) are reused instead of recomputed")
+    executors.add_arguments(parser)
 
 
 def _check_arguments(args: argparse.Namespace) -> list[str] | None:
@@ -152,66 +158,123 @@ def predicted_logits(ensemble: Ensemble, cache_dir: Path, row, predictions: Path
                              row.patient_id, keys, len(ensemble.models))
 
 
+@dataclass(frozen=True)
+class ExplainJob:
+    """The settings of one explain run, picklable; as a Ray task, also the patients it does."""
+
+    run: Path
+    cache: Path
+    out: Path
+    method: str
+    device: str  # the driver's device type, so that the maps' keys are the driver's
+    batch_size: int
+    ring_mm: float
+    min_attention: float
+    montage_slices: int
+    predictions: Path | None = None
+    patients: tuple[str, ...] = ()
+    threads: int = 1
+
+
+def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
+                    ) -> tuple[dict, list[dict]]:
+    """One patient: its maps (reused from `maps/<patient_id>.npz` while the key matches, else
+    computed and saved there), shares and montage; its rows of attention.csv and
+    attention_slices.csv."""
+    size = int(ensemble.input_meta["size"])
+    arrays = read_patient(job.cache, row, ("image", "mask", "z_mm", "pixel_mm"), size)
+    maps_path = job.out / "maps" / f"{row.patient_id}.npz"
+    key = hash_config({"models": ensemble.key, "patient": patient_key(job.cache, row),
+                       "method": job.method, "device": job.device})
+    saved = read_maps(maps_path, row.patient_id, key)
+    if saved is None:
+        logits = predicted_logits(ensemble, job.cache, row, job.predictions)
+        if logits is None:
+            logits = slice_logits(ensemble, arrays["image"], job.batch_size)
+        predicted = int(aggregate(logits)[0] > 0.5)
+        cam = ensemble_cam(explainers, arrays["image"], predicted, ensemble.input_meta,
+                           ensemble.device, job.batch_size)
+        saved = {"cam": display_maps(cam), "logits": logits}
+        write_maps(maps_path, saved["cam"], logits, key)
+    logits, cam = saved["logits"], saved["cam"]
+    p_high = aggregate(logits)[0]
+    per_slice = slice_p_high(logits)
+    shares = slice_shares(cam, arrays["mask"], arrays["pixel_mm"], job.ring_mm)
+    inside, ring, elsewhere = patient_shares(shares)
+    grade = None if pd.isna(row.grade) else int(row.grade)
+    label = None if pd.isna(row.label) else int(row.label)
+    summary = {"patient_id": row.patient_id, "n_slices": len(cam), "p_high": p_high,
+               "predicted": int(p_high > 0.5), "label": label, "inside": inside,
+               "ring": ring, "elsewhere": elsewhere,
+               "off_tumour": bool(inside + ring < job.min_attention)}
+    z_mm = arrays.get("z_mm", np.arange(len(cam), dtype=float))
+    slice_rows = [{"patient_id": row.patient_id, "slice": i, "z_mm": z_mm[i],
+                   "p_high": per_slice[i], "inside": s[0], "ring": s[1], "elsewhere": s[2]}
+                  for i, s in enumerate(shares)]
+    fig = plot_montage(row.patient_id, arrays, cam, per_slice, {**summary, "grade": grade},
+                       ring_mm=job.ring_mm, method=job.method, n_models=len(ensemble.models),
+                       max_slices=job.montage_slices)
+    save_figure(fig, job.out / f"{row.patient_id}.png")
+    return summary, slice_rows
+
+
+def explain_patients(job: ExplainJob, ensemble: Ensemble, index: pd.DataFrame,
+                     advance: Callable[[], object] = lambda: None
+                     ) -> list[tuple[dict, list[dict]]]:
+    """`explain_patient` of every patient in `index`, in its order."""
+    explainers = cam_explainers(ensemble.models, job.method)
+    results = []
+    for row in index.itertuples(index=False):
+        results.append(explain_patient(job, ensemble, explainers, row))
+        advance()
+    return results
+
+
+def explain_patient_batch(job: ExplainJob) -> list[tuple[dict, list[dict]]]:
+    """`job.patients` as a Ray task; a retry (after a dead worker) reuses the maps of the
+    patients already done."""
+    torch.set_num_threads(job.threads)
+    device = resolve_device(job.device)
+    return explain_patients(job, load_ensemble(job.run, device),
+                            CacheIndex.read(job.cache).rows(patients=list(job.patients),
+                                                            drop_empty=True))
+
+
 def run(args: argparse.Namespace) -> int:
     patients = _check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    executor = executors.from_arguments(args)
     device = resolve_device(args.device)
     cache_config = read_cache_config(args.cache)
     index = CacheIndex.read(args.cache).rows(patients=patients, drop_empty=True)
     ensemble = load_ensemble(args.run, device)
     check_cache_fits(ensemble, cache_config, args.cache)
-    explainers = cam_explainers(ensemble.models, args.method)
-    size = int(ensemble.input_meta["size"])
     out = Path(args.out)
+    job = ExplainJob(Path(args.run), Path(args.cache), out, args.method, device.type,
+                     args.batch_size, args.ring_mm, args.min_attention, args.montage_slices,
+                     args.predictions)
     config = {"method": args.method, "target": "margin of the predicted class",
               "ring_mm": args.ring_mm, "min_attention": args.min_attention,
               "slice_weighting": "equal", "montage_slices": args.montage_slices,
               "device": device.type, "batch_size": args.batch_size, "models": ensemble.names,
               "preprocess": ensemble.preprocess}
     inputs = {"cache_index": Path(args.cache) / "index.csv", "folds": Path(args.run) / "folds.json"}
-    patient_rows, slice_rows = [], []
-    with RunRecord(out, config=config, inputs=inputs), progress() as bar:
-        task = bar.add_task("explain (patients)", total=len(index))
-        for row in index.itertuples(index=False):
-            arrays = read_patient(args.cache, row, ("image", "mask", "z_mm", "pixel_mm"), size)
-            maps_path = out / "maps" / f"{row.patient_id}.npz"
-            key = hash_config({"models": ensemble.key, "patient": patient_key(args.cache, row),
-                               "method": args.method, "device": device.type})
-            saved = read_maps(maps_path, row.patient_id, key)
-            if saved is None:
-                logits = predicted_logits(ensemble, Path(args.cache), row, args.predictions)
-                if logits is None:
-                    logits = slice_logits(ensemble, arrays["image"], args.batch_size)
-                predicted = int(aggregate(logits)[0] > 0.5)
-                cam = ensemble_cam(explainers, arrays["image"], predicted, ensemble.input_meta,
-                                   device, args.batch_size)
-                saved = {"cam": display_maps(cam), "logits": logits}
-                write_maps(maps_path, saved["cam"], logits, key)
-            logits, cam = saved["logits"], saved["cam"]
-            p_high = aggregate(logits)[0]
-            per_slice = slice_p_high(logits)
-            shares = slice_shares(cam, arrays["mask"], arrays["pixel_mm"], args.ring_mm)
-            inside, ring, elsewhere = patient_shares(shares)
-            grade = None if pd.isna(row.grade) else int(row.grade)
-            label = None if pd.isna(row.label) else int(row.label)
-            summary = {"patient_id": row.patient_id, "n_slices": len(cam), "p_high": p_high,
-                       "predicted": int(p_high > 0.5), "label": label, "inside": inside,
-                       "ring": ring, "elsewhere": elsewhere,
-                       "off_tumour": bool(inside + ring < args.min_attention)}
-            patient_rows.append(summary)
-            z_mm = arrays.get("z_mm", np.arange(len(cam), dtype=float))
-            slice_rows += [{"patient_id": row.patient_id, "slice": i, "z_mm": z_mm[i],
-                            "p_high": per_slice[i], "inside": s[0], "ring": s[1],
-                            "elsewhere": s[2]} for i, s in enumerate(shares)]
-            fig = plot_montage(row.patient_id, arrays, cam, per_slice,
-                               {**summary, "grade": grade}, ring_mm=args.ring_mm,
-                               method=args.method, n_models=len(ensemble.models),
-                               max_slices=args.montage_slices)
-            save_figure(fig, out / f"{row.patient_id}.png")
-            bar.advance(task)
-        table = write_attention(out / "attention.csv", patient_rows)
-        write_csv(out / "attention_slices.csv", pd.DataFrame(slice_rows))
+    with RunRecord(out, config=config, inputs=inputs):
+        if executor is not None:
+            batches = executor.map_patient_batches(
+                explain_patient_batch, job, index["patient_id"].tolist(), label="explain",
+                gpu=device.type == "cuda")
+            done = {summary["patient_id"]: (summary, rows)
+                    for batch in batches for summary, rows in batch}
+            results = [done[patient] for patient in index["patient_id"]]
+        else:
+            with progress() as bar:
+                task = bar.add_task("explain (patients)", total=len(index))
+                results = explain_patients(job, ensemble, index, lambda: bar.advance(task))
+        table = write_attention(out / "attention.csv", [summary for summary, _ in results])
+        write_csv(out / "attention_slices.csv",
+                  pd.DataFrame([r for _, rows in results for r in rows]))
     flagged = table.loc[table["off_tumour"], "patient_id"].tolist()
     if flagged:
         warn(f"explain: attention mostly off the tumour and its {args.ring_mm:g} mm ring for "

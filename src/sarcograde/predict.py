@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,21 +133,6 @@ def predict_patient_batch(job: PatientBatchJob) -> int:
     return len(job.patients)
 
 
-def predict_on_ray(executor: "executors.RayExecutor", job: PatientBatchJob,
-                   patients: list[str]) -> None:
-    """The patients in batches, one Ray task each: 1 GPU where the device is CUDA, else 1 CPU;
-    two batches per slot of the cluster, so that a slow batch does not leave slots idle."""
-    with executor:
-        resources = executor.resources()
-        gpus = 1 if job.device == "cuda" else 0
-        slots = max(1, int(resources.get("GPU", 0) if gpus else resources.get("CPU", 1)))
-        batches = [tuple(b) for b in np.array_split(np.array(patients, dtype=object),
-                                                     min(len(patients), 2 * slots)) if len(b)]
-        executor.map(predict_patient_batch, [replace(job, patients=b) for b in batches],
-                     label="predict", names=[f"patients {b[0]}..{b[-1]}" for b in batches],
-                     num_cpus=1, num_gpus=gpus)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="training run folder (fold_XX/model.pt, folds.json)")
     parser.add_argument("cache", type=Path, help="preprocessed cache of the patients to grade")
@@ -184,9 +169,11 @@ def run(args: argparse.Namespace) -> int:
     with RunRecord(args.out.parent, config=config, inputs=inputs, name=record_name):
         if executor is not None:
             # the driver's device: the slice logits' keys then match and are reused below
-            predict_on_ray(executor, PatientBatchJob(
-                args.run, args.cache, (), slices_dir, device.type, args.batch_size,
-                args.precision), index["patient_id"].tolist())
+            executor.map_patient_batches(
+                predict_patient_batch, PatientBatchJob(args.run, args.cache, (), slices_dir,
+                                                       device.type, args.batch_size,
+                                                       args.precision),
+                index["patient_id"].tolist(), label="predict", gpu=device.type == "cuda")
         logits = predict_cache(ensemble, args.cache, index, slices_dir,
                                batch_size=args.batch_size, precision=precision)
         rows = [prediction_row(pid, logits[pid], ensemble.names, args.aggregate)

@@ -97,7 +97,7 @@ def _run_files(run: Path) -> list[Path]:
 def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STAGES[-1],
                 executor: tuple[str, ...] = ()) -> list[Step]:
     """The study's steps in order; `executor` (e.g. `--executor ray --ray-address A`) is passed
-    to the stages that take it (preprocess, train, predict)."""
+    to the stages that take it (preprocess, train, predict, explain)."""
     seq0 = study.sequences[0]
     config = ["--preset", study.preset] + (["--config", str(layout.config)]
                                            if study.config_overrides else [])
@@ -238,7 +238,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                   [layout.explain(site, seq) / "attention.csv"],
                                   ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq)), "--predictions",
-                                   str(layout.predict(site) / f"DL-{seq}.csv")]))
+                                   str(layout.predict(site) / f"DL-{seq}.csv"), *executor]))
     explained = [layout.explain(site, seq) / "attention.csv"
                  for site in study.test for seq in study.sequences] if "dl" in study.models else []
     steps.append(Step("report", "report",

@@ -51,10 +51,11 @@ def test_stacked_ensemble_cam_equals_monai_per_model(method, target):
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-def test_each_members_raw_map_is_its_monai_map(method):
+@pytest.mark.parametrize("channels_last", [False, True])   # True: the stack's layout on a GPU
+def test_each_members_raw_map_is_its_monai_map(method, channels_last):
     nets = tiny_models()
     x = model_lib.prepare_input(torch.from_numpy(images(5)), META)
-    maps = stacked_cam(StackedDenseNet(nets), x, 1, method)
+    maps = stacked_cam(StackedDenseNet(nets, channels_last=channels_last), x, 1, method)
     assert maps.shape == (5, 3, 32, 32)
     for k, explainer in enumerate(cam_explainers(nets, method)):
         with torch.enable_grad():

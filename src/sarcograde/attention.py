@@ -9,6 +9,11 @@ both for high and low grade.
 Ensemble. Each model's map of a slice is scaled to sum 1 before the models are averaged, so that
 every model has the same say whatever the scale of its gradients.
 
+Speed. MONAI's Grad-CAM runs a forward and a backward pass per model (the reference, and the
+path on CPU cores). On a GPU the models run as one `StackedDenseNet` instead: one forward and one
+backward for all models (only through the layers after Grad-CAM's layer), then MONAI's formulas
+per model on each model's share of the layer's activation and gradient (`stacked_cam`).
+
 Scores. A slice's map (non-negative) is normalised to sum 1 and split into the tumour mask, a ring
 of `ring_mm` around it (Euclidean distance in mm, from the NPZ's pixel size) and the rest; the
 three shares sum to 1. The patient's shares are the mean over slices with any attention, each
@@ -25,6 +30,7 @@ from scipy.ndimage import distance_transform_edt
 from torch import nn
 
 from . import model as model_lib
+from .stacked import StackedDenseNet
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
 
@@ -32,7 +38,8 @@ METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
 class MarginHooks(ModelWithHooks):
     """MONAI's model hooks with the score of class c set to `logit(c) - logit(other)`."""
 
-    def class_score(self, logits: torch.Tensor, class_idx: int) -> torch.Tensor:
+    @staticmethod
+    def class_score(logits: torch.Tensor, class_idx: int) -> torch.Tensor:
         margin = logits[:, class_idx] - logits[:, 1 - class_idx]
         # Shaped (b, 1, 1, 1) so that Grad-CAM++ scales each slice's gradients by its own score
         # (MONAI squeezes it to (b,), which breaks batches); valued 0 with the margin's gradient,
@@ -52,6 +59,53 @@ def cam_explainers(models: list[nn.Module], method: str = "gradcam",
                             target_layers=layer, postprocessing=lambda x: x) for net in models]
 
 
+class _Replay(ModelWithHooks):
+    """MONAI's hooked model replaying one layer's activation and gradient, and the class score,
+    already computed (by a stack): MONAI's Grad-CAM formulas then apply to them unchanged."""
+
+    def __init__(self, activation: torch.Tensor, gradient: torch.Tensor, score: torch.Tensor):
+        self.activation, self.gradient, self.score = activation, gradient, score
+
+    def __call__(self, x, class_idx=None, retain_graph=False, **kwargs):
+        return None, (self.activation,), (self.gradient,)
+
+
+def method_of(explainer) -> str:
+    """The METHODS name of a MONAI explainer (Grad-CAM++ is a Grad-CAM subclass: exact type)."""
+    return next(name for name, cls in METHODS.items() if type(explainer) is cls)
+
+
+def stacked_cam(stack: StackedDenseNet, x: torch.Tensor, target_class: int,
+                method: str = "gradcam", layer: str = model_lib.GRADCAM_LAYER) -> torch.Tensor:
+    """Every member's raw map `(B, K, H, W)` of a batch `x` `(B, 3, H, W)` from ONE forward and
+    ONE backward of the stack, equal to each member's own `cam_explainers` map.
+
+    The score is the sum over members of each member's margin (`MarginHooks.class_score`);
+    members share no weights, so each member's share of the layer's gradient is that of its own
+    margin. MONAI's Grad-CAM (++) formulas and upsampling then run on the activations and
+    gradients of the B x K (slice, member) pairs as one batch.
+    """
+    b, k = len(x), stack.k
+    training = stack.training
+    stack.eval()
+    try:
+        with torch.enable_grad():
+            logits, activation = stack(x[:, None].expand(-1, k, -1, -1, -1), capture=layer)
+            score = MarginHooks.class_score(logits.reshape(b * k, -1), target_class)
+            gradient, = torch.autograd.grad(score.sum(), activation)
+    finally:
+        stack.train(training)
+
+    def pairs(t: torch.Tensor) -> torch.Tensor:  # (B, K x C, h, w) -> (B x K, C, h, w)
+        return t.detach().reshape(b * k, -1, *t.shape[2:])
+
+    explainer = METHODS[method](nn_module=_Replay(pairs(activation), pairs(gradient),
+                                                  score.detach()),
+                                target_layers=layer, postprocessing=lambda m: m)
+    with torch.no_grad():
+        return explainer(x, class_idx=target_class).reshape(b, k, *x.shape[2:])
+
+
 def normalise_per_slice(maps: np.ndarray) -> np.ndarray:
     """Scale each map (n, H, W) to sum 1; a map without attention stays all zero."""
     sums = maps.reshape(len(maps), -1).sum(axis=1)
@@ -60,10 +114,30 @@ def normalise_per_slice(maps: np.ndarray) -> np.ndarray:
 
 
 def ensemble_cam(explainers: list, images: np.ndarray, target_class: int, input_meta: dict,
-                 device: torch.device | str = "cpu", batch_size: int = 16) -> np.ndarray:
+                 device: torch.device | str = "cpu", batch_size: int = 16,
+                 stacked: bool | None = None) -> np.ndarray:
     """The ensemble's map of `target_class` for slices (n, S, S): float32 (n, S, S), each slice
-    summing to 1 (or 0 where no model attends to anything)."""
+    summing to 1 (or 0 where no model attends to anything).
+
+    `stacked` computes all models' maps at once (`stacked_cam`, the explainers' models run as one
+    `StackedDenseNet`); default: on a GPU, as `slice_logits` does. Otherwise each explainer runs
+    MONAI's Grad-CAM on its own model (the reference).
+    """
+    device = torch.device(device)
+    if stacked is None:
+        stacked = device.type == "cuda"
     total = np.zeros(images.shape, dtype=np.float64)
+    if stacked and len(explainers) > 1:
+        stack = StackedDenseNet.of([e.nn_module.model for e in explainers],
+                                   channels_last=device.type == "cuda")
+        method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+            x = model_lib.prepare_input(batch, input_meta)
+            maps = stacked_cam(stack, x, target_class, method, layer).cpu().numpy()
+            for m in range(stack.k):
+                total[start:start + len(x)] += normalise_per_slice(np.maximum(maps[:, m], 0.0))
+        return normalise_per_slice(total).astype(np.float32)
     with torch.enable_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start:start + batch_size]).to(device)

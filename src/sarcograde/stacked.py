@@ -17,12 +17,18 @@ again.
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets.densenet import _DenseLayer
 from torch import nn
+
+# The stacks alive, by the ids of their members (a live stack holds its members, so the ids are
+# theirs): `StackedDenseNet.of` hands out the stack already built over a set of models.
+_LIVE: "weakref.WeakValueDictionary[tuple[int, ...], StackedDenseNet]" = \
+    weakref.WeakValueDictionary()
 
 # Modules that act on each channel alone, so that K members' channels side by side are K members.
 _CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
@@ -64,6 +70,27 @@ class StackedDenseNet(nn.Module):
         self._point_members_at_stack()
         self._counters = [b for m in self.members for n, b in m.named_buffers()
                           if n.endswith("num_batches_tracked")]
+        self._capture: str | None = None
+        self._captured: torch.Tensor | None = None
+        self._grad_after_capture = False
+        _LIVE[tuple(map(id, self.members))] = self
+
+    @classmethod
+    def of(cls, members: Sequence[nn.Module], channels_last: bool = False) -> "StackedDenseNet":
+        """The live stack of exactly these models (in this order and layout) while they still
+        share its storage, such as an `Ensemble.stack()`, else a new one: the models are never
+        held twice on the device."""
+        stack = _LIVE.get(tuple(map(id, members)))
+        if stack is None or stack.channels_last != channels_last or not stack._holds_members():
+            stack = cls(members, channels_last=channels_last)
+        return stack
+
+    def _holds_members(self) -> bool:
+        """Whether the members' parameters are still this stack's views (no `unstack()`, no
+        later stack over them)."""
+        key, fused = next(iter(self.fused.items()))
+        return all(m.get_parameter(key.replace("/", ".")).data_ptr() == part.data_ptr()
+                   for m, part in zip(self.members, fused.data.chunk(self.k)))
 
     def _fuse(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         fused = torch.cat([t.detach() for t in tensors])
@@ -101,7 +128,31 @@ class StackedDenseNet(nn.Module):
                 member.get_parameter(name).grad = part
             fused.grad = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, capture: str | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits `(B, K, classes)` of `x` `(B, K, 3, H, W)`.
+
+        `capture` names a module of the members (Grad-CAM's layer, "features.norm5"): the stack
+        then returns `(logits, activation)`, the activation being that module's output for all
+        members `(B, K x C, h, w)`, member k's in channels [k C, (k + 1) C). When grad is enabled
+        it is a leaf that requires grad, so `torch.autograd.grad(score, activation)` is the
+        layer's gradient; the layers before it run without autograd (nothing is kept for them,
+        nothing is traversed back through them).
+        """
+        if capture is None:
+            return self._forward(x)
+        self._capture, self._grad_after_capture = capture, torch.is_grad_enabled()
+        try:
+            with torch.no_grad():   # `_run` turns grad back on after the captured module
+                logits = self._forward(x)
+            captured = self._captured
+        finally:
+            self._capture, self._captured = None, None
+        if captured is None:
+            raise ValueError(f"{capture}: no such module in the stacked network")
+        return logits, captured
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         b, k = x.shape[:2]
         if k != self.k:
             raise ValueError(f"input holds {k} batches for a stack of {self.k} models")
@@ -113,6 +164,14 @@ class StackedDenseNet(nn.Module):
         return self._run(self.members[0], "", x)
 
     def _run(self, module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+        x = self._layer(module, name, x)
+        if self._capture is not None and name == self._capture:
+            x = x.detach().requires_grad_(self._grad_after_capture)
+            torch.set_grad_enabled(self._grad_after_capture)  # the layers after it are recorded
+            self._captured = x
+        return x
+
+    def _layer(self, module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
         prefix = f"{name}." if name else ""
         if isinstance(module, _DenseLayer):
             return self._concat(x, self._run(module.layers, prefix + "layers", x))

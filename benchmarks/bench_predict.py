@@ -5,26 +5,35 @@
   rerun served from the per-slice logits (`predictions.slices/`).
 - explain: Grad-CAM on batches of 16 slices against one slice at a time.
 
+- stacked (issue 15): the ensemble's forward model by model (`slice_logits(stacked=False)`)
+  against all models as one `StackedDenseNet` (`stacked=True`), N fresh networks whose batch-norm
+  statistics were estimated on the slices; autocast bf16 on CUDA, fp32 on the CPU; logits
+  compared with fp32 model by model; on CUDA the share of peak (forward FLOPs from torch's
+  flop counter, times slices/s, over `--peak-tflops`).
+
 Quick-preset DenseNets (3 models, 64 x 64) on a synthetic cache; one torch thread, so that the
 ratios do not depend on what else the machine runs. Run from the repository root:
-`.venv/bin/python benchmarks/bench_predict.py`.
+`.venv/bin/python benchmarks/bench_predict.py [--device cuda] [--n-models 15]`.
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from sarcograde import model as model_lib
-from sarcograde.artifacts import write_json, write_npz
+from sarcograde.artifacts import write_json
 from sarcograde.attention import cam_explainers, ensemble_cam
 from sarcograde.config import load_preset
-from sarcograde.predict import load_ensemble, predict_cache, read_index
+from sarcograde.ensemble import Ensemble, load_ensemble, slice_logits
+from sarcograde.formats.cache import CacheIndex, write_index, write_patient
+from sarcograde.predict import predict_cache
 
 N_MODELS, N_PATIENTS, SLICES = 3, 12, 30
 
@@ -49,13 +58,17 @@ def build(root: Path) -> tuple[Path, Path]:
     rows = []
     for i in range(N_PATIENTS):
         pid = f"P{i:02d}"
-        write_npz(cache / "patients" / f"{pid}.npz",
-                  image=rng.normal(size=(SLICES, size, size)).astype(np.float16),
-                  mask=np.zeros((SLICES, size, size), np.uint8), pixel_mm=np.ones(SLICES),
-                  key=np.array(pid))
-        rows.append({"patient_id": pid, "grade": 2, "label": 1, "n_slices": SLICES,
-                     "npz": f"patients/{pid}.npz", "key": pid})
-    pd.DataFrame(rows).to_csv(cache / "index.csv", index=False)
+        write_patient(cache / "patients" / f"{pid}.npz", {
+            "image": rng.normal(size=(SLICES, size, size)).astype(np.float16),
+            "mask": np.zeros((SLICES, size, size), np.uint8), "z_mm": np.arange(SLICES, dtype=float),
+            "area_mm2": np.ones(SLICES), "pixel_mm": np.ones(SLICES), "spacing": np.ones(3),
+            "origin": np.zeros(3), "direction": np.eye(3).ravel(),
+            "crop_index": np.zeros(2, np.int64), "tumour_volume_ml": np.float64(1.0),
+            "key": np.array(pid)})
+        rows.append({"patient_id": pid, "sequence": "T1", "site": "A", "grade": 2, "label": 1,
+                     "n_slices": SLICES, "tumour_volume_ml": 1.0, "npz": f"patients/{pid}.npz",
+                     "key": pid})
+    write_index(cache, rows)
     return run, cache
 
 
@@ -71,19 +84,125 @@ def one_at_a_time(ensemble, cache, index) -> dict[str, np.ndarray]:
         for row in index.itertuples(index=False):
             images = np.load(Path(cache) / row.npz)["image"]
             out[row.patient_id] = np.stack([
-                np.concatenate([net(model_lib.prepare_input(images[[i]], ensemble.input_meta))
-                                .numpy() for i in range(len(images))])
+                np.concatenate([net(model_lib.prepare_input(
+                    torch.from_numpy(images[[i]]).to(ensemble.device), ensemble.input_meta))
+                    .cpu().numpy() for i in range(len(images))])
                 for net in ensemble.models])
     return out
 
 
+def calibrated(cfg: dict, seed: int, images: torch.Tensor, meta: dict,
+               device: torch.device) -> torch.nn.Module:
+    """A fresh network whose batch-norm statistics are those of `images` (one pass in training
+    mode with a cumulative average), so that its activations are those of a trained one."""
+    torch.manual_seed(seed)
+    net = model_lib.build_model(cfg).to(device)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(model_lib.prepare_input(images, meta))
+    return net.eval()
+
+
+def stacked_row(cfg: dict, name: str, size: int, n_models: int, n_slices: int,
+                device: torch.device, peak_tflops: float | None, reps: int) -> None:
+    """Plain (model by model) against stacked ensemble forward, in the same run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cuda = device.type == "cuda"
+    meta = model_lib.input_meta(size, pretrained=False)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(n_slices, size, size)).astype(np.float16)
+    calib = torch.from_numpy(images[:32]).to(device)
+    models = [calibrated(cfg, k, calib, meta, device) for k in range(n_models)]
+    ensemble = Ensemble(run_dir=Path("."), names=[f"fold_{k:02d}" for k in range(n_models)],
+                        models=models, metas=[{"input": meta}] * n_models, device=device,
+                        key="bench")
+    precision = torch.bfloat16 if cuda else None
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        models[0](model_lib.prepare_input(calib[:1], meta))
+    flops = counter.get_total_flops()  # one slice through one network
+
+    def timed_logits(stacked: bool, dtype) -> tuple[float, np.ndarray]:
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = slice_logits(ensemble, images, precision=dtype, stacked=stacked)
+        return time.perf_counter() - start, out
+
+    reference = slice_logits(ensemble, images, stacked=False)  # fp32, model by model
+    timed_logits(False, precision)  # warm-up (cuDNN, oneDNN)
+    timed_logits(True, precision)
+    plain_s, stacked_s = [], []
+    for _ in range(reps):
+        seconds, plain = timed_logits(False, precision)
+        plain_s.append(seconds)
+        seconds, stacked = timed_logits(True, precision)
+        stacked_s.append(seconds)
+    p, s = statistics.median(plain_s), statistics.median(stacked_s)
+    rate_p, rate_s = n_slices / p, n_slices / s
+
+    def share(rate):
+        return f"{100 * flops * n_models * rate / (peak_tflops * 1e12):.1f} %" if peak_tflops else "-"
+
+    dtype = "bf16" if cuda else "fp32"
+    print(f"| ensemble forward, {n_slices} slices x {n_models} {name} ({size} px, {dtype}) | "
+          f"model by model: {rate_p:.1f} slices/s ({share(rate_p)} of peak) | stacked: "
+          f"{rate_s:.1f} slices/s ({share(rate_s)} of peak) | {p / s:.2f}x | logits vs fp32 "
+          f"model by model: plain within {np.abs(plain - reference).max():.1e}, stacked within "
+          f"{np.abs(stacked - reference).max():.1e} |", flush=True)
+    print(f"({flops / 1e9:.3g} GFLOP per slice per network, forward, torch flop counter; "
+          f"a slice counts once for all {n_models} networks; median of {reps})", flush=True)
+
+
 def main() -> None:
-    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--n-models", type=int,
+                        help="networks of the stacked row (default 15 on cuda, 3 on cpu)")
+    parser.add_argument("--model", choices=["quick", "densenet161"],
+                        help="network of the stacked row (default densenet161 on cuda, quick "
+                             "on cpu)")
+    parser.add_argument("--size", type=int, help="slice size (default 224 / 64)")
+    parser.add_argument("--slices", type=int, help="slices of the stacked row (default 960 on "
+                                                   "cuda, 360 on cpu)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--stacked-only", action="store_true", help="only the stacked row")
+    parser.add_argument("--peak-tflops", type=float, help="peak for the share of peak "
+                                                          "(default from the GPU's name)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if not args.stacked_only:
+        fixed_rows(device)
+    model = args.model or ("densenet161" if cuda else "quick")
+    quick = load_preset("quick")["model"]
+    cfg = {"architecture": "densenet161"} if model == "densenet161" else quick
+    name = "DenseNet-161" if model == "densenet161" else "quick DenseNets"
+    from bench_train import peak_of
+
+    peak, source = peak_of(device, args.peak_tflops)
+    print(f"\nStacked ensemble (issue 15), {torch.get_num_threads()} torch thread(s), {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
+          + f"; share of peak: {f'{peak:g} TFLOP/s, ' if peak else ''}{source}")
+    print("| step | baseline | sarcograde | speed-up | agreement |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    stacked_row(cfg, name, args.size or (224 if model == "densenet161" else 64),
+                args.n_models or (15 if cuda else 3), args.slices or (960 if cuda else 360),
+                device, peak, args.reps)
+
+
+def fixed_rows(device: torch.device) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run, cache = build(root)
-        ensemble = load_ensemble(run)
-        index = read_index(cache)
+        ensemble = load_ensemble(run, device)
+        index = CacheIndex.read(cache).rows(drop_empty=True)
         n = N_PATIENTS * SLICES
 
         base_s, base = timed(lambda: one_at_a_time(ensemble, cache, index))
@@ -98,12 +217,12 @@ def main() -> None:
         images = np.load(cache / "patients" / "P00.npz")["image"]
         explainers = cam_explainers(ensemble.models)
         cam1_s, cam1 = timed(lambda: ensemble_cam(explainers, images, 1, ensemble.input_meta,
-                                                  batch_size=1))
+                                                  device, batch_size=1))
         cam16_s, cam16 = timed(lambda: ensemble_cam(explainers, images, 1, ensemble.input_meta,
-                                                    batch_size=16))
+                                                    device, batch_size=16))
 
     print(f"{N_MODELS} quick-preset models, {N_PATIENTS} patients x {SLICES} slices, "
-          f"1 torch thread")
+          f"{torch.get_num_threads()} torch thread(s), {device}")
     print("| step | baseline | sarcograde | speed-up | agreement |")
     print("| --- | ---: | ---: | ---: | --- |")
     print(f"| predict, {n} slices x {N_MODELS} models | one slice at a time: {base_s:.2f} s | "
@@ -111,7 +230,7 @@ def main() -> None:
           f"logits within {agree:.1e} |")
     print(f"| predict rerun | computed: {ours_s:.2f} s | from predictions.slices: {rerun_s:.3f} s "
           f"| {ours_s / rerun_s:.0f}x | {'identical' if same else 'DIFFERENT'} |")
-    print(f"| predict, bf16 autocast on the CPU | fp32: {ours_s:.2f} s | bf16: {bf16_s:.2f} s | "
+    print(f"| predict, bf16 autocast on the {device.type.upper()} | fp32: {ours_s:.2f} s | bf16: {bf16_s:.2f} s | "
           f"{ours_s / bf16_s:.2f}x | logits within {bf16_diff:.1e} |")
     print(f"| Grad-CAM, {SLICES} slices x {N_MODELS} models | one slice at a time: {cam1_s:.2f} s "
           f"| batch 16: {cam16_s:.2f} s | {cam1_s / cam16_s:.1f}x | maps within "

@@ -11,7 +11,17 @@ A second table times augmentation alone: the batched `data.augment_batch` agains
 per-slice array transforms (RandFlip x2, RandRotate, RandZoom, Rand2DElastic, RandScaleCrop +
 Resize) with metadata tracking off.
 
+A third table (issue 15) sets the plain path, one network, against the stacked one, K networks
+run as one `StackedDenseNet` (`train.concurrent_folds`), in the same run: bare steps (one batch
+in memory; stacked: K batches, per-network loss, backward, `member_grads()`, each network's Adam
+step) and the real loops (`train.train_epoch` of one `FoldRun`; `train.stacked_epoch` of K
+`FoldRun`s built in memory on a synthetic slice set). A stacked step counts K x B slices. On
+CUDA it also gives the GPU memory peak per configuration and the share of the peak arithmetic
+rate: FLOPs per slice (forward + backward, counted once by torch's `FlopCounterMode`) times
+slices/s over `--peak-tflops`.
+
     python benchmarks/bench_train.py [--threads 1] [--reps 3] [--skip-161]
+    python benchmarks/bench_train.py --device cuda [--k 5 15] [--peak-tflops 989]
 """
 
 from __future__ import annotations
@@ -20,43 +30,91 @@ import argparse
 import math
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sarcograde import model as model_lib
-from sarcograde.data import AugmentParams, augment_batch, epoch_generator
-from sarcograde.train import FoldData, Settings, train_epoch
+from sarcograde.data import AugmentParams, SliceSet, augment_batch, epoch_generator
+from sarcograde.splits import Split
+from sarcograde.stacked import StackedDenseNet
+from sarcograde.train import (FoldData, FoldRun, Settings, stacked_cross_entropy, stacked_epoch,
+                              train_epoch)
 
 QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 4, 4]}
 DENSENET161 = {"architecture": "densenet161"}
 
 
-def settings_for(batch: int, amp: str, channels_last: bool) -> Settings:
+def settings_for(batch: int, amp: str, channels_last: bool,
+                 device: torch.device = torch.device("cpu")) -> Settings:
     return Settings.from_config({"batch_size": batch, "learning_rate": 1e-4, "max_epochs": 1,
                                  "patience": 1, "augment": True, "amp": amp,
-                                 "channels_last": channels_last}, torch.device("cpu"))
+                                 "channels_last": channels_last}, device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_batch(settings: Settings, size: int, k: int | None = None):
+    """Network input, labels and class weights of one batch (K batches side by side if k)."""
+    g = torch.Generator().manual_seed(0)
+    lead = (settings.batch_size,) if k is None else (settings.batch_size, k)
+    x = torch.randn(*lead, 3, size, size, generator=g).to(settings.device)
+    if settings.channels_last and k is None:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, lead, generator=g).to(settings.device)
+    weights = torch.tensor([1.5, 0.75], device=settings.device)
+    return x, y, weights if k is None else weights.expand(k, 2)
+
+
+def bare_step(model, optimizer, settings: Settings, x, y, weights) -> None:
+    with settings.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, weight=weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def timed(device: torch.device, fn, times: int = 1) -> float:
+    """Seconds of `times` calls of `fn`, the device synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(times):
+        fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def bare_steps(model, optimizer, settings: Settings, size: int, steps: int) -> float:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(settings.batch_size, 3, size, size, generator=g)
-    if settings.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (settings.batch_size,), generator=g)
-    weights = torch.tensor([1.5, 0.75])
+    x, y, weights = bare_batch(settings, size)
     model.train()
-    start = time.perf_counter()
-    for _ in range(steps):
-        with settings.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    return timed(settings.device, lambda: bare_step(model, optimizer, settings, x, y, weights),
+                 steps)
+
+
+def stacked_step(stack: StackedDenseNet, optimizers, settings: Settings, x, y, weights) -> None:
+    """What `train.stacked_epoch` does per step, on K batches already in memory."""
+    with settings.autocast():
+        logits = stack(x)
+    stacked_cross_entropy(logits.float(), y, weights).sum().backward()
+    stack.member_grads()
+    for optimizer in optimizers:
         optimizer.step()
-    return time.perf_counter() - start
+        optimizer.zero_grad(set_to_none=True)
+
+
+def bare_stacked_steps(stack: StackedDenseNet, optimizers, settings: Settings, size: int,
+                       steps: int) -> float:
+    x, y, weights = bare_batch(settings, size, stack.k)
+    stack.train()
+    return timed(settings.device,
+                 lambda: stacked_step(stack, optimizers, settings, x, y, weights), steps)
 
 
 def loop_steps(model, optimizer, settings: Settings, size: int, steps: int, epoch: int) -> float:
@@ -94,6 +152,133 @@ def throughput(name: str, model_cfg: dict, size: int, batch: int, steps: int, re
           f"{b:.1f} | {lo:.1f} | {lo / b:.2f} |", flush=True)
 
 
+def fold_runs(model_cfg: dict, settings: Settings, size: int, steps: int, k: int,
+              out: Path) -> list[FoldRun]:
+    """K `FoldRun`s (fresh networks, seeds 0..K-1) on one synthetic slice set held on the
+    device, as `train_cv` holds it: each trains on the same `steps` patients of one batch of
+    slices each (labels alternate), so one epoch is exactly `steps` steps, and validates on one
+    patient of 2 slices (not timed)."""
+    batch = settings.batch_size
+    counts = [batch] * steps + [2]
+    rng = np.random.default_rng(0)
+    n = sum(counts)
+    ids = [f"T{i:03d}" for i in range(steps)] + ["V000"]
+    slices = SliceSet(images=rng.normal(size=(n, size, size)).astype(np.float16),
+                      patient_index=np.repeat(np.arange(len(ids)), counts), patient_ids=ids,
+                      labels=np.arange(len(ids)) % 2, sequence="T1",
+                      cache_config={"size": size}, cache_hash="bench")
+    images = torch.from_numpy(slices.images).to(settings.device)
+    labels = torch.from_numpy(slices.labels[slices.patient_index]).to(settings.device)
+    meta = model_lib.input_meta(size, pretrained=False)
+    return [FoldRun(Split(f"fold_{i:02d}", 0, i, ids[:-1], ids[-1:]), slices, images, labels,
+                    model_cfg, "none", meta, settings, out, seed=i, config_hash="bench")
+            for i in range(k)]
+
+
+def flops_per_slice(model, settings: Settings, size: int) -> float:
+    """Forward + backward FLOPs of one training step, per slice (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y, weights = bare_batch(settings, size)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        with settings.autocast():
+            logits = model(x)
+        F.cross_entropy(logits.float(), y, weight=weights).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / settings.batch_size
+
+
+def allocated(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def memory_peak(device: torch.device, before: int, fn) -> float | None:
+    """GiB of GPU memory a configuration needs: `torch.cuda.max_memory_allocated` while `fn`
+    runs, less what was allocated before the configuration was built (None on a CPU)."""
+    fn()
+    if device.type != "cuda":
+        return None
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 30
+
+
+def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list[int],
+                     steps: int, reps: int, amp: str, channels_last: bool,
+                     device: torch.device, peak_tflops: float | None,
+                     step_budget_s: float) -> None:
+    """Rows of the plain-vs-stacked table: one network, then K = each of `ks` side by side."""
+    import tempfile
+
+    settings = settings_for(batch, amp, channels_last, device)
+    tag = f"| {name} | {size} | {batch} | {amp} | {'yes' if settings.channels_last else 'no'} "
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        before = allocated(device)
+        (plain,) = fold_runs(model_cfg, settings, size, steps, 1, out)
+        flops = flops_per_slice(plain.net, settings, size)
+        meta = plain.meta
+
+        def loop1():
+            return timed(device, lambda: train_epoch(
+                plain.net, plain.optimizer, plain.scaler, plain.data, plain.weights, meta,
+                settings, plain.generator()))
+
+        def bare1():
+            return bare_steps(plain.net, plain.optimizer, settings, size, steps)
+
+        memory = memory_peak(device, before, lambda: (bare_steps(plain.net, plain.optimizer, settings,
+                                                         size, 1), loop1()))
+        rows = [("plain", 1, bare1, loop1, memory)]
+        plain_bare = None
+        for k in ks:
+            try:
+                before = allocated(device)
+                runs = fold_runs(model_cfg, settings, size, steps, k, out)
+                stack = StackedDenseNet([run.net for run in runs], settings.channels_last)
+                optimizers = [run.optimizer for run in runs]
+
+                def bare_k(stack=stack, optimizers=optimizers):
+                    return bare_stacked_steps(stack, optimizers, settings, size, steps)
+
+                def loop_k(stack=stack, runs=runs):
+                    return timed(device, lambda: stacked_epoch(stack, runs, settings, meta))
+
+                memory = memory_peak(device, before, lambda: (bare_stacked_steps(
+                    stack, optimizers, settings, size, 1), loop_k()))
+            except torch.cuda.OutOfMemoryError:
+                print(f"{tag}| stacked K={k} | does not fit in GPU memory | | | | | | |",
+                      flush=True)
+                break
+            rows.append((f"stacked K={k}", k, bare_k, loop_k, memory))
+            # One timed stacked step as the guard against a K that would take too long.
+            one = bare_stacked_steps(stack, optimizers, settings, size, 1)
+            if one * steps * 2 * (reps + 1) > step_budget_s:
+                print(f"(stacked K={k}: {one:.2f} s a step; larger K skipped, budget "
+                      f"{step_budget_s:.0f} s)", flush=True)
+                break
+        times: dict[str, tuple[list[float], list[float]]] = {r[0]: ([], []) for r in rows}
+        for _ in range(reps):  # interleaved: every configuration once per repetition
+            for label, k, bare, loop, _ in rows:
+                times[label][0].append(k * batch * steps / bare())
+                times[label][1].append(k * batch * steps / loop())
+        for label, k, _, _, memory in rows:
+            b, lo = (statistics.median(t) for t in times[label])
+            if plain_bare is None:
+                plain_bare, plain_loop = b, lo
+            share = (f"{100 * flops * b / (peak_tflops * 1e12):.1f} / "
+                     f"{100 * flops * lo / (peak_tflops * 1e12):.1f}" if peak_tflops else "-")
+            mem = "-" if memory is None else f"{memory:.1f}"
+            print(f"{tag}| {label} | {b:.1f} | {lo:.1f} | {lo / b:.2f} | {b / plain_bare:.2f}x | "
+                  f"{lo / plain_loop:.2f}x | {share} | {mem} |", flush=True)
+    print(f"({flops / 1e9:.3g} GFLOP per slice, forward + backward, torch flop counter"
+          + (f"; share of a {peak_tflops:g} TFLOP/s peak)" if peak_tflops else ")"), flush=True)
+
+
 def augmentation(size: int, batch: int, reps: int) -> None:
     from monai.data import set_track_meta
     from monai.transforms import (Compose, Rand2DElastic, RandFlip, RandRotate, RandScaleCrop,
@@ -127,27 +312,83 @@ def augmentation(size: int, batch: int, reps: int) -> None:
     print(f"| {size} | {batch} | {a * 1e3:.3f} | {m * 1e3:.2f} | {m / a:.0f}x |", flush=True)
 
 
+# bf16 dense tensor-core peaks (TFLOP/s) of the SXM parts, from NVIDIA's data sheets.
+PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_of(device: torch.device, given: float | None) -> tuple[float | None, str]:
+    if given:
+        return given, "given with --peak-tflops"
+    if device.type != "cuda":
+        return None, "no peak on a CPU"
+    name = torch.cuda.get_device_name(device)
+    for part, peak in PEAKS.items():
+        if part in name:
+            return peak, f"bf16 dense peak of an {part} SXM (NVIDIA data sheet)"
+    return None, f"unknown peak for {name}: pass --peak-tflops"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-161", action="store_true", help="quick model only")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--stacked-only", action="store_true",
+                        help="only the plain-vs-stacked table (on cuda: always)")
+    parser.add_argument("--model", choices=["quick", "densenet161"],
+                        help="network of the plain-vs-stacked table (default: densenet161 on "
+                             "cuda, quick on cpu)")
+    parser.add_argument("--k", type=int, nargs="+", default=[5],
+                        help="stack sizes, smallest first (default 5)")
+    parser.add_argument("--batch", type=int, default=30)
+    parser.add_argument("--size", type=int, help="slice size (default 224 for DenseNet-161, 64 "
+                                                 "for quick)")
+    parser.add_argument("--steps", type=int, help="steps per timing (default 10 cuda, 4 cpu)")
+    parser.add_argument("--amp", choices=["none", "bf16"],
+                        help="autocast (default bf16 on cuda, none on cpu)")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="peak arithmetic rate for the share of peak (default: 989, the "
+                             "bf16 dense peak of an H100/H200 SXM, from the device name)")
+    parser.add_argument("--step-budget-s", type=float, default=120.0,
+                        help="skip a larger K once one K's timings would take longer than this")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
-    print("| model | size | batch | autocast | channels_last | bare slices/s | loop slices/s "
-          "| loop/bare |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-    throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps)
-    throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps, amp="bf16")
-    if not args.skip_161:
-        throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps)
-        throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, amp="bf16")
-        throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, channels_last=True)
-    print("\n| size | batch | augment_batch ms/slice | MONAI per-slice ms/slice | ratio |\n"
-          "| --- | --- | --- | --- | --- |")
-    augmentation(64, 32, args.reps)
-    augmentation(224, 30, args.reps)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+          + (f", {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if cuda else "")
+          + "\n", flush=True)
+    if not (cuda or args.stacked_only):
+        print("| model | size | batch | autocast | channels_last | bare slices/s | "
+              "loop slices/s | loop/bare |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+        throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps)
+        throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps, amp="bf16")
+        if not args.skip_161:
+            throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps)
+            throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, amp="bf16")
+            throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, channels_last=True)
+        print()
+    model = args.model or ("densenet161" if cuda else "quick")
+    cfg, name = (DENSENET161, "DenseNet-161") if model == "densenet161" else (QUICK, "quick DenseNet")
+    size = args.size or (224 if model == "densenet161" else 64)
+    amp = args.amp or ("bf16" if cuda else "none")
+    peak, source = peak_of(device, args.peak_tflops)
+    print(f"Plain (one network) against stacked (K networks as one StackedDenseNet), median of "
+          f"{args.reps} repetitions; a stacked step counts K x {args.batch} slices. Share of peak:"
+          f" {f'{peak:g} TFLOP/s, ' if peak else ''}{source}.\n")
+    print("| model | size | batch | autocast | channels_last | path | bare slices/s | "
+          "loop slices/s | loop/bare | bare vs plain | loop vs plain | % of peak bare / loop "
+          "| GPU GiB |\n" + "| --- " * 13 + "|")
+    stacked_vs_plain(name, cfg, size, args.batch, sorted(args.k), args.steps or (10 if cuda else 4),
+                     args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
+    if not (cuda or args.stacked_only):
+        print("\n| size | batch | augment_batch ms/slice | MONAI per-slice ms/slice | ratio |\n"
+              "| --- | --- | --- | --- | --- |")
+        augmentation(64, 32, args.reps)
+        augmentation(224, 30, args.reps)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """Speed of `preprocess`: N4 fitted on a coarse grid (the preset's `n4_grid_mm`) against N4 at
-full resolution and against the former setting, and a 20-patient synthetic cohort on the local
+full resolution and against the former settings, and a 20-patient synthetic cohort on the local
 executor (1 and 2 jobs) and on Ray (1 and 2 workers).
 
     .venv/bin/python benchmarks/bench_preprocess.py [--n4 synthetic,tcia] [--tcia-patients 12]
-        [--patients 20] [--no-cohort] [--work DIR]
+        [--synthetic-patients 8] [--patients 20] [--no-cohort] [--work DIR]
 
 N4: the same filter, body mask and iterations (the paper preset's) fitted at full resolution
-(`n4_grid_mm` 0), with the former setting (each axis shrunk to about 4 x the finest spacing)
-and with the preset's grid; one thread, as in `preprocess`.
+(`n4_grid_mm` 0), with the two former settings (each axis shrunk to about 4 x the finest
+spacing; a 6 mm grid) and with the preset's grid; one thread, as in `preprocess`.
 Agreement is the correlation of the corrected images inside the body with full resolution.
-Volumes: one synthetic patient of 0.78 x 0.78 x 4.2 mm voxels (`sarcograde.synth`) and the TCIA
-T1 images of ../shared/data/tcia-sts, smallest first. The cohort is `sarcograde.synth.make_cohort`
+Volumes: synthetic patients of 0.78 x 0.78 x 4.2 mm voxels (`sarcograde.synth`, seed 0: the
+first and the largest of --synthetic-patients) and the TCIA T1 images of
+../shared/data/tcia-sts, smallest first. The cohort is `sarcograde.synth.make_cohort`
 (site `siteA`, T2FS), preprocessed with the `quick` preset into a fresh cache per run; every
 speed-up is against the local executor with 1 job, measured in the same run.
 Prints Markdown tables for README.md.
@@ -39,6 +40,7 @@ from sarcograde.preprocess.geometry import to_canonical
 from sarcograde.synth import make_cohort
 
 SEQUENCE = "T2FS"
+FORMER_GRID_MM = 6.0  # the presets' n4_grid_mm before `auto`
 TCIA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tcia-sts" / "nifti"
 
 
@@ -52,9 +54,10 @@ def n4_row(name: str, image: sitk.Image, grid_mm: float, iterations: list[int]) 
     image = to_canonical(sitk.Cast(image, sitk.sitkFloat32))
     body = body_mask(image)
     inside = sitk.GetArrayFromImage(body).astype(bool)
-    # the former setting: every axis shrunk to about 4 x the finest spacing
+    # the first former setting: every axis shrunk to about 4 x the finest spacing
     former = [max(1, round(4 * min(image.GetSpacing()) / s)) for s in image.GetSpacing()]
     fits = {"grid": lambda: n4_correct(image, body, grid_mm, iterations),
+            "6 mm": lambda: n4_correct(image, body, FORMER_GRID_MM, iterations),
             "former": lambda: divide_by_bias(image, n4_log_bias(image, body, former, iterations)),
             "full": lambda: n4_correct(image, body, 0.0, iterations)}
     runs = {}
@@ -68,19 +71,27 @@ def n4_row(name: str, image: sitk.Image, grid_mm: float, iterations: list[int]) 
 
     size = "x".join(str(n) for n in image.GetSize())
     spacing = "x".join(f"{s:.2f}" for s in image.GetSpacing())
-    shrink = "x".join(str(f) for f in grid_factors(image.GetSpacing(), image.GetSize(), grid_mm,
-                                                    len(iterations)))
-    return (f"| {name} | {size} @ {spacing} | {shrink} | {full_s:.1f} | {runs['former'][0]:.1f} "
-            f"| {runs['grid'][0]:.2f} | {full_s / runs['grid'][0]:.0f}x "
-            f"| {runs['former'][0] / runs['grid'][0]:.1f}x | {r('former'):.4f} | {r('grid'):.4f} |")
+    def shrink(grid):
+        factors = grid_factors(image.GetSpacing(), image.GetSize(), grid, len(iterations))
+        return "x".join(str(f) for f in factors)
+
+    grid_s = runs["grid"][0]
+    return (f"| {name} | {size} @ {spacing} | {shrink(FORMER_GRID_MM)} | {shrink(grid_mm)} "
+            f"| {full_s:.1f} | {runs['former'][0]:.1f} | {runs['6 mm'][0]:.2f} | {grid_s:.2f} "
+            f"| {full_s / grid_s:.0f}x | {runs['former'][0] / grid_s:.1f}x "
+            f"| {runs['6 mm'][0] / grid_s:.2f}x | {r('former'):.4f} | {r('6 mm'):.4f} "
+            f"| {r('grid'):.4f} |")
 
 
-def n4_table(volumes: dict[str, sitk.Image], grid_mm: float, iterations: list[int]) -> None:
-    print(f"\nN4, paper iterations {iterations}, one thread: full resolution, former setting "
-          f"(4 x finest spacing), {grid_mm} mm grid\n")
-    print("| image | voxels @ mm | grid shrink | full (s) | former (s) | grid (s) "
-          "| speed-up vs full | vs former | r former | r grid |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+def n4_table(volumes: dict[str, sitk.Image], grid_mm: float | str,
+             iterations: list[int]) -> None:
+    print(f"\nN4, paper iterations {iterations}, one thread: full resolution, former settings "
+          f"(4 x finest spacing; {FORMER_GRID_MM} mm grid), preset grid ({grid_mm})\n")
+    print("| image | voxels @ mm | 6 mm shrink | preset shrink | full (s) | 4x finest (s) "
+          "| 6 mm (s) | preset (s) | vs full | vs 4x finest | vs 6 mm | r 4x finest | r 6 mm "
+          "| r preset |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: |", flush=True)
     for name, image in volumes.items():
         print(n4_row(name, image, grid_mm, iterations), flush=True)
 
@@ -131,6 +142,8 @@ def main_benchmark() -> None:
     parser.add_argument("--n4", default="synthetic,tcia",
                         help="N4 volumes: synthetic, tcia, both (comma) or none")
     parser.add_argument("--tcia-patients", type=int, default=12)
+    parser.add_argument("--synthetic-patients", type=int, default=8,
+                        help="N4 on the first and the largest of this many synthetic patients")
     parser.add_argument("--patients", type=int, default=20)
     parser.add_argument("--no-cohort", action="store_true")
     parser.add_argument("--work", type=Path, help="folder for the cohorts and caches (kept)")
@@ -141,10 +154,15 @@ def main_benchmark() -> None:
     paper = load_preset("paper")["preprocess"]
     volumes: dict[str, sitk.Image] = {}
     if "synthetic" in args.n4:
-        manifest = quietly(lambda: make_cohort(work / "n4", 1, "siteA", seed=0,
-                                               sequences=(SEQUENCE,), pixel_mm=0.78,
+        manifest = quietly(lambda: make_cohort(work / "n4", args.synthetic_patients, "siteA",
+                                               seed=0, sequences=(SEQUENCE,), pixel_mm=0.78,
                                                slice_mm=4.2))
-        volumes["synthetic"] = read_image(next(iter(load_manifest(manifest))).images[SEQUENCE])
+        synthetic = {p.patient_id: read_image(p.images[SEQUENCE])
+                     for p in load_manifest(manifest)}
+        first = next(iter(synthetic))
+        largest = max(synthetic, key=lambda pid: np.prod(synthetic[pid].GetSize()))
+        for pid in dict.fromkeys((first, largest)):
+            volumes[f"synthetic {pid}"] = synthetic[pid]
     if "tcia" in args.n4 and TCIA.is_dir():
         images = {p.name: read_image(p / "MR_T1_image.nii.gz") for p in sorted(TCIA.iterdir())}
         smallest = sorted(images, key=lambda pid: np.prod(images[pid].GetSize()))

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from preprocess_phantom import phantom, stored_ras, stored_transposed, to_image
+from sarcograde.config import load_preset
 from sarcograde.errors import SarcogradeError
 from sarcograde.preprocess import Params, preprocess_volume
 from sarcograde.preprocess.bias import grid_factors, n4_correct
@@ -16,6 +17,7 @@ from sarcograde.preprocess.body import body_mask
 from sarcograde.preprocess.geometry import isotropic_grid, resample_mask, to_canonical
 from sarcograde.preprocess.normalise import zscore
 from sarcograde.preprocess.slices import crop, resize, square_box
+from sarcograde.radiomics.settings import load_settings
 
 QUICK = Params(size=32, n4_iterations=(20, 20))
 
@@ -50,6 +52,21 @@ def test_grid_factors_bring_every_axis_near_the_grid_spacing_and_keep_voxels_per
     # a small crop keeps 3 voxels per span of the 4th level (8 spans): 24 voxels per axis
     assert grid_factors((0.98, 0.98, 3.27), (75, 55, 25), 6.0, 4) == [3, 2, 1]
     assert grid_factors((0.98, 0.98, 3.27), (75, 55, 25), 6.0, 2) == [6, 6, 2]
+
+
+def test_auto_grid_is_the_coarsest_that_keeps_3_voxels_per_span_on_every_axis():
+    # the synthetic patients of benchmarks/README.md: coarser than 6 mm where the image is large
+    assert grid_factors((0.78, 0.78, 4.2), (243, 243, 43), "auto", 4) == [10, 10, 1]
+    assert grid_factors((0.78, 0.78, 4.2), (196, 196, 26), "auto", 4) == [8, 8, 1]
+    # whatever the spacing: the TCIA crop STS_025, and 2 levels (2 spans: 6 voxels per axis)
+    assert grid_factors((0.98, 0.98, 3.27), (75, 55, 25), "auto", 4) == [3, 2, 1]
+    assert grid_factors((0.98, 0.98, 3.27), (75, 55, 25), "auto", 2) == [12, 9, 4]
+    assert grid_factors((0.5, 0.5, 0.5), (20, 30, 40), "auto", 4) == [1, 1, 1]
+    for size in [(512, 512, 40), (97, 130, 23), (24, 47, 48)]:
+        factors = grid_factors((0.47, 0.47, 4.0), size, "auto", 4)
+        # N4 at the finest level has 8 spans per axis: 3 voxels each, and no coarser factor keeps 3
+        assert all(n // f >= 24 or f == 1 for n, f in zip(size, factors))
+        assert all(n // (f + 1) < 24 for n, f in zip(size, factors))
 
 
 def test_body_mask_is_the_body_not_the_air():
@@ -114,6 +131,19 @@ def test_n4_on_a_coarse_grid_agrees_with_full_resolution_n4_inside_the_body():
     # and both removed the known bias: the raw image correlates less with either
     raw = sitk.GetArrayFromImage(image)[inside]
     assert np.corrcoef(raw, full)[0, 1] < np.corrcoef(coarse, full)[0, 1]
+
+
+def test_n4_on_the_auto_grid_agrees_with_full_resolution_n4_inside_the_body():
+    # 3 levels keep 12 voxels per axis: the auto grid shrinks 5 x 5 x 1 where 6 mm gives 3 x 3 x 1
+    image, _, _ = phantom(shape_zyx=(12, 60, 60), spacing=(2.0, 2.0, 4.0), radius_mm=12.0,
+                          bias=0.4)
+    assert grid_factors(image.GetSpacing(), image.GetSize(), "auto", 3) == [5, 5, 1]
+    body = body_mask(image)
+    inside = sitk.GetArrayFromImage(body).astype(bool)
+    coarse = sitk.GetArrayFromImage(n4_correct(image, body, "auto", (50, 50, 50)))[inside]
+    full = sitk.GetArrayFromImage(n4_correct(image, body, 0.0, (50, 50, 50)))[inside]
+    raw = sitk.GetArrayFromImage(image)[inside]
+    assert np.corrcoef(coarse, full)[0, 1] >= 0.99 > np.corrcoef(raw, full)[0, 1]
 
 
 def test_n4_result_does_not_depend_on_the_number_of_threads():
@@ -210,6 +240,26 @@ def test_params_from_config_rejects_unknown_and_bad_settings():
         Params.from_config({"n4_grid_mm": -1})
     with pytest.raises(SarcogradeError, match="n4 must be true or false"):
         Params.from_config({"n4": "false"})
+
+
+def test_n4_grid_mm_is_a_number_or_auto_and_anything_else_is_a_one_line_error():
+    assert Params.from_config({"n4_grid_mm": "auto"}).n4_grid_mm == "auto"
+    assert Params.from_config({"n4_grid_mm": "Auto "}).n4_grid_mm == "auto"
+    assert Params.from_config({"n4_grid_mm": "4"}).n4_grid_mm == 4.0
+    for bad in ("fine", None, True, [6]):
+        with pytest.raises(SarcogradeError, match=r"^invalid preprocess setting: n4_grid_mm must "
+                                                  r"be a number of mm or auto, not") as caught:
+            Params.from_config({"n4_grid_mm": bad})
+        assert "\n" not in str(caught.value)
+
+
+def test_paper_preset_fits_n4_on_the_auto_grid_and_the_cache_key_says_so():
+    paper = Params.from_config(load_preset("paper")["preprocess"])
+    assert paper.n4_grid_mm == "auto"
+    assert load_settings().preprocess.n4_grid_mm == "auto"  # the radiomics baseline's volume
+    # a cache built on the former 6 mm grid is not reused
+    assert paper.key_fields() != Params(**{**paper.as_dict(), "n4_grid_mm": 6.0,
+                                          "n4_iterations": paper.n4_iterations}).key_fields()
 
 
 def test_n4_settings_only_count_when_n4_is_on():

@@ -14,12 +14,15 @@ import SimpleITK as sitk
 # the full-resolution one (a correlation of 0.985 with 2 per span on a small TCIA crop, 0.997
 # with 3).
 VOXELS_PER_SPAN = 3
+# `n4_grid_mm: auto`: the coarsest grid that keeps VOXELS_PER_SPAN voxels per span on every axis.
+AUTO = "auto"
 
 
-def grid_factors(spacing: Sequence[float], size: Sequence[int], grid_mm: float,
+def grid_factors(spacing: Sequence[float], size: Sequence[int], grid_mm: float | str,
                  levels: int) -> list[int]:
     """Per-axis shrink factors that bring every axis near `grid_mm` (never finer than it is),
-    keeping `VOXELS_PER_SPAN` voxels per span of the last of `levels` fitting levels.
+    keeping `VOXELS_PER_SPAN` voxels per span of the last of `levels` fitting levels; with
+    `grid_mm` "auto", the largest factors that keep them (N4's cost grows with the voxels fitted).
 
     The bias field varies over tens of centimetres, so a grid of a few mm loses nothing of it,
     and N4's cost grows with the number of voxels it fits: a 0.78 x 0.78 x 4.2 mm scan of
@@ -28,6 +31,8 @@ def grid_factors(spacing: Sequence[float], size: Sequence[int], grid_mm: float,
     its size, so a small field of view is shrunk less.
     """
     keep = VOXELS_PER_SPAN * 2 ** (levels - 1)
+    if grid_mm == AUTO:
+        return [max(1, n // keep) for n in size]
     return [max(1, min(int(round(grid_mm / s)), n // keep)) for s, n in zip(spacing, size)]
 
 
@@ -65,10 +70,10 @@ def n4_log_bias(image: sitk.Image, body: sitk.Image, factors: Sequence[int],
     return n4.GetLogBiasFieldAsImage(image)
 
 
-def n4_correct(image: sitk.Image, body: sitk.Image, grid_mm: float = 6.0,
+def n4_correct(image: sitk.Image, body: sitk.Image, grid_mm: float | str = 6.0,
                iterations: Sequence[int] = (50, 50, 50, 50)) -> sitk.Image:
-    """`image` divided by its N4 bias field fitted on a `grid_mm` grid (0: full resolution);
-    float32, same grid."""
+    """`image` divided by its N4 bias field fitted on a `grid_mm` grid (0: full resolution;
+    "auto": as coarse as `VOXELS_PER_SPAN` allows); float32, same grid."""
     factors = grid_factors(image.GetSpacing(), image.GetSize(), grid_mm, len(iterations))
     return divide_by_bias(image, n4_log_bias(image, body, factors, iterations))
 

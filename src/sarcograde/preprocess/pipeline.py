@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from ..errors import SarcogradeError
 from ..io import mask_pieces, read_image, tumour_volume_ml
 from ..masks import MaskSource, read_patient_mask
-from .bias import n4_correct
+from .bias import AUTO, n4_correct
 from .body import body_mask
 from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
 from .normalise import zscore
@@ -29,6 +29,18 @@ from .slices import TumourSlices, tumour_slices
 MIN_PIECE_SHARE = 0.01
 
 
+def _grid_mm(value: Any) -> float | str:
+    """`n4_grid_mm` as given: "auto", or a number of mm (a ValueError for anything else)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if isinstance(value, bool):
+        raise ValueError(f"n4_grid_mm must be a number of mm or {AUTO}, not {value}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"n4_grid_mm must be a number of mm or {AUTO}, not {value!r}") from None
+
+
 @dataclass(frozen=True)
 class Params:
     """The preprocessing parameters (the `preprocess` section of a config)."""
@@ -37,7 +49,7 @@ class Params:
     size: int = 224
     margin_mm: float = 10.0
     n4: bool = True
-    n4_grid_mm: float = 6.0       # N4 is fitted on a grid of about this spacing
+    n4_grid_mm: float | str = 6.0  # N4 is fitted on a grid of about this spacing, or "auto"
     n4_iterations: tuple[int, ...] = (50, 50, 50, 50)
 
     @classmethod
@@ -51,7 +63,7 @@ class Params:
                          size=int(section.get("size", cls.size)),
                          margin_mm=float(section.get("margin_mm", cls.margin_mm)),
                          n4=section.get("n4", cls.n4),
-                         n4_grid_mm=float(section.get("n4_grid_mm", cls.n4_grid_mm)),
+                         n4_grid_mm=_grid_mm(section.get("n4_grid_mm", cls.n4_grid_mm)),
                          n4_iterations=tuple(int(i) for i in
                                              section.get("n4_iterations", cls.n4_iterations)))
         except (TypeError, ValueError) as exc:
@@ -61,7 +73,8 @@ class Params:
             (not params.spacing_mm > 0, "spacing_mm must be > 0"),
             (params.size < 8, "size must be at least 8 pixels"),
             (params.margin_mm < 0, "margin_mm must be >= 0"),
-            (not params.n4_grid_mm >= 0, "n4_grid_mm must be >= 0 (0: full resolution)"),
+            (params.n4_grid_mm != AUTO and not params.n4_grid_mm >= 0,
+             f"n4_grid_mm must be >= 0 (0: full resolution) or {AUTO}"),
             (not params.n4_iterations or min(params.n4_iterations) < 1,
              "n4_iterations must be a non-empty list of positive counts")) if bad]
         if problems:

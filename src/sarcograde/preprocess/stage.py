@@ -61,9 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file overriding the preset")
     parser.add_argument("--no-n4", dest="n4", action="store_false", default=None,
                         help="skip N4 bias-field correction (e.g. for already corrected images)")
-    parser.add_argument("--n4-grid-mm", type=float, metavar="MM",
+    parser.add_argument("--n4-grid-mm", metavar="MM",
                         help="N4 is estimated on a grid of about MM mm per axis (0: full "
-                             "resolution; preset: 6)")
+                             "resolution; auto: as coarse as 3 voxels per B-spline span allow; "
+                             "paper preset: auto)")
     parser.add_argument("--margin-mm", type=float, metavar="M",
                         help="tissue kept around the tumour's bounding box, in mm")
     parser.add_argument("--size", type=int, metavar="PX", help="output slices are PX x PX")

@@ -27,7 +27,11 @@ def training_sentences(run: TrainingRun | None, cache_config: dict | None = None
     sentences = []
     sequence = run_config.get("sequence") or pre.get("sequence") or MISSING
     if pre:
-        n4 = (f"N4 bias-field correction (SimpleITK, fitted on a {_value(pre, 'n4_grid_mm')} mm grid, "
+        from ..preprocess.bias import AUTO, VOXELS_PER_SPAN  # SimpleITK only when needed
+
+        grid = (f"the coarsest grid keeping {VOXELS_PER_SPAN} voxels per B-spline span"
+                if pre.get("n4_grid_mm") == AUTO else f"a {_value(pre, 'n4_grid_mm')} mm grid")
+        n4 = (f"N4 bias-field correction (SimpleITK, fitted on {grid}, "
               f"iterations {_value(pre, 'n4_iterations', format_list)})" if pre.get("n4")
               else "no bias-field correction")
         sentences.append(

@@ -18,7 +18,9 @@ step) and the real loops (`train.train_epoch` of one `FoldRun`; `train.stacked_e
 `FoldRun`s built in memory on a synthetic slice set). A stacked step counts K x B slices. On
 CUDA it also gives the GPU memory peak per configuration and the share of the peak arithmetic
 rate: FLOPs per slice (forward + backward, counted once by torch's `FlopCounterMode`) times
-slices/s over `--peak-tflops`.
+slices/s over `--peak-tflops`. After it, the augmentation of one stacked step alone: K
+`augment_batch` calls (as `stacked_epoch` did) against K `draw_augmentation`s and one batched
+`apply_augmentation` (as it does now), at 64 and 224 px.
 
     python benchmarks/bench_train.py [--threads 1] [--reps 3] [--skip-161]
     python benchmarks/bench_train.py --device cuda [--k 5 15] [--peak-tflops 989]
@@ -37,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from sarcograde import model as model_lib
-from sarcograde.data import AugmentParams, SliceSet, augment_batch, epoch_generator
+from sarcograde.data import (AugmentDraws, AugmentParams, SliceSet, apply_augmentation,
+                             augment_batch, draw_augmentation, epoch_generator)
 from sarcograde.splits import Split
 from sarcograde.stacked import StackedDenseNet
 from sarcograde.train import (FoldData, FoldRun, Settings, stacked_cross_entropy, stacked_epoch,
@@ -312,6 +315,36 @@ def augmentation(size: int, batch: int, reps: int) -> None:
     print(f"| {size} | {batch} | {a * 1e3:.3f} | {m * 1e3:.2f} | {m / a:.0f}x |", flush=True)
 
 
+def augmentation_side_by_side(size: int, batch: int, k: int, reps: int, steps: int,
+                              device: torch.device) -> None:
+    """A stacked step's augmentation of K batches: K `augment_batch` calls (the former
+    `stacked_epoch`) against K `draw_augmentation`s and ONE `apply_augmentation` (the current)."""
+    p = AugmentParams()
+    x = torch.randn(k * batch, size, size, device=device)
+    parts = x.split(batch)
+
+    def separate(gens):
+        return torch.cat([augment_batch(part, p, g) for part, g in zip(parts, gens)])
+
+    def together(gens):
+        return apply_augmentation(x, AugmentDraws.cat([draw_augmentation(batch, p, g)
+                                                       for g in gens]))
+
+    def run(fn):
+        gens = [epoch_generator(i, 0) for i in range(k)]
+        return timed(device, lambda: fn(gens), steps) / steps
+
+    assert torch.allclose(separate([epoch_generator(i, 0) for i in range(k)]),
+                          together([epoch_generator(i, 0) for i in range(k)]), atol=1e-6)
+    run(separate), run(together)  # warm-up
+    a, b = [], []
+    for _ in range(reps):  # interleaved
+        a.append(run(separate))
+        b.append(run(together))
+    a, b = statistics.median(a), statistics.median(b)
+    print(f"| {size} | {k} x {batch} | {a * 1e3:.2f} | {b * 1e3:.2f} | {a / b:.2f}x |", flush=True)
+
+
 # bf16 dense tensor-core peaks (TFLOP/s) of the SXM parts, from NVIDIA's data sheets.
 PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -384,6 +417,13 @@ def main() -> None:
           "| GPU GiB |\n" + "| --- " * 13 + "|")
     stacked_vs_plain(name, cfg, size, args.batch, sorted(args.k), args.steps or (10 if cuda else 4),
                      args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
+    print(f"\nAugmentation of one stacked step, K = {args.k[-1]} batches of {args.batch}: K "
+          f"augment_batch calls against one batched resampling, ms per step, median of "
+          f"{args.reps}.\n\n| size | slices | K augment_batch ms | one batched ms | ratio |\n"
+          "| --- | --- | --- | --- | --- |")
+    for aug_size in sorted({64, 224, size}):
+        augmentation_side_by_side(aug_size, args.batch, args.k[-1], args.reps, args.steps or 10,
+                                  device)
     if not (cuda or args.stacked_only):
         print("\n| size | batch | augment_batch ms/slice | MONAI per-slice ms/slice | ratio |\n"
               "| --- | --- | --- | --- | --- |")

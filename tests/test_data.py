@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sarcograde.data import AugmentParams, augment_batch, epoch_generator, load_slices
+from sarcograde.data import (AugmentDraws, AugmentParams, apply_augmentation, augment_batch,
+                             draw_augmentation, epoch_generator, load_slices)
 from sarcograde.errors import SarcogradeError
 from fakes import SIZE, cohort, graded_cache, tumour_slices
 
@@ -108,3 +109,29 @@ def test_elastic_field_is_smooth_and_sized_as_asked():
     assert 0.02 < shift.std().item() < 0.06  # SD 2 x 0.02 at the control points, in [-1, 1] units
     curvature = shift[:, :, 2:] - 2 * shift[:, :, 1:-1] + shift[:, :, :-2]
     assert curvature.abs().max().item() < 0.1 * shift.abs().max().item()
+
+
+@pytest.mark.parametrize("elastic_p", [0.0, 1.0, 0.5])
+def test_batched_draws_augment_each_batch_as_its_own_generator(elastic_p):
+    # Stacked training augments K folds' batches in one resampling: each fold's slices must be
+    # exactly those augment_batch gives it alone, and its generator left where it would be.
+    rng = np.random.default_rng(0)
+    batches = [torch.from_numpy(tumour_slices(rng, n, True)).float() for n in (5, 7, 6)]
+    params = AugmentParams(elastic_p=elastic_p)
+    alone_gens = [epoch_generator(seed, 4) for seed in (0, 1, 2)]
+    alone = [augment_batch(x, params, g) for x, g in zip(batches, alone_gens)]
+    gens = [epoch_generator(seed, 4) for seed in (0, 1, 2)]
+    draws = AugmentDraws.cat([draw_augmentation(len(x), params, g) for x, g in zip(batches, gens)])
+    together = apply_augmentation(torch.cat(batches), draws)
+    deformed = int(draws.elastic.sum())  # none, all, or a mixture of the 18 slices
+    assert len(draws) == 18 and deformed == {0.0: 0, 1.0: 18}.get(elastic_p, deformed)
+    assert elastic_p != 0.5 or 0 < deformed < 18
+    assert torch.equal(together, torch.cat(alone))  # bit-identical on the CPU
+    for g, g_alone in zip(gens, alone_gens):
+        assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=g_alone))
+
+
+def test_draws_must_match_the_batch():
+    draws = draw_augmentation(3, AugmentParams(), torch.Generator())
+    with pytest.raises(ValueError, match="3 slices' draws for a batch of 4"):
+        apply_augmentation(torch.zeros(4, 8, 8), draws)

@@ -257,6 +257,29 @@ def test_folds_trained_side_by_side_learn_as_each_fold_alone(tmp_path, precision
         json.loads((alone / "config.json").read_text())["config_hash"]  # speed, not numbers
 
 
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("augment", [True, False])
+def test_side_by_side_input_is_each_folds_own_augmented_batch(shared, augment):
+    # The stacked step augments the K folds' batches in one resampling: fold k's slices must be
+    # those `augmented` gives fold k alone, bit for bit, and each generator end where it would.
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(rng.normal(size=(40, 24, 24)).astype(np.float16))
+              for _ in range(1 if shared else 3)] * (3 if shared else 1)
+    datas = [train_mod.FoldData(images=x, slice_labels=torch.zeros(40, dtype=torch.long),
+                                train=torch.arange(40), val=torch.arange(0),
+                                val_owner=torch.arange(0), val_patients=[], val_labels=np.zeros(0))
+             for x in images]
+    settings = train_mod.Settings.from_config({**config()["train"], "augment": augment},
+                                              torch.device("cpu"))
+    batches = [torch.from_numpy(rng.choice(40, 16, replace=False)) for _ in datas]
+    gens, alone_gens = ([torch.Generator().manual_seed(k) for k in range(3)] for _ in range(2))
+    together = train_mod.augmented_side_by_side(datas, batches, settings, gens)
+    alone = [train_mod.augmented(d, b, settings, g) for d, b, g in zip(datas, batches, alone_gens)]
+    assert torch.equal(together, torch.cat(alone))
+    for g, g_alone in zip(gens, alone_gens):
+        assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=g_alone))
+
+
 def test_side_by_side_training_resumes_as_if_never_stopped(tmp_path, monkeypatch):
     cache = graded_cache(tmp_path / "cache", cohort(6, 6))
     cfg = config(folds=3, concurrent_folds=3, max_epochs=3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +94,34 @@ def _happens(generator: torch.Generator, n: int, p: float) -> torch.Tensor:
     return torch.rand(n, generator=generator, dtype=torch.float64) < p
 
 
-def augment_batch(images: torch.Tensor, params: AugmentParams,
-                  generator: torch.Generator) -> torch.Tensor:
-    """Randomly flip, rotate, zoom, deform and crop-resize a batch `(B, S, S)` in one resampling.
+@dataclass(frozen=True)
+class AugmentDraws:
+    """The random draws of `augment_batch` for n slices: CPU float64 tensors, one row a slice.
 
-    The random draws come from `generator` (on the CPU, in a fixed order), so the result depends
-    only on its seed, not on the device. Outside the slice the image is mirrored, which keeps
-    tissue texture at the border instead of a black frame.
+    `draw_augmentation` takes them from a generator; `apply_augmentation` resamples with them.
+    Draws of several generators concatenated (`AugmentDraws.cat`) augment their batches, also
+    concatenated, in one resampling, each slice as its own generator's `augment_batch` would.
     """
-    n, size = images.shape[0], images.shape[-1]
-    # In normalised coordinates ([-1, 1] across the slice) each output pixel u samples the input
-    # at flip(rotate(zoom(crop(u)))) + elastic(u).
+
+    crop: torch.Tensor          # (n,) side of the crop, 1 = none
+    offset: torch.Tensor        # (n, 2) crop centre, in [-1, 1] x (1 - crop)
+    zoom: torch.Tensor          # (n,) 1 = none
+    angle: torch.Tensor         # (n,) radians
+    flips: torch.Tensor         # (n, 2) -1 = flipped along x, y
+    elastic: torch.Tensor       # (n,) bool: deformed or not
+    displacement: torch.Tensor  # (n, 2, g, g) control-point displacements, normalised units
+
+    def __len__(self) -> int:
+        return len(self.crop)
+
+    @classmethod
+    def cat(cls, draws: "list[AugmentDraws]") -> "AugmentDraws":
+        """The draws of several batches, in order, as the draws of their concatenation."""
+        return cls(*(torch.cat([getattr(d, f.name) for d in draws]) for f in fields(cls)))
+
+
+def draw_augmentation(n: int, params: AugmentParams, generator: torch.Generator) -> AugmentDraws:
+    """`augment_batch`'s random draws for n slices, from `generator` (on the CPU) in its order."""
     crop = torch.where(_happens(generator, n, params.crop_p),
                        _uniform(generator, n, params.crop_min, 1.0), torch.ones(n, dtype=torch.float64))
     offset = (torch.rand(n, 2, generator=generator, dtype=torch.float64) * 2 - 1) * (1 - crop)[:, None]
@@ -115,32 +132,53 @@ def augment_batch(images: torch.Tensor, params: AugmentParams,
                         torch.zeros(n, dtype=torch.float64)) * math.pi / 180
     flips = torch.where(_happens(generator, 2 * n, params.flip_p), -1.0, 1.0).reshape(n, 2)
     elastic = _happens(generator, n, params.elastic_p)
-    control = torch.randn(n, 2, params.elastic_grid, params.elastic_grid, generator=generator,
-                          dtype=torch.float64)
+    # An SD of elastic_sd x side is 2 x elastic_sd in normalised units.
+    displacement = torch.randn(n, 2, params.elastic_grid, params.elastic_grid,
+                               generator=generator, dtype=torch.float64) * (2 * params.elastic_sd)
+    return AugmentDraws(crop, offset, zoom, angle, flips, elastic, displacement)
 
-    cos, sin = torch.cos(angle), torch.sin(angle)
+
+def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+    """Resample a batch `(n, S, S)` with the draws of n slices in one `grid_sample` (see
+    `augment_batch`); float32 `(n, S, S)` on the images' device."""
+    n, size = images.shape[0], images.shape[-1]
+    if len(draws) != n:
+        raise ValueError(f"{len(draws)} slices' draws for a batch of {n}")
+    # In normalised coordinates ([-1, 1] across the slice) each output pixel u samples the input
+    # at flip(rotate(zoom(crop(u)))) + elastic(u).
+    crop = draws.crop
+    cos, sin = torch.cos(draws.angle), torch.sin(draws.angle)
     rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    linear = flips[:, :, None] * rotation * (crop / zoom)[:, None, None]
-    shift = (linear @ (offset / crop[:, None])[:, :, None])[:, :, 0]
+    linear = draws.flips[:, :, None] * rotation * (crop / draws.zoom)[:, None, None]
+    shift = (linear @ (draws.offset / crop[:, None])[:, :, None])[:, :, 0]
     a = linear.to(images.device, torch.float32)[:, :, :, None, None]
     b = shift.to(images.device, torch.float32)[:, :, None, None]
     # The sampling grid written out (what F.affine_grid computes, without its batched matmul):
-    # pixel centres at (2i + 1) / S - 1, x along the width.
+    # pixel centres at (2i + 1) / S - 1, x along the width. Held as (n, 2, S, S), x then y, and
+    # handed to grid_sample as a (n, S, S, 2) view: no interleaving copy.
     centres = (torch.arange(size, device=images.device, dtype=torch.float32) * 2 + 1) / size - 1
-    x, y = centres[None, None, :], centres[None, :, None]
-    grid_x = a[:, 0, 0] * x + a[:, 0, 1] * y + b[:, 0]
-    grid_y = a[:, 1, 0] * x + a[:, 1, 1] * y + b[:, 1]
-    chosen = elastic.nonzero()[:, 0].to(images.device)
+    grid = a[:, :, 0] * centres[None, None, None, :] + a[:, :, 1] * centres[None, None, :, None]
+    grid += b
+    chosen = draws.elastic.nonzero()[:, 0].to(images.device)
     if len(chosen):
         # Smooth displacement: the control points interpolated bicubically (separable: M C M^T).
-        # An SD of elastic_sd x side is 2 x elastic_sd in normalised units.
-        m = _cubic_interpolation_matrix(params.elastic_grid, size, str(images.device))
-        field = m @ (control[elastic] * (2 * params.elastic_sd)).to(images.device, torch.float32) @ m.T
-        grid_x[chosen] += field[:, 0]
-        grid_y[chosen] += field[:, 1]
-    out = F.grid_sample(images[:, None].float(), torch.stack([grid_x, grid_y], dim=-1),
+        m = _cubic_interpolation_matrix(draws.displacement.shape[-1], size, str(images.device))
+        grid[chosen] += m @ draws.displacement[draws.elastic].to(images.device, torch.float32) @ m.T
+    out = F.grid_sample(images[:, None].float(), grid.permute(0, 2, 3, 1),
                         mode="bilinear", padding_mode="reflection", align_corners=False)
     return out[:, 0]
+
+
+def augment_batch(images: torch.Tensor, params: AugmentParams,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Randomly flip, rotate, zoom, deform and crop-resize a batch `(B, S, S)` in one resampling.
+
+    The random draws come from `generator` (on the CPU, in a fixed order), so the result depends
+    only on its seed, not on the device. Outside the slice the image is mirrored, which keeps
+    tissue texture at the border instead of a black frame. It is `apply_augmentation(images,
+    draw_augmentation(B, params, generator))`.
+    """
+    return apply_augmentation(images, draw_augmentation(images.shape[0], params, generator))
 
 
 @functools.lru_cache(maxsize=8)

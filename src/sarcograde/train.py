@@ -32,7 +32,8 @@ from . import model as model_lib
 from .artifacts import RunRecord, hash_config, save_figure
 from .config import PRESETS, load_config
 from .console import info, progress, warn
-from .data import AugmentParams, SliceSet, augment_batch, epoch_generator, epoch_seed, load_slices
+from .data import (AugmentDraws, AugmentParams, SliceSet, apply_augmentation, augment_batch,
+                   draw_augmentation, epoch_generator, epoch_seed, load_slices)
 from .ensemble import PRECISIONS, autocast, patients_p_high, resolve_precision
 from .errors import SarcogradeError
 from .formats import run as run_format
@@ -191,6 +192,24 @@ def augmented(data: FoldData, batch: torch.Tensor, settings: Settings,
     """The batch's slices `(B, S, S)`, augmented with the next draws of `generator`."""
     x = data.images[batch]
     return x if settings.augment is None else augment_batch(x, settings.augment, generator)
+
+
+def augmented_side_by_side(datas: list[FoldData], batches: list[torch.Tensor], settings: Settings,
+                           generators: list[torch.Generator]) -> torch.Tensor:
+    """K folds' batches `(B, S, S)`, each augmented as `augmented` does with its fold's
+    generator, as ONE batch `(K x B, S, S)`, fold k's at [k B, (k + 1) B).
+
+    The draws are taken fold by fold, each from its own generator, and the K batches resampled
+    together in one `apply_augmentation`: one set of kernels for all K folds.
+    """
+    if all(d.images is datas[0].images for d in datas):   # the folds share the slice set
+        x = datas[0].images[torch.cat(batches)]
+    else:
+        x = torch.cat([d.images[b] for d, b in zip(datas, batches)])
+    if settings.augment is None:
+        return x
+    return apply_augmentation(x, AugmentDraws.cat([draw_augmentation(len(b), settings.augment, g)
+                                                   for b, g in zip(batches, generators)]))
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
@@ -412,8 +431,9 @@ def stacked_epoch(stack: StackedDenseNet, runs: list[FoldRun], settings: Setting
     weights = torch.stack([run.weights for run in runs])
     totals = torch.zeros(len(runs), device=settings.device)
     for i in range(together):
-        x = torch.stack([model_lib.prepare_input(augmented(run.data, bs[i], settings, g), meta)
-                         for run, bs, g in zip(runs, batches, generators)], 1)
+        x = model_lib.prepare_input(augmented_side_by_side(
+            [run.data for run in runs], [bs[i] for bs in batches], settings, generators), meta)
+        x = x.reshape(len(runs), settings.batch_size, *x.shape[1:]).transpose(0, 1)
         labels = torch.stack([run.data.slice_labels[bs[i]] for run, bs in zip(runs, batches)], 1)
         with settings.autocast():
             logits = stack(x)

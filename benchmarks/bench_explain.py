@@ -1,62 +1,121 @@
-"""Speed of explain's Grad-CAM: the models stacked against MONAI per model, same run.
+"""Speed of explain's Grad-CAM: MONAI per model, per model with the short backward, and stacked.
 
-MONAI's Grad-CAM (explain's path on the CPU, the reference) runs a forward and a full backward
-pass per model; the stacked path (explain's default on a GPU, `attention.stacked_cam`) runs one
-forward of all models as one `StackedDenseNet` and one backward through the layers after
-Grad-CAM's layer only. Quick-preset DenseNets (3 models, 64 x 64), 30 random slices, batch 16,
-Grad-CAM and Grad-CAM++, one torch thread; the median of `REPEATS` interleaved runs. Run from the
-repository root: `.venv/bin/python benchmarks/bench_explain.py [--device cuda]`.
+The three modes of `attention.ensemble_cam`, same run, interleaved:
+- monai: MONAI's Grad-CAM, a forward and a full backward pass (every parameter's gradient) per
+  model; the reference.
+- per-model: each model alone as a stack of one (`attention.stacked_cam`): the forward without
+  autograd up to Grad-CAM's layer, the backward through the layers after it only (explain's
+  default on CPU cores).
+- stacked: all models as one `StackedDenseNet`, one such forward and backward for all
+  (explain's default on a GPU).
+Quick-preset DenseNets (3 models, 64 x 64), 30 random slices, batch 16, Grad-CAM and Grad-CAM++,
+one torch thread; the median of `REPEATS` interleaved runs, maps compared with MONAI's.
+`--memory` adds each mode's peak resident memory above the loaded models, each in a fresh
+process (CPU only). Run from the repository root:
+`.venv/bin/python benchmarks/bench_explain.py [--models 1] [--memory] [--device cuda]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from sarcograde import model as model_lib
-from sarcograde.attention import METHODS, cam_explainers, ensemble_cam
+from sarcograde.attention import CAM_MODES, METHODS, cam_explainers, ensemble_cam
 from sarcograde.config import load_preset
 
 N_MODELS, SLICES, BATCH, REPEATS = 3, 30, 16, 5
+
+
+def setup(n_models: int, device: str) -> tuple[list, np.ndarray, dict]:
+    quick = load_preset("quick")
+    size = quick["preprocess"]["size"]
+    models = []
+    for k in range(n_models):
+        torch.manual_seed(k)
+        models.append(model_lib.build_model(quick["model"]).eval().to(device))
+    images = np.random.default_rng(0).normal(size=(SLICES, size, size)).astype(np.float32)
+    return models, images, model_lib.input_meta(size, pretrained=False)
+
+
+def status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def one_mode(mode: str, method: str, n_models: int) -> None:
+    """Print the peak resident memory (MiB) that one `ensemble_cam` adds to the loaded models
+    (Linux: the peak is reset first through /proc/self/clear_refs)."""
+    models, images, meta = setup(n_models, "cpu")
+    explainers = cam_explainers(models, method)
+    ensemble_cam(explainers, images[:1], 1, meta, "cpu", BATCH, mode=mode)   # lazy setup
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_mib("VmRSS")
+    ensemble_cam(explainers, images, 1, meta, "cpu", BATCH, mode=mode)
+    print(f"{status_mib('VmHWM') - before:.1f}")
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", type=int, default=N_MODELS)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--one-mode", nargs=2, metavar=("MODE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    quick = load_preset("quick")
-    size = quick["preprocess"]["size"]
-    meta = model_lib.input_meta(size, pretrained=False)
-    models = []
-    for k in range(args.models):
-        torch.manual_seed(k)
-        models.append(model_lib.build_model(quick["model"]).eval().to(args.device))
-    images = np.random.default_rng(0).normal(size=(SLICES, size, size)).astype(np.float32)
-    print(f"{args.models} quick-preset models, {SLICES} slices of {size} px, batch {BATCH}, "
-          f"{args.device}, 1 torch thread, median of {REPEATS}")
-    print("| method | MONAI per model (s) | stacked (s) | speed-up | maps within (of scale) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    if args.one_mode:
+        one_mode(*args.one_mode, args.models)
+        return
+    print(f"load average at start: {loadavg()}")
+    models, images, meta = setup(args.models, args.device)
+    print(f"{args.models} quick-preset models, {SLICES} slices of {images.shape[-1]} px, "
+          f"batch {BATCH}, {args.device}, 1 torch thread, median of {args.repeats} interleaved")
+    print("| method | " + " | ".join(f"{m} (s)" for m in CAM_MODES)
+          + " | monai / per-model | monai / stacked | maps within (of scale) |")
+    print("| --- |" + " ---: |" * (len(CAM_MODES) + 3))
     for method in METHODS:
         explainers = cam_explainers(models, method)
-        seconds = {False: [], True: []}
+        seconds = {mode: [] for mode in CAM_MODES}
         maps = {}
-        for _ in range(REPEATS):
-            for stacked in (False, True):
+        for _ in range(args.repeats):
+            for mode in CAM_MODES:
                 if args.device != "cpu":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                maps[stacked] = ensemble_cam(explainers, images, 1, meta, args.device, BATCH,
-                                             stacked=stacked)
-                seconds[stacked].append(time.perf_counter() - start)
-        per_model, stacked = np.median(seconds[False]), np.median(seconds[True])
-        diff = np.abs(maps[True] - maps[False]).max() / np.abs(maps[False]).max()
-        print(f"| {method} | {per_model:.3f} | {stacked:.3f} | {per_model / stacked:.2f}x "
-              f"| {diff:.1e} |")
+                maps[mode] = ensemble_cam(explainers, images, 1, meta, args.device, BATCH,
+                                          mode=mode)
+                seconds[mode].append(time.perf_counter() - start)
+        median = {mode: float(np.median(s)) for mode, s in seconds.items()}
+        diff = max(np.abs(maps[m] - maps["monai"]).max() for m in CAM_MODES)
+        scale = np.abs(maps["monai"]).max()
+        within = f"{diff / scale:.1e}" if scale > 0 else f"all zero (diff {diff:.0e})"
+        print(f"| {method} | " + " | ".join(f"{median[m]:.3f}" for m in CAM_MODES)
+              + f" | {median['monai'] / median['per-model']:.2f}x"
+              f" | {median['monai'] / median['stacked']:.2f}x | {within} |")
+    if args.memory and args.device == "cpu":
+        print("\npeak resident memory added by one call (MiB, fresh process per mode):")
+        for method in METHODS:
+            row = []
+            for mode in CAM_MODES:
+                out = subprocess.run([sys.executable, __file__, "--models", str(args.models),
+                                      "--one-mode", mode, method],
+                                     capture_output=True, text=True, check=True).stdout
+                row.append(f"{mode} {out.strip()}")
+            print(f"{method}: " + ", ".join(row))
+    print(f"load average at end: {loadavg()}")
 
 
 if __name__ == "__main__":

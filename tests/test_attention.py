@@ -1,4 +1,5 @@
-"""Grad-CAM of an ensemble: the stacked path (one pass for all models) equals MONAI's per model."""
+"""Grad-CAM of an ensemble: the per-model short-backward path (the CPU default) and the stacked
+path (one pass for all models) equal MONAI's per model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from sarcograde import model as model_lib
-from sarcograde.attention import cam_explainers, ensemble_cam, stacked_cam
+from sarcograde import attention
+from sarcograde.attention import CAM_MODES, cam_explainers, ensemble_cam, stacked_cam
 from sarcograde.stacked import StackedDenseNet
 
 TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 4, "block_config": [2, 2]}
@@ -41,13 +43,14 @@ def assert_same_maps(ours: np.ndarray, reference: np.ndarray) -> None:
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 @pytest.mark.parametrize("target", [0, 1])
-def test_stacked_ensemble_cam_equals_monai_per_model(method, target):
+@pytest.mark.parametrize("mode", [None, "per-model", "stacked"])   # None: the CPU default
+def test_ensemble_cam_equals_monai_per_model(method, target, mode):
     nets = tiny_models()
     explainers = cam_explainers(nets, method)
-    reference = ensemble_cam(explainers, images(), target, META, batch_size=4, stacked=False)
-    stacked = ensemble_cam(explainers, images(), target, META, batch_size=4, stacked=True)
-    assert_same_maps(stacked, reference)
-    np.testing.assert_allclose(stacked.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    reference = ensemble_cam(explainers, images(), target, META, batch_size=4)
+    ours = ensemble_cam(explainers, images(), target, META, batch_size=4, mode=mode)
+    assert_same_maps(ours, reference)
+    np.testing.assert_allclose(ours.sum(axis=(1, 2)), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
@@ -63,21 +66,40 @@ def test_each_members_raw_map_is_its_monai_map(method, channels_last):
         assert_same_maps(maps[:, k].numpy(), reference.numpy())
 
 
-def test_the_models_still_work_one_by_one_after_a_stacked_cam():
+@pytest.mark.parametrize("mode", ["per-model", "stacked"])
+def test_the_models_still_work_one_by_one_after_a_stacked_cam(mode):
     nets = tiny_models()
     x = model_lib.prepare_input(torch.from_numpy(images(4)), META)
     with torch.no_grad():
         before = [net(x) for net in nets]
     explainers = cam_explainers(nets, "gradcam")
-    ensemble_cam(explainers, images(4), 1, META, stacked=True)
+    ensemble_cam(explainers, images(4), 1, META, mode=mode)
     with torch.no_grad():
         for net, logits in zip(nets, before):
             torch.testing.assert_close(net(x), logits)
     for net in nets:        # no gradient left on the models, no module left in training mode
         assert all(p.grad is None for p in net.parameters())
         assert not any(m.training for m in net.modules())
-    reference = ensemble_cam(explainers, images(4), 1, META, stacked=False)  # MONAI hooks intact
-    assert_same_maps(ensemble_cam(explainers, images(4), 1, META, stacked=True), reference)
+    reference = ensemble_cam(explainers, images(4), 1, META, mode="monai")  # MONAI hooks intact
+    assert_same_maps(ensemble_cam(explainers, images(4), 1, META, mode=mode), reference)
+
+
+def test_per_model_maps_leave_the_ensembles_stack_in_place():
+    """A stack of one shares its model's tensors: the K-model stack that `slice_logits` builds
+    (on a GPU) keeps holding the models, is handed out again and gives the same logits."""
+    nets = tiny_models()
+    stack = StackedDenseNet(nets).eval()
+    x = model_lib.prepare_input(torch.from_numpy(images(4)), META)
+    with torch.no_grad():
+        before = stack(x[:, None].expand(-1, 3, -1, -1, -1))
+    pointers = [p.data_ptr() for net in nets for p in net.parameters()]
+    explainers = cam_explainers(nets, "gradcam++")
+    per_model = ensemble_cam(explainers, images(4), 0, META, mode="per-model")
+    assert [p.data_ptr() for net in nets for p in net.parameters()] == pointers
+    assert StackedDenseNet.of(nets) is stack
+    with torch.no_grad():
+        torch.testing.assert_close(stack(x[:, None].expand(-1, 3, -1, -1, -1)), before)
+    assert_same_maps(ensemble_cam(explainers, images(4), 0, META, mode="stacked"), per_model)
 
 
 def test_the_stack_is_built_once_and_shared_with_the_ensembles():
@@ -90,11 +112,24 @@ def test_the_stack_is_built_once_and_shared_with_the_ensembles():
     assert again is not stack and StackedDenseNet.of(nets) is again
 
 
-def test_cpu_keeps_the_per_model_path_by_default(monkeypatch):
+def test_cpu_runs_each_model_alone_by_default(monkeypatch):
     nets = tiny_models(2)
+    sizes = []
+    run = attention.stacked_cam
     monkeypatch.setattr("sarcograde.attention.stacked_cam",
-                        lambda *a, **k: pytest.fail("stacked on a CPU by default"))
-    ensemble_cam(cam_explainers(nets), images(2), 1, META)
+                        lambda stack, *a, **k: sizes.append(stack.k) or run(stack, *a, **k))
+    monkeypatch.setattr(attention.MarginHooks, "__call__",     # MONAI's own pass is not run
+                        lambda *a, **k: pytest.fail("MONAI's forward and full backward"))
+    ensemble_cam(cam_explainers(nets), images(5), 1, META, batch_size=4)
+    assert sizes == [1, 1, 1, 1]   # two batches x two models, each a stack of one
+    assert attention.default_cam_mode("cpu") == "per-model"
+    assert attention.default_cam_mode("cuda") == "stacked"
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="per-model"):
+        ensemble_cam(cam_explainers(tiny_models(1)), images(2), 1, META, mode="fast")
+    assert set(CAM_MODES) == {"monai", "per-model", "stacked"}
 
 
 def test_capturing_an_unknown_layer_is_refused():

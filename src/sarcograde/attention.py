@@ -9,10 +9,15 @@ both for high and low grade.
 Ensemble. Each model's map of a slice is scaled to sum 1 before the models are averaged, so that
 every model has the same say whatever the scale of its gradients.
 
-Speed. MONAI's Grad-CAM runs a forward and a backward pass per model (the reference, and the
-path on CPU cores). On a GPU the models run as one `StackedDenseNet` instead: one forward and one
-backward for all models (only through the layers after Grad-CAM's layer), then MONAI's formulas
-per model on each model's share of the layer's activation and gradient (`stacked_cam`).
+Speed. MONAI's Grad-CAM runs a forward and a full backward pass per model, every parameter's
+gradient included (`ensemble_cam(mode="monai")`, the reference). `stacked_cam` runs the forward
+without autograd up to Grad-CAM's layer and the backward through the layers after it only, then
+MONAI's formulas on the layer's activation and gradient: on CPU cores one model at a time (a
+stack of one, "per-model"), on a GPU all models as one `StackedDenseNet` ("stacked": each kernel
+launched once for all). Measured on 2 shared CPU cores, one thread (benchmarks/README.md): 3
+quick-preset models, 30 slices, per-model 0.07-0.15 s against MONAI's 0.15-0.29 s (1.7-2.6x, the
+same run) and 6-8 MiB of peak memory against 25-31 MiB; stacked no faster than per-model on CPU
+cores (grouped convolutions); one model 0.025-0.035 s against 0.053-0.073 s (2.1x).
 
 Scores. A slice's map (non-negative) is normalised to sum 1 and split into the tumour mask, a ring
 of `ring_mm` around it (Euclidean distance in mm, from the NPZ's pixel size) and the rest; the
@@ -113,38 +118,58 @@ def normalise_per_slice(maps: np.ndarray) -> np.ndarray:
     return maps * scale[:, None, None]
 
 
+CAM_MODES = ("monai", "per-model", "stacked")
+
+
+def default_cam_mode(device: torch.device | str) -> str:
+    """`ensemble_cam`'s mode on `device`: "stacked" on a GPU, "per-model" on CPU cores (where
+    grouped convolutions are slow and the gain is the short backward, benchmarks/README.md)."""
+    return "stacked" if torch.device(device).type == "cuda" else "per-model"
+
+
 def ensemble_cam(explainers: list, images: np.ndarray, target_class: int, input_meta: dict,
                  device: torch.device | str = "cpu", batch_size: int = 16,
-                 stacked: bool | None = None) -> np.ndarray:
+                 mode: str | None = None) -> np.ndarray:
     """The ensemble's map of `target_class` for slices (n, S, S): float32 (n, S, S), each slice
     summing to 1 (or 0 where no model attends to anything).
 
-    `stacked` computes all models' maps at once (`stacked_cam`, the explainers' models run as one
-    `StackedDenseNet`); default: on a GPU, as `slice_logits` does. Otherwise each explainer runs
-    MONAI's Grad-CAM on its own model (the reference).
+    `mode` (default `default_cam_mode(device)`); every mode gives the same maps:
+    - "monai": each explainer runs MONAI's Grad-CAM on its own model, a forward and a full
+      backward pass (all parameter gradients) per model: the reference.
+    - "per-model": each model alone as a stack of one (`StackedDenseNet.of([model])`, the model's
+      own tensors, no copy): `stacked_cam`'s forward without autograd up to Grad-CAM's layer and
+      backward through the layers after it only. The default on CPU cores.
+    - "stacked": all models as one `StackedDenseNet` (the ensemble's, as `slice_logits` builds
+      it on a GPU), one forward and one short backward for all. The default on a GPU; one model
+      runs as "per-model".
     """
     device = torch.device(device)
-    if stacked is None:
-        stacked = device.type == "cuda"
+    mode = default_cam_mode(device) if mode is None else mode
+    if mode not in CAM_MODES:
+        raise ValueError(f"unknown Grad-CAM mode {mode!r}; choose one of {', '.join(CAM_MODES)}")
     total = np.zeros(images.shape, dtype=np.float64)
-    if stacked and len(explainers) > 1:
-        stack = StackedDenseNet.of([e.nn_module.model for e in explainers],
-                                   channels_last=device.type == "cuda")
-        method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
-            x = model_lib.prepare_input(batch, input_meta)
+    if mode == "monai":
+        with torch.enable_grad():
+            for start in range(0, len(images), batch_size):
+                batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+                x = model_lib.prepare_input(batch, input_meta).requires_grad_(True)
+                for explainer in explainers:
+                    cam = explainer(x, class_idx=target_class)[:, 0].detach().cpu().numpy()
+                    total[start:start + len(x)] += normalise_per_slice(np.maximum(cam, 0.0))
+        return normalise_per_slice(total).astype(np.float32)
+    models = [e.nn_module.model for e in explainers]
+    if mode == "stacked" and len(models) > 1:
+        stacks = [StackedDenseNet.of(models, channels_last=device.type == "cuda")]
+    else:
+        stacks = [StackedDenseNet.of([net]) for net in models]
+    method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+        x = model_lib.prepare_input(batch, input_meta)
+        for stack in stacks:
             maps = stacked_cam(stack, x, target_class, method, layer).cpu().numpy()
             for m in range(stack.k):
                 total[start:start + len(x)] += normalise_per_slice(np.maximum(maps[:, m], 0.0))
-        return normalise_per_slice(total).astype(np.float32)
-    with torch.enable_grad():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
-            x = model_lib.prepare_input(batch, input_meta).requires_grad_(True)
-            for explainer in explainers:
-                cam = explainer(x, class_idx=target_class)[:, 0].detach().cpu().numpy()
-                total[start:start + len(x)] += normalise_per_slice(np.maximum(cam, 0.0))
     return normalise_per_slice(total).astype(np.float32)
 
 

@@ -12,7 +12,9 @@ The members stay ordinary `DenseNet` modules (state dicts, checkpoints and fold 
 change): while stacked, their parameters and running statistics are views into the stack's
 storage, so an optimiser step on a member, or a member trained alone for a batch, updates the
 stack, and a stacked step updates the members. `unstack()` gives every member its own storage
-again.
+again. A stack of one (in the model's own layout) copies nothing: its storage is the model's,
+which is how Grad-CAM runs one model at a time with the stack's short backward
+(`attention.stacked_cam`) without disturbing a larger stack the model belongs to.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ class StackedDenseNet(nn.Module):
                    for m, part in zip(self.members, fused.data.chunk(self.k)))
 
     def _fuse(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The members' tensors side by side; a stack of one keeps its model's own tensor (no
+        copy, so the model's storage, possibly a view into a larger stack, stays as it is)."""
+        if len(tensors) == 1 and not (tensors[0].ndim == 4 and self.channels_last):
+            return tensors[0].detach()
         fused = torch.cat([t.detach() for t in tensors])
         if fused.ndim == 4 and self.channels_last:
             fused = fused.contiguous(memory_format=torch.channels_last)

@@ -22,10 +22,14 @@ import yaml
 from preprocess_phantom import phantom
 from sarcograde import train as train_mod
 from sarcograde.cli import main
+from sarcograde.console import warn
+from sarcograde.errors import SarcogradeError
 from sarcograde.executors import RayExecutor
 from fakes import cohort, graded_cache
 from test_explain import cache_dir, run_dir, square_model  # noqa: F401 (fixtures)
 from test_explain import explain
+from test_formats_predictions import predict_after_damaging_b2
+from test_formats_predictions import study  # noqa: F401 (fixture)
 from test_preprocess_stage import preprocess, write_cohort
 from test_train import config
 
@@ -111,11 +115,16 @@ def assert_same_predictions(local: Path, other: Path) -> None:
 
 
 @on_ray
-def test_train_on_ray_gives_the_local_out_of_fold_predictions(tiny_run, tmp_path):
+def test_train_on_ray_gives_the_local_out_of_fold_predictions(tiny_run, tmp_path, capsys):
     cache, cfg, local = tiny_run
+    capsys.readouterr()
     run = train_mod.train_cv(cache, tmp_path / "ray", cfg, seed=3, device="cpu",
                              executor=RayExecutor())
     assert_same_predictions(local, run)
+    # each fold's line from its task, once; the AUC line from the driver only, as locally
+    err = capsys.readouterr().err
+    assert err.count("fold_00: best epoch") == err.count("fold_01: best epoch") == 1
+    assert err.count("out-of-fold patient AUC, repeat 0: ") == 1
     assert sorted(p.parent.name for p in run.glob("fold_*/model.pt")) == ["fold_00", "fold_01"]
 
 
@@ -170,6 +179,51 @@ def test_predict_on_ray_gives_the_local_predictions(tiny_run, tmp_path):
                      for name in ("local", "ray"))
     pd.testing.assert_frame_equal(local, on_ray, check_exact=False, atol=1e-6, rtol=0)
     assert len(list((tmp_path / "ray" / "p.slices").glob("*.npz"))) == len(local)
+
+
+def noisy(item: str) -> str:
+    """A task that warns twice (once as every task does), then fails for "bad"."""
+    warn(f"{item}: something to know")
+    warn("every task says this")
+    if item == "bad":
+        raise ValueError(f"{item}: no\nway")
+    return item.upper()
+
+
+@pytest.fixture
+def tasks_of_this_module():
+    """The functions of this module sent to Ray by value: its workers cannot import tests/."""
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(module)
+
+
+@on_ray
+def test_a_task_warning_reaches_the_driver_once_before_a_failure(tasks_of_this_module, capsys):
+    warn("every task says this")  # before the executor: the tasks' copy is still shown
+    executor = RayExecutor()
+    capsys.readouterr()
+    assert executor.map(noisy, ["a", "b", "c"], label="noisy", names=list("abc")) == list("ABC")
+    err = capsys.readouterr().err
+    for item in "abc":
+        assert err.count(f"warning: {item}: something to know\n") == 1
+    assert err.count("warning: every task says this\n") == 1
+    results = executor.map(noisy, ["d", "bad"], label="noisy", names=["d", "bad"],
+                           on_error=lambda item, message: f"failed: {message}")
+    assert results == ["D", "failed: bad: no way"]
+    err = capsys.readouterr().err
+    assert err.count("warning: bad: something to know\n") == 1
+    assert "every task says this" not in err  # shown by this executor already
+    with pytest.raises(SarcogradeError, match="1 Ray task.*bad: no way"):
+        RayExecutor().map(noisy, ["bad"], label="noisy", names=["bad"])  # a new command's
+    assert capsys.readouterr().err.count("warning: bad: something to know\n") == 1
+
+
+@on_ray
+def test_predict_on_ray_warns_once_of_a_damaged_slices_file(study, tmp_path, capsys):
+    err = predict_after_damaging_b2(study, tmp_path, capsys, "--executor", "ray")
+    assert err.count("damaged saved logits") == 1 and "warning: B2: " in err
 
 
 def test_batches_are_consecutive_two_per_slot(monkeypatch):

@@ -64,19 +64,26 @@ def test_saved_maps_are_checked(tmp_path, capsys):
     assert "damaged saved maps" in words(capsys.readouterr().err)
 
 
-def test_predict_recomputes_a_damaged_slices_file(study, tmp_path, capsys):
-    out = tmp_path / "predictions.csv"
+def predict_after_damaging_b2(study, folder, capsys, *flags) -> str:
+    """predict, then B2's saved logits cut short, then predict again with `flags`: the same
+    predictions and a fresh B2 file; the second run's stderr."""
+    out = folder / "predictions.csv"
     args = ["predict", str(study["run"]), str(study["cache"]), "--out", str(out)]
     assert main(args) == 0
     first = pd.read_csv(out)
-    saved = tmp_path / "predictions.slices" / "B2.npz"
+    saved = folder / "predictions.slices" / "B2.npz"
     saved.write_bytes(saved.read_bytes()[:50])
     capsys.readouterr()
-    assert main(args) == 0
-    err = words(capsys.readouterr().err)
-    assert "B2: " in err and "damaged saved logits" in err and "recomputed" in err
+    assert main([*args, *flags]) == 0
+    err = capsys.readouterr().err
     pd.testing.assert_frame_equal(pd.read_csv(out), first)
     assert read_slice_logits(saved, "B2", {str(np.load(saved)["key"])}) is not None
+    return err
+
+
+def test_predict_recomputes_a_damaged_slices_file(study, tmp_path, capsys):
+    err = words(predict_after_damaging_b2(study, tmp_path, capsys))
+    assert "B2: " in err and "damaged saved logits" in err and "recomputed" in err
 
 
 def test_explain_reuses_predict_logits_and_recomputes_damaged_maps(study, tmp_path, capsys):

@@ -6,8 +6,16 @@ A stage hands `RayExecutor.map` a module-level function and its picklable inputs
 patient, per fold, ...); each call becomes one Ray task with the CPUs and GPUs it declares.
 Ray retries a task whose worker died (`max_retries`); the task functions are written so that a
 retry resumes (finished patients are reused, a fold goes on from its checkpoint). Ctrl-C cancels
-the tasks still running and leaves what they finished. Ray is an optional extra
-(`pip install sarcograde[cluster]`) and is imported only here, only when asked for.
+the tasks still running and leaves what they finished.
+
+Ray runs without forwarding the workers' output (it would break the progress bar), so a task's
+`console.warn` and `console.info` lines are recorded and come back with its result (or its
+error); the driver prints them as each task finishes, once: a line already shown since the
+executor was made (the driver's own, or another task's) is not repeated. Only the attempt that
+finished is heard from: the lines of an attempt whose worker died are lost with it.
+
+Ray is an optional extra (`pip install sarcograde[cluster]`) and is imported only here, only
+when asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
+from . import console
 from .console import info, progress
 from .errors import SarcogradeError
 
@@ -71,6 +80,7 @@ class RayExecutor:
         self.address = address
         self.dashboard = dashboard
         self._started = False
+        self._mark = console.mark()  # task lines already shown since then are not repeated
 
     def __enter__(self) -> "RayExecutor":
         ray = _import_ray()
@@ -109,9 +119,11 @@ class RayExecutor:
         a one-line SarcogradeError once the other tasks have finished.
         """
         ray = _import_ray()
-        remote = ray.remote(fn).options(num_cpus=num_cpus, num_gpus=num_gpus,
-                                        max_retries=MAX_RETRIES, retry_exceptions=False)
-        refs = [remote.remote(item) for item in items]
+        # named after `fn`: the task's name in Ray and its worker's process title (ray::fn)
+        remote = ray.remote(_recorded_call).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES,
+            retry_exceptions=False, name=getattr(fn, "__name__", "task"))
+        refs = [remote.remote(fn, item) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(items)
         errors: list[str] = []
@@ -131,10 +143,14 @@ class RayExecutor:
                     ready, pending = ray.wait(pending, num_returns=1)
                     i = index[ready[0]]
                     try:
-                        results[i] = ray.get(ready[0])
+                        results[i], lines = ray.get(ready[0])
+                        console.replay(lines, since=self._mark)
                         n_failed += bool(failed(results[i]))
                     except ray.exceptions.RayError as exc:
                         n_failed += 1
+                        # what the task said before it failed, then the failure
+                        console.replay(getattr(getattr(exc, "cause", None), "lines", []),
+                                       since=self._mark)
                         if on_error is None:
                             errors.append(f"{names[i]}: {_one_line(exc)}")
                         else:
@@ -175,6 +191,26 @@ class RayExecutor:
         fits = [total.get("CPU", 0) / num_cpus] if num_cpus else []
         fits += [total.get("GPU", 0) / num_gpus] if num_gpus else []
         return max(1, int(min(fits))) if fits else 1
+
+
+class TaskFailed(Exception):
+    """A task's exception as one line, with the console lines the task recorded before it."""
+
+    def __init__(self, message: str, lines: list[console.Line]):
+        super().__init__(message, lines)
+        self.message, self.lines = message, lines
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _recorded_call(fn: Callable[[T], R], item: T) -> tuple[R, list[console.Line]]:
+    """`fn(item)` in a Ray worker, with the console lines it recorded (see the module's doc)."""
+    with console.recorded() as lines:
+        try:
+            return fn(item), lines
+        except Exception as exc:
+            raise TaskFailed(_one_line(exc), lines) from exc
 
 
 def _one_line(exc: BaseException) -> str:

@@ -655,12 +655,14 @@ def write_cv_predictions(out: Path, splits: list[Split]) -> dict[str, float]:
 
 def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed: int = 0,
              only_fold: int | None = None, sequence: str | None = None,
-             device: str = "auto", executor: "executors.RayExecutor | None" = None) -> Path:
+             device: str = "auto", executor: "executors.RayExecutor | None" = None,
+             report_auc: bool = True) -> Path:
     """Cross-validated training of `config['model']` on CACHE into OUT (the `train` stage).
 
     `config` is a merged config (`sarcograde.config.load_config`); `train.folds` and
     `train.repeats` set the splits, `only_fold` trains one of them (0-based, as fold_XX).
-    With a Ray `executor` each fold is one Ray task (`train_folds_on_ray`). Returns OUT.
+    With a Ray `executor` each fold is one Ray task (`train_folds_on_ray`), which passes
+    `report_auc=False`: the driver prints the out-of-fold AUC lines. Returns OUT.
     """
     cache, out = Path(cache), Path(out)
     model_cfg, train_cfg = config["model"], config["train"]
@@ -749,7 +751,7 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
                                 if not (out / s.name / "model.pt").is_file()])
         aucs = write_cv_predictions(out, splits)
         run_record.record["cv_auc"] = aucs
-    for repeat, auc in aucs.items():
+    for repeat, auc in aucs.items() if report_auc else ():
         info(f"out-of-fold patient AUC, {repeat.replace('_', ' ')}: {auc:.3f}")
     return out
 
@@ -773,7 +775,7 @@ def train_one_fold(job: FoldJob) -> str:
     """Train (or resume, after a dead worker) one fold; its folder name."""
     torch.set_num_threads(job.threads)
     train_cv(job.cache, job.out, job.config, seed=job.seed, only_fold=job.fold,
-             sequence=job.sequence, device=job.device)
+             sequence=job.sequence, device=job.device, report_auc=False)
     return f"fold {job.fold}"
 
 

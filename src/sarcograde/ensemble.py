@@ -70,10 +70,10 @@ class Ensemble:
         return self.metas[0]["input"]
 
     def stack(self, channels_last: bool = False) -> StackedDenseNet:
-        """The fold models as one stacked network in evaluation mode (built once; the models
-        then share its storage and stay usable one by one)."""
-        if self._stack is None or self._stack.channels_last != channels_last:
-            self._stack = StackedDenseNet(self.models, channels_last=channels_last)
+        """The fold models as one stacked network in evaluation mode: the live stack over them
+        where there is one (`StackedDenseNet.of`), else a new one, which the ensemble keeps alive
+        (the models then share its storage and stay usable one by one)."""
+        self._stack = StackedDenseNet.of(self.models, channels_last=channels_last)
         return self._stack.eval()
 
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test: setup
 # Each script measures its own baseline in the same run; figures go to benchmarks/README.md.
 bench: setup
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# The pure-Python packages that `benchmarks/gpu_check.sh` needs and the GPU machine (no internet,
+# its own CUDA torch) lacks, as wheels in .whl/ to carry there.
+gpu-wheels: setup
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: -d .whl \
+		$$(grep -E '^(monai|pydicom)==' requirements.txt)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

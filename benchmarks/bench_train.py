@@ -20,7 +20,8 @@ CUDA it also gives the GPU memory peak per configuration and the share of the pe
 rate: FLOPs per slice (forward + backward, counted once by torch's `FlopCounterMode`) times
 slices/s over `--peak-tflops`. After it, the augmentation of one stacked step alone: K
 `augment_batch` calls (as `stacked_epoch` did) against K `draw_augmentation`s and one batched
-`apply_augmentation` (as it does now), at 64 and 224 px.
+`apply_augmentation` (as it does now), at 64 and 224 px. On CUDA a last table sets the bare
+step, plain and stacked, eager against captured once in a CUDA graph and replayed.
 
     python benchmarks/bench_train.py [--threads 1] [--reps 3] [--skip-161]
     python benchmarks/bench_train.py --device cuda [--k 5 15] [--peak-tflops 989]
@@ -29,6 +30,7 @@ slices/s over `--peak-tflops`. After it, the augmentation of one stacked step al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -282,6 +284,86 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
           + (f"; share of a {peak_tflops:g} TFLOP/s peak)" if peak_tflops else ")"), flush=True)
 
 
+def graphed_vs_eager(name: str, model_cfg: dict, size: int, batch: int, ks: list[int],
+                     steps: int, reps: int, amp: str, channels_last: bool,
+                     device: torch.device, peak_tflops: float | None,
+                     step_budget_s: float) -> None:
+    """The other way issue 15 names, measured before it is built into `train`: the bare step
+    (forward, loss, backward, each network's Adam step) captured once in a CUDA graph and
+    replayed, against the same step run eagerly, for one network and for K stacked. Both use
+    Adam(capturable=True) and autocast without its weight cache, as a graph needs, so they are
+    timed on their own networks, apart from the table above."""
+    dtype = {"none": None, "bf16": torch.bfloat16}[amp]
+    settings = settings_for(batch, amp, channels_last, device)
+    tag = f"| {name} | {size} | {batch} | {amp} | {'yes' if channels_last else 'no'} "
+    plain_eager, flops = None, None
+    for k in [1, *ks]:
+        try:
+            torch.manual_seed(0)
+            nets = [model_lib.build_model(model_cfg).to(device) for _ in range(k)]
+            if channels_last:
+                nets = [net.to(memory_format=torch.channels_last) for net in nets]
+            flops = flops or flops_per_slice(nets[0], settings, size)
+            model = nets[0] if k == 1 else StackedDenseNet(nets, channels_last)
+            model.train()
+            x, y, weights = bare_batch(settings, size, None if k == 1 else k)
+            optimizers = [torch.optim.Adam(net.parameters(), lr=1e-4, capturable=True)
+                          for net in nets]
+
+            def step(model=model, optimizers=optimizers, x=x, y=y, weights=weights, k=k):
+                with (torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+                      if dtype else contextlib.nullcontext()):
+                    logits = model(x)
+                if k == 1:
+                    F.cross_entropy(logits.float(), y, weight=weights).backward()
+                else:
+                    stacked_cross_entropy(logits.float(), y, weights).sum().backward()
+                    model.member_grads()
+                for optimizer in optimizers:
+                    optimizer.step()
+
+            def eager(step=step, optimizers=optimizers):
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
+                step()
+
+            side = torch.cuda.Stream(device)  # warm-up off the default stream, as capture needs
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    eager()
+            torch.cuda.current_stream(device).wait_stream(side)
+            one = timed(device, eager)
+            if one * steps * 2 * reps > step_budget_s:
+                print(f"(K={k}: {one:.2f} s an eager step; this K and larger skipped, budget "
+                      f"{step_budget_s:.0f} s)", flush=True)
+                break
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+            eager_rate, graph_rate = [], []
+            for _ in range(reps):  # interleaved
+                eager_rate.append(k * batch * steps / timed(device, eager, steps))
+                graph_rate.append(k * batch * steps / timed(device, graph.replay, steps))
+        except torch.cuda.OutOfMemoryError:
+            print(f"{tag}| K={k} | does not fit in GPU memory | | | | |", flush=True)
+            break
+        except RuntimeError as exc:  # a step the graph cannot capture: say which and why
+            print(f"{tag}| K={k} | capture failed: {str(exc).splitlines()[0]} | | | | |",
+                  flush=True)
+            break
+        e, g = statistics.median(eager_rate), statistics.median(graph_rate)
+        plain_eager = plain_eager or e
+        share = (f"{100 * flops * e / (peak_tflops * 1e12):.1f} / "
+                 f"{100 * flops * g / (peak_tflops * 1e12):.1f}" if peak_tflops else "-")
+        print(f"{tag}| {'plain' if k == 1 else f'stacked K={k}'} | {e:.1f} | {g:.1f} | "
+              f"{g / e:.2f}x | {g / plain_eager:.2f}x | {share} |", flush=True)
+        del model, nets, optimizers, graph, step, eager
+        torch.cuda.empty_cache()
+
+
 def augmentation(size: int, batch: int, reps: int) -> None:
     from monai.data import set_track_meta
     from monai.transforms import (Compose, Rand2DElastic, RandFlip, RandRotate, RandScaleCrop,
@@ -386,6 +468,8 @@ def main() -> None:
                              "bf16 dense peak of an H100/H200 SXM, from the device name)")
     parser.add_argument("--step-budget-s", type=float, default=120.0,
                         help="skip a larger K once one K's timings would take longer than this")
+    parser.add_argument("--no-graph", action="store_true",
+                        help="on cuda, skip the CUDA-graph table (eager against captured step)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -429,6 +513,14 @@ def main() -> None:
               "| --- | --- | --- | --- | --- |")
         augmentation(64, 32, args.reps)
         augmentation(224, 30, args.reps)
+    # Last: a capture that fails can leave the device unusable for what would follow.
+    if cuda and not args.no_graph:
+        print(f"\nBare step eager against captured in a CUDA graph (Adam capturable, autocast "
+              f"cache off), median of {args.reps}; slices/s.\n\n| model | size | batch | "
+              "autocast | channels_last | path | eager | CUDA graph | graph vs eager | graph "
+              "vs plain eager | % of peak eager / graph |\n" + "| --- " * 11 + "|")
+        graphed_vs_eager(name, cfg, size, args.batch, sorted(args.k), args.steps or 10,
+                         args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
 
 
 if __name__ == "__main__":

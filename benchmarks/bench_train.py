@@ -16,8 +16,9 @@ run as one `StackedDenseNet` (`train.concurrent_folds`), in the same run: bare s
 in memory; stacked: K batches, per-network loss, backward, `member_grads()`, each network's Adam
 step) and the real loops (`train.train_epoch` of one `FoldRun`; `train.stacked_epoch` of K
 `FoldRun`s built in memory on a synthetic slice set). A stacked step counts K x B slices. On
-CUDA it also gives the GPU memory peak per configuration and the share of the peak arithmetic
-rate: FLOPs per slice (forward + backward, counted once by torch's `FlopCounterMode`) times
+CUDA it also gives the GPU memory peak per configuration, how often per step the loop makes
+the host wait for the GPU (synchronisations counted by torch's profiler), and the share of the
+peak arithmetic rate: FLOPs per slice (forward + backward, counted once by torch's `FlopCounterMode`) times
 slices/s over `--peak-tflops`. After it, the augmentation of one stacked step alone: K
 `augment_batch` calls (as `stacked_epoch` did) against K `draw_augmentation`s and one batched
 `apply_augmentation` (as it does now), at 64 and 224 px. On CUDA a last table sets the bare
@@ -212,6 +213,20 @@ def memory_peak(device: torch.device, before: int, fn) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 30
 
 
+def host_waits(device: torch.device, loop, steps: int) -> str:
+    """How often per step the host waits for the GPU while `loop` (a `timed` epoch of `steps`
+    steps) runs: CUDA synchronisation calls counted by torch's profiler, less `timed`'s own
+    two. Each wait stops the host from queueing the next kernels while the GPU works."""
+    if device.type != "cuda":
+        return "-"
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        loop()
+    waits = sum(e.count for e in prof.key_averages() if e.key.endswith("Synchronize"))
+    return f"{(waits - 2) / steps:.2f}"
+
+
 def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list[int],
                      steps: int, reps: int, amp: str, channels_last: bool,
                      device: torch.device, peak_tflops: float | None,
@@ -256,7 +271,7 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
                 memory = memory_peak(device, before, lambda: (bare_stacked_steps(
                     stack, optimizers, settings, size, 1), loop_k()))
             except torch.cuda.OutOfMemoryError:
-                print(f"{tag}| stacked K={k} | does not fit in GPU memory | | | | | | |",
+                print(f"{tag}| stacked K={k} | does not fit in GPU memory | | | | | | | |",
                       flush=True)
                 break
             rows.append((f"stacked K={k}", k, bare_k, loop_k, memory))
@@ -271,7 +286,7 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
             for label, k, bare, loop, _ in rows:
                 times[label][0].append(k * batch * steps / bare())
                 times[label][1].append(k * batch * steps / loop())
-        for label, k, _, _, memory in rows:
+        for label, k, _, loop, memory in rows:
             b, lo = (statistics.median(t) for t in times[label])
             if plain_bare is None:
                 plain_bare, plain_loop = b, lo
@@ -279,7 +294,8 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
                      f"{100 * flops * lo / (peak_tflops * 1e12):.1f}" if peak_tflops else "-")
             mem = "-" if memory is None else f"{memory:.1f}"
             print(f"{tag}| {label} | {b:.1f} | {lo:.1f} | {lo / b:.2f} | {b / plain_bare:.2f}x | "
-                  f"{lo / plain_loop:.2f}x | {share} | {mem} |", flush=True)
+                  f"{lo / plain_loop:.2f}x | {share} | {mem} | {host_waits(device, loop, steps)} |",
+                  flush=True)
     print(f"({flops / 1e9:.3g} GFLOP per slice, forward + backward, torch flop counter"
           + (f"; share of a {peak_tflops:g} TFLOP/s peak)" if peak_tflops else ")"), flush=True)
 
@@ -498,7 +514,7 @@ def main() -> None:
           f" {f'{peak:g} TFLOP/s, ' if peak else ''}{source}.\n")
     print("| model | size | batch | autocast | channels_last | path | bare slices/s | "
           "loop slices/s | loop/bare | bare vs plain | loop vs plain | % of peak bare / loop "
-          "| GPU GiB |\n" + "| --- " * 13 + "|")
+          "| GPU GiB | host waits / loop step |\n" + "| --- " * 14 + "|")
     stacked_vs_plain(name, cfg, size, args.batch, sorted(args.k), args.steps or (10 if cuda else 4),
                      args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
     print(f"\nAugmentation of one stacked step, K = {args.k[-1]} batches of {args.batch}: K "

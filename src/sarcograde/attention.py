@@ -164,7 +164,7 @@ def ensemble_cam(explainers: list, images: np.ndarray, target_class: int, input_
         stacks = [StackedDenseNet.of([net]) for net in models]
     method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+        batch = model_lib.to_device(torch.from_numpy(images[start:start + batch_size]), device)
         x = model_lib.prepare_input(batch, input_meta)
         for stack in stacks:
             maps = stacked_cam(stack, x, target_class, method, layer).cpu().numpy()

@@ -25,6 +25,7 @@ from .config import AugmentParams
 from .console import progress, warn
 from .errors import SarcogradeError
 from .formats.cache import CacheIndex, read_cache_config, read_patient
+from .model import to_device
 
 
 @dataclass
@@ -151,19 +152,19 @@ def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tenso
     rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     linear = draws.flips[:, :, None] * rotation * (crop / draws.zoom)[:, None, None]
     shift = (linear @ (draws.offset / crop[:, None])[:, :, None])[:, :, 0]
-    a = linear.to(images.device, torch.float32)[:, :, :, None, None]
-    b = shift.to(images.device, torch.float32)[:, :, None, None]
+    a = to_device(linear.float(), images.device)[:, :, :, None, None]
+    b = to_device(shift.float(), images.device)[:, :, None, None]
     # The sampling grid written out (what F.affine_grid computes, without its batched matmul):
     # pixel centres at (2i + 1) / S - 1, x along the width. Held as (n, 2, S, S), x then y, and
     # handed to grid_sample as a (n, S, S, 2) view: no interleaving copy.
     centres = (torch.arange(size, device=images.device, dtype=torch.float32) * 2 + 1) / size - 1
     grid = a[:, :, 0] * centres[None, None, None, :] + a[:, :, 1] * centres[None, None, :, None]
     grid += b
-    chosen = draws.elastic.nonzero()[:, 0].to(images.device)
+    chosen = to_device(draws.elastic.nonzero()[:, 0], images.device)
     if len(chosen):
         # Smooth displacement: the control points interpolated bicubically (separable: M C M^T).
         m = _cubic_interpolation_matrix(draws.displacement.shape[-1], size, str(images.device))
-        grid[chosen] += m @ draws.displacement[draws.elastic].to(images.device, torch.float32) @ m.T
+        grid[chosen] += m @ to_device(draws.displacement[draws.elastic].float(), images.device) @ m.T
     out = F.grid_sample(images[:, None].float(), grid.permute(0, 2, 3, 1),
                         mode="bilinear", padding_mode="reflection", align_corners=False)
     return out[:, 0]

@@ -127,20 +127,23 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
     stack = None
     if stacked and len(models) > 1:
         stack = ensemble.stack(channels_last=ensemble.device.type == "cuda")
-    out = np.empty((len(models), len(images), 2), dtype=np.float32)
+    # The logits stay on the device until the end: one copy back, so the host queues the next
+    # batch while the device computes this one.
+    parts = []
     with torch.inference_mode(), autocast(ensemble.device, precision):
         for start in range(0, len(images), batch_size):
             # Half-precision slices travel to the device, the affine input map runs there.
-            batch = torch.from_numpy(images[start:start + batch_size]).to(ensemble.device)
+            batch = model_lib.to_device(torch.from_numpy(images[start:start + batch_size]),
+                                        ensemble.device)
             batch = model_lib.prepare_input(batch, ensemble.input_meta)
-            end = start + len(batch)
             if stack is not None:
                 logits = stack(batch[:, None].expand(-1, len(models), -1, -1, -1))
-                out[:, start:end] = logits.float().permute(1, 0, 2).cpu().numpy()
-                continue
-            for m, net in enumerate(models):
-                out[m, start:end] = net(batch).float().cpu().numpy()
-    return out
+                parts.append(logits.float().permute(1, 0, 2))
+            else:
+                parts.append(torch.stack([net(batch).float() for net in models]))
+        if not parts:
+            return np.empty((len(models), 0, 2), dtype=np.float32)
+        return torch.cat(parts, 1).cpu().numpy()
 
 
 def p_high_of_mean_logits(mean_logits: np.ndarray) -> np.ndarray:

@@ -93,6 +93,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`. To a GPU it is copied from pinned memory without waiting: a
+    plain `.to("cuda")` of pageable memory waits for every kernel already queued, so the host
+    could not queue a training step's next kernels while the GPU runs the last ones."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def torchvision_to_monai_key(key: str) -> str:
     """The MONAI DenseNet key of a torchvision DenseNet state-dict key (old or new spelling)."""
     old = _OLD_DENSELAYER_KEY.match(key)

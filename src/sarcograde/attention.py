@@ -35,6 +35,7 @@ from scipy.ndimage import distance_transform_edt
 from torch import nn
 
 from . import model as model_lib
+from .device import batches_that_fit, to_device
 from .stacked import StackedDenseNet
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
@@ -147,29 +148,33 @@ def ensemble_cam(explainers: list, images: np.ndarray, target_class: int, input_
     mode = default_cam_mode(device) if mode is None else mode
     if mode not in CAM_MODES:
         raise ValueError(f"unknown Grad-CAM mode {mode!r}; choose one of {', '.join(CAM_MODES)}")
-    total = np.zeros(images.shape, dtype=np.float64)
     if mode == "monai":
-        with torch.enable_grad():
-            for start in range(0, len(images), batch_size):
-                batch = torch.from_numpy(images[start:start + batch_size]).to(device)
-                x = model_lib.prepare_input(batch, input_meta).requires_grad_(True)
-                for explainer in explainers:
-                    cam = explainer(x, class_idx=target_class)[:, 0].detach().cpu().numpy()
-                    total[start:start + len(x)] += normalise_per_slice(np.maximum(cam, 0.0))
-        return normalise_per_slice(total).astype(np.float32)
-    models = [e.nn_module.model for e in explainers]
-    if mode == "stacked" and len(models) > 1:
-        stacks = [StackedDenseNet.of(models, channels_last=device.type == "cuda")]
+        def compute(start: int, stop: int) -> list[np.ndarray]:  # each model's (n, S, S)
+            x = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
+                                        input_meta).requires_grad_(True)
+            return [explainer(x, class_idx=target_class)[:, 0].detach().cpu().numpy()
+                    for explainer in explainers]
     else:
-        stacks = [StackedDenseNet.of([net]) for net in models]
-    method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
-    for start in range(0, len(images), batch_size):
-        batch = model_lib.to_device(torch.from_numpy(images[start:start + batch_size]), device)
-        x = model_lib.prepare_input(batch, input_meta)
-        for stack in stacks:
-            maps = stacked_cam(stack, x, target_class, method, layer).cpu().numpy()
-            for m in range(stack.k):
-                total[start:start + len(x)] += normalise_per_slice(np.maximum(maps[:, m], 0.0))
+        models = [e.nn_module.model for e in explainers]
+        if mode == "stacked" and len(models) > 1:
+            stacks = [StackedDenseNet.of(models, channels_last=device.type == "cuda")]
+        else:
+            stacks = [StackedDenseNet.of([net]) for net in models]
+        method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
+
+        def compute(start: int, stop: int) -> list[np.ndarray]:
+            x = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
+                                        input_meta)
+            return [m for stack in stacks
+                    for m in stacked_cam(stack, x, target_class, method, layer).cpu().numpy()
+                    .transpose(1, 0, 2, 3)]
+
+    total = np.zeros(images.shape, dtype=np.float64)
+    with torch.enable_grad():
+        for start, stop, cams in batches_that_fit(len(images), batch_size, device, "Grad-CAM",
+                                                  compute):
+            for cam in cams:
+                total[start:stop] += normalise_per_slice(np.maximum(cam, 0.0))
     return normalise_per_slice(total).astype(np.float32)
 
 

@@ -25,7 +25,7 @@ from .config import AugmentParams
 from .console import progress, warn
 from .errors import SarcogradeError
 from .formats.cache import CacheIndex, read_cache_config, read_patient
-from .model import to_device
+from .device import to_device
 
 
 @dataclass

@@ -17,6 +17,7 @@ from scipy.special import softmax
 
 from . import model as model_lib
 from .artifacts import hash_config, hash_path
+from .device import batches_that_fit, to_device
 from .errors import SarcogradeError
 from .formats.run import read_folds
 from .stacked import StackedDenseNet
@@ -127,20 +128,21 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
     stack = None
     if stacked and len(models) > 1:
         stack = ensemble.stack(channels_last=ensemble.device.type == "cuda")
+    device = ensemble.device
+
+    def compute(start: int, stop: int) -> torch.Tensor:  # (models, stop - start, 2)
+        # Half-precision slices travel to the device, the affine input map runs there.
+        batch = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
+                                        ensemble.input_meta)
+        if stack is not None:
+            return stack(batch[:, None].expand(-1, len(models), -1, -1, -1)).float().permute(1, 0, 2)
+        return torch.stack([net(batch).float() for net in models])
+
     # The logits stay on the device until the end: one copy back, so the host queues the next
     # batch while the device computes this one.
-    parts = []
-    with torch.inference_mode(), autocast(ensemble.device, precision):
-        for start in range(0, len(images), batch_size):
-            # Half-precision slices travel to the device, the affine input map runs there.
-            batch = model_lib.to_device(torch.from_numpy(images[start:start + batch_size]),
-                                        ensemble.device)
-            batch = model_lib.prepare_input(batch, ensemble.input_meta)
-            if stack is not None:
-                logits = stack(batch[:, None].expand(-1, len(models), -1, -1, -1))
-                parts.append(logits.float().permute(1, 0, 2))
-            else:
-                parts.append(torch.stack([net(batch).float() for net in models]))
+    with torch.inference_mode(), autocast(device, precision):
+        parts = [logits for _, _, logits in batches_that_fit(len(images), batch_size, device,
+                                                             "slice logits", compute)]
         if not parts:
             return np.empty((len(models), 0, 2), dtype=np.float32)
         return torch.cat(parts, 1).cpu().numpy()

@@ -37,7 +37,7 @@ from .errors import SarcogradeError
 from .formats.cache import CacheIndex, patient_key, read_cache_config, read_patient
 from .formats.predictions import (output_paths, read_maps, read_slice_logits, slice_logits_key,
                                   write_attention, write_maps)
-from .model import resolve_device
+from .device import resolve_device
 
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}

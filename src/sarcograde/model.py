@@ -79,29 +79,6 @@ def build_model(model_cfg: dict[str, Any]) -> nn.Module:
     return model
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` (a CUDA GPU where torch sees one, else the CPU), `cpu` or `cuda[:k]`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SarcogradeError(f"--device {name!r} is not auto, cpu or cuda[:k]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SarcogradeError("--device cuda asked for, but torch sees no CUDA GPU; "
-                              "use --device cpu or auto")
-    return device
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on `device`. To a GPU it is copied from pinned memory without waiting: a
-    plain `.to("cuda")` of pageable memory waits for every kernel already queued, so the host
-    could not queue a training step's next kernels while the GPU runs the last ones."""
-    if device.type != "cuda" or tensor.device.type != "cpu":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
-
-
 def torchvision_to_monai_key(key: str) -> str:
     """The MONAI DenseNet key of a torchvision DenseNet state-dict key (old or new spelling)."""
     old = _OLD_DENSELAYER_KEY.match(key)

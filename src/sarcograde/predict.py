@@ -28,7 +28,7 @@ from .errors import SarcogradeError
 from .formats.cache import CacheIndex, patient_key, read_cache_config, read_patient
 from .formats.predictions import (output_paths, read_slice_logits, slice_logits_key,
                                   write_predictions, write_slice_logits)
-from .model import resolve_device
+from .device import resolve_device
 
 
 def prediction_row(patient_id: str, logits: np.ndarray, names: list[str],

@@ -39,7 +39,7 @@ from .errors import SarcogradeError
 from .formats import run as run_format
 from .formats.run import (Folds, read_checkpoint, read_cv_predictions, read_run_config,
                           write_checkpoint, write_folds, write_history, write_run_config)
-from .model import resolve_device
+from .device import resolve_device
 from .splits import Split, make_splits
 from .stacked import StackedDenseNet
 

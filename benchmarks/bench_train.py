@@ -22,7 +22,9 @@ peak arithmetic rate: FLOPs per slice (forward + backward, counted once by torch
 slices/s over `--peak-tflops`. After it, the augmentation of one stacked step alone: K
 `augment_batch` calls (as `stacked_epoch` did) against K `draw_augmentation`s and one batched
 `apply_augmentation` (as it does now), at 64 and 224 px. On CUDA a last table sets the bare
-step, plain and stacked, eager against captured once in a CUDA graph and replayed.
+step, plain and stacked, eager against captured once in a CUDA graph and replayed. Both run
+under `train.deterministic()`, as `sarcograde train` does (deterministic kernels, no cuDNN
+autotuning), so that they time the kernels training uses.
 
     python benchmarks/bench_train.py [--threads 1] [--reps 3] [--skip-161]
     python benchmarks/bench_train.py --device cuda [--k 5 15] [--peak-tflops 989]
@@ -46,8 +48,8 @@ from sarcograde.data import (AugmentDraws, AugmentParams, SliceSet, apply_augmen
                              augment_batch, draw_augmentation, epoch_generator)
 from sarcograde.splits import Split
 from sarcograde.stacked import StackedDenseNet
-from sarcograde.train import (FoldData, FoldRun, Settings, stacked_cross_entropy, stacked_epoch,
-                              train_epoch)
+from sarcograde.train import (FoldData, FoldRun, Settings, deterministic, stacked_cross_entropy,
+                              stacked_epoch, train_epoch)
 
 QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 4, 4]}
@@ -515,8 +517,10 @@ def main() -> None:
     print("| model | size | batch | autocast | channels_last | path | bare slices/s | "
           "loop slices/s | loop/bare | bare vs plain | loop vs plain | % of peak bare / loop "
           "| GPU GiB | host waits / loop step |\n" + "| --- " * 14 + "|")
-    stacked_vs_plain(name, cfg, size, args.batch, sorted(args.k), args.steps or (10 if cuda else 4),
-                     args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
+    with deterministic():  # as `sarcograde train` runs: deterministic kernels, no cuDNN autotuning
+        stacked_vs_plain(name, cfg, size, args.batch, sorted(args.k),
+                         args.steps or (10 if cuda else 4), args.reps, amp, args.channels_last,
+                         device, peak, args.step_budget_s)
     print(f"\nAugmentation of one stacked step, K = {args.k[-1]} batches of {args.batch}: K "
           f"augment_batch calls against one batched resampling, ms per step, median of "
           f"{args.reps}.\n\n| size | slices | K augment_batch ms | one batched ms | ratio |\n"
@@ -535,8 +539,9 @@ def main() -> None:
               f"cache off), median of {args.reps}; slices/s.\n\n| model | size | batch | "
               "autocast | channels_last | path | eager | CUDA graph | graph vs eager | graph "
               "vs plain eager | % of peak eager / graph |\n" + "| --- " * 11 + "|")
-        graphed_vs_eager(name, cfg, size, args.batch, sorted(args.k), args.steps or 10,
-                         args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
+        with deterministic():
+            graphed_vs_eager(name, cfg, size, args.batch, sorted(args.k), args.steps or 10,
+                             args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def throughput(name: str, model_cfg: dict, size: int, batch: int, steps: int, re
     model = model_lib.build_model(model_cfg)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = settings.optimizer(model)
     bare_steps(model, optimizer, settings, size, 1)  # warm-up: oneDNN builds its kernels
     loop_steps(model, optimizer, settings, size, 1, epoch=0)
     bare, loop = [], []
@@ -309,8 +309,8 @@ def graphed_vs_eager(name: str, model_cfg: dict, size: int, batch: int, ks: list
     """The other way issue 15 names, measured before it is built into `train`: the bare step
     (forward, loss, backward, each network's Adam step) captured once in a CUDA graph and
     replayed, against the same step run eagerly, for one network and for K stacked. Both use
-    Adam(capturable=True) and autocast without its weight cache, as a graph needs, so they are
-    timed on their own networks, apart from the table above."""
+    train's fused Adam made capturable and autocast without its weight cache, as a graph needs,
+    so they are timed on their own networks, apart from the table above."""
     dtype = {"none": None, "bf16": torch.bfloat16}[amp]
     settings = settings_for(batch, amp, channels_last, device)
     tag = f"| {name} | {size} | {batch} | {amp} | {'yes' if channels_last else 'no'} "
@@ -325,8 +325,8 @@ def graphed_vs_eager(name: str, model_cfg: dict, size: int, batch: int, ks: list
             model = nets[0] if k == 1 else StackedDenseNet(nets, channels_last)
             model.train()
             x, y, weights = bare_batch(settings, size, None if k == 1 else k)
-            optimizers = [torch.optim.Adam(net.parameters(), lr=1e-4, capturable=True)
-                          for net in nets]
+            optimizers = [torch.optim.Adam(net.parameters(), lr=1e-4, fused=True,
+                                           capturable=True) for net in nets]
 
             def step(model=model, optimizers=optimizers, x=x, y=y, weights=weights, k=k):
                 with (torch.autocast(device.type, dtype=dtype, cache_enabled=False)
@@ -535,8 +535,8 @@ def main() -> None:
         augmentation(224, 30, args.reps)
     # Last: a capture that fails can leave the device unusable for what would follow.
     if cuda and not args.no_graph:
-        print(f"\nBare step eager against captured in a CUDA graph (Adam capturable, autocast "
-              f"cache off), median of {args.reps}; slices/s.\n\n| model | size | batch | "
+        print(f"\nBare step eager against captured in a CUDA graph (fused Adam capturable, "
+              f"autocast cache off), median of {args.reps}; slices/s.\n\n| model | size | batch | "
               "autocast | channels_last | path | eager | CUDA graph | graph vs eager | graph "
               "vs plain eager | % of peak eager / graph |\n" + "| --- " * 11 + "|")
         with deterministic():

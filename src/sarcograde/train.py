@@ -97,6 +97,12 @@ class Settings:
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
 
+    def optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+        """The paper's Adam. Fused: one kernel for all of the network's tensors (~480 in a
+        DenseNet-161) instead of a loop over them; the same update up to float rounding, and 3
+        to 6x faster on CPU cores (benchmarks/README.md)."""
+        return torch.optim.Adam(net.parameters(), lr=self.learning_rate, fused=True)
+
     def to_input(self, images: torch.Tensor, meta: dict) -> torch.Tensor:
         x = model_lib.prepare_input(images, meta)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -297,7 +303,7 @@ class FoldRun:
         net = model_lib.load_pretrained(model_lib.build_model(model_cfg), pretrained)
         net = net.to(settings.device)
         self.net = net.to(memory_format=torch.channels_last) if settings.channels_last else net
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
+        self.optimizer = settings.optimizer(self.net)
         self.scaler = torch.amp.GradScaler(settings.device.type,
                                            enabled=settings.amp_dtype == torch.float16)
         self.history: list[dict] = []
@@ -540,7 +546,7 @@ def fold_memory(model_cfg: dict, settings: Settings, meta: dict) -> float:
     net = model_lib.build_model(model_cfg).to(device)
     if settings.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
+    optimizer = settings.optimizer(net)
     size = int(meta["size"])
     x = settings.to_input(torch.zeros(settings.batch_size, size, size, device=device), meta)
     labels = torch.zeros(settings.batch_size, dtype=torch.long, device=device)

@@ -37,6 +37,7 @@ import contextlib
 import math
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,8 @@ from sarcograde.data import (AugmentDraws, AugmentParams, SliceSet, apply_augmen
                              augment_batch, draw_augmentation, epoch_generator)
 from sarcograde.splits import Split
 from sarcograde.stacked import StackedDenseNet
-from sarcograde.train import (FoldData, FoldRun, Settings, deterministic, stacked_cross_entropy,
-                              stacked_epoch, train_epoch)
+from sarcograde.train import (FoldData, FoldRun, Settings, StackedStep, deterministic,
+                              stacked_cross_entropy, stacked_epoch, train_epoch)
 
 QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 4, 4]}
@@ -257,30 +258,36 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
                                                          size, 1), loop1()))
         rows = [("plain", 1, bare1, loop1, memory)]
         plain_bare = None
-        for k in ks:
+        # The stacked configurations; on CUDA the smallest K once more with its step replayed
+        # from a CUDA graph (`train.cuda_graphs`).
+        configurations = [(k, settings) for k in ks]
+        if device.type == "cuda":
+            configurations.append((ks[0], replace(settings, cuda_graphs=True)))
+        for k, config in configurations:
+            label = f"stacked K={k}" + (" + CUDA graph" if config.cuda_graphs else "")
             try:
                 before = allocated(device)
-                runs = fold_runs(model_cfg, settings, size, steps, k, out)
+                runs = fold_runs(model_cfg, config, size, steps, k, out)
                 stack = StackedDenseNet([run.net for run in runs], settings.channels_last)
                 optimizers = [run.optimizer for run in runs]
+                step = StackedStep(stack, runs)
 
                 def bare_k(stack=stack, optimizers=optimizers):
                     return bare_stacked_steps(stack, optimizers, settings, size, steps)
 
-                def loop_k(stack=stack, runs=runs):
-                    return timed(device, lambda: stacked_epoch(stack, runs, settings, meta))
+                def loop_k(step=step):
+                    return timed(device, lambda: stacked_epoch(step))
 
                 memory = memory_peak(device, before, lambda: (bare_stacked_steps(
                     stack, optimizers, settings, size, 1), loop_k()))
             except torch.cuda.OutOfMemoryError:
-                print(f"{tag}| stacked K={k} | does not fit in GPU memory | | | | | | | |",
-                      flush=True)
+                print(f"{tag}| {label} | does not fit in GPU memory | | | | | | | |", flush=True)
                 break
-            rows.append((f"stacked K={k}", k, bare_k, loop_k, memory))
+            rows.append((label, k, bare_k, loop_k, memory))
             # One timed stacked step as the guard against a K that would take too long.
             one = bare_stacked_steps(stack, optimizers, settings, size, 1)
-            if one * steps * 2 * (reps + 1) > step_budget_s:
-                print(f"(stacked K={k}: {one:.2f} s a step; larger K skipped, budget "
+            if not config.cuda_graphs and one * steps * 2 * (reps + 1) > step_budget_s:
+                print(f"({label}: {one:.2f} s a step; larger K skipped, budget "
                       f"{step_budget_s:.0f} s)", flush=True)
                 break
         times: dict[str, tuple[list[float], list[float]]] = {r[0]: ([], []) for r in rows}

@@ -10,8 +10,9 @@ From the repository root, in this order, each part timed and cut short to fit `-
 3. `bench_predict.py --device cuda`: its rows, and 15 DenseNet-161s stacked against model by model;
 4. a synthetic paper-size cache (5,000 slices of 224 px, 100 patients, written directly with
    `sarcograde.formats.cache`), then `sarcograde train --preset paper --pretrained none`, 5 folds
-   x 1 repeat, 2 epochs, once with `train.concurrent_folds: 1` and once with `auto`: seconds per
-   epoch from each fold's history.csv and `gpu_memory_peak_gib` from run.json.
+   x 1 repeat, 2 epochs, with `train.concurrent_folds: 1`, with `auto`, and with `auto` and
+   `cuda_graphs: true`: seconds per epoch from each fold's history.csv and
+   `gpu_memory_peak_gib` from run.json.
 
 `$OUT` (else `bench-out/`) receives text alone, each part's output in `<part>.txt` and the
 summary in `summary.txt`: the device machine sends back at most 8 files. The cache and the runs
@@ -182,7 +183,7 @@ def main() -> None:
 
 def train_parts(scratch: Path, out: Path, py: str, env: dict, device: str, patients: int,
                 slices: int, size: int, preset: str, budget: Budget, summary: list[str]) -> None:
-    """Part 4: the synthetic cache, then `sarcograde train` with concurrent_folds 1 and auto."""
+    """Part 4: the synthetic cache, then `sarcograde train` in three settings."""
     start = time.monotonic()
     cache = scratch / "cache"
     if not (cache / "index.csv").is_file():
@@ -191,21 +192,24 @@ def train_parts(scratch: Path, out: Path, py: str, env: dict, device: str, patie
     summary.append(f"synthetic cache: {patients} patients x {slices} slices of {size} px, "
                    f"{time.monotonic() - start:.0f} s")
     print(summary[-1], flush=True)
-    for together in ("1", "auto"):
-        config = scratch / f"train_{together}.yaml"
-        config.write_text(f"train:\n  max_epochs: 2\n  patience: 2\n"
-                          f"  concurrent_folds: {together}\n")
-        run = scratch / f"run_concurrent_{together}"
-        ok = run_part(f"train_concurrent_{together}", [
+    # (name, train settings, share of the time left): the plain loop (the baseline), the folds
+    # side by side, and side by side with each step replayed from a CUDA graph.
+    for name, settings, share in (("concurrent_1", {"concurrent_folds": 1}, 0.3),
+                                  ("concurrent_auto", {"concurrent_folds": "auto"}, 0.5),
+                                  ("concurrent_auto_graphs", {"concurrent_folds": "auto",
+                                                              "cuda_graphs": True}, 1.0)):
+        config = scratch / f"{name}.yaml"
+        config.write_text(json.dumps({"train": {"max_epochs": 2, "patience": 2, **settings}}))
+        run = scratch / f"run_{name}"
+        ok = run_part(f"train_{name}", [
             py, "-c", "import sys; from sarcograde.cli import main; sys.exit(main())", "train",
             str(cache), "--out", str(run), "--preset", preset, "--pretrained", "none",
             "--config", str(config), "--folds", "5", "--repeats", "1", "--device", device],
-            out, budget, budget.left() / (2 if together == "1" else 1), summary, env)
+            out, budget, share * budget.left(), summary, env)
         if run.is_dir():
-            summary.append(f"train concurrent_folds {together}: "
-                           + ("" if ok else "(incomplete) ") + train_figures(run))
+            summary.append(f"train {name}: " + ("" if ok else "(incomplete) ")
+                           + train_figures(run))
             print(summary[-1], flush=True)
-
 
 if __name__ == "__main__":
     main()

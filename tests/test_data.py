@@ -5,13 +5,15 @@ Caches with a planted, learnable grade signal come from tests/fakes.py (`graded_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from sarcograde.data import (AugmentDraws, AugmentParams, apply_augmentation, augment_batch,
-                             draw_augmentation, epoch_generator, load_slices)
+from sarcograde.data import (AugmentDraws, AugmentParams, Resampling, apply_augmentation,
+                             augment_batch, draw_augmentation, epoch_generator, load_slices)
 from sarcograde.errors import SarcogradeError
 from fakes import SIZE, cohort, graded_cache, tumour_slices
 
@@ -129,6 +131,23 @@ def test_batched_draws_augment_each_batch_as_its_own_generator(elastic_p):
     assert torch.equal(together, torch.cat(alone))  # bit-identical on the CPU
     for g, g_alone in zip(gens, alone_gens):
         assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=g_alone))
+
+
+def test_a_slice_not_deformed_ignores_its_drawn_displacement():
+    # The resampling has the same shapes whatever was drawn (a CUDA graph replays it): every
+    # slice's displacement is interpolated, and a slice not deformed must get exactly none.
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(tumour_slices(rng, 8, True)).float()
+    draws = draw_augmentation(8, AugmentParams(elastic_p=0.5), epoch_generator(3, 1))
+    kept = ~draws.elastic
+    assert 0 < int(kept.sum()) < 8 and draws.displacement[kept].abs().min() > 0
+    resampling = Resampling.of(draws)
+    assert resampling.displacement.shape == (8, 2, *draws.displacement.shape[-2:])
+    no_displacement = replace(draws, displacement=torch.zeros_like(draws.displacement))
+    assert torch.equal(apply_augmentation(x, draws)[kept],
+                       apply_augmentation(x, no_displacement)[kept])
+    assert not torch.equal(apply_augmentation(x, draws)[~kept],
+                           apply_augmentation(x, no_displacement)[~kept])
 
 
 def test_draws_must_match_the_batch():

@@ -16,10 +16,11 @@ from sarcograde import model as model_lib
 from sarcograde import train as train_mod
 from sarcograde.cli import main
 from sarcograde.config import load_config
-from sarcograde.data import load_slices
+from sarcograde.data import SliceSet, load_slices
 from sarcograde.errors import SarcogradeError
 from sarcograde.formats.run import HISTORY_COLUMNS
-from sarcograde.splits import make_splits
+from sarcograde.splits import Split, make_splits
+from sarcograde.stacked import StackedDenseNet
 from fakes import cohort, graded_cache
 
 TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block_config": [2, 2],
@@ -257,25 +258,45 @@ def test_folds_trained_side_by_side_learn_as_each_fold_alone(tmp_path, precision
         json.loads((alone / "config.json").read_text())["config_hash"]  # speed, not numbers
 
 
-@pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("augment", [True, False])
-def test_side_by_side_input_is_each_folds_own_augmented_batch(shared, augment):
-    # The stacked step augments the K folds' batches in one resampling: fold k's slices must be
-    # those `augmented` gives fold k alone, bit for bit, and each generator end where it would.
+def in_memory_runs(settings, out, k: int, size: int = 24) -> list[train_mod.FoldRun]:
+    """K fold runs (seeds 0..K-1) on one in-memory slice set of 6 patients x 8 slices."""
     rng = np.random.default_rng(0)
-    images = [torch.from_numpy(rng.normal(size=(40, 24, 24)).astype(np.float16))
-              for _ in range(1 if shared else 3)] * (3 if shared else 1)
-    datas = [train_mod.FoldData(images=x, slice_labels=torch.zeros(40, dtype=torch.long),
-                                train=torch.arange(40), val=torch.arange(0),
-                                val_owner=torch.arange(0), val_patients=[], val_labels=np.zeros(0))
-             for x in images]
+    ids = [f"P{i}" for i in range(6)]
+    slices = SliceSet(images=rng.normal(size=(48, size, size)).astype(np.float16),
+                      patient_index=np.repeat(np.arange(6), 8), patient_ids=ids,
+                      labels=np.arange(6) % 2, sequence="T1", cache_config={"size": size},
+                      cache_hash="test")
+    images = torch.from_numpy(slices.images)
+    labels = torch.from_numpy(slices.labels[slices.patient_index])
+    meta = model_lib.input_meta(size, pretrained=False)
+    return [train_mod.FoldRun(Split(f"fold_{i:02d}", 0, i, ids[:4], ids[4:]), slices, images,
+                              labels, TINY, "none", meta, settings, out, seed=i,
+                              config_hash="test") for i in range(k)]
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_stacked_step_input_is_each_folds_own_augmented_batch(tmp_path, augment):
+    # The stacked step gathers the K folds' batches and augments them in one resampling: fold
+    # k's input must be what `augmented` gives fold k alone, bit for bit, its labels fold k's,
+    # and each generator must end where it would.
     settings = train_mod.Settings.from_config({**config()["train"], "augment": augment},
                                               torch.device("cpu"))
-    batches = [torch.from_numpy(rng.choice(40, 16, replace=False)) for _ in datas]
+    runs = in_memory_runs(settings, tmp_path, k=3)
+    step = train_mod.StackedStep(StackedDenseNet([run.net for run in runs]), runs)
+    seen = []   # (input, logits) of the stacked forward
+    real_forward = step.stack.forward
+    step.stack.forward = lambda x: seen.append((x.clone(), real_forward(x))) or seen[-1][1]
+    rng = np.random.default_rng(1)
+    batches = [torch.from_numpy(rng.choice(32, 16, replace=False)) for _ in runs]
     gens, alone_gens = ([torch.Generator().manual_seed(k) for k in range(3)] for _ in range(2))
-    together = train_mod.augmented_side_by_side(datas, batches, settings, gens)
-    alone = [train_mod.augmented(d, b, settings, g) for d, b, g in zip(datas, batches, alone_gens)]
-    assert torch.equal(together, torch.cat(alone))
+    losses = step(batches, gens)
+    for k, (run, batch, g) in enumerate(zip(runs, batches, alone_gens)):
+        alone = model_lib.prepare_input(train_mod.augmented(run.data, batch, settings, g),
+                                        run.meta)
+        x, logits = seen[0]
+        assert torch.equal(x[:, k], alone)
+        assert torch.allclose(losses[k], torch.nn.functional.cross_entropy(
+            logits[:, k].detach(), run.data.slice_labels[batch], weight=run.weights), atol=1e-6)
     for g, g_alone in zip(gens, alone_gens):
         assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=g_alone))
 
@@ -350,3 +371,46 @@ def test_cli_concurrent_folds_flag(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"][
         "concurrent_folds"] == 2
     assert len(list((tmp_path / "run").glob("fold_*/model.pt"))) == 2
+
+
+# --- train.cuda_graphs ---------------------------------------------------------------------
+
+def test_cuda_graphs_setting_is_checked():
+    cpu = torch.device("cpu")
+    for bad in ("yes", 1, None):
+        with pytest.raises(SarcogradeError, match="train.cuda_graphs .* is not true or false"):
+            train_mod.Settings.from_config({**config()["train"], "cuda_graphs": bad}, cpu)
+    assert train_mod.Settings.from_config(config()["train"], cpu).cuda_graphs is False
+
+
+def test_cuda_graphs_refuse_dropout_in_one_line(tmp_path):
+    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
+    cfg = config(cuda_graphs=True)
+    cfg["model"]["dropout"] = 0.2
+    with pytest.raises(SarcogradeError, match=r"^train.cuda_graphs cannot be used with "
+                                              r"model.dropout > 0"):
+        train_mod.train_cv(cache, tmp_path / "run", cfg, seed=0, device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_with_cuda_graphs_each_fold_trains_as_a_stack_and_learns_as_alone(tmp_path, monkeypatch):
+    # On a CPU nothing is captured: the step that a GPU replays runs eagerly, every fold (one at
+    # a time here) in a stack of one. It must learn what the plain loop learns.
+    cache = graded_cache(tmp_path / "cache", cohort(6, 6))
+    stacked_steps = []
+    real_call = train_mod.StackedStep.__call__
+    monkeypatch.setattr(train_mod.StackedStep, "__call__",
+                        lambda self, *a: stacked_steps.append(len(self.runs)) or
+                        real_call(self, *a))
+    plain, graphs = [train_mod.train_cv(cache, tmp_path / f"run_{on}", config(
+        folds=3, concurrent_folds=1, cuda_graphs=on, max_epochs=3), seed=2, device="cpu")
+        for on in (False, True)]
+    assert stacked_steps and set(stacked_steps) == {1}
+    for fold in ("fold_00", "fold_01", "fold_02"):
+        a, b = (pd.read_csv(run / fold / "history.csv") for run in (plain, graphs))
+        np.testing.assert_allclose(b[["train_loss", "val_loss"]], a[["train_loss", "val_loss"]],
+                                   atol=1e-4)
+    np.testing.assert_allclose(pd.read_csv(graphs / "cv_predictions.csv")["p_high"],
+                               pd.read_csv(plain / "cv_predictions.csv")["p_high"], atol=1e-3)
+    assert json.loads((graphs / "config.json").read_text())["config_hash"] == \
+        json.loads((plain / "config.json").read_text())["config_hash"]  # speed, not numbers

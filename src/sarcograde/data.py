@@ -139,35 +139,66 @@ def draw_augmentation(n: int, params: AugmentParams, generator: torch.Generator)
     return AugmentDraws(crop, offset, zoom, angle, flips, elastic, displacement)
 
 
-def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
-    """Resample a batch `(n, S, S)` with the draws of n slices in one `grid_sample` (see
-    `augment_batch`); float32 `(n, S, S)` on the images' device."""
+@dataclass(frozen=True)
+class Resampling:
+    """The draws of n slices as the resampling uses them, float32: in normalised coordinates
+    ([-1, 1] across the slice) output pixel u samples the input at `linear` u + `shift` +
+    elastic(u), elastic(u) interpolating the control-point `displacement` (zero where a slice
+    is not deformed). Fixed shapes whatever was drawn, so a CUDA graph can replay it."""
+
+    linear: torch.Tensor        # (n, 2, 2): flip(rotate(zoom(crop(u))))
+    shift: torch.Tensor         # (n, 2)
+    displacement: torch.Tensor  # (n, 2, g, g)
+
+    @classmethod
+    def of(cls, draws: AugmentDraws) -> "Resampling":
+        """Computed on the host in float64 from the draws, then rounded to float32."""
+        crop = draws.crop
+        cos, sin = torch.cos(draws.angle), torch.sin(draws.angle)
+        rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        linear = draws.flips[:, :, None] * rotation * (crop / draws.zoom)[:, None, None]
+        shift = (linear @ (draws.offset / crop[:, None])[:, :, None])[:, :, 0]
+        displacement = draws.displacement * draws.elastic[:, None, None, None]
+        return cls(linear.float(), shift.float(), displacement.float())
+
+    def to(self, device: torch.device) -> "Resampling":
+        return Resampling(*(to_device(getattr(self, f.name), device) for f in fields(self)))
+
+    def copy_(self, other: "Resampling") -> None:
+        """Fill these tensors (a CUDA graph's inputs) with `other`'s, from the host without
+        waiting for the device."""
+        for f in fields(self):
+            getattr(self, f.name).copy_(to_device(getattr(other, f.name),
+                                                  getattr(self, f.name).device))
+
+
+def resample(images: torch.Tensor, resampling: Resampling) -> torch.Tensor:
+    """A batch `(n, S, S)` resampled in one `grid_sample`, `resampling` on its device; float32."""
     n, size = images.shape[0], images.shape[-1]
-    if len(draws) != n:
-        raise ValueError(f"{len(draws)} slices' draws for a batch of {n}")
-    # In normalised coordinates ([-1, 1] across the slice) each output pixel u samples the input
-    # at flip(rotate(zoom(crop(u)))) + elastic(u).
-    crop = draws.crop
-    cos, sin = torch.cos(draws.angle), torch.sin(draws.angle)
-    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    linear = draws.flips[:, :, None] * rotation * (crop / draws.zoom)[:, None, None]
-    shift = (linear @ (draws.offset / crop[:, None])[:, :, None])[:, :, 0]
-    a = to_device(linear.float(), images.device)[:, :, :, None, None]
-    b = to_device(shift.float(), images.device)[:, :, None, None]
+    if len(resampling.linear) != n:
+        raise ValueError(f"{len(resampling.linear)} slices' draws for a batch of {n}")
+    a = resampling.linear[:, :, :, None, None]
     # The sampling grid written out (what F.affine_grid computes, without its batched matmul):
     # pixel centres at (2i + 1) / S - 1, x along the width. Held as (n, 2, S, S), x then y, and
     # handed to grid_sample as a (n, S, S, 2) view: no interleaving copy.
     centres = (torch.arange(size, device=images.device, dtype=torch.float32) * 2 + 1) / size - 1
     grid = a[:, :, 0] * centres[None, None, None, :] + a[:, :, 1] * centres[None, None, :, None]
-    grid += b
-    chosen = to_device(draws.elastic.nonzero()[:, 0], images.device)
-    if len(chosen):
-        # Smooth displacement: the control points interpolated bicubically (separable: M C M^T).
-        m = _cubic_interpolation_matrix(draws.displacement.shape[-1], size, str(images.device))
-        grid[chosen] += m @ to_device(draws.displacement[draws.elastic].float(), images.device) @ m.T
+    grid += resampling.shift[:, :, None, None]
+    # Smooth displacement: the control points interpolated bicubically (separable: M C M^T); it
+    # adds exactly zero to a slice that is not deformed.
+    m = _cubic_interpolation_matrix(resampling.displacement.shape[-1], size, str(images.device))
+    grid += m @ resampling.displacement @ m.T
     out = F.grid_sample(images[:, None].float(), grid.permute(0, 2, 3, 1),
                         mode="bilinear", padding_mode="reflection", align_corners=False)
     return out[:, 0]
+
+
+def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+    """Resample a batch `(n, S, S)` with the draws of n slices in one `grid_sample` (see
+    `augment_batch`); float32 `(n, S, S)` on the images' device."""
+    if len(draws) != len(images):
+        raise ValueError(f"{len(draws)} slices' draws for a batch of {len(images)}")
+    return resample(images, Resampling.of(draws).to(images.device))
 
 
 def augment_batch(images: torch.Tensor, params: AugmentParams,

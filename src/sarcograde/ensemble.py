@@ -46,11 +46,13 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def autocast(device: torch.device, precision: torch.dtype | None):
-    """The autocast context of `precision` on `device` (none for fp32)."""
+def autocast(device: torch.device, precision: torch.dtype | None, cache: bool = True):
+    """The autocast context of `precision` on `device` (none for fp32). `cache=False` casts a
+    weight at each use instead of once per context, as a CUDA graph capture needs (a network
+    uses each weight once per forward, so the numbers are the same)."""
     if precision is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=precision)
+    return torch.autocast(device.type, dtype=precision, cache_enabled=cache)
 
 
 @dataclass

@@ -189,11 +189,13 @@ def prepare_input(images: np.ndarray | torch.Tensor, meta: dict[str, Any]) -> to
     x = torch.as_tensor(images).float()
     if x.ndim != 3:
         raise ValueError(f"expected slices of shape (n, S, S), got {tuple(x.shape)}")
-    mean = torch.tensor(meta["mean"], dtype=torch.float32, device=x.device)
-    std = torch.tensor(meta["std"], dtype=torch.float32, device=x.device)
-    scale = float(meta.get("grey_std", 1.0)) / std
-    shift = (float(meta.get("grey_mean", 0.0)) - mean) / std
-    return x[:, None] * scale[None, :, None, None] + shift[None, :, None, None]
+    # The per-channel factors in float32 on the host, used as plain numbers: no tensor travels
+    # to the GPU (a copy would make the host wait, and a CUDA graph cannot replay one).
+    mean = torch.tensor(meta["mean"], dtype=torch.float32)
+    std = torch.tensor(meta["std"], dtype=torch.float32)
+    scale = (float(meta.get("grey_std", 1.0)) / std).tolist()
+    shift = ((float(meta.get("grey_mean", 0.0)) - mean) / std).tolist()
+    return torch.stack([x * a + b for a, b in zip(scale, shift)], 1)
 
 
 def save_fold_model(path: str | Path, model: nn.Module, *, model_cfg: dict, input_meta: dict,

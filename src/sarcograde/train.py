@@ -32,14 +32,14 @@ from . import model as model_lib
 from .artifacts import RunRecord, hash_config, save_figure
 from .config import PRESETS, load_config
 from .console import info, progress, warn
-from .data import (AugmentDraws, AugmentParams, SliceSet, apply_augmentation, augment_batch,
-                   draw_augmentation, epoch_generator, epoch_seed, load_slices)
+from .data import (AugmentDraws, AugmentParams, Resampling, SliceSet, augment_batch,
+                   draw_augmentation, epoch_generator, epoch_seed, load_slices, resample)
+from .device import resolve_device
 from .ensemble import PRECISIONS, autocast, patients_p_high, resolve_precision
 from .errors import SarcogradeError
 from .formats import run as run_format
 from .formats.run import (Folds, read_checkpoint, read_cv_predictions, read_run_config,
                           write_checkpoint, write_folds, write_history, write_run_config)
-from .device import resolve_device
 from .splits import Split, make_splits
 from .stacked import StackedDenseNet
 
@@ -47,7 +47,7 @@ CHECKPOINT = "checkpoint.pt"
 GIB = 2 ** 30
 # Train settings that change how fast the folds are trained, not their numbers: left out of the
 # run's configuration hash, so a run may be resumed with another setting (on another GPU).
-SPEED_ONLY = frozenset({"concurrent_folds"})
+SPEED_ONLY = frozenset({"concurrent_folds", "cuda_graphs"})
 # Share of the GPU's free memory that stacked folds may plan to use.
 GPU_MEMORY_HEADROOM = 0.85
 
@@ -66,6 +66,7 @@ class Settings:
     amp_dtype: torch.dtype | None   # autocast dtype, None = float32
     channels_last: bool
     concurrent_folds: int | None    # folds trained side by side as one stack; None = auto
+    cuda_graphs: bool               # replay the stacked step from a CUDA graph (on a GPU)
 
     @classmethod
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
@@ -81,6 +82,12 @@ class Settings:
                                          and not isinstance(concurrent, bool)):
             raise SarcogradeError(f"train.concurrent_folds {concurrent!r} is not auto or a "
                                   "whole number >= 1")
+        graphs = train_cfg.get("cuda_graphs", False)
+        if not isinstance(graphs, bool):
+            raise SarcogradeError(f"train.cuda_graphs {graphs!r} is not true or false")
+        if graphs and amp_dtype == torch.float16:
+            raise SarcogradeError("train.cuda_graphs cannot be used with fp16 autocast (its loss "
+                                  "scaling is not replayed); use bf16 or fp32")
         weighting = str(train_cfg.get("class_weights", "inverse_frequency")).lower()
         if weighting not in ("inverse_frequency", "none"):
             raise SarcogradeError(f"train.class_weights {weighting!r} is not inverse_frequency "
@@ -92,7 +99,8 @@ class Settings:
                    augment=AugmentParams.from_config(train_cfg.get("augment", True)),
                    device=device, amp_dtype=amp_dtype,
                    channels_last=cuda if channels_last == "auto" else bool(channels_last),
-                   concurrent_folds=None if concurrent == "auto" else concurrent)
+                   concurrent_folds=None if concurrent == "auto" else concurrent,
+                   cuda_graphs=graphs)
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
@@ -100,8 +108,10 @@ class Settings:
     def optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
         """The paper's Adam. Fused: one kernel for all of the network's tensors (~480 in a
         DenseNet-161) instead of a loop over them; the same update up to float rounding, and 3
-        to 6x faster on CPU cores (benchmarks/README.md)."""
-        return torch.optim.Adam(net.parameters(), lr=self.learning_rate, fused=True)
+        to 6x faster on CPU cores (benchmarks/README.md). Capturable in a CUDA graph where the
+        step is replayed from one."""
+        return torch.optim.Adam(net.parameters(), lr=self.learning_rate, fused=True,
+                                capturable=self.cuda_graphs and self.device.type == "cuda")
 
     def to_input(self, images: torch.Tensor, meta: dict) -> torch.Tensor:
         x = model_lib.prepare_input(images, meta)
@@ -198,24 +208,6 @@ def augmented(data: FoldData, batch: torch.Tensor, settings: Settings,
     """The batch's slices `(B, S, S)`, augmented with the next draws of `generator`."""
     x = data.images[batch]
     return x if settings.augment is None else augment_batch(x, settings.augment, generator)
-
-
-def augmented_side_by_side(datas: list[FoldData], batches: list[torch.Tensor], settings: Settings,
-                           generators: list[torch.Generator]) -> torch.Tensor:
-    """K folds' batches `(B, S, S)`, each augmented as `augmented` does with its fold's
-    generator, as ONE batch `(K x B, S, S)`, fold k's at [k B, (k + 1) B).
-
-    The draws are taken fold by fold, each from its own generator, and the K batches resampled
-    together in one `apply_augmentation`: one set of kernels for all K folds.
-    """
-    if all(d.images is datas[0].images for d in datas):   # the folds share the slice set
-        x = datas[0].images[torch.cat(batches)]
-    else:
-        x = torch.cat([d.images[b] for d, b in zip(datas, batches)])
-    if settings.augment is None:
-        return x
-    return apply_augmentation(x, AugmentDraws.cat([draw_augmentation(len(b), settings.augment, g)
-                                                   for b, g in zip(batches, generators)]))
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
@@ -415,41 +407,116 @@ def stacked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
                           weights: torch.Tensor) -> torch.Tensor:
     """Each model's class-weighted mean cross-entropy, as `F.cross_entropy(weight=)` computes
     it, from logits `(B, K, 2)`, labels `(B, K)` and class weights `(K, 2)`: a tensor `(K,)`."""
-    nll = -F.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    # The label's log-probability picked by a one-hot product, not `gather`: the backward of a
+    # gather is a scatter, which deterministic mode runs through a sort.
+    one_hot = (labels[..., None] == torch.arange(logits.shape[-1], device=labels.device))
+    nll = -(F.log_softmax(logits, -1) * one_hot).sum(-1)
     w = weights.gather(1, labels.T).T
     return (w * nll).sum(0) / w.sum(0)
 
 
-def stacked_epoch(stack: StackedDenseNet, runs: list[FoldRun], settings: Settings, meta: dict,
-                  on_batch=None) -> list[float]:
+class StackedStep:
+    """The full-batch training step of a stack of fold models: gather each fold's batch from the
+    slices on the device, resample all K batches at once, forward, each model's loss, backward
+    and each model's Adam step, as each model alone would (Adam's state is each fold's own).
+
+    The step reads its inputs from fixed buffers (the K batches' slice indices and resampling)
+    filled before each call, so every call has the same shapes. With `train.cuda_graphs` on a GPU
+    the step is captured once in a CUDA graph, after a few eager steps on a side stream (the
+    warm-up CUDA graphs ask for; they are real steps), and replayed from then on: the GPU is
+    handed thousands of kernels at once instead of one by one. Otherwise it runs eagerly. The
+    numbers are the same either way.
+    """
+
+    WARM_UP_STEPS = 3
+
+    def __init__(self, stack: StackedDenseNet, runs: list[FoldRun]):
+        settings = runs[0].settings
+        if any(run.data.images is not runs[0].data.images for run in runs):
+            raise ValueError("the folds of a stack train on one slice set")
+        self.stack, self.runs, self.settings, self.meta = stack, runs, settings, runs[0].meta
+        n, device = len(runs) * settings.batch_size, settings.device
+        self.index = torch.zeros(n, dtype=torch.long, device=device)
+        grid = settings.augment.elastic_grid if settings.augment is not None else 0
+        self.resampling = None if settings.augment is None else Resampling(
+            torch.zeros(n, 2, 2, device=device), torch.zeros(n, 2, device=device),
+            torch.zeros(n, 2, grid, grid, device=device))
+        self.weights = torch.stack([run.weights for run in runs])
+        self.capture = settings.cuda_graphs and device.type == "cuda"
+        self.eager_steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.losses: torch.Tensor | None = None
+
+    def __call__(self, batches: list[torch.Tensor],
+                 generators: list[torch.Generator]) -> torch.Tensor:
+        """One step on fold k's `batches[k]`, augmented with the next draws of `generators[k]`;
+        each model's loss `(K,)`."""
+        self.index.copy_(torch.cat(batches))
+        if self.resampling is not None:
+            self.resampling.copy_(Resampling.of(AugmentDraws.cat([
+                draw_augmentation(len(b), self.settings.augment, g)
+                for b, g in zip(batches, generators)])))
+        if self.graph is not None:
+            self.graph.replay()
+            return self.losses.clone()
+        if not self.capture:
+            return self._eager()
+        device = self.settings.device
+        if self.eager_steps < self.WARM_UP_STEPS:
+            self.eager_steps += 1
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                losses = self._eager()
+            torch.cuda.current_stream(device).wait_stream(side)
+            return losses
+        for run in self.runs:
+            run.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # recorded, not run: the replay runs this step
+            self.losses = self._step()
+        self.graph.replay()
+        return self.losses.clone()
+
+    def _eager(self) -> torch.Tensor:
+        for run in self.runs:
+            run.optimizer.zero_grad(set_to_none=True)
+        return self._step()
+
+    def _step(self) -> torch.Tensor:
+        k, b = len(self.runs), self.settings.batch_size
+        x = self.runs[0].data.images[self.index]
+        if self.resampling is not None:
+            x = resample(x, self.resampling)
+        x = model_lib.prepare_input(x, self.meta).reshape(k, b, -1, *x.shape[-2:]).transpose(0, 1)
+        labels = self.runs[0].data.slice_labels[self.index].reshape(k, b).T
+        with autocast(self.settings.device, self.settings.amp_dtype, cache=False):
+            logits = self.stack(x)
+        losses = stacked_cross_entropy(logits.float(), labels, self.weights)
+        losses.sum().backward()  # the models share no weight: each gets its own gradient
+        self.stack.member_grads()
+        for run in self.runs:
+            run.optimizer.step()
+        return losses.detach()
+
+
+def stacked_epoch(step: StackedStep, on_batch=None) -> list[float]:
     """Each fold's next epoch, the folds side by side; each fold's mean training loss.
 
     Every fold takes its own batches, in its own seeded order, with its own augmentation and
     its own Adam step, as it would alone. While every fold has a full batch left the step is one
-    stacked step; the last batches (folds differ in size) are stepped fold by fold.
+    `StackedStep`; the last batches (folds differ in size) are stepped fold by fold.
     """
-    stack.train()
+    runs, settings, meta = step.runs, step.settings, step.meta
+    step.stack.train()
     for run in runs:
         run.net.train()
     generators = [run.generator() for run in runs]
     batches = [epoch_batches(run.data, settings, g) for run, g in zip(runs, generators)]
     together = min(sum(len(b) == settings.batch_size for b in bs) for bs in batches)
-    weights = torch.stack([run.weights for run in runs])
     totals = torch.zeros(len(runs), device=settings.device)
     for i in range(together):
-        x = model_lib.prepare_input(augmented_side_by_side(
-            [run.data for run in runs], [bs[i] for bs in batches], settings, generators), meta)
-        x = x.reshape(len(runs), settings.batch_size, *x.shape[1:]).transpose(0, 1)
-        labels = torch.stack([run.data.slice_labels[bs[i]] for run, bs in zip(runs, batches)], 1)
-        with settings.autocast():
-            logits = stack(x)
-        losses = stacked_cross_entropy(logits.float(), labels, weights)
-        losses.sum().backward()  # the models share no weight: each gets its own gradient
-        stack.member_grads()
-        for run in runs:
-            run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
-        totals += losses.detach() * settings.batch_size
+        totals += step([bs[i] for bs in batches], generators) * settings.batch_size
         if on_batch is not None:
             on_batch()
     seen = [together * settings.batch_size] * len(runs)
@@ -492,15 +559,17 @@ def evaluate_stacked(stack: StackedDenseNet, runs: list[FoldRun], settings: Sett
 
 
 def fit_stacked(runs: list[FoldRun], bars: Bars | None = None) -> None:
-    """Train several folds side by side as one `StackedDenseNet` until each stops.
+    """Train folds side by side as one `StackedDenseNet` until each stops.
 
     A fold that stops early leaves the stack; the others go on in a smaller one, the last one
-    alone. Checkpoints, histories and fold files are those of `fit_fold`.
+    alone (with `train.cuda_graphs`, in a stack of one, so that its steps are replayed too).
+    Checkpoints, histories and fold files are those of `fit_fold`.
     """
     settings, meta = runs[0].settings, runs[0].meta
     active = [run for run in runs if not run.finished]
-    while len(active) > 1:
+    while len(active) > (0 if settings.cuda_graphs else 1):
         stack = StackedDenseNet([run.net for run in active], settings.channels_last)
+        step = StackedStep(stack, active)
         while not any(run.finished for run in active):
             start = time.perf_counter()
             on_batch = None
@@ -508,12 +577,13 @@ def fit_stacked(runs: list[FoldRun], bars: Bars | None = None) -> None:
                 on_batch = bars.new_epoch(
                     max(run.next_epoch for run in active),
                     max(math.ceil(len(run.data.train) / settings.batch_size) for run in active))
-            losses = stacked_epoch(stack, active, settings, meta, on_batch)
+            losses = stacked_epoch(step, on_batch)
             evaluations = evaluate_stacked(stack, active, settings, meta)
             seconds = time.perf_counter() - start
             for run, loss, ev in zip(active, losses, evaluations):
                 run.end_epoch(loss, ev, seconds)
                 run.describe(bars, loss, ev)
+        del step  # its graph before the stack's memory
         stack.unstack()
         active = [run for run in active if not run.finished]
     for run in active:  # the last one left trains alone
@@ -673,6 +743,9 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     cache, out = Path(cache), Path(out)
     model_cfg, train_cfg = config["model"], config["train"]
     settings = Settings.from_config(train_cfg, resolve_device(device))
+    if settings.cuda_graphs and float(model_cfg.get("dropout", 0.0)) > 0:
+        raise SarcogradeError("train.cuda_graphs cannot be used with model.dropout > 0 (its "
+                              "random draws are not replayed); turn one of them off")
     slices = load_slices(cache, sequence)
     unknown = [pid for pid, label in zip(slices.patient_ids, slices.labels) if label < 0]
     if unknown:
@@ -739,7 +812,7 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
                     runs = [FoldRun(split, slices, images, slice_labels, model_cfg, pretrained,
                                     meta, settings, out, _fold_seed(seed, split, folds),
                                     config_hash) for split in group]
-                    if len(runs) > 1:
+                    if len(runs) > 1 or settings.cuda_graphs:
                         fit_stacked(runs, bars)
                     else:
                         fit_fold(runs[0], bars)

@@ -414,3 +414,44 @@ def test_with_cuda_graphs_each_fold_trains_as_a_stack_and_learns_as_alone(tmp_pa
                                pd.read_csv(plain / "cv_predictions.csv")["p_high"], atol=1e-3)
     assert json.loads((graphs / "config.json").read_text())["config_hash"] == \
         json.loads((plain / "config.json").read_text())["config_hash"]  # speed, not numbers
+
+
+# --- deterministic mode ----------------------------------------------------------------------
+
+def test_deterministic_mode_is_set_for_training_and_restored():
+    import torch.utils.deterministic as torch_deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch_deterministic.fill_uninitialized_memory, torch.backends.cudnn.benchmark)
+    with train_mod.deterministic():
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch_deterministic.fill_uninitialized_memory is False
+        assert torch.backends.cudnn.benchmark is False
+    assert (torch.are_deterministic_algorithms_enabled(),
+            torch_deterministic.fill_uninitialized_memory,
+            torch.backends.cudnn.benchmark) == before
+
+
+def test_a_training_step_reads_no_uninitialised_memory():
+    # Deterministic mode may fill every new tensor with NaN; `deterministic()` leaves that off to
+    # save the kernels. A step that read memory it had not written would give NaN with the fill
+    # and something else without it: both must give the same numbers.
+    import torch.utils.deterministic as torch_deterministic
+
+    settings = train_mod.Settings.from_config(config()["train"], torch.device("cpu"))
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1] * 4)
+    results = []
+    for fill in (True, False):
+        torch.manual_seed(0)
+        net = model_lib.build_model(TINY)
+        optimizer = settings.optimizer(net)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        with train_mod.deterministic():
+            torch_deterministic.fill_uninitialized_memory = fill
+            losses = [train_mod.train_step(net, optimizer, scaler, x, labels,
+                                           torch.tensor([1.0, 2.0]), settings) for _ in range(3)]
+        results.append((torch.stack(losses), [p.detach().clone() for p in net.parameters()]))
+    (loss_a, params_a), (loss_b, params_b) = results
+    assert torch.isfinite(loss_a).all() and torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import torch.utils.deterministic
 from rich.progress import Progress, TaskID
 from sklearn.metrics import roc_auc_score
 
@@ -443,6 +444,7 @@ class StackedStep:
             torch.zeros(n, 2, grid, grid, device=device))
         self.weights = torch.stack([run.weights for run in runs])
         self.capture = settings.cuda_graphs and device.type == "cuda"
+        self.side = torch.cuda.Stream(device) if self.capture else None  # for the warm-up
         self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.losses: torch.Tensor | None = None
@@ -464,11 +466,10 @@ class StackedStep:
         device = self.settings.device
         if self.eager_steps < self.WARM_UP_STEPS:
             self.eager_steps += 1
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
+            self.side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(self.side):
                 losses = self._eager()
-            torch.cuda.current_stream(device).wait_stream(side)
+            torch.cuda.current_stream(device).wait_stream(self.side)
             return losses
         for run in self.runs:
             run.optimizer.zero_grad(set_to_none=True)
@@ -696,18 +697,24 @@ def plot_learning_curve(history: pd.DataFrame, best_epoch: int, title: str, targ
 
 @contextlib.contextmanager
 def deterministic() -> Iterator[None]:
-    """Deterministic kernels where torch has them (a warning where it has not), then restore."""
+    """Deterministic kernels where torch has them (a warning where it has not), then restore.
+
+    Without torch's filling of every new tensor (NaN for floats), which deterministic mode turns
+    on to expose reads of uninitialised memory: no computation here reads one, and the fill
+    doubles the kernels of a training step (535 more fills in a step of the quick DenseNet)."""
     previous = (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.benchmark)
+                torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS needs it
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.benchmark = previous[2]
+        torch.utils.deterministic.fill_uninitialized_memory = previous[3]
 
 
 def write_cv_predictions(out: Path, splits: list[Split]) -> dict[str, float]:

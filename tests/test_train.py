@@ -33,8 +33,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def config(**train) -> dict:
     cfg = load_config("quick")
     cfg["model"] = dict(TINY)
+    # A checkpoint after every epoch, which the resume tests interrupt.
     cfg["train"].update({"folds": 2, "repeats": 1, "batch_size": 16, "max_epochs": 3,
-                         "patience": 10, **train})
+                         "patience": 10, "checkpoint_every_s": 0, **train})
     return cfg
 
 
@@ -455,3 +456,34 @@ def test_a_training_step_reads_no_uninitialised_memory():
     (loss_a, params_a), (loss_b, params_b) = results
     assert torch.isfinite(loss_a).all() and torch.equal(loss_a, loss_b)
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+
+
+# --- train.checkpoint_every_s ----------------------------------------------------------------
+
+def test_checkpoint_interval_is_checked():
+    cpu = torch.device("cpu")
+    for bad in ("often", -1, True, None):
+        with pytest.raises(SarcogradeError, match="train.checkpoint_every_s .* is not a number "
+                                                  "of seconds >= 0"):
+            train_mod.Settings.from_config({**config()["train"], "checkpoint_every_s": bad}, cpu)
+
+
+def test_checkpoints_are_written_at_most_as_often_as_asked_and_change_no_number(
+        tmp_path, monkeypatch):
+    cache = graded_cache(tmp_path / "cache", cohort(5, 5))
+    written = []
+    real_save = train_mod.save_checkpoint
+    monkeypatch.setattr(train_mod, "save_checkpoint",
+                        lambda path, state: written.append(path.parent.name) or
+                        real_save(path, state))
+    runs = {}
+    for every in (0, 3600):
+        written.clear()
+        runs[every] = train_mod.train_cv(cache, tmp_path / f"every_{every}", config(
+            checkpoint_every_s=every), seed=4, device="cpu")
+        epochs = sum(len(pd.read_csv(h)) for h in runs[every].glob("fold_*/history.csv"))
+        assert len(written) == (epochs if every == 0 else 0)
+    pd.testing.assert_frame_equal(pd.read_csv(runs[3600] / "cv_predictions.csv"),
+                                  pd.read_csv(runs[0] / "cv_predictions.csv"))
+    assert json.loads((runs[0] / "config.json").read_text())["config_hash"] == \
+        json.loads((runs[3600] / "config.json").read_text())["config_hash"]

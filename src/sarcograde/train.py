@@ -48,7 +48,7 @@ CHECKPOINT = "checkpoint.pt"
 GIB = 2 ** 30
 # Train settings that change how fast the folds are trained, not their numbers: left out of the
 # run's configuration hash, so a run may be resumed with another setting (on another GPU).
-SPEED_ONLY = frozenset({"concurrent_folds", "cuda_graphs"})
+SPEED_ONLY = frozenset({"concurrent_folds", "cuda_graphs", "checkpoint_every_s"})
 # Share of the GPU's free memory that stacked folds may plan to use.
 GPU_MEMORY_HEADROOM = 0.85
 
@@ -68,6 +68,7 @@ class Settings:
     channels_last: bool
     concurrent_folds: int | None    # folds trained side by side as one stack; None = auto
     cuda_graphs: bool               # replay the stacked step from a CUDA graph (on a GPU)
+    checkpoint_every_s: float       # least seconds between two checkpoints of a fold
 
     @classmethod
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
@@ -89,6 +90,10 @@ class Settings:
         if graphs and amp_dtype == torch.float16:
             raise SarcogradeError("train.cuda_graphs cannot be used with fp16 autocast (its loss "
                                   "scaling is not replayed); use bf16 or fp32")
+        every = train_cfg.get("checkpoint_every_s", 0)
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+            raise SarcogradeError(f"train.checkpoint_every_s {every!r} is not a number of "
+                                  "seconds >= 0")
         weighting = str(train_cfg.get("class_weights", "inverse_frequency")).lower()
         if weighting not in ("inverse_frequency", "none"):
             raise SarcogradeError(f"train.class_weights {weighting!r} is not inverse_frequency "
@@ -101,7 +106,7 @@ class Settings:
                    device=device, amp_dtype=amp_dtype,
                    channels_last=cuda if channels_last == "auto" else bool(channels_last),
                    concurrent_folds=None if concurrent == "auto" else concurrent,
-                   cuda_graphs=graphs)
+                   cuda_graphs=graphs, checkpoint_every_s=float(every))
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
@@ -303,6 +308,7 @@ class FoldRun:
         self.best_state: dict | None = None
         self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
         self.started = time.perf_counter()
+        self.checkpointed = time.monotonic()
         self._resume()
 
     def _resume(self) -> None:
@@ -339,7 +345,12 @@ class FoldRun:
                         data.val_owner, data.val_labels, self.weights, self.meta, self.settings)
 
     def end_epoch(self, train_loss: float, ev: Evaluation, seconds: float) -> None:
-        """Record the epoch, keep the best weights, checkpoint (atomically)."""
+        """Record the epoch, keep the best weights, checkpoint (atomically) when
+        `train.checkpoint_every_s` have passed since the last checkpoint (or the start).
+
+        A checkpoint of DenseNet-161 holds ~430 MB (weights, Adam's two moments, best weights),
+        which takes longer to write than a fast GPU takes for an epoch. Resuming from an older
+        checkpoint redoes the epochs after it, with the same numbers (each epoch has its seed)."""
         epoch = self.next_epoch
         self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss,
                              "val_auc": ev.auc, "lr": self.optimizer.param_groups[0]["lr"],
@@ -349,6 +360,9 @@ class FoldRun:
             self.best_epoch, self.bad_epochs = epoch, 0
         else:
             self.bad_epochs += 1
+        if time.monotonic() - self.checkpointed < self.settings.checkpoint_every_s:
+            return
+        self.checkpointed = time.monotonic()
         save_checkpoint(self.path, {
             "config_hash": self.config_hash, "model": _cpu_state(self.net),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),

@@ -21,9 +21,10 @@ the host wait for the GPU (synchronisations counted by torch's profiler), and th
 peak arithmetic rate: FLOPs per slice (forward + backward, counted once by torch's `FlopCounterMode`) times
 slices/s over `--peak-tflops`. After it, the augmentation of one stacked step alone: K
 `augment_batch` calls (as `stacked_epoch` did) against K `draw_augmentation`s and one batched
-`apply_augmentation` (as it does now), at 64 and 224 px. On CUDA a last table sets the bare
-step, plain and stacked, eager against captured once in a CUDA graph and replayed. Both run
-under `train.deterministic()`, as `sarcograde train` does (deterministic kernels, no cuDNN
+`apply_augmentation` (as it does now), at 64 and 224 px. On CUDA a last table sets the
+training step itself (`train.StackedStep`, one network as a stack of one and K stacked) run
+eagerly against replayed from its CUDA graph (`train.cuda_graphs`). The third and last tables
+run under `train.deterministic()`, as `sarcograde train` does (deterministic kernels, no cuDNN
 autotuning), so that they time the kernels training uses.
 
     python benchmarks/bench_train.py [--threads 1] [--reps 3] [--skip-161]
@@ -33,7 +34,6 @@ autotuning), so that they time the kernels training uses.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import statistics
 import time
@@ -50,7 +50,7 @@ from sarcograde.data import (AugmentDraws, AugmentParams, SliceSet, apply_augmen
 from sarcograde.splits import Split
 from sarcograde.stacked import StackedDenseNet
 from sarcograde.train import (FoldData, FoldRun, Settings, StackedStep, deterministic,
-                              stacked_cross_entropy, stacked_epoch, train_epoch)
+                              epoch_batches, stacked_cross_entropy, stacked_epoch, train_epoch)
 
 QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 4, 4]}
@@ -264,16 +264,11 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
                                                          size, 1), loop1()))
         rows = [("plain", 1, bare1, loop1, memory)]
         plain_bare = None
-        # The stacked configurations; on CUDA the smallest K once more with its step replayed
-        # from a CUDA graph (`train.cuda_graphs`).
-        configurations = [(k, settings) for k in ks]
-        if device.type == "cuda":
-            configurations.append((ks[0], replace(settings, cuda_graphs=True)))
-        for k, config in configurations:
-            label = f"stacked K={k}" + (" + CUDA graph" if config.cuda_graphs else "")
+        for k in ks:
+            label = f"stacked K={k}"
             try:
                 before = allocated(device)
-                runs = fold_runs(model_cfg, config, size, steps, k, out)
+                runs = fold_runs(model_cfg, settings, size, steps, k, out)
                 stack = StackedDenseNet([run.net for run in runs], settings.channels_last)
                 optimizers = [run.optimizer for run in runs]
                 step = StackedStep(stack, runs)
@@ -292,7 +287,7 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
             rows.append((label, k, bare_k, loop_k, memory))
             # One timed stacked step as the guard against a K that would take too long.
             one = bare_stacked_steps(stack, optimizers, settings, size, 1)
-            if not config.cuda_graphs and one * steps * 2 * (reps + 1) > step_budget_s:
+            if one * steps * 2 * (reps + 1) > step_budget_s:
                 print(f"({label}: {one:.2f} s a step; larger K skipped, budget "
                       f"{step_budget_s:.0f} s)", flush=True)
                 break
@@ -319,80 +314,56 @@ def graphed_vs_eager(name: str, model_cfg: dict, size: int, batch: int, ks: list
                      steps: int, reps: int, amp: str, channels_last: bool,
                      device: torch.device, peak_tflops: float | None,
                      step_budget_s: float) -> None:
-    """The other way issue 15 names, measured before it is built into `train`: the bare step
-    (forward, loss, backward, each network's Adam step) captured once in a CUDA graph and
-    replayed, against the same step run eagerly, for one network and for K stacked. Both use
-    train's fused Adam made capturable and autocast without its weight cache, as a graph needs,
-    so they are timed on their own networks, apart from the table above."""
-    dtype = {"none": None, "bf16": torch.bfloat16}[amp]
+    """`train.StackedStep` run eagerly against replayed from its CUDA graph
+    (`train.cuda_graphs`), for one network (a stack of one) and K stacked: the training step of
+    the loop (slices gathered and augmented on the device, forward, loss, backward, Adam),
+    without the epoch's other work. Eager and graphed are built one after the other (the graph
+    keeps its memory), each timed on `steps` full batches per fold after one untimed pass, which
+    includes the warm-up and the capture."""
+    import tempfile
+
     settings = settings_for(batch, amp, channels_last, device)
     tag = f"| {name} | {size} | {batch} | {amp} | {'yes' if channels_last else 'no'} "
-    plain_eager, flops = None, None
-    for k in [1, *ks]:
-        try:
-            torch.manual_seed(0)
-            nets = [model_lib.build_model(model_cfg).to(device) for _ in range(k)]
-            if channels_last:
-                nets = [net.to(memory_format=torch.channels_last) for net in nets]
-            flops = flops or flops_per_slice(nets[0], settings, size)
-            model = nets[0] if k == 1 else StackedDenseNet(nets, channels_last)
-            model.train()
-            x, y, weights = bare_batch(settings, size, None if k == 1 else k)
-            optimizers = [torch.optim.Adam(net.parameters(), lr=1e-4, fused=True,
-                                           capturable=True) for net in nets]
+    flops, plain_eager = None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in [1, *ks]:
+            rates: dict[bool, float] = {}
+            try:
+                for graphs in (False, True):
+                    config = replace(settings, cuda_graphs=graphs)
+                    runs = fold_runs(model_cfg, config, size, steps, k, Path(tmp))
+                    flops = flops or flops_per_slice(runs[0].net, settings, size)
+                    step = StackedStep(StackedDenseNet([r.net for r in runs], channels_last), runs)
+                    step.stack.train()
+                    generators = [run.generator() for run in runs]
+                    batches = [epoch_batches(run.data, config, g)
+                               for run, g in zip(runs, generators)]
 
-            def step(model=model, optimizers=optimizers, x=x, y=y, weights=weights, k=k):
-                with (torch.autocast(device.type, dtype=dtype, cache_enabled=False)
-                      if dtype else contextlib.nullcontext()):
-                    logits = model(x)
-                if k == 1:
-                    F.cross_entropy(logits.float(), y, weight=weights).backward()
-                else:
-                    stacked_cross_entropy(logits.float(), y, weights).sum().backward()
-                    model.member_grads()
-                for optimizer in optimizers:
-                    optimizer.step()
+                    def run_steps(step=step, batches=batches, generators=generators):
+                        for i in range(steps):
+                            step([b[i] for b in batches], generators)
 
-            def eager(step=step, optimizers=optimizers):
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                step()
-
-            side = torch.cuda.Stream(device)  # warm-up off the default stream, as capture needs
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    eager()
-            torch.cuda.current_stream(device).wait_stream(side)
-            one = timed(device, eager)
-            if one * steps * 2 * reps > step_budget_s:
-                print(f"(K={k}: {one:.2f} s an eager step; this K and larger skipped, budget "
-                      f"{step_budget_s:.0f} s)", flush=True)
-                break
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
-            eager_rate, graph_rate = [], []
-            for _ in range(reps):  # interleaved
-                eager_rate.append(k * batch * steps / timed(device, eager, steps))
-                graph_rate.append(k * batch * steps / timed(device, graph.replay, steps))
-        except torch.cuda.OutOfMemoryError:
-            print(f"{tag}| K={k} | does not fit in GPU memory | | | | |", flush=True)
-            break
-        except RuntimeError as exc:  # a step the graph cannot capture: say which and why
-            print(f"{tag}| K={k} | capture failed: {str(exc).splitlines()[0]} | | | | |",
-                  flush=True)
-            break
-        e, g = statistics.median(eager_rate), statistics.median(graph_rate)
-        plain_eager = plain_eager or e
-        share = (f"{100 * flops * e / (peak_tflops * 1e12):.1f} / "
-                 f"{100 * flops * g / (peak_tflops * 1e12):.1f}" if peak_tflops else "-")
-        print(f"{tag}| {'plain' if k == 1 else f'stacked K={k}'} | {e:.1f} | {g:.1f} | "
-              f"{g / e:.2f}x | {g / plain_eager:.2f}x | {share} |", flush=True)
-        del model, nets, optimizers, graph, step, eager
-        torch.cuda.empty_cache()
+                    one = timed(device, run_steps)   # untimed pass: warm-up and capture
+                    if not graphs and one * 2 * (reps + 1) > step_budget_s:
+                        print(f"(K={k}: {one / steps:.2f} s an eager step; this K and larger "
+                              f"skipped, budget {step_budget_s:.0f} s)", flush=True)
+                        return
+                    rates[graphs] = statistics.median(
+                        k * batch * steps / timed(device, run_steps) for _ in range(reps))
+                    del step, runs, run_steps
+                    torch.cuda.empty_cache()
+            except torch.cuda.OutOfMemoryError:
+                print(f"{tag}| K={k} | does not fit in GPU memory | | | | |", flush=True)
+                return
+            except RuntimeError as exc:  # a step the graph cannot capture: say which and why
+                print(f"{tag}| K={k} | failed: {str(exc).splitlines()[0]} | | | | |", flush=True)
+                return
+            e, g = rates[False], rates[True]
+            plain_eager = plain_eager or e
+            share = (f"{100 * flops * e / (peak_tflops * 1e12):.1f} / "
+                     f"{100 * flops * g / (peak_tflops * 1e12):.1f}" if peak_tflops else "-")
+            print(f"{tag}| {'one network' if k == 1 else f'stacked K={k}'} | {e:.1f} | {g:.1f} | "
+                  f"{g / e:.2f}x | {g / plain_eager:.2f}x | {share} |", flush=True)
 
 
 def augmentation(size: int, batch: int, reps: int) -> None:
@@ -548,10 +519,10 @@ def main() -> None:
         augmentation(224, 30, args.reps)
     # Last: a capture that fails can leave the device unusable for what would follow.
     if cuda and not args.no_graph:
-        print(f"\nBare step eager against captured in a CUDA graph (fused Adam capturable, "
-              f"autocast cache off), median of {args.reps}; slices/s.\n\n| model | size | batch | "
-              "autocast | channels_last | path | eager | CUDA graph | graph vs eager | graph "
-              "vs plain eager | % of peak eager / graph |\n" + "| --- " * 11 + "|")
+        print(f"\nThe training step (train.StackedStep) eager against replayed from its CUDA "
+              f"graph (train.cuda_graphs), median of {args.reps}; slices/s.\n\n| model | size | "
+              "batch | autocast | channels_last | networks | eager | CUDA graph | graph vs eager "
+              "| graph vs one network eager | % of peak eager / graph |\n" + "| --- " * 11 + "|")
         with deterministic():
             graphed_vs_eager(name, cfg, size, args.batch, sorted(args.k), args.steps or 10,
                              args.reps, amp, args.channels_last, device, peak, args.step_budget_s)

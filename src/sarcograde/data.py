@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from .config import AugmentParams
 from .console import progress, warn
+from .device import to_device
 from .errors import SarcogradeError
 from .formats.cache import CacheIndex, read_cache_config, read_patient
-from .device import to_device
 
 
 @dataclass
@@ -196,8 +196,6 @@ def resample(images: torch.Tensor, resampling: Resampling) -> torch.Tensor:
 def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
     """Resample a batch `(n, S, S)` with the draws of n slices in one `grid_sample` (see
     `augment_batch`); float32 `(n, S, S)` on the images' device."""
-    if len(draws) != len(images):
-        raise ValueError(f"{len(draws)} slices' draws for a batch of {len(images)}")
     return resample(images, Resampling.of(draws).to(images.device))
 
 

@@ -137,7 +137,8 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
         batch = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
                                         ensemble.input_meta)
         if stack is not None:
-            return stack(batch[:, None].expand(-1, len(models), -1, -1, -1)).float().permute(1, 0, 2)
+            logits = stack(batch[:, None].expand(-1, len(models), -1, -1, -1))
+            return logits.float().permute(1, 0, 2)
         return torch.stack([net(batch).float() for net in models])
 
     # The logits stay on the device until the end: one copy back, so the host queues the next

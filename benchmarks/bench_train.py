@@ -50,7 +50,7 @@ from sarcograde.data import (AugmentDraws, AugmentParams, SliceSet, apply_augmen
 from sarcograde.splits import Split
 from sarcograde.stacked import StackedDenseNet
 from sarcograde.train import (FoldData, FoldRun, Settings, StackedStep, deterministic,
-                              epoch_batches, stacked_cross_entropy, stacked_epoch, train_epoch)
+                              epoch_batches, stacked_epoch, train_epoch, train_step)
 
 QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 4, 4]}
@@ -81,15 +81,6 @@ def bare_batch(settings: Settings, size: int, k: int | None = None):
     return x, y, weights if k is None else weights.expand(k, 2)
 
 
-def bare_step(model, optimizer, settings: Settings, x, y, weights) -> None:
-    with settings.autocast():
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), y, weight=weights)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
 def timed(device: torch.device, fn, times: int = 1) -> float:
     """Seconds of `times` calls of `fn`, the device synchronised before and after."""
     sync(device)
@@ -101,29 +92,20 @@ def timed(device: torch.device, fn, times: int = 1) -> float:
 
 
 def bare_steps(model, optimizer, settings: Settings, size: int, steps: int) -> float:
+    """`train.train_step` on one batch already in memory in its final form."""
     x, y, weights = bare_batch(settings, size)
+    scaler = torch.amp.GradScaler(settings.device.type, enabled=False)
     model.train()
-    return timed(settings.device, lambda: bare_step(model, optimizer, settings, x, y, weights),
-                 steps)
-
-
-def stacked_step(stack: StackedDenseNet, optimizers, settings: Settings, x, y, weights) -> None:
-    """What `train.stacked_epoch` does per step, on K batches already in memory."""
-    with settings.autocast():
-        logits = stack(x)
-    stacked_cross_entropy(logits.float(), y, weights).sum().backward()
-    stack.member_grads()
-    for optimizer in optimizers:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-
-def bare_stacked_steps(stack: StackedDenseNet, optimizers, settings: Settings, size: int,
-                       steps: int) -> float:
-    x, y, weights = bare_batch(settings, size, stack.k)
-    stack.train()
     return timed(settings.device,
-                 lambda: stacked_step(stack, optimizers, settings, x, y, weights), steps)
+                 lambda: train_step(model, optimizer, scaler, x, y, weights, settings), steps)
+
+
+def bare_stacked_steps(step: StackedStep, settings: Settings, size: int, steps: int) -> float:
+    """`StackedStep.update` on K batches already in memory (the stacked step after its
+    gathering and augmentation); the class weights are the folds' own."""
+    x, y, _ = bare_batch(settings, size, step.stack.k)
+    step.stack.train()
+    return timed(settings.device, lambda: step.update(x, y), steps)
 
 
 def loop_steps(model, optimizer, settings: Settings, size: int, steps: int, epoch: int) -> float:
@@ -269,24 +251,23 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
             try:
                 before = allocated(device)
                 runs = fold_runs(model_cfg, settings, size, steps, k, out)
-                stack = StackedDenseNet([run.net for run in runs], settings.channels_last)
-                optimizers = [run.optimizer for run in runs]
-                step = StackedStep(stack, runs)
+                step = StackedStep(StackedDenseNet([run.net for run in runs],
+                                                   settings.channels_last), runs)
 
-                def bare_k(stack=stack, optimizers=optimizers):
-                    return bare_stacked_steps(stack, optimizers, settings, size, steps)
+                def bare_k(step=step):
+                    return bare_stacked_steps(step, settings, size, steps)
 
                 def loop_k(step=step):
                     return timed(device, lambda: stacked_epoch(step))
 
-                memory = memory_peak(device, before, lambda: (bare_stacked_steps(
-                    stack, optimizers, settings, size, 1), loop_k()))
+                memory = memory_peak(device, before, lambda: (
+                    bare_stacked_steps(step, settings, size, 1), loop_k()))
             except torch.cuda.OutOfMemoryError:
                 print(f"{tag}| {label} | does not fit in GPU memory | | | | | | | |", flush=True)
                 break
             rows.append((label, k, bare_k, loop_k, memory))
             # One timed stacked step as the guard against a K that would take too long.
-            one = bare_stacked_steps(stack, optimizers, settings, size, 1)
+            one = bare_stacked_steps(step, settings, size, 1)
             if one * steps * 2 * (reps + 1) > step_budget_s:
                 print(f"({label}: {one:.2f} s a step; larger K skipped, budget "
                       f"{step_budget_s:.0f} s)", flush=True)

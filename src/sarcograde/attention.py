@@ -148,10 +148,13 @@ def ensemble_cam(explainers: list, images: np.ndarray, target_class: int, input_
     mode = default_cam_mode(device) if mode is None else mode
     if mode not in CAM_MODES:
         raise ValueError(f"unknown Grad-CAM mode {mode!r}; choose one of {', '.join(CAM_MODES)}")
+    def network_input(start: int, stop: int) -> torch.Tensor:
+        return model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
+                                       input_meta)
+
     if mode == "monai":
         def compute(start: int, stop: int) -> list[np.ndarray]:  # each model's (n, S, S)
-            x = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
-                                        input_meta).requires_grad_(True)
+            x = network_input(start, stop).requires_grad_(True)
             return [explainer(x, class_idx=target_class)[:, 0].detach().cpu().numpy()
                     for explainer in explainers]
     else:
@@ -163,8 +166,7 @@ def ensemble_cam(explainers: list, images: np.ndarray, target_class: int, input_
         method, layer = method_of(explainers[0]), explainers[0].nn_module.target_layers[-1]
 
         def compute(start: int, stop: int) -> list[np.ndarray]:
-            x = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
-                                        input_meta)
+            x = network_input(start, stop)
             return [m for stack in stacks
                     for m in stacked_cam(stack, x, target_class, method, layer).cpu().numpy()
                     .transpose(1, 0, 2, 3)]

@@ -476,27 +476,20 @@ class StackedStep:
             self.graph.replay()
             return self.losses.clone()
         if not self.capture:
-            return self._eager()
+            return self._step()
         device = self.settings.device
         if self.eager_steps < self.WARM_UP_STEPS:
             self.eager_steps += 1
             self.side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(self.side):
-                losses = self._eager()
+                losses = self._step()
             torch.cuda.current_stream(device).wait_stream(self.side)
             return losses
-        for run in self.runs:
-            run.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):  # recorded, not run: the replay runs this step
             self.losses = self._step()
         self.graph.replay()
         return self.losses.clone()
-
-    def _eager(self) -> torch.Tensor:
-        for run in self.runs:
-            run.optimizer.zero_grad(set_to_none=True)
-        return self._step()
 
     def _step(self) -> torch.Tensor:
         k, b = len(self.runs), self.settings.batch_size
@@ -505,6 +498,14 @@ class StackedStep:
             x = resample(x, self.resampling)
         x = model_lib.prepare_input(x, self.meta).reshape(k, b, -1, *x.shape[-2:]).transpose(0, 1)
         labels = self.runs[0].data.slice_labels[self.index].reshape(k, b).T
+        return self.update(x, labels)
+
+    def update(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Forward of network input `x` `(B, K, 3, S, S)`, each model's loss on `labels` `(B, K)`,
+        backward and each model's Adam step; the losses `(K,)`. (Gradients are set to None
+        first: in a capture that records no kernel, and the backward writes them afresh.)"""
+        for run in self.runs:
+            run.optimizer.zero_grad(set_to_none=True)
         with autocast(self.settings.device, self.settings.amp_dtype, cache=False):
             logits = self.stack(x)
         losses = stacked_cross_entropy(logits.float(), labels, self.weights)

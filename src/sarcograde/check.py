@@ -318,7 +318,8 @@ def print_table(rows: list[QaRow], out: Console) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, help="cohort manifest CSV (see DESIGN.md)")
+    parser.add_argument("manifest", type=Path,
+                        help="cohort manifest CSV (its columns: docs/manifest.md)")
     parser.add_argument("--sequence", action="append", metavar="SEQ",
                         help="check only this sequence (repeatable); default: every image_<SEQ>")
     parser.add_argument("--out", type=Path, metavar="DIR",

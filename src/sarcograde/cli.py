@@ -1,4 +1,4 @@
-"""The `sarcograde` command: one subcommand per stage of DESIGN.md.
+"""The `sarcograde` command: one subcommand per stage (docs/stages.md).
 
 Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; this file only wires
 them up and turns a `SarcogradeError` into one line on stderr and a non-zero exit.

@@ -1,4 +1,4 @@
-"""The cohort manifest: one CSV row per patient (DESIGN.md, "The manifest").
+"""The cohort manifest: one CSV row per patient (every column: docs/manifest.md).
 
 `load_manifest` parses every row it can and collects each problem with its row, patient and
 column, so that `check` can list them all at once; the other stages call it with `strict=True`

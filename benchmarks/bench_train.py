@@ -48,9 +48,9 @@ from sarcograde import model as model_lib
 from sarcograde.data import (AugmentDraws, AugmentParams, SliceSet, apply_augmentation,
                              augment_batch, draw_augmentation, epoch_generator)
 from sarcograde.splits import Split
-from sarcograde.stacked import StackedDenseNet
-from sarcograde.train import (FoldData, FoldRun, Settings, StackedStep, deterministic,
-                              epoch_batches, stacked_epoch, train_epoch, train_step)
+from sarcograde.train import (FoldData, FoldRun, Settings, StackedDenseNet, StackedStep,
+                              deterministic, epoch_batches, stacked_epoch, train_epoch,
+                              train_step)
 
 QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
          "block_config": [2, 4, 4]}

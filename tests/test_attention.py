@@ -10,7 +10,7 @@ import torch
 from sarcograde import model as model_lib
 from sarcograde import attention
 from sarcograde.attention import CAM_MODES, cam_explainers, ensemble_cam, stacked_cam
-from sarcograde.stacked import StackedDenseNet
+from sarcograde.train.stacked_densenet import StackedDenseNet
 
 TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 4, "block_config": [2, 2]}
 META = model_lib.input_meta(32, pretrained=False)

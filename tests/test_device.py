@@ -13,7 +13,7 @@ from sarcograde.attention import cam_explainers, ensemble_cam
 from sarcograde.device import batches_that_fit, resolve_device
 from sarcograde.ensemble import Ensemble, slice_logits
 from sarcograde.errors import SarcogradeError
-from sarcograde.stacked import StackedDenseNet
+from sarcograde.train.stacked_densenet import StackedDenseNet
 
 TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 4, "block_config": [2, 2]}
 CPU = torch.device("cpu")

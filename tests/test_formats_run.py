@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from fakes import calibrated_model, write_run
-from sarcograde import train as train_mod
 from sarcograde.errors import SarcogradeError
 from sarcograde.formats.records import record_path
 from sarcograde.formats.run import (Folds, read_checkpoint, read_cv_predictions, read_fold_model,
                                     read_folds, read_run_config, write_checkpoint, write_folds)
 from sarcograde.splits import make_splits
+from sarcograde.train import fold as train_fold
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +99,13 @@ def test_a_model_file_without_the_fold_fields(tmp_path):
 
 
 def test_a_damaged_checkpoint_is_reported_and_the_fold_starts_over(tmp_path, capsys):
-    path = tmp_path / train_mod.CHECKPOINT
+    path = tmp_path / train_fold.CHECKPOINT
     write_checkpoint(path, {"config_hash": "abc", "history": []})
     assert read_checkpoint(path)["config_hash"] == "abc"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(SarcogradeError, match="training checkpoint: truncated"):
         read_checkpoint(path)
-    assert train_mod._read_checkpoint(path) is None
+    assert train_fold._read_checkpoint(path) is None
     err = " ".join(capsys.readouterr().err.split())  # the console may wrap; the words count
     assert "checkpoint.pt: not a readable training checkpoint: truncated" in err
     assert err.endswith("this fold starts over")

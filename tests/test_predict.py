@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sarcograde import console
 from sarcograde import model as model_lib
 from sarcograde.cli import main
 from fakes import PREPROCESS, SIZE, calibrated_model, synthetic_slices, write_cache, write_run
@@ -130,6 +131,17 @@ def test_same_input_same_output_and_resume(run_dir, cache_dir, cohort, tmp_path)
         saved = dict(npz)
     np.savez(slices / "P02.npz", **{**saved, "logits": np.zeros_like(saved["logits"])})
     assert predict(run_dir, cache_dir, first).loc["P02", "p_high"] == pytest.approx(0.5)
+
+
+def test_off_a_terminal_each_batch_of_patients_is_a_line(run_dir, cache_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.setattr(console, "LOG_EVERY_S", 0.0)  # every batch, however fast
+    capsys.readouterr()
+    predict(run_dir, cache_dir, tmp_path / "predictions.csv")
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("predict (slices): ")]
+    # batches of whole patients of at least 8 slices: P01 + P02, P03 + P04, P05
+    assert [line.split()[2] for line in lines] == ["17/65", "25/65", "65/65"]
 
 
 def test_changed_model_is_not_served_from_stale_logits(cache_dir, tmp_path):

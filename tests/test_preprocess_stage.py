@@ -4,6 +4,7 @@ parallel jobs, previews, and the 12 real TCIA patients."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from preprocess_phantom import phantom
+from sarcograde import console
 from sarcograde.cli import main
 from sarcograde.formats.cache import INDEX_COLUMNS
 
@@ -124,7 +126,8 @@ def test_n4_settings_do_not_invalidate_a_cache_built_without_n4(manifest, tmp_pa
     assert counts(cache)["computed"] == 3
 
 
-def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path, capsys):
+def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path, capsys,
+                                                                        monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     # BAD's mask is P1's, on another grid than P2's image
@@ -133,9 +136,12 @@ def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path
     sitk.WriteImage(mask, str(data / "P1_mask_small.nii.gz"))
     parallel, serial = tmp_path / "parallel", tmp_path / "serial"
     capsys.readouterr()
+    monkeypatch.setattr(console, "LOG_EVERY_S", 0.0)
     assert preprocess(manifest, parallel, "--jobs", "2") == 1
     err = capsys.readouterr().err
     assert f"failed: BAD: {data / 'P1_mask_small.nii.gz'}: mask is not on the grid of the image" in err
+    # off a terminal (LOG_EVERY_S 0 here): a line per finished patient instead of a bar
+    assert re.findall(r"^preprocess: (\d)/4 \(\d+ s\)$", err, re.M) == ["1", "2", "3", "4"]
     index = pd.read_csv(parallel / "index.csv", dtype=str)
     assert list(index.patient_id) == ["P1", "P2", "P3"]
     assert not (parallel / "patients" / "BAD.npz").exists()

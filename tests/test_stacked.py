@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sarcograde import model as model_lib
-from sarcograde.stacked import StackedDenseNet
+from sarcograde.train.stacked_densenet import StackedDenseNet
 
 SMALL = {"architecture": "densenet", "init_features": 8, "growth_rate": 4, "block_config": [2, 3]}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from sarcograde import cli
+from sarcograde import study as study_mod
 from sarcograde.cohort import load_manifest
 from sarcograde.evaluate import add_arguments as add_evaluate_arguments
 from sarcograde.study import Layout, build_steps, load_study
@@ -181,6 +184,32 @@ def test_a_non_grade_target_becomes_the_grade_of_a_derived_manifest(cohorts, tmp
     cohort = load_manifest(out, strict=True)  # the paths resolve from the new folder
     assert [p.label for p in cohort] == [1, 0, None, 1]
     assert all(p.images["T2FS"].is_file() for p in cohort)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the line is for machines without a GPU")
+def test_a_paper_study_on_a_cpu_says_first_how_long_an_epoch_takes(cohorts, tmp_path, capsys,
+                                                                    monkeypatch):
+    def steps_not_run(steps, state, config=None) -> dict:  # what they say is not tested here
+        print("[run_steps]", file=sys.stderr)
+        return {}
+
+    monkeypatch.setattr(study_mod, "run_steps", steps_not_run)
+    tiny = {"architecture": "densenet", "init_features": 8, "growth_rate": 8,
+            "block_config": [2, 2], "pretrained": "none"}  # a quick timed step
+    for preset in ("paper", "quick"):
+        path = _write_study(tmp_path / preset, cohorts, preset=preset, overrides={
+            "preprocess": {"size": 32, "n4": False}, "model": tiny, "train": {"max_epochs": 1}})
+        study_mod.run_study(path, tmp_path / preset / "out", until="train")
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("paper preset on a CPU")]
+        if preset == "quick":
+            assert said == []
+            continue
+        assert len(said) == 1 and re.fullmatch(
+            r"paper preset on a CPU: one step of 30 slices takes [\d.]+ s here, so an epoch "
+            r"takes about [\d.]+ (s|min|h) per 1,000 training slices; the quick preset runs in "
+            r"minutes", said[0])
+        assert err.index(said[0]) < err.index("[run_steps]")  # before the first step
 
 
 def _study_process(path: Path, out: Path) -> subprocess.Popen:

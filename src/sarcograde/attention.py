@@ -36,7 +36,7 @@ from torch import nn
 
 from . import model as model_lib
 from .device import batches_that_fit, to_device
-from .stacked import StackedDenseNet
+from .train.stacked_densenet import StackedDenseNet
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
 

@@ -22,7 +22,7 @@ COMMANDS = [
     ("synth", "sarcograde.synth", "write a synthetic multi-site cohort with a known grade signal"),
     ("import", "sarcograde.importers.cli", "build a manifest from a public collection (tcia-sts)"),
     ("preprocess", "sarcograde.preprocess.stage", "N4, 1 mm resampling, z-score, tumour slices"),
-    ("train", "sarcograde.train", "cross-validated DenseNet training (k folds x repeats)"),
+    ("train", "sarcograde.train.stage", "cross-validated DenseNet training (k folds x repeats)"),
     ("predict", "sarcograde.predict", "grade every patient of a cache with a run's ensemble"),
     ("radiomics", "sarcograde.radiomics.cli",
      "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),

@@ -2,6 +2,8 @@
 
 `warn` and `info` print one line each. Inside `recorded()` (a Ray task: the worker's output does
 not reach the user's terminal) they are kept instead, to be `replay`ed on the driver's console.
+A progress bar is drawn on a terminal only; in a log file (a cluster job's, a pipe) its tasks
+write plain lines as they advance instead.
 """
 
 from __future__ import annotations
@@ -10,19 +12,31 @@ import itertools
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 # Off a terminal (a log file, a pipe, a test) rich would hard-wrap at 80 columns and split one
 # message over several lines; there every message stays on its own single line.
 console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
+# Least seconds between two progress lines of one task in a log: a line per patient where
+# patients take this long, not thousands of lines for fast ones (nor any for a fast task).
+LOG_EVERY_S = 10.0
+
+
+def on_terminal() -> bool:
+    """Whether stderr is a terminal (progress bars) rather than a log file or pipe (lines)."""
+    return sys.stderr.isatty()
+
 
 def progress(transient: bool = False) -> Progress:
-    """A progress bar with count, elapsed time and ETA; quiet when stderr is not a terminal."""
+    """A progress bar with count, elapsed time and ETA on a terminal; elsewhere `ProgressLines`
+    (silent for a `transient` bar, whose progress is not worth keeping in a log)."""
+    if not on_terminal():
+        return ProgressLines(silent=transient)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -32,8 +46,53 @@ def progress(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=transient,
-        disable=not sys.stderr.isatty(),
     )
+
+
+class ProgressLines(Progress):
+    """A progress bar for a log file: nothing is drawn; a task that advances writes a line,
+    `description: done/total (elapsed s)`, once `LOG_EVERY_S` seconds have passed since its last
+    line (or its start), and one when it completes unless it took less than that in all. A task
+    added with `logged=False` writes none (its owner says more in its own lines, as training
+    does per epoch)."""
+
+    def __init__(self, silent: bool = False):
+        super().__init__(console=console, disable=True)
+        self.silent = silent
+        self._logged_at: dict[TaskID, float] = {}   # task -> its elapsed seconds at its last line
+
+    def update(self, task_id: TaskID, **changes: Any) -> None:
+        before = self._task(task_id).completed
+        super().update(task_id, **changes)
+        self._log(task_id, before)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        before = self._task(task_id).completed
+        super().advance(task_id, advance)
+        self._log(task_id, before)
+
+    def reset(self, task_id: TaskID, **changes: Any) -> None:
+        super().reset(task_id, **changes)
+        self._logged_at.pop(task_id, None)
+
+    def _task(self, task_id: TaskID) -> Task:
+        return next(task for task in self.tasks if task.id == task_id)
+
+    def _log(self, task_id: TaskID, before: float) -> None:
+        task = self._task(task_id)
+        if self.silent or not task.fields.get("logged", True) or task.completed <= before:
+            return
+        elapsed = task.elapsed or 0.0
+        if task.total is not None and task.completed >= task.total:
+            due = elapsed >= LOG_EVERY_S   # a slow task's end; a fast one's would be noise
+        else:
+            due = elapsed - self._logged_at.get(task_id, 0.0) >= LOG_EVERY_S
+        if not due:
+            return
+        self._logged_at[task_id] = elapsed
+        total = "" if task.total is None else f"/{task.total:g}"
+        console.print(f"{task.description}: {task.completed:g}{total} ({elapsed:.0f} s)",
+                      markup=False, soft_wrap=True)
 
 
 Line = tuple[str, str]  # ("warn" or "info", message)

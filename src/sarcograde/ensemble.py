@@ -20,7 +20,7 @@ from .artifacts import hash_config, hash_path
 from .device import batches_that_fit, to_device
 from .errors import SarcogradeError
 from .formats.run import read_folds
-from .stacked import StackedDenseNet
+from .train.stacked_densenet import StackedDenseNet
 
 AGGREGATES = ("logits", "probabilities")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

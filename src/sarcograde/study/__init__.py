@@ -15,6 +15,7 @@ import yaml
 
 from .. import executors
 from ..artifacts import write_text
+from ..config import load_config
 from ..console import console, info
 from ..errors import SarcogradeError
 from ..formats.evaluation import format_estimate, read_model_metrics
@@ -58,6 +59,11 @@ def run_study(path: str | Path, out: str | Path, *, jobs: int = 1, until: str = 
     steps = build_steps(study, layout, jobs=jobs, until=until, executor=executor)
     info(f"study {study.path}: {len(study.sequences)} sequence(s), {len(study.test)} external "
          f"site(s), models {', '.join(study.model_names())}, {len(steps)} steps -> {layout.out}")
+    if (study.preset == "paper" and "dl" in study.models and not executor
+            and STAGES.index(until) >= STAGES.index("train")):
+        from ..train.cpu_estimate import say_epoch_time_before_study  # torch, only when needed
+
+        say_epoch_time_before_study(load_config(study.preset, overrides=study.config_overrides))
     state = run_steps(steps, layout.state, config=study.as_dict())
     console.rule("[bold]study finished")
     if STAGES.index(until) < STAGES.index("evaluate"):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarcograde.evaluate import ALL_METRICS, _statistic
+from sarcograde.evaluate import ALL_METRICS, metric_statistic
 from sarcograde.stats import bootstrap, delong_variance, percentile_ci, resample_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def bench_bootstrap(n: int = 158, resamples: int = 1000) -> None:
     y = (rng.random(n) < 0.85).astype(int)
     p = np.clip(0.55 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, n), 0.01, 0.99)
     idx = resample_indices(n, resamples, 0)
-    statistic = _statistic(0.5, ALL_METRICS)
+    statistic = metric_statistic(0.5, ALL_METRICS)
 
     def stacked():
         return bootstrap(statistic, y, p, idx)

@@ -68,6 +68,7 @@ def _write_study(folder: Path, cohorts: Path, **changes) -> Path:
     ({"test": {"pooled": "x.csv"}}, "test site name 'pooled' is reserved"),
     ({"models": ["clinical", "volume", "clinical+volume"]}, "must include dl or radiomics"),
     ({"models": ["radiomics", "fusion"]}, "fusion combines the DL models; list dl too"),
+    ({"sequences": ["T2FS"], "models": ["dl", "fusion"]}, "fusion needs at least two sequences"),
     ({"overrides": {"radiomics": {"features": {"bins": 8}}}},
      "unknown radiomics setting(s) in features: bins"),
 ])
@@ -99,6 +100,18 @@ def test_relative_paths_are_taken_from_the_yaml_folder(cohorts, tmp_path):
     assert study.train.resolve() == (cohorts / "siteA" / "manifest.csv").resolve()
     assert study.model_names() == ["DL-T2FS"]
     assert study.target == "grade" and study.preset == "paper"
+
+
+def test_the_default_models_follow_the_sequences(cohorts, tmp_path):
+    """Without `models:`, one sequence has no fusion (nothing to fuse); two have it."""
+    one = load_study(_write_study(tmp_path / "one", cohorts, sequences=["T2FS"]))
+    assert one.models == ["dl", "clinical", "volume", "clinical+volume"]
+    assert one.model_names() == ["DL-T2FS", "clinical", "volume", "clinical+volume"]
+    steps = [s.name for s in build_steps(one, Layout(tmp_path / "out"))]
+    assert "predict/siteB/DL-T2FS" in steps and not any("fusion" in s for s in steps)
+    two = load_study(_write_study(tmp_path / "two", cohorts))
+    assert two.models == ["dl", "fusion", "clinical", "volume", "clinical+volume"]
+    assert "DL-fusion" in two.model_names()
 
 
 def test_the_steps_parse_with_the_real_command_line(cohorts, tmp_path):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from . import model_kinds as kinds
 from .artifacts import hash_path
 from .cohort import Patient
 from .console import progress
@@ -30,8 +31,12 @@ from .splits import Split, make_splits
 
 CLINICAL = ("t_stage", "n_stage", "m_stage", "age")
 VOLUME = ("log_volume_ml",)
-BASELINES = {"clinical": CLINICAL, "volume": VOLUME, "clinical_volume": CLINICAL + VOLUME}
-LABELS = {"clinical": "Clinical", "volume": "Tumour volume", "clinical_volume": "Clinical + volume"}
+# each baseline's features and label by its key (model_kinds.BASELINE_KEYS)
+_KEY = kinds.BASELINE_KEYS
+BASELINES = {_KEY[kinds.CLINICAL]: CLINICAL, _KEY[kinds.VOLUME]: VOLUME,
+             _KEY[kinds.CLINICAL_VOLUME]: CLINICAL + VOLUME}
+LABELS = {_KEY[kinds.CLINICAL]: "Clinical", _KEY[kinds.VOLUME]: "Tumour volume",
+          _KEY[kinds.CLINICAL_VOLUME]: "Clinical + volume"}
 
 
 def _volume_key(source: MaskSource, patient_id: str) -> str:

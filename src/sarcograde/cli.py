@@ -27,21 +27,12 @@ COMMANDS = [
     ("radiomics", "sarcograde.radiomics.cli",
      "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),
     ("fusion", "sarcograde.fusion", "late fusion of the sequences' ensembles: DL-fusion"),
-    ("evaluate", "sarcograde.evaluate", "metrics with CIs, baselines, survival and Table 1"),
+    ("evaluate", "sarcograde.evaluate.stage", "metrics with CIs, baselines, survival and Table 1"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),
     ("study", "sarcograde.study", "a whole comparative study from one YAML file"),
     ("demo", "sarcograde.demo", "a study on synthetic sites (two sequences) -> report.html"),
 ]
-
-
-def split_assignment(spec: str, flag: str, form: str = "NAME=PATH") -> tuple[str, str]:
-    """`NAME=VALUE` of a repeatable option (e.g. `--predictions DL-T2FS=a.csv`) as its two
-    stripped parts; a one-line error naming the option otherwise."""
-    name, sep, value = spec.partition("=")
-    if not sep or not name.strip() or not value.strip():
-        raise SarcogradeError(f"{flag} {spec!r} is not {form}")
-    return name.strip(), value.strip()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

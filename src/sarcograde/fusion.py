@@ -20,15 +20,16 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from . import model_kinds as kinds
 from .artifacts import RunRecord, write_csv, write_json
-from .cli import split_assignment
 from .console import info, warn
 from .errors import SarcogradeError
 from .formats.common import read_json_object
 from .formats.predictions import read_predictions
 from .formats.run import read_cv_predictions
+from .options import split_assignment
 
-MODEL_NAME = "DL-fusion"
+MODEL_NAME = kinds.name(kinds.FUSION)  # model.json's "model"
 # Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
 EPS = 1e-6
 CLASSIFIER = ("LogisticRegression(C=1.0, L2, lbfgs) of scikit-learn on the sequences' "

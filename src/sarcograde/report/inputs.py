@@ -24,10 +24,9 @@ from ..formats.predictions import read_attention
 from ..formats.records import read_record, record_path
 from ..formats.run import read_folds, read_history, read_run_config
 from ..formats.study import read_study
+from ..model_kinds import POOLED
 
 __all__ = ["CohortTable", "ReportInputs", "StudyInputs"]
-
-POOLED = "pooled"
 
 
 def png_data_uri(path: Path) -> str:

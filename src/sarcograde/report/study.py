@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import model_kinds as kinds
 from . import sections as s
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
-from .inputs import POOLED, EvaluationFolder, StudyInputs, is_synthetic, lookup
+from ..model_kinds import POOLED
+from .inputs import EvaluationFolder, StudyInputs, is_synthetic, lookup
 from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 
 TITLE = "Soft-tissue sarcoma grading: study results"
@@ -21,16 +23,17 @@ TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Ta
        ("calibration", "Calibration"), ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
-DL_PREFIX = "DL-"
 KM_PANEL = "km_panel.png"
 CALIBRATION_MODELS = "calibration_models.png"
-FUSION_SENTENCE = ("DL-fusion combined the sequences' ensemble outputs by a logistic regression "
-                   "fitted on the training cohort's out-of-fold predictions only (late fusion).")
+FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble outputs by a "
+                   "logistic regression fitted on the training cohort's out-of-fold predictions "
+                   "only (late fusion).")
 
 
 def dl_model(sequence: str) -> str:
     """The DL model of a sequence folder (explain/<site>/<SEQ>, train/<SEQ>): DL-<SEQ>."""
-    return sequence if sequence.startswith(DL_PREFIX) else f"{DL_PREFIX}{sequence}"
+    named = kinds.kind_of(sequence)
+    return sequence if named and named.kind == kinds.DL else kinds.name(kinds.DL, sequence)
 
 
 def context(inputs: StudyInputs) -> dict[str, Any]:
@@ -210,7 +213,8 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
         f"At every site each model's metrics were estimated with 95% confidence intervals from "
         f"{bootstrap_count(first.metrics, first.record)} bootstrap resamples of patients, and "
         "every pair of models was compared by DeLong's test for paired AUCs."]
-    if any(f"{DL_PREFIX}fusion" in folder.metrics["models"] for folder in inputs.sites.values()):
+    fusion = kinds.name(kinds.FUSION)
+    if any(fusion in folder.metrics["models"] for folder in inputs.sites.values()):
         evaluation.append(FUSION_SENTENCE)
     if any((folder.survival or {}).get("models") for folder in inputs.sites.values()):
         evaluation.append(SURVIVAL_SENTENCE)

@@ -1,4 +1,4 @@
-"""A study's folder layout and its steps, in pipeline order (DESIGN.md, "The study").
+"""A study's folder layout and its steps, in pipeline order (docs/study.md).
 
 Each step is one `sarcograde` command into its own subfolder (or a small file the study derives
 itself), with the files it reads and leaves, so that the runner can tell what is finished.
@@ -10,14 +10,15 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import model_kinds as kinds
 from ..cohort import is_missing, read_table
 from ..formats.evaluation import METRICS
+from ..model_kinds import POOLED
 from .runner import Step
-from .spec import BASELINES, RADIOMICS, Study
+from .spec import RADIOMICS, Study
 from .target import target_manifest
 
 STAGES = ("check", "preprocess", "train", "predict", "evaluate", "explain", "report")
-POOLED = "pooled"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Layout:
         return self.out / "radiomics" / cohort / sequence / "features.csv"
 
     def radiomics_run(self, sequence: str) -> Path:
-        return self.out / "train" / f"radiomics-{sequence}"
+        return self.out / "train" / kinds.name(kinds.RADIOMICS, sequence)
 
     @property
     def fusion(self) -> Path:
@@ -60,6 +61,11 @@ class Layout:
 
     def predict(self, site: str) -> Path:
         return self.out / "predict" / site
+
+    def predictions(self, site: str, model: str) -> Path:
+        """A model's predictions of a site (`site` "{site}": the template evaluate --pooled
+        fills in)."""
+        return self.predict(site) / kinds.prediction_file(model)
 
     def evaluate(self, site: str) -> Path:
         return self.out / "evaluate" / site
@@ -123,8 +129,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                           ["check", str(manifest),
                            *[a for seq in study.sequences for a in ("--sequence", seq)],
                            "--out", str(layout.check(cohort))]))
-    dl_sequences = study.sequences if "dl" in study.models else []
-    radiomics_sequences = study.sequences if "radiomics" in study.models else []
+    dl_sequences = study.sequences if kinds.DL in study.models else []
+    radiomics_sequences = study.sequences if kinds.RADIOMICS in study.models else []
     for cohort, manifest in manifests.items():
         for seq in dl_sequences:
             steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
@@ -153,7 +159,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     cv = {k: study.overrides.get("train", {}).get(k) for k in ("folds", "repeats")}
     cv_flags = [a for k, v in cv.items() if v is not None for a in (f"--{k}", str(v))]
     for seq in radiomics_sequences:
-        steps.append(Step(f"train/radiomics-{seq}", "train",
+        steps.append(Step(f"train/{kinds.name(kinds.RADIOMICS, seq)}", "train",
                           [layout.features("train", seq), manifests["train"], *radiomics_files],
                           [*_run_files(layout.radiomics_run(seq)),
                            layout.radiomics_run(seq) / "models.json"],
@@ -161,7 +167,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                            "--manifest", str(manifests["train"]),
                            "--out", str(layout.radiomics_run(seq)), "--preset", study.preset,
                            *cv_flags, "--seed", str(study.seed), *radiomics_config]))
-    if "fusion" in study.models:
+    fused = kinds.FUSION in study.models
+    if fused:
         steps.append(Step("train/fusion", "train",
                           [f for seq in study.sequences for f in _run_files(layout.run(seq))],
                           [layout.fusion / "model.json"],
@@ -169,67 +176,69 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                               for a in ("--run", f"{seq}={layout.run(seq)}")],
                            "--out", str(layout.fusion)]))
 
-    baselines = [m for m in BASELINES if m in study.models]
+    baselines = [m for m in kinds.BASELINES if m in study.models]
     for site in study.test:
-        predict = layout.predict(site)
         for seq in dl_sequences:
-            steps.append(Step(f"predict/{site}/DL-{seq}", "predict",
+            model = kinds.name(kinds.DL, seq)
+            steps.append(Step(f"predict/{site}/{model}", "predict",
                               [*_run_files(layout.run(seq)),
                                layout.cache(site, seq) / "index.csv"],
-                              [predict / f"DL-{seq}.csv"],
+                              [layout.predictions(site, model)],
                               ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
-                               "--out", str(predict / f"DL-{seq}.csv"), *executor]))
-        if "fusion" in study.models:
-            steps.append(Step(f"predict/{site}/DL-fusion", "predict",
-                              [layout.fusion / "model.json",
-                               *[predict / f"DL-{seq}.csv" for seq in study.sequences]],
-                              [predict / "DL-fusion.csv"],
+                               "--out", str(layout.predictions(site, model)), *executor]))
+        if fused:
+            model = kinds.name(kinds.FUSION)
+            inputs = {seq: layout.predictions(site, kinds.name(kinds.DL, seq))
+                      for seq in study.sequences}
+            steps.append(Step(f"predict/{site}/{model}", "predict",
+                              [layout.fusion / "model.json", *inputs.values()],
+                              [layout.predictions(site, model)],
                               ["fusion", "apply", str(layout.fusion / "model.json"),
-                               *[a for seq in study.sequences for a in
-                                 ("--predictions", f"{seq}={predict / f'DL-{seq}.csv'}")],
-                               "--out", str(predict / "DL-fusion.csv")]))
+                               *[a for seq, file in inputs.items()
+                                 for a in ("--predictions", f"{seq}={file}")],
+                               "--out", str(layout.predictions(site, model))]))
         for seq in radiomics_sequences:
-            run = layout.radiomics_run(seq)
-            steps.append(Step(f"predict/{site}/radiomics-{seq}", "predict",
+            run, model = layout.radiomics_run(seq), kinds.name(kinds.RADIOMICS, seq)
+            steps.append(Step(f"predict/{site}/{model}", "predict",
                               [run / "models.json", layout.features(site, seq)],
-                              [predict / f"radiomics-{seq}.csv"],
+                              [layout.predictions(site, model)],
                               ["radiomics", "predict", str(run), str(layout.features(site, seq)),
-                               "--out", str(predict / f"radiomics-{seq}.csv")]))
+                               "--out", str(layout.predictions(site, model))]))
 
     # DL and fusion models are read from their files; the baselines are fitted by evaluate on
     # the training cohort (with Table 1), which also writes their predictions of each site.
     files_of = [m for m in study.model_names() if m not in baselines]
     # the first model's run: its Youden threshold and the baselines' folds (same formats)
-    reference_run = layout.run(seq0) if "dl" in study.models else layout.radiomics_run(seq0)
+    reference_run = layout.run(seq0) if kinds.DL in study.models else layout.radiomics_run(seq0)
     common = ["--run", str(reference_run), "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
     if baselines:
         common += ["--train-manifest", str(manifests["train"])]
     for site in study.test:
-        files = [layout.predict(site) / f"{m}.csv" for m in files_of]
+        files = [layout.predictions(site, m) for m in files_of]
         written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
         steps.append(Step(f"evaluate/{site}", "evaluate",
                           [*files, manifests[site], manifests["train"],
                            *_run_files(reference_run)],
                           [layout.evaluate(site) / METRICS,
-                           *[layout.predict(site) / f"{m}.csv" for m in baselines]],
+                           *[layout.predictions(site, m) for m in baselines]],
                           ["evaluate", *[a for m, f in zip(files_of, files)
                                          for a in ("--predictions", f"{m}={f}")],
                            "--manifest", str(manifests[site]), *written,
                            "--out", str(layout.evaluate(site)), *common]))
     if len(study.test) > 1:
         # evaluate reads each model's file per site from the {site} template
-        template = layout.predict("{site}")
+        templates = {m: layout.predictions("{site}", m) for m in files_of}
         steps.append(Step(f"evaluate/{POOLED}", "evaluate",
-                          [*[layout.predict(s) / f"{m}.csv" for s in study.test for m in files_of],
+                          [*[layout.predictions(s, m) for s in study.test for m in files_of],
                            *[manifests[s] for s in study.test], manifests["train"],
                            *_run_files(reference_run)],
                           [layout.evaluate(POOLED) / METRICS],
-                          ["evaluate", *[a for m in files_of
-                                         for a in ("--predictions", f"{m}={template / m}.csv")],
+                          ["evaluate", *[a for m, template in templates.items()
+                                         for a in ("--predictions", f"{m}={template}")],
                            *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
                            "--out", str(layout.evaluate(POOLED)), *common]))
-    if "dl" in study.models:
+    if kinds.DL in study.models:
         for site in study.test:
             for seq in study.sequences:
                 steps.append(Step(f"explain/{site}/{seq}", "explain",
@@ -238,9 +247,10 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                   [layout.explain(site, seq) / "attention.csv"],
                                   ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq)), "--predictions",
-                                   str(layout.predict(site) / f"DL-{seq}.csv"), *executor]))
-    explained = [layout.explain(site, seq) / "attention.csv"
-                 for site in study.test for seq in study.sequences] if "dl" in study.models else []
+                                   str(layout.predictions(site, kinds.name(kinds.DL, seq))),
+                                   *executor]))
+    explained = [layout.explain(site, seq) / "attention.csv" for site in study.test
+                 for seq in study.sequences] if kinds.DL in study.models else []
     steps.append(Step("report", "report",
                       [layout.evaluate(s) / METRICS for s in evaluated_sites(study)]
                       + explained,

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .. import model_kinds as kinds
 from ..cohort import is_missing, read_table
 from ..config import PRESETS, load_preset
 from ..errors import SarcogradeError
@@ -20,16 +21,15 @@ from ..radiomics.settings import settings_from
 
 KEYS = {"train", "test", "sequences", "target", "preset", "models", "seed", "overrides"}
 REQUIRED = ("train", "test", "sequences")
-# Model kinds a study can list; `dl` and `radiomics` are one model per sequence (DL-<SEQ>,
-# radiomics-<SEQ>). Radiomics is listed explicitly: it is not run by default.
-MODELS = ("dl", "fusion", "radiomics", "clinical", "volume", "clinical+volume")
-BASELINES = ("clinical", "volume", "clinical+volume")
-DEFAULT_MODELS = [m for m in MODELS if m != "radiomics"]
+# Model kinds a study can list (model_kinds names their models). Radiomics is listed
+# explicitly: it is not run by default; nor is fusion with one sequence, which has none to fuse.
+MODELS = kinds.STUDY_KINDS
+BASELINES = kinds.BASELINES
 # Stages whose options a study may override, and the keys each takes (preset sections are
 # checked against the preset itself, `radiomics` against configs/radiomics.yaml).
 STAGE_OVERRIDES = {"evaluate": {"bootstrap"}}
 RADIOMICS = "radiomics"
-RESERVED_SITES = {"train", "pooled"}
+RESERVED_SITES = {"train", kinds.POOLED}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -51,14 +51,9 @@ class Study:
         return {"train": self.train, **self.test}
 
     def model_names(self) -> list[str]:
-        """The prediction files' names: DL-<SEQ>, DL-fusion, radiomics-<SEQ>, clinical, volume,
-        clinical+volume."""
-        names = [f"DL-{seq}" for seq in self.sequences] if "dl" in self.models else []
-        if "fusion" in self.models:
-            names.append("DL-fusion")
-        if "radiomics" in self.models:
-            names += [f"radiomics-{seq}" for seq in self.sequences]
-        return names + [m for m in BASELINES if m in self.models]
+        """The models' names (DL-<SEQ>, DL-fusion, radiomics-<SEQ>, clinical, volume,
+        clinical+volume), which name their prediction files."""
+        return kinds.study_models(self.models, self.sequences)
 
     def as_dict(self) -> dict[str, Any]:
         """The study as resolved (defaults filled in, paths absolute or as given), for
@@ -83,6 +78,13 @@ def _name(path: Path, value: Any, what: str) -> str:
     if not _NAME.fullmatch(text):
         raise _fail(path, f"{what} {text!r} must be letters, digits, '_', '.', '-'")
     return text
+
+
+def default_models(sequences: list[str]) -> list[str]:
+    """The model kinds of a study without `models:`: all but radiomics, and fusion only where
+    there are two sequences or more to fuse."""
+    return [m for m in MODELS
+            if m != kinds.RADIOMICS and (m != kinds.FUSION or len(sequences) > 1)]
 
 
 def _manifest(path: Path, value: Any, what: str) -> Path:
@@ -187,7 +189,7 @@ def load_study(path: str | Path) -> Study:
     if preset not in PRESETS:
         raise _fail(path, f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
 
-    models = raw.get("models", DEFAULT_MODELS)
+    models = raw.get("models", default_models(sequences))
     if isinstance(models, str):
         models = [models]
     if not isinstance(models, list) or not models:
@@ -195,16 +197,16 @@ def load_study(path: str | Path) -> Study:
     bad = [str(m) for m in models if m not in MODELS]
     if bad:
         raise _fail(path, f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}")
-    if "dl" not in models and "radiomics" not in models:
+    if kinds.DL not in models and kinds.RADIOMICS not in models:
         raise _fail(path, "models must include dl or radiomics: the baselines are compared "
                           "against them")
     listed = [m for m in BASELINES if m in models]
     if listed and len(listed) < len(BASELINES):
         raise _fail(path, f"models: {', '.join(BASELINES)} are fitted together by evaluate; "
                           "list all three or none")
-    if "fusion" in models and "dl" not in models:
+    if kinds.FUSION in models and kinds.DL not in models:
         raise _fail(path, "models: fusion combines the DL models; list dl too")
-    if "fusion" in models and len(sequences) < 2:
+    if kinds.FUSION in models and len(sequences) < 2:
         raise _fail(path, "models: fusion needs at least two sequences")
 
     seed = raw.get("seed", 0)

@@ -1,0 +1,93 @@
+"""The evaluation's figures: ROC curves (the reference model with its bootstrap 95% band and its
+argmax point) and reliability diagrams with Wilson intervals and the patients per bin."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..stats import reliability_curve, roc_band, roc_curve
+
+ROC_GRID = np.linspace(0, 1, 101)
+
+
+def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], reference: str,
+               indices: np.ndarray, cohort: str = "test cohort"):
+    """ROC curves of all models; the `reference` one with its bootstrap 95% band and argmax
+    point."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    for name, (p, block) in curves.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        auc, ci = block["auc"]["value"], block["auc"]["ci95"]
+        label = f"{name}: AUC {auc:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        line, = ax.plot(fpr, tpr, linewidth=2 if name == reference else 1.2, label=label,
+                        zorder=3 if name == reference else 2)
+        if name == reference:
+            low, high = roc_band(y, p, indices, ROC_GRID)
+            ax.fill_between(ROC_GRID, low, high, color=line.get_color(), alpha=0.2, linewidth=0,
+                            label="95% CI (bootstrap)")
+            c = block["confusion"]
+            ax.plot(c["fp"] / (c["fp"] + c["tn"]), c["tp"] / (c["tp"] + c["fn"]), "o",
+                    color=line.get_color(), label="argmax threshold", zorder=4)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"ROC, {cohort} (n={len(y)}, {int(y.sum())} high grade)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _calibration_text(block: dict) -> str:
+    return ", ".join(f"{label} {block[key]['value']:.2f}" for label, key in
+                     (("slope", "calibration_slope"), ("intercept", "calibration_intercept"))
+                     if block[key]["value"] is not None)
+
+
+def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]], n_bins: int,
+                       cohort: str = "test cohort"):
+    """Reliability diagram of each model with Wilson 95% intervals, and the patient count of each
+    bin; one model's slope and intercept in the title, several models' in the legend."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.2, 6), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="perfect calibration")
+    single = len(models) == 1
+    counts = []
+    for name, (p, block) in models.items():
+        curve = reliability_curve(y, p, n_bins)
+        filled = curve["count"] > 0
+        text = _calibration_text(block)
+        ax.errorbar(curve["mean_predicted"][filled], curve["observed"][filled],
+                    yerr=[curve["observed"][filled] - curve["observed_low"][filled],
+                          curve["observed_high"][filled] - curve["observed"][filled]],
+                    fmt="o-", capsize=3, alpha=1 if single else 0.8,
+                    label=f"{name} (Wilson 95% CI)" if single or not text else f"{name}: {text}")
+        counts.append(curve["count"])
+    title = f"calibration, {cohort} (n={len(y)})"
+    text = _calibration_text(next(iter(models.values()))[1]) if single else ""
+    ax.set_title(title + (f"\n{text}" if text else ""), fontsize=10)
+    ax.set_ylabel("observed fraction high grade")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    edges = curve["edges"]
+    width = np.diff(edges) * 0.9 / len(models)
+    for k, count in enumerate(counts):  # bins side by side, one bar per model
+        centres = edges[:-1] + np.diff(edges) * 0.05 + width * (k + 0.5)
+        ax_count.bar(centres, count, width=width, color="0.6" if single else f"C{k}")
+        for x, c in zip(centres, count):
+            if c and single:
+                ax_count.text(x, c, str(int(c)), ha="center", va="bottom", fontsize=7)
+    ax_count.set_ylabel("patients")
+    ax_count.set_xlabel("predicted probability of high grade")
+    ax_count.set_xlim(0, 1)
+    ax_count.set_ylim(0, max(1, max(c.max() for c in counts)) * 1.25)
+    fig.tight_layout()
+    return fig

@@ -55,7 +55,7 @@ def test_file_then_overrides_on_top_of_the_preset(tmp_path):
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("trian:\n  folds: 3\n", "unknown config section(s): trian"),
+    ("trian:\n  folds: 3\n", "unknown section trian; did you mean train?"),
     ("- 1\n- 2\n", "config must be a mapping of sections"),
     ("train: [unclosed\n", "cannot read config"),
 ])

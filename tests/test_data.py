@@ -93,7 +93,7 @@ def test_augment_params_from_config():
     assert AugmentParams.from_config(False) is None
     assert AugmentParams.from_config(True) == AugmentParams()
     assert AugmentParams.from_config({"zoom": [0.8, 1.2]}).zoom == (0.8, 1.2)
-    with pytest.raises(SarcogradeError, match="unknown train.augment"):
+    with pytest.raises(SarcogradeError, match="unknown setting train.augment.shear"):
         AugmentParams.from_config({"shear": 1})
 
 

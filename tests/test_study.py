@@ -64,13 +64,17 @@ def _write_study(folder: Path, cohorts: Path, **changes) -> Path:
     ({"target": "no_such_column"}, "target 'no_such_column' is not a column"),
     ({"models": ["dl", "deep"]}, "unknown model 'deep'"),
     ({"models": ["dl", "volume"]}, "list all three or none"),
-    ({"overrides": {"train": {"epochs": 2}}}, "overrides.train: unknown option(s) epochs"),
+    ({"overrides": {"train": {"epochs": 2}}},
+     "unknown setting overrides.train.epochs; did you mean overrides.train.max_epochs?"),
+    ({"overrides": {"train": {"patience": -1}}},
+     "overrides.train.patience -1 is not a whole number >= 0"),
     ({"test": {"pooled": "x.csv"}}, "test site name 'pooled' is reserved"),
     ({"models": ["clinical", "volume", "clinical+volume"]}, "must include dl or radiomics"),
     ({"models": ["radiomics", "fusion"]}, "fusion combines the DL models; list dl too"),
     ({"sequences": ["T2FS"], "models": ["dl", "fusion"]}, "fusion needs at least two sequences"),
     ({"overrides": {"radiomics": {"features": {"bins": 8}}}},
-     "unknown radiomics setting(s) in features: bins"),
+     "unknown setting overrides.radiomics.features.bins; known: families, bin_width, "
+     "intensity_range, min_texture_voxels"),
 ])
 def test_a_bad_study_file_is_one_line_before_any_stage(cohorts, tmp_path, capsys, change,
                                                        message):

@@ -1,16 +1,18 @@
-"""Presets (`paper`, `quick`) and user overrides, merged into one plain dict per run; the
-`train.augment` settings read from it (`AugmentParams`, used by `data` and described by `report`)."""
+"""Presets (`paper`, `quick`) and user overrides, merged into one plain dict per run, each source
+held against the settings table (`config_schema`) first; the `train.augment` settings read from
+it (`AugmentParams`, used by `data` and described by `report`)."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .config_schema import check_settings
 from .errors import SarcogradeError
 
 PRESETS = ("paper", "quick")
@@ -19,8 +21,9 @@ PRESETS = ("paper", "quick")
 def load_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise SarcogradeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    text = resources.files("sarcograde").joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")
-    config = yaml.safe_load(text)
+    source = resources.files("sarcograde").joinpath("configs", f"{name}.yaml")
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    check_settings(config, path=source)
     config["preset"] = name
     return config
 
@@ -40,7 +43,8 @@ def merge(base: dict, override: dict) -> dict:
 
 def load_config(preset: str = "paper", file: str | Path | None = None,
                 overrides: dict | None = None) -> dict[str, Any]:
-    """The preset, then a YAML file's values, then command-line overrides, each on top."""
+    """The preset, then a YAML file's values, then command-line overrides (None: not given), each
+    on top; each is checked against the settings table first."""
     config = load_preset(preset)
     if file is not None:
         path = Path(file)
@@ -50,12 +54,17 @@ def load_config(preset: str = "paper", file: str | Path | None = None,
             raise SarcogradeError(f"cannot read config: {exc}", path=path) from None
         if not isinstance(user, dict):
             raise SarcogradeError("config must be a mapping of sections", path=path)
-        unknown = set(user) - set(config) - {"preset"}
-        if unknown:
-            raise SarcogradeError(f"unknown config section(s): {', '.join(sorted(unknown))}",
-                                  path=path)
+        check_settings(user, path=path)
         config = merge(config, user)
-    return merge(config, overrides or {})
+    given = _given(overrides or {})
+    check_settings(given)
+    return merge(config, given)
+
+
+def _given(overrides: dict) -> dict:
+    """The overrides without their None values (options not given)."""
+    return {key: _given(value) if isinstance(value, dict) else value
+            for key, value in overrides.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -79,18 +88,11 @@ class AugmentParams:
 
     @classmethod
     def from_config(cls, value: bool | dict | None) -> "AugmentParams | None":
-        """`train.augment`: true (the defaults above), false/none, or a mapping of overrides."""
-        if value in (False, None, "none"):
+        """`train.augment`: true (the defaults above), false, or a mapping of some of the fields
+        (held against the settings table)."""
+        if value is False:
             return None
         if value is True:
             return cls()
-        if not isinstance(value, dict):
-            raise SarcogradeError(f"train.augment must be true, false or a mapping, not {value!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise SarcogradeError(f"unknown train.augment setting(s) {', '.join(sorted(unknown))}; "
-                                  f"known: {', '.join(sorted(known))}")
-        if "zoom" in value:
-            value = {**value, "zoom": tuple(value["zoom"])}
-        return cls(**value)
+        check_settings({"train": {"augment": value}})
+        return cls(**{**value, "zoom": tuple(value.get("zoom", cls.zoom))})

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from ..config_schema import check_settings
 from ..errors import SarcogradeError
 from ..io import mask_pieces, read_image, tumour_volume_ml
 from ..masks import MaskSource, read_patient_mask
@@ -29,18 +30,6 @@ from .slices import TumourSlices, tumour_slices
 MIN_PIECE_SHARE = 0.01
 
 
-def _grid_mm(value: Any) -> float | str:
-    """`n4_grid_mm` as given: "auto", or a number of mm (a ValueError for anything else)."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    if isinstance(value, bool):
-        raise ValueError(f"n4_grid_mm must be a number of mm or {AUTO}, not {value}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"n4_grid_mm must be a number of mm or {AUTO}, not {value!r}") from None
-
-
 @dataclass(frozen=True)
 class Params:
     """The preprocessing parameters (the `preprocess` section of a config)."""
@@ -54,32 +43,16 @@ class Params:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> "Params":
-        """Check and convert a config section; unknown keys and bad values are errors."""
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SarcogradeError(f"unknown preprocess setting(s): {', '.join(sorted(unknown))}")
-        try:
-            params = cls(spacing_mm=float(section.get("spacing_mm", cls.spacing_mm)),
-                         size=int(section.get("size", cls.size)),
-                         margin_mm=float(section.get("margin_mm", cls.margin_mm)),
-                         n4=section.get("n4", cls.n4),
-                         n4_grid_mm=_grid_mm(section.get("n4_grid_mm", cls.n4_grid_mm)),
-                         n4_iterations=tuple(int(i) for i in
-                                             section.get("n4_iterations", cls.n4_iterations)))
-        except (TypeError, ValueError) as exc:
-            raise SarcogradeError(f"invalid preprocess setting: {exc}") from None
-        problems = [text for bad, text in (
-            (not isinstance(params.n4, bool), "n4 must be true or false"),
-            (not params.spacing_mm > 0, "spacing_mm must be > 0"),
-            (params.size < 8, "size must be at least 8 pixels"),
-            (params.margin_mm < 0, "margin_mm must be >= 0"),
-            (params.n4_grid_mm != AUTO and not params.n4_grid_mm >= 0,
-             f"n4_grid_mm must be >= 0 (0: full resolution) or {AUTO}"),
-            (not params.n4_iterations or min(params.n4_iterations) < 1,
-             "n4_iterations must be a non-empty list of positive counts")) if bad]
-        if problems:
-            raise SarcogradeError("invalid preprocess setting: " + "; ".join(problems))
-        return params
+        """A `preprocess` section held against the settings table; keys left out take the
+        defaults above. Lengths in mm are floats whatever the YAML spelt (they are hashed into
+        the cache key)."""
+        check_settings({"preprocess": section})
+        given = {**asdict(cls()), **section}
+        grid_mm = given["n4_grid_mm"]
+        return cls(spacing_mm=float(given["spacing_mm"]), size=given["size"],
+                   margin_mm=float(given["margin_mm"]), n4=given["n4"],
+                   n4_grid_mm=grid_mm if grid_mm == AUTO else float(grid_mm),
+                   n4_iterations=tuple(given["n4_iterations"]))
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "n4_iterations": list(self.n4_iterations)}

@@ -51,6 +51,15 @@ class Outcome:
     notes: tuple[str, ...] = ()  # "patient: file: what was repaired", shown as warnings
 
 
+def _number_or_text(value: str) -> float | str:
+    """--n4-grid-mm as a config holds it: a number where the text is one, else the text (auto,
+    or a mistake that the settings check refuses in one line)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="cohort manifest CSV")
     parser.add_argument("--sequence", help="sequence to preprocess (image_<SEQ> column); "
@@ -61,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file overriding the preset")
     parser.add_argument("--no-n4", dest="n4", action="store_false", default=None,
                         help="skip N4 bias-field correction (e.g. for already corrected images)")
-    parser.add_argument("--n4-grid-mm", metavar="MM",
+    parser.add_argument("--n4-grid-mm", metavar="MM", type=_number_or_text,
                         help="N4 is estimated on a grid of about MM mm per axis (0: full "
                              "resolution; auto: as coarse as 3 voxels per B-spline span allow; "
                              "paper preset: auto)")

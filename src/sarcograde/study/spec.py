@@ -15,9 +15,9 @@ import yaml
 
 from .. import model_kinds as kinds
 from ..cohort import is_missing, read_table
-from ..config import PRESETS, load_preset
+from ..config import PRESETS
+from ..config_schema import SETTINGS, STUDY_OVERRIDES, check_settings
 from ..errors import SarcogradeError
-from ..radiomics.settings import settings_from
 
 KEYS = {"train", "test", "sequences", "target", "preset", "models", "seed", "overrides"}
 REQUIRED = ("train", "test", "sequences")
@@ -25,9 +25,7 @@ REQUIRED = ("train", "test", "sequences")
 # explicitly: it is not run by default; nor is fusion with one sequence, which has none to fuse.
 MODELS = kinds.STUDY_KINDS
 BASELINES = kinds.BASELINES
-# Stages whose options a study may override, and the keys each takes (preset sections are
-# checked against the preset itself, `radiomics` against configs/radiomics.yaml).
-STAGE_OVERRIDES = {"evaluate": {"bootstrap"}}
+# The `overrides` section holding configs/radiomics.yaml's sections.
 RADIOMICS = "radiomics"
 RESERVED_SITES = {"train", kinds.POOLED}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -65,8 +63,7 @@ class Study:
     @property
     def config_overrides(self) -> dict[str, dict]:
         """The overrides that are preset sections (preprocess, model, train)."""
-        return {k: v for k, v in self.overrides.items()
-                if k not in STAGE_OVERRIDES and k != RADIOMICS}
+        return {k: v for k, v in self.overrides.items() if k in SETTINGS}
 
 
 def _fail(path: Path, message: str) -> SarcogradeError:
@@ -113,26 +110,12 @@ def _check_target(path: Path, target: str, manifests: dict[str, Path]) -> None:
             raise _fail(path, f"target {target!r} has one class only in the training manifest")
 
 
-def _check_overrides(path: Path, overrides: Any, preset: str) -> dict[str, dict]:
+def _check_overrides(path: Path, overrides: Any) -> dict[str, dict]:
     if overrides is None:
         return {}
     if not isinstance(overrides, dict):
         raise _fail(path, "overrides must map a stage to its options, e.g. train: {max_epochs: 2}")
-    sections = {k: set(v) for k, v in load_preset(preset).items() if isinstance(v, dict)}
-    allowed = {**sections, **STAGE_OVERRIDES}
-    for stage, options in overrides.items():
-        if stage not in allowed and stage != RADIOMICS:
-            raise _fail(path, f"overrides: unknown stage {stage!r}; use "
-                              f"{', '.join(sorted([*allowed, RADIOMICS]))}")
-        if not isinstance(options, dict):
-            raise _fail(path, f"overrides.{stage} must be a mapping of options")
-        if stage == RADIOMICS:  # sections of configs/radiomics.yaml
-            settings_from(options, path)
-            continue
-        unknown = set(options) - allowed[stage]
-        if unknown:
-            raise _fail(path, f"overrides.{stage}: unknown option(s) "
-                              f"{', '.join(sorted(map(str, unknown)))}")
+    check_settings(overrides, STUDY_OVERRIDES, path=path, prefix="overrides.")
     return {str(k): dict(v) for k, v in overrides.items()}
 
 
@@ -214,4 +197,4 @@ def load_study(path: str | Path) -> Study:
         raise _fail(path, f"seed must be an integer, not {seed!r}")
     return Study(path=path, train=train, test=test, sequences=sequences, target=target,
                  preset=preset, models=[m for m in MODELS if m in models], seed=seed,
-                 overrides=_check_overrides(path, raw.get("overrides"), preset))
+                 overrides=_check_overrides(path, raw.get("overrides")))

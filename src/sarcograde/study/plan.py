@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cohort import is_missing, read_table
+from ..formats.cache import INDEX
 from ..formats.evaluation import METRICS
+from ..formats.fusion import FUSION_MODEL
+from ..formats.predictions import ATTENTION
+from ..formats.qa import QA
+from ..formats.radiomics import FEATURES, MODELS
+from ..formats.report import REPORT
+from ..formats.run import CV_PREDICTIONS, FOLDS
+from ..formats.study import STUDY
 from .runner import Step
 from .spec import BASELINES, RADIOMICS, Study
 from .target import target_manifest
@@ -26,7 +34,7 @@ class Layout:
 
     @property
     def state(self) -> Path:
-        return self.out / "study.json"
+        return self.out / STUDY
 
     @property
     def config(self) -> Path:
@@ -49,7 +57,7 @@ class Layout:
         return self.out / "train" / sequence
 
     def features(self, cohort: str, sequence: str) -> Path:
-        return self.out / "radiomics" / cohort / sequence / "features.csv"
+        return self.out / "radiomics" / cohort / sequence / FEATURES
 
     def radiomics_run(self, sequence: str) -> Path:
         return self.out / "train" / f"radiomics-{sequence}"
@@ -69,7 +77,7 @@ class Layout:
 
     @property
     def report(self) -> Path:
-        return self.out / "report.html"
+        return self.out / REPORT
 
 
 def evaluated_sites(study: Study) -> list[str]:
@@ -91,7 +99,7 @@ def _manifest_files(manifest: Path, sequences: list[str]) -> list[Path]:
 
 
 def _run_files(run: Path) -> list[Path]:
-    return [run / "folds.json", run / "cv_predictions.csv"]
+    return [run / FOLDS, run / CV_PREDICTIONS]
 
 
 def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STAGES[-1],
@@ -119,7 +127,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     for cohort, manifest in manifests.items():
         steps.append(Step(f"check/{cohort}", "check",
                           _manifest_files(study.cohorts[cohort], study.sequences),
-                          [layout.check(cohort) / "qa.csv"],
+                          [layout.check(cohort) / QA],
                           ["check", str(manifest),
                            *[a for seq in study.sequences for a in ("--sequence", seq)],
                            "--out", str(layout.check(cohort))]))
@@ -129,7 +137,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         for seq in dl_sequences:
             steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
                               _manifest_files(study.cohorts[cohort], [seq]) + config_files,
-                              [layout.cache(cohort, seq) / "index.csv"],
+                              [layout.cache(cohort, seq) / INDEX],
                               ["preprocess", str(manifest), "--sequence", seq,
                                "--out", str(layout.cache(cohort, seq)), *config,
                                "--jobs", str(jobs), *executor]))
@@ -144,7 +152,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                *radiomics_config, "--jobs", str(jobs)]))
     for seq in dl_sequences:
         steps.append(Step(f"train/{seq}", "train",
-                          [layout.cache("train", seq) / "index.csv", *config_files],
+                          [layout.cache("train", seq) / INDEX, *config_files],
                           _run_files(layout.run(seq)),
                           ["train", str(layout.cache("train", seq)), "--out", str(layout.run(seq)),
                            *config, "--seed", str(study.seed), *executor]))
@@ -156,7 +164,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         steps.append(Step(f"train/radiomics-{seq}", "train",
                           [layout.features("train", seq), manifests["train"], *radiomics_files],
                           [*_run_files(layout.radiomics_run(seq)),
-                           layout.radiomics_run(seq) / "models.json"],
+                           layout.radiomics_run(seq) / MODELS],
                           ["radiomics", "fit", str(layout.features("train", seq)),
                            "--manifest", str(manifests["train"]),
                            "--out", str(layout.radiomics_run(seq)), "--preset", study.preset,
@@ -164,7 +172,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     if "fusion" in study.models:
         steps.append(Step("train/fusion", "train",
                           [f for seq in study.sequences for f in _run_files(layout.run(seq))],
-                          [layout.fusion / "model.json"],
+                          [layout.fusion / FUSION_MODEL],
                           ["fusion", "fit", *[a for seq in study.sequences
                                               for a in ("--run", f"{seq}={layout.run(seq)}")],
                            "--out", str(layout.fusion)]))
@@ -175,23 +183,23 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         for seq in dl_sequences:
             steps.append(Step(f"predict/{site}/DL-{seq}", "predict",
                               [*_run_files(layout.run(seq)),
-                               layout.cache(site, seq) / "index.csv"],
+                               layout.cache(site, seq) / INDEX],
                               [predict / f"DL-{seq}.csv"],
                               ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
                                "--out", str(predict / f"DL-{seq}.csv"), *executor]))
         if "fusion" in study.models:
             steps.append(Step(f"predict/{site}/DL-fusion", "predict",
-                              [layout.fusion / "model.json",
+                              [layout.fusion / FUSION_MODEL,
                                *[predict / f"DL-{seq}.csv" for seq in study.sequences]],
                               [predict / "DL-fusion.csv"],
-                              ["fusion", "apply", str(layout.fusion / "model.json"),
+                              ["fusion", "apply", str(layout.fusion / FUSION_MODEL),
                                *[a for seq in study.sequences for a in
                                  ("--predictions", f"{seq}={predict / f'DL-{seq}.csv'}")],
                                "--out", str(predict / "DL-fusion.csv")]))
         for seq in radiomics_sequences:
             run = layout.radiomics_run(seq)
             steps.append(Step(f"predict/{site}/radiomics-{seq}", "predict",
-                              [run / "models.json", layout.features(site, seq)],
+                              [run / MODELS, layout.features(site, seq)],
                               [predict / f"radiomics-{seq}.csv"],
                               ["radiomics", "predict", str(run), str(layout.features(site, seq)),
                                "--out", str(predict / f"radiomics-{seq}.csv")]))
@@ -234,12 +242,12 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
             for seq in study.sequences:
                 steps.append(Step(f"explain/{site}/{seq}", "explain",
                                   [*_run_files(layout.run(seq)),
-                                   layout.cache(site, seq) / "index.csv"],
-                                  [layout.explain(site, seq) / "attention.csv"],
+                                   layout.cache(site, seq) / INDEX],
+                                  [layout.explain(site, seq) / ATTENTION],
                                   ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq)), "--predictions",
                                    str(layout.predict(site) / f"DL-{seq}.csv"), *executor]))
-    explained = [layout.explain(site, seq) / "attention.csv"
+    explained = [layout.explain(site, seq) / ATTENTION
                  for site in study.test for seq in study.sequences] if "dl" in study.models else []
     steps.append(Step("report", "report",
                       [layout.evaluate(s) / METRICS for s in evaluated_sites(study)]

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sarcograde.artifacts import (RunRecord, atomic_path, hash_config, hash_path, read_json,
-                                  save_figure, write_csv, write_json, write_npz, write_text)
+from sarcograde.artifacts import (RunRecord, atomic_path, hash_config, hash_path, save_figure,
+                                  write_csv, write_json, write_npz, write_text)
+from sarcograde.formats.common import read_json_file
 
 
 class Boom(Exception):
@@ -56,7 +57,8 @@ def test_failed_writer_leaves_no_file(tmp_path):
 def test_writers_round_trip(tmp_path):
     write_json(tmp_path / "a.json", {"n": np.int64(3), "x": np.float32(0.5),
                                      "v": np.arange(3), "p": tmp_path})
-    assert read_json(tmp_path / "a.json") == {"n": 3, "x": 0.5, "v": [0, 1, 2], "p": str(tmp_path)}
+    assert read_json_file(tmp_path / "a.json") == {"n": 3, "x": 0.5, "v": [0, 1, 2],
+                                                    "p": str(tmp_path)}
     frame = pd.DataFrame({"patient_id": ["A", "B"], "p_high": [0.25, 0.75]})
     write_csv(tmp_path / "a.csv", frame)
     assert (tmp_path / "a.csv").read_text(encoding="utf-8") == "patient_id,p_high\nA,0.25\nB,0.75\n"
@@ -103,7 +105,7 @@ def test_run_record_content(tmp_path, monkeypatch):
     with RunRecord(tmp_path / "out", config={"sequence": "T1"},
                    inputs={"manifest": tmp_path / "manifest.csv"}, seed=7):
         assert not (tmp_path / "out" / "run.json").exists()     # written when the work ends
-    record = read_json(tmp_path / "out" / "run.json")
+    record = read_json_file(tmp_path / "out" / "run.json")
     assert record["command"] == "sarcograde check manifest.csv"
     assert record["config"] == {"sequence": "T1"} and record["seed"] == 7
     assert record["inputs"] == {"manifest": hashlib.sha256(b"patient_id\nA\n").hexdigest()}

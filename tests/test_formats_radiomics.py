@@ -1,5 +1,6 @@
 """sarcograde.formats.radiomics: RUN/models.json gives back the fitted pipelines' predictions
-exactly, and a missing, damaged or pickled file is refused in one line."""
+exactly, and a missing, damaged or pickled file is refused in one line; the extraction's files
+(features.csv, config.json, patients/<patient_id>.json) read back or are refused in one line."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import pandas as pd
 import pytest
 
 from sarcograde.errors import SarcogradeError
-from sarcograde.formats.radiomics import (FoldModel, RadiomicsModels, read_radiomics_models,
+from sarcograde.formats.radiomics import (FoldModel, PatientFeatures, RadiomicsModels,
+                                          patient_features_path, read_extraction_config,
+                                          read_features, read_patient_features,
+                                          read_radiomics_models, write_extraction_config,
+                                          write_features, write_patient_features,
                                           write_radiomics_models)
 from sarcograde.radiomics.model import fit_cv
 from sarcograde.radiomics.settings import load_settings
@@ -100,3 +105,52 @@ def test_a_missing_models_json_names_the_run_and_the_stage_to_rerun(tmp_path):
     with pytest.raises(SarcogradeError) as exc:
         read_radiomics_models(tmp_path)
     assert message_of(exc) == (f"{tmp_path}: no models.json: rerun `sarcograde radiomics fit`")
+
+
+def test_patient_features_read_back_only_with_their_key(tmp_path):
+    path = patient_features_path(tmp_path, "P1")
+    assert path == tmp_path / "patients" / "P1.json"
+    features = PatientFeatures({"stat_mean": 1.5, "cm_f1": float("nan")}, ["cm"], "too small")
+    write_patient_features(path, "P1", "k1", features)
+    back = read_patient_features(path, "k1")
+    assert back.values["stat_mean"] == 1.5 and np.isnan(back.values["cm_f1"])
+    assert (back.empty, back.reason) == (["cm"], "too small")
+    assert read_patient_features(path) is not None       # any key
+    assert read_patient_features(path, "k2") is None     # computed with other settings
+    assert read_patient_features(tmp_path / "patients" / "P2.json") is None  # not computed yet
+    for damaged in ("{not json", "[1, 2]", '{"key": "k1", "features": {}}'):
+        path.write_text(damaged)
+        assert read_patient_features(path, "k1") is None  # recomputed, never trusted
+    with pytest.raises(SarcogradeError):
+        patient_features_path(tmp_path, "../P1")
+
+
+def test_the_extraction_config_is_none_when_absent_and_a_damaged_one_names_the_stage(tmp_path):
+    assert read_extraction_config(tmp_path) is None
+    write_extraction_config(tmp_path, {"sequence": "T2FS"})
+    assert read_extraction_config(tmp_path) == {"sequence": "T2FS"}
+    (tmp_path / "config.json").write_text("{truncated")
+    with pytest.raises(SarcogradeError) as exc:
+        read_extraction_config(tmp_path)
+    message = message_of(exc)
+    assert str(tmp_path / "config.json") in message
+    assert "rerun `sarcograde radiomics extract`" in message
+
+
+def test_features_read_back_exactly_and_a_bad_table_is_refused_in_one_line(tmp_path):
+    frame = pd.DataFrame({"patient_id": ["007", "P2"], "stat_mean": [0.1 + 0.2, np.nan],
+                          "morph_vol": [1e-17, 3.0]})
+    write_features(tmp_path, frame)
+    back = read_features(tmp_path / "features.csv")
+    assert list(back.index) == ["007", "P2"]  # ids stay text
+    assert back.loc["007", "stat_mean"] == 0.1 + 0.2 and np.isnan(back.loc["P2", "stat_mean"])
+    assert back.loc["007", "morph_vol"] == 1e-17
+    bad = {"twice.csv": ("patient_id,a\nP1,1\nP1,2\n", "patient P1 appears twice"),
+           "text.csv": ("patient_id,a\nP1,high\n", "non-numeric feature value"),
+           "ids.csv": ("a,b\n1,2\n", "not a features.csv"),
+           "empty.csv": ("", "cannot read features")}
+    for name, (text, problem) in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SarcogradeError) as exc:
+            read_features(tmp_path / name)
+        assert message_of(exc).startswith(f"{tmp_path / name}: {problem}")

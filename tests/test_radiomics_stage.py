@@ -14,6 +14,8 @@ from sklearn.metrics import (accuracy_score, brier_score_loss, f1_score, precisi
 
 from preprocess_phantom import phantom
 from sarcograde.cli import main
+from sarcograde.formats.radiomics import read_radiomics_models
+from sarcograde.formats.run import read_folds, read_run_config
 from sarcograde.preprocess import Params, normalise_volume
 from sarcograde.radiomics import extract as extract_module
 
@@ -172,6 +174,22 @@ def test_fit_predict_and_evaluate_agree_with_scikit_learn(tmp_path):
                 "brier": brier_score_loss(y, p)}
     for name, value in expected.items():
         assert metrics[name]["value"] == pytest.approx(value), name
+
+
+def test_the_fit_run_folder_reads_back_through_the_formats_of_train(tmp_path):
+    train, train_manifest, _ = synthetic_features(tmp_path, "T", 20, seed=0)
+    run = tmp_path / "run"
+    assert main(["radiomics", "fit", str(train), "--manifest", str(train_manifest), "--out",
+                 str(run), "--preset", "quick", "--folds", "4", "--seed", "3"]) == 0
+    folds = read_folds(run)
+    assert folds.names == [s.name for s in read_radiomics_models(run).splits]
+    assert (folds.folds, folds.folds_requested, folds.seed, folds.stratify) == (4, 4, 3, "grade")
+    config = read_run_config(run)
+    assert config["features_hash"] and config["folds"] == 4
+    assert config["config_hash"] == read_radiomics_models(run).config_hash
+    selected = pd.read_csv(run / "selected_features.csv")
+    assert list(selected.columns) == ["model", "feature", "coefficient"]
+    assert set(selected["model"]) <= set(folds.names)
 
 
 def test_predict_names_missing_feature_columns(tmp_path, capsys):

@@ -434,6 +434,15 @@ def test_a_different_manifest_in_the_folder_is_not_overwritten(tmp_path):
     assert not (tmp_path / "images").exists()
 
 
+def test_a_damaged_synth_json_is_a_one_line_error_naming_it(tmp_path):
+    (tmp_path / "synth.json").write_text('{"key": "abc", "outp')
+    with pytest.raises(SarcogradeError) as error:
+        make_cohort(tmp_path, 1, "s", 0, overwrite=True)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'synth.json'}: corrupt JSON") and "\n" not in message
+    assert not (tmp_path / "images").exists()
+
+
 def test_gzip_of_a_written_image_is_a_valid_nifti(mixed_pair):
     path = next((mixed_pair[0] / "images").iterdir())
     header = gzip.decompress(path.read_bytes())[:348]

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import SarcogradeError
+from .formats.records import FOLDER_RECORD
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -131,10 +132,6 @@ def write_json(target, obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
 
 
-def read_json(path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 def write_csv(target, frame) -> None:
     """Write a pandas DataFrame as CSV, atomically, without the index."""
     buf = io.StringIO()
@@ -204,7 +201,7 @@ class RunRecord:
     """
 
     def __init__(self, out_dir, *, config: Any = None, inputs: dict[str, str] | None = None,
-                 seed: int | None = None, name: str = "run.json"):
+                 seed: int | None = None, name: str = FOLDER_RECORD):
         self.out_dir = Path(out_dir)
         self.name = name  # e.g. "qa.run.json" where the folder is shared with other stages
         self.record = {

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 from rich import box
 from rich.console import Console
@@ -33,10 +32,11 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
-from .artifacts import RunRecord, write_csv
+from .artifacts import RunRecord
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .errors import SarcogradeError
+from .formats.qa import QA, QA_COLUMNS, QA_RECORD, write_qa  # noqa: F401 QA_COLUMNS: public here
 from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
                  read_image, read_mask, tumour_volume_ml)
 from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source, read_drawn_mask,
@@ -44,11 +44,6 @@ from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source
 
 # A mask covering more of the image than this is more likely the limb or the field of view.
 MAX_MASK_SHARE = 0.5
-
-QA_COLUMNS = ["patient_id", "sequence", "image", "mask", "shape", "spacing_mm", "orientation",
-              "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml", "longest_diameter_mm",
-              "mask_pieces", "largest_piece_share", "mask_source", "drawn_volume_ml", "usable",
-              "problems", "warnings"]
 
 
 @dataclass(frozen=True)
@@ -288,11 +283,6 @@ def check_cohort(cohort: Cohort, sequences: list[str]) -> list[QaRow]:
     return rows
 
 
-def qa_frame(rows: list[QaRow]) -> pd.DataFrame:
-    """The qa.csv table (docs/artifacts.md) of checked rows."""
-    return pd.DataFrame([r.as_record() for r in rows], columns=QA_COLUMNS)
-
-
 def _fmt(value, digits: int) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{value:.{digits}f}"
@@ -338,11 +328,10 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args)  # checked (writable, not a file) and locked by the cli
 
     config = {"manifest": str(cohort.path.resolve()), "sequences": sequences}
-    # qa.run.json, not run.json: the default folder may hold synth's or import's run.json.
     with RunRecord(out, config=config, inputs={"manifest": cohort.path},
-                   name="qa.run.json") as run_record:
+                   name=QA_RECORD) as run_record:
         rows = check_cohort(cohort, sequences)
-        write_csv(out / "qa.csv", qa_frame(rows))
+        write_qa(out, [r.as_record() for r in rows])
         unusable = sorted({r.patient_id for r in rows if not r.usable})
         run_record.record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
                                         "unusable": unusable}
@@ -359,6 +348,6 @@ def run(args: argparse.Namespace) -> int:
     usable = len(cohort.patients) - len(set(unusable) & {p.patient_id for p in cohort.patients})
     print(f"{len(cohort.patients)} patient(s), {usable} usable; "
           f"{sum(len(r.problems) for r in rows)} problem(s), "
-          f"{sum(len(r.warnings) for r in rows)} warning(s); wrote {out / 'qa.csv'}",
+          f"{sum(len(r.warnings) for r in rows)} warning(s); wrote {out / QA}",
           file=sys.stderr)
     return 1 if unusable else 0

@@ -79,10 +79,12 @@ def output_lock(args: argparse.Namespace):
         return lock(args.out)
     if args.command in FILE_OUTPUT or action == FILE:
         if args.out is None:  # report's default: report.html in the folder it reads
+            from .formats.report import REPORT
+
             folder = getattr(args, "eval_dir", None) or getattr(args, "study", None)
             if folder is None:  # the stage itself says what is missing
                 return contextlib.nullcontext()
-            args.out = Path(folder) / "report.html"
+            args.out = Path(folder) / REPORT
         return lock(Path(args.out).parent, f".{Path(args.out).name}.lock")
     return contextlib.nullcontext()
 

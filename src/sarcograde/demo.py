@@ -22,6 +22,7 @@ from .artifacts import write_text
 from .config import load_preset
 from .console import console
 from .errors import SarcogradeError
+from .formats.synth import MANIFEST
 from .study import run_study
 from .study.runner import run_stage
 
@@ -48,7 +49,7 @@ class DemoLayout:
     out: Path
 
     def manifest(self, site: str) -> Path:
-        return self.out / "data" / site / "manifest.csv"
+        return self.out / "data" / site / MANIFEST
 
     @property
     def study(self) -> Path:

@@ -19,7 +19,8 @@ from . import model as model_lib
 from .artifacts import hash_config, hash_path
 from .device import batches_that_fit, to_device
 from .errors import SarcogradeError
-from .formats.run import read_folds
+from .formats.cache import CONFIG as CACHE_CONFIG
+from .formats.run import MODEL, read_folds
 from .train.stacked_densenet import StackedDenseNet
 
 AGGREGATES = ("logits", "probabilities")
@@ -87,7 +88,7 @@ def load_ensemble(run_dir: str | Path, device: torch.device | str = "cpu") -> En
     device = torch.device(device)
     models, metas, hashes = [], [], []
     for name in names:
-        path = run_dir / name / "model.pt"
+        path = run_dir / name / MODEL
         if not path.is_file():
             raise SarcogradeError("model missing: training not finished "
                                   "(rerun `sarcograde train` on this run to resume)", path=path)
@@ -113,7 +114,7 @@ def check_cache_fits(ensemble: Ensemble, cache_config: dict, cache_dir: str | Pa
               for k in sorted(keys) if ensemble.preprocess.get(k) != cache_config.get(k)]
     if differ:
         raise SarcogradeError("wrong cache for this run, preprocess it with the run's parameters: "
-                              + "; ".join(differ), path=Path(cache_dir) / "config.json")
+                              + "; ".join(differ), path=Path(cache_dir) / CACHE_CONFIG)
 
 
 def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,

@@ -27,16 +27,19 @@ import pandas as pd
 import torch
 
 from . import LABELS, executors
-from .artifacts import RunRecord, hash_config, save_figure, write_csv
+from .artifacts import RunRecord, hash_config, save_figure
 from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, slice_shares,
                         tumour_regions)
 from .console import info, progress, warn
 from .ensemble import (PRECISIONS, Ensemble, aggregate, check_cache_fits, load_ensemble,
                        slice_logits, slice_p_high)
 from .errors import SarcogradeError
-from .formats.cache import CacheIndex, patient_key, read_cache_config, read_patient
-from .formats.predictions import (output_paths, read_maps, read_slice_logits, slice_logits_key,
-                                  write_attention, write_maps)
+from .formats.cache import INDEX, CacheIndex, patient_key, read_cache_config, read_patient
+from .formats.predictions import (ATTENTION, ATTENTION_SLICES, maps_path, montage_path,
+                                  output_paths, read_maps, read_slice_logits, slice_logits_key,
+                                  slice_logits_path, write_attention, write_attention_slices,
+                                  write_maps)
+from .formats.run import FOLDS
 from .device import resolve_device
 
 
@@ -154,7 +157,7 @@ def predicted_logits(ensemble: Ensemble, cache_dir: Path, row, predictions: Path
         return None
     keys = {slice_logits_key(ensemble.key, patient_key(cache_dir, row), precision, device)
             for precision in PRECISIONS[1:] for device in ("cpu", "cuda")}
-    return read_slice_logits(output_paths(predictions)[1] / f"{row.patient_id}.npz",
+    return read_slice_logits(slice_logits_path(output_paths(predictions)[1], row.patient_id),
                              row.patient_id, keys, len(ensemble.models))
 
 
@@ -183,10 +186,10 @@ def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
     attention_slices.csv."""
     size = int(ensemble.input_meta["size"])
     arrays = read_patient(job.cache, row, ("image", "mask", "z_mm", "pixel_mm"), size)
-    maps_path = job.out / "maps" / f"{row.patient_id}.npz"
+    saved_maps = maps_path(job.out, row.patient_id)
     key = hash_config({"models": ensemble.key, "patient": patient_key(job.cache, row),
                        "method": job.method, "device": job.device})
-    saved = read_maps(maps_path, row.patient_id, key)
+    saved = read_maps(saved_maps, row.patient_id, key)
     if saved is None:
         logits = predicted_logits(ensemble, job.cache, row, job.predictions)
         if logits is None:
@@ -195,7 +198,7 @@ def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
         cam = ensemble_cam(explainers, arrays["image"], predicted, ensemble.input_meta,
                            ensemble.device, job.batch_size)
         saved = {"cam": display_maps(cam), "logits": logits}
-        write_maps(maps_path, saved["cam"], logits, key)
+        write_maps(saved_maps, saved["cam"], logits, key)
     logits, cam = saved["logits"], saved["cam"]
     p_high = aggregate(logits)[0]
     per_slice = slice_p_high(logits)
@@ -214,7 +217,7 @@ def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
     fig = plot_montage(row.patient_id, arrays, cam, per_slice, {**summary, "grade": grade},
                        ring_mm=job.ring_mm, method=job.method, n_models=len(ensemble.models),
                        max_slices=job.montage_slices)
-    save_figure(fig, job.out / f"{row.patient_id}.png")
+    save_figure(fig, montage_path(job.out, row.patient_id))
     return summary, slice_rows
 
 
@@ -259,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
               "slice_weighting": "equal", "montage_slices": args.montage_slices,
               "device": device.type, "batch_size": args.batch_size, "models": ensemble.names,
               "preprocess": ensemble.preprocess}
-    inputs = {"cache_index": Path(args.cache) / "index.csv", "folds": Path(args.run) / "folds.json"}
+    inputs = {"cache_index": Path(args.cache) / INDEX, "folds": Path(args.run) / FOLDS}
     with RunRecord(out, config=config, inputs=inputs):
         if executor is not None:
             batches = executor.map_patient_batches(
@@ -272,12 +275,11 @@ def run(args: argparse.Namespace) -> int:
             with progress() as bar:
                 task = bar.add_task("explain (patients)", total=len(index))
                 results = explain_patients(job, ensemble, index, lambda: bar.advance(task))
-        table = write_attention(out / "attention.csv", [summary for summary, _ in results])
-        write_csv(out / "attention_slices.csv",
-                  pd.DataFrame([r for _, rows in results for r in rows]))
+        table = write_attention(out / ATTENTION, [summary for summary, _ in results])
+        write_attention_slices(out / ATTENTION_SLICES, [r for _, rows in results for r in rows])
     flagged = table.loc[table["off_tumour"], "patient_id"].tolist()
     if flagged:
         warn(f"explain: attention mostly off the tumour and its {args.ring_mm:g} mm ring for "
              f"{len(flagged)} patient(s): {', '.join(flagged)}")
-    info(f"explain: {len(table)} patient(s) -> {out / 'attention.csv'} and montages in {out}")
+    info(f"explain: {len(table)} patient(s) -> {out / ATTENTION} and montages in {out}")
     return 0

@@ -25,8 +25,10 @@ from .artifacts import RunRecord, write_csv, write_json
 from .console import info, warn
 from .errors import SarcogradeError
 from .formats.common import read_json_object
+from .formats.fusion import FUSION_MODEL
 from .formats.predictions import read_predictions
-from .formats.run import read_cv_predictions
+from .formats.records import file_record_name
+from .formats.run import CV_PREDICTIONS, read_cv_predictions
 from .options import split_assignment
 
 MODEL_NAME = kinds.name(kinds.FUSION)  # model.json's "model"
@@ -139,19 +141,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "fit":
         runs = _named_paths(args.run, "--run")
-        inputs = {f"{seq}/cv_predictions.csv": path / "cv_predictions.csv"
-                  for seq, path in runs.items()}
+        inputs = {f"{seq}/{CV_PREDICTIONS}": path / CV_PREDICTIONS for seq, path in runs.items()}
         for path in inputs.values():
             if not path.is_file():
-                raise SarcogradeError("no cv_predictions.csv: is this a finished "
+                raise SarcogradeError(f"no {CV_PREDICTIONS}: is this a finished "
                                       "`sarcograde train` run?", path=path)
         with RunRecord(args.out, config={"classifier": CLASSIFIER}, inputs=inputs):
-            model = fit({seq: path / "cv_predictions.csv" for seq, path in runs.items()})
-            write_json(args.out / "model.json", model)
+            model = fit({seq: path / CV_PREDICTIONS for seq, path in runs.items()})
+            write_json(args.out / FUSION_MODEL, model)
         full = model["models"][0]
         info(f"fusion: fitted on {full['n']} training patients ({full['n_low']} low grade), "
              f"coefficients {', '.join(f'{s} {c:.3f}' for s, c in full['coefficients'].items())}"
-             f" -> {args.out / 'model.json'}")
+             f" -> {args.out / FUSION_MODEL}")
         return 0
     if not args.model.is_file():
         raise SarcogradeError("fusion model.json not found", path=args.model)
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                                   path=paths[seq])
     inputs = {"model": args.model, **{seq: path for seq, path in paths.items()}}
     with RunRecord(args.out.parent, config={"model": str(args.model)}, inputs=inputs,
-                   name=f"{args.out.stem}.run.json"):
+                   name=file_record_name(args.out)):
         table = apply(model, frames)
         write_csv(args.out, table)
     partial = table[table["complete"] == 0]

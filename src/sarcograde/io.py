@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .artifacts import atomic_path
+from .dicom_tags import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
 from .errors import SarcogradeError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -58,9 +59,6 @@ def _dicom_series(folder: Path, series_uid: str | None) -> list[str]:
     return list(files[chosen])
 
 
-# DICOM tags copied from a series' first slice onto the image, for checking an RTSTRUCT against it.
-FRAME_OF_REFERENCE_TAG = "0020|0052"
-SERIES_UID_TAG = "0020|000e"
 # Slice gaps may differ from the series' median gap by this fraction (rounded positions).
 SLICE_GAP_TOL = 0.1
 

@@ -17,8 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from .cohort import Patient
+from .dicom_tags import FRAME_OF_REFERENCE_TAG
 from .errors import SarcogradeError
-from .io import FRAME_OF_REFERENCE_TAG, grid_mismatches, read_image, read_mask
+from .io import grid_mismatches, read_image, read_mask
 
 DRAWN = "drawn"
 CARRIED = "carried:"   # followed by the sequence the contour was drawn on

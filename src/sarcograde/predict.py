@@ -25,9 +25,10 @@ from .console import info, progress
 from .ensemble import (AGGREGATES, PRECISIONS, Ensemble, aggregate, check_cache_fits,
                        load_ensemble, precision_name, resolve_precision, slice_logits)
 from .errors import SarcogradeError
-from .formats.cache import CacheIndex, patient_key, read_cache_config, read_patient
-from .formats.predictions import (output_paths, read_slice_logits, slice_logits_key,
-                                  write_predictions, write_slice_logits)
+from .formats.cache import INDEX, CacheIndex, patient_key, read_cache_config, read_patient
+from .formats.predictions import (PREDICTIONS, output_paths, read_slice_logits, slice_logits_key,
+                                  slice_logits_path, write_predictions, write_slice_logits)
+from .formats.run import FOLDS
 from .device import resolve_device
 
 
@@ -80,7 +81,7 @@ def predict_cache(ensemble: Ensemble, cache_dir: str | Path, index: pd.DataFrame
             for row in index.itertuples(index=False)}
     results: dict[str, np.ndarray] = {}
     for row in index.itertuples(index=False):
-        saved = read_slice_logits(slices_dir / f"{row.patient_id}.npz", row.patient_id,
+        saved = read_slice_logits(slice_logits_path(slices_dir, row.patient_id), row.patient_id,
                                   keys[row.patient_id], len(ensemble.models))
         if saved is not None:
             results[row.patient_id] = saved
@@ -96,7 +97,7 @@ def predict_cache(ensemble: Ensemble, cache_dir: str | Path, index: pd.DataFrame
             start = 0
             for row, image in zip(group, images):
                 results[row.patient_id] = logits[:, start:start + len(image)]
-                write_slice_logits(slices_dir / f"{row.patient_id}.npz",
+                write_slice_logits(slice_logits_path(slices_dir, row.patient_id),
                                    results[row.patient_id], ensemble.names, keys[row.patient_id])
                 start += len(image)
             bar.advance(task, int(sum(len(image) for image in images)))
@@ -136,8 +137,8 @@ def predict_patient_batch(job: PatientBatchJob) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="training run folder (fold_XX/model.pt, folds.json)")
     parser.add_argument("cache", type=Path, help="preprocessed cache of the patients to grade")
-    parser.add_argument("--out", type=Path, default=Path("predictions.csv"),
-                        help="output CSV (default: predictions.csv)")
+    parser.add_argument("--out", type=Path, default=Path(PREDICTIONS),
+                        help=f"output CSV (default: {PREDICTIONS})")
     parser.add_argument("--aggregate", choices=AGGREGATES, default="logits",
                         help="mean of the logits then softmax (the paper's rule, default), or "
                              "mean of the per-slice probabilities")
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"aggregate": args.aggregate, "device": device.type, "batch_size": args.batch_size,
               "precision": precision_name(precision), "models": ensemble.names,
               "preprocess": ensemble.preprocess}
-    inputs = {"cache_index": Path(args.cache) / "index.csv", "folds": Path(args.run) / "folds.json"}
+    inputs = {"cache_index": Path(args.cache) / INDEX, "folds": Path(args.run) / FOLDS}
     with RunRecord(args.out.parent, config=config, inputs=inputs, name=record_name):
         if executor is not None:
             # the driver's device: the slice logits' keys then match and are reused below

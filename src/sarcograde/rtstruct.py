@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.path import Path as Polygon
 
+from .dicom_tags import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
 from .errors import SarcogradeError
-from .io import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
 
 # A contour's distance from the nearest slice centre, and the spread of its points across the
 # slice axis, in units of the slice spacing. Exported coordinates are rounded to ~0.01 mm, so

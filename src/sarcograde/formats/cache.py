@@ -19,6 +19,9 @@ from ..errors import SarcogradeError
 from .common import read_json_object
 
 RERUN = "preprocess"
+CONFIG = "config.json"
+INDEX = "index.csv"
+PREVIEW = "preview"  # --preview's montages, PREVIEW/<patient_id>.png
 INDEX_COLUMNS = ["patient_id", "sequence", "site", "grade", "label", "n_slices",
                  "tumour_volume_ml", "npz", "key"]
 REQUIRED_INDEX_COLUMNS = ("patient_id", "sequence", "label", "n_slices", "npz")
@@ -44,17 +47,17 @@ def npz_relpath(patient_id: str) -> str:
 
 def read_cache_config(cache: str | Path, required: bool = True) -> dict:
     """CACHE/config.json; {} when absent and not `required`."""
-    path = Path(cache) / "config.json"
+    path = Path(cache) / CONFIG
     if not path.is_file():
         if not required:
             return {}
-        raise SarcogradeError("not a preprocessed cache: config.json missing "
+        raise SarcogradeError(f"not a preprocessed cache: {CONFIG} missing "
                               "(run `sarcograde preprocess`)", path=cache)
     return read_json_object(path, RERUN)
 
 
 def write_cache_config(cache: str | Path, config: dict) -> None:
-    write_json(Path(cache) / "config.json", config)
+    write_json(Path(cache) / CONFIG, config)
 
 
 # ------------------------------------------------------------------------------- index.csv
@@ -70,19 +73,19 @@ class CacheIndex:
 
     @property
     def path(self) -> Path:
-        return self.cache / "index.csv"
+        return self.cache / INDEX
 
     @classmethod
     def read(cls, cache: str | Path) -> "CacheIndex":
         cache = Path(cache)
-        path = cache / "index.csv"
+        path = cache / INDEX
         if not path.is_file():
-            raise SarcogradeError("no index.csv; is this a `sarcograde preprocess` cache folder?",
+            raise SarcogradeError(f"no {INDEX}; is this a `sarcograde preprocess` cache folder?",
                                   path=cache)
         try:
             text = pd.read_csv(path, dtype=str, keep_default_na=False)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise SarcogradeError(f"corrupt index.csv ({str(exc).splitlines()[0]}); rerun "
+            raise SarcogradeError(f"corrupt {INDEX} ({str(exc).splitlines()[0]}); rerun "
                                   "`sarcograde preprocess`", path=path) from None
         missing = [c for c in REQUIRED_INDEX_COLUMNS if c not in text.columns]
         if missing:
@@ -169,7 +172,7 @@ def _nullable_int(column: pd.Series) -> pd.Series:
 
 
 def write_index(cache: str | Path, rows: list[dict]) -> None:
-    write_csv(Path(cache) / "index.csv", pd.DataFrame(rows, columns=INDEX_COLUMNS))
+    write_csv(Path(cache) / INDEX, pd.DataFrame(rows, columns=INDEX_COLUMNS))
 
 
 # ------------------------------------------------------------------------------- patient NPZ
@@ -197,7 +200,7 @@ def read_patient(cache: str | Path, row, arrays: Iterable[str] = PATIENT_ARRAYS,
     path = Path(cache) / row.npz
     if Path(row.npz).is_absolute() or ".." in Path(row.npz).parts:
         raise SarcogradeError(f"npz {row.npz!r} is not a path inside the cache",
-                              patient=patient, path=Path(cache) / "index.csv")
+                              patient=patient, path=Path(cache) / INDEX)
     if not path.is_file():
         raise SarcogradeError("cached slices not found (rerun `sarcograde preprocess`)",
                               patient=patient, path=path)
@@ -249,3 +252,10 @@ def write_patient(path: Path, arrays: dict[str, np.ndarray]) -> None:
     if missing:
         raise ValueError(f"patient arrays lack {', '.join(missing)}")
     write_npz(path, **arrays)
+
+
+# ------------------------------------------------------------------------------- preview
+
+def preview_path(cache: str | Path, patient_id: str) -> Path:
+    """`CACHE/preview/<patient_id>.png`, the montage `preprocess --preview` draws."""
+    return Path(cache) / PREVIEW / f"{patient_id}.png"

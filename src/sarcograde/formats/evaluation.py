@@ -30,6 +30,12 @@ DELONG = "delong.csv"
 BASELINE_PREDICTIONS = "baseline_predictions.csv"
 COHORT_TABLE_CSV, COHORT_TABLE_MD = "cohort_table.csv", "cohort_table.md"
 TUMOUR_VOLUMES = "tumour_volumes_{cohort}.csv"  # cohort: train | test
+# the figures
+ROC = "roc.png"
+CALIBRATION = "calibration.png"
+CALIBRATION_MODELS = "calibration_models.png"
+KM = "km_{key}.png"  # key: a stratification of survival.json's `models`
+KM_PANEL = "km_panel.png"
 
 CONFUSION_COLUMNS = ("model", "rule", "threshold", "tn", "fp", "fn", "tp")
 DELONG_COLUMNS = ("a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note")

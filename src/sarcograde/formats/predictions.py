@@ -17,6 +17,10 @@ from ..errors import SarcogradeError
 from .cache import check_patient_id
 from .common import read_csv_file
 
+PREDICTIONS = "predictions.csv"  # predict's output when --out is not given
+ATTENTION = "attention.csv"
+ATTENTION_SLICES = "attention_slices.csv"
+MAPS = "maps"  # explain's saved maps, MAPS/<patient_id>.npz
 ATTENTION_COLUMNS = ("patient_id", "n_slices", "p_high", "predicted", "label", "inside", "ring",
                      "elsewhere", "off_tumour")
 
@@ -60,6 +64,11 @@ def output_paths(out: str | Path) -> tuple[str, Path]:
 
 
 # ------------------------------------------------------------------------------- slice logits
+
+def slice_logits_path(slices_dir: str | Path, patient_id: str) -> Path:
+    """`<stem>.slices/<patient_id>.npz`, a patient's saved logits beside predict's output."""
+    return Path(slices_dir) / f"{patient_id}.npz"
+
 
 def slice_logits_key(models_key: str, patient_key: str, precision: str, device: str) -> str:
     """What a patient's saved logits depend on: the models, the cache entry, precision, device."""
@@ -105,6 +114,16 @@ def write_slice_logits(path: str | Path, logits: np.ndarray, models: list[str], 
 
 # ------------------------------------------------------------------------------- explain
 
+def maps_path(explain_dir: str | Path, patient_id: str) -> Path:
+    """`DIR/maps/<patient_id>.npz`, a patient's saved maps and logits."""
+    return Path(explain_dir) / MAPS / f"{patient_id}.npz"
+
+
+def montage_path(explain_dir: str | Path, patient_id: str) -> Path:
+    """`DIR/<patient_id>.png`, a patient's montage of slices with the map."""
+    return Path(explain_dir) / f"{patient_id}.png"
+
+
 def read_maps(path: str | Path, patient: str, key: str) -> dict[str, np.ndarray] | None:
     """explain's saved `cam` `(n, S, S)` and `logits` `(models, n, 2)` when the key matches."""
     saved = _read_saved(Path(path), check_patient_id(patient), {key}, "saved maps")
@@ -123,7 +142,7 @@ def write_maps(path: str | Path, cam: np.ndarray, logits: np.ndarray, key: str) 
 
 
 def read_attention(path: str | Path) -> pd.DataFrame:
-    return read_csv_file(Path(path), ATTENTION_COLUMNS, "attention.csv")
+    return read_csv_file(Path(path), ATTENTION_COLUMNS, ATTENTION)
 
 
 def write_attention(path: str | Path, rows: list[dict]) -> pd.DataFrame:
@@ -131,3 +150,8 @@ def write_attention(path: str | Path, rows: list[dict]) -> pd.DataFrame:
     frame["label"] = frame["label"].astype("Int64")
     write_csv(path, frame)
     return frame
+
+
+def write_attention_slices(path: str | Path, rows: list[dict]) -> None:
+    """One row per patient and slice, as explain gives them."""
+    write_csv(path, pd.DataFrame(rows))

@@ -1,5 +1,13 @@
-"""The radiomics run's fold models (docs/artifacts.md): RUN/models.json, the learned numbers of
-each split's scikit-learn Pipeline (`sarcograde.radiomics.model.make_classifier`) as plain JSON.
+"""What the radiomics stages write (docs/artifacts.md).
+
+`radiomics extract` -> DIR/: `features.csv` (one row per patient, one column per MIRP feature),
+`config.json` (the extraction's settings) and `patients/<patient_id>.json` (each patient's
+features with the key they were computed with, the resume state).
+
+`radiomics fit` -> RUN/: `config.json`, `folds.json` and `cv_predictions.csv` in the formats of
+`sarcograde train` (`formats.run`), `selected_features.csv`, and `models.json`: the learned
+numbers of each split's scikit-learn Pipeline (`sarcograde.radiomics.model.make_classifier`)
+as plain JSON.
 
 No pickle: unlike joblib, reading a run folder received from someone else cannot run code (the
 DL models are read with torch's `weights_only=True` for the same reason). A fold model is
@@ -10,19 +18,97 @@ L1 logistic regression's linear logit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from ..artifacts import write_json
+from ..artifacts import write_csv, write_json
 from ..errors import SarcogradeError
 from ..splits import Split
+from .cache import check_patient_id
 from .common import read_json_object
 
 RERUN = "radiomics fit"
+RERUN_EXTRACT = "radiomics extract"
+FEATURES = "features.csv"
+EXTRACTION_CONFIG = "config.json"
+PATIENTS = "patients"  # the extraction's resume state, PATIENTS/<patient_id>.json
 MODELS = "models.json"
+SELECTED_FEATURES = "selected_features.csv"
+SELECTED_COLUMNS = ("model", "feature", "coefficient")
 
+
+# ------------------------------------------------------------------------------- extraction
+
+@dataclass
+class PatientFeatures:
+    values: dict[str, float]                       # MIRP feature name -> value (NaN if empty)
+    empty: list[str] = field(default_factory=list)  # feature classes left empty
+    reason: str = ""                               # why, in words
+
+
+def patient_features_path(folder: str | Path, patient_id: str) -> Path:
+    """`DIR/patients/<patient_id>.json` (the id must be a safe file name, as in the slice
+    cache)."""
+    return Path(folder) / PATIENTS / f"{check_patient_id(patient_id)}.json"
+
+
+def read_patient_features(path: str | Path, key: str | None = None) -> PatientFeatures | None:
+    """A patient's stored features; None when missing, damaged or computed with another `key`
+    (the caller recomputes them)."""
+    try:
+        stored = read_json_object(Path(path))
+        if key is not None and stored.get("key") != key:
+            return None
+        return PatientFeatures(stored["features"], stored["empty"], stored["reason"])
+    except (SarcogradeError, KeyError):
+        return None
+
+
+def write_patient_features(path: str | Path, patient_id: str, key: str,
+                           features: PatientFeatures) -> None:
+    write_json(path, {"patient_id": patient_id, "key": key, "features": features.values,
+                      "empty": features.empty, "reason": features.reason})
+
+
+def read_extraction_config(folder: str | Path) -> dict | None:
+    """DIR/config.json of an extraction; None where absent."""
+    path = Path(folder) / EXTRACTION_CONFIG
+    return read_json_object(path, RERUN_EXTRACT) if path.is_file() else None
+
+
+def write_extraction_config(folder: str | Path, config: dict) -> None:
+    write_json(Path(folder) / EXTRACTION_CONFIG, config)
+
+
+def read_features(path: str | Path) -> pd.DataFrame:
+    """A features.csv as a float frame indexed by patient_id (exact floats)."""
+    try:
+        frame = pd.read_csv(path, dtype={"patient_id": str}, float_precision="round_trip")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SarcogradeError(f"cannot read features: {' '.join(str(exc).split())}",
+                              path=path) from None
+    if "patient_id" not in frame.columns or frame.shape[1] < 2:
+        raise SarcogradeError(f"not a {FEATURES}: needs patient_id and feature columns",
+                              path=path)
+    if frame["patient_id"].duplicated().any():
+        dup = frame.loc[frame["patient_id"].duplicated(), "patient_id"].iloc[0]
+        raise SarcogradeError(f"patient {dup} appears twice", path=path)
+    frame = frame.set_index("patient_id")
+    try:
+        return frame.astype(float)
+    except ValueError as exc:
+        raise SarcogradeError(f"non-numeric feature value: {exc}", path=path) from None
+
+
+def write_features(folder: str | Path, frame: pd.DataFrame) -> None:
+    """DIR/features.csv: patient_id, then one column per feature."""
+    write_csv(Path(folder) / FEATURES, frame)
+
+
+# ------------------------------------------------------------------------------- models.json
 
 @dataclass
 class FoldModel:
@@ -129,3 +215,10 @@ def read_radiomics_models(run: str | Path) -> RadiomicsModels:
         raise SarcogradeError(f"not a {MODELS} of `sarcograde {RERUN}` (bad or missing "
                               f"{reason[:200]}); rerun `sarcograde {RERUN}`", path=path) from None
     return RadiomicsModels(columns, splits, models, config_hash)
+
+
+# ------------------------------------------------------------------------------- selected features
+
+def write_selected_features(run: str | Path, frame: pd.DataFrame) -> None:
+    """RUN/selected_features.csv: each fold model's features with a non-zero coefficient."""
+    write_csv(Path(run) / SELECTED_FEATURES, frame.loc[:, list(SELECTED_COLUMNS)])

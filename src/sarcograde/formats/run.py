@@ -19,6 +19,15 @@ from .common import read_csv_file, read_json_object
 from .predictions import checked_probabilities
 
 RERUN = "train"
+CONFIG = "config.json"
+FOLDS = "folds.json"
+CV_PREDICTIONS = "cv_predictions.csv"
+# in each fold's folder, RUN/fold_XX/
+MODEL = "model.pt"
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+VAL_PREDICTIONS = "val_predictions.csv"
+LEARNING_CURVE = "learning_curve.png"
 CV_COLUMNS = ("patient_id", "repeat", "fold", "label", "p_high")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds")
 FOLD_MODEL_KEYS = ("state_dict", "model", "input", "preprocess")
@@ -29,17 +38,17 @@ _FOLD_NAME = re.compile(r"fold_\d{2,}")
 
 def read_run_config(run: str | Path, required: bool = True) -> dict | None:
     """RUN/config.json; None when absent and not `required`."""
-    path = Path(run) / "config.json"
+    path = Path(run) / CONFIG
     if not path.is_file():
         if not required:
             return None
-        raise SarcogradeError("not a training run: config.json missing (run `sarcograde train`)",
+        raise SarcogradeError(f"not a training run: {CONFIG} missing (run `sarcograde train`)",
                               path=run)
     return read_json_object(path, RERUN)
 
 
 def write_run_config(run: str | Path, config: dict) -> None:
-    write_json(Path(run) / "config.json", config)
+    write_json(Path(run) / CONFIG, config)
 
 
 # ------------------------------------------------------------------------------- folds.json
@@ -70,9 +79,9 @@ class Folds:
 
 def read_folds(run: str | Path) -> Folds:
     """RUN/folds.json, checked: fold names fold_XX, patient ids safe as file names."""
-    path = Path(run) / "folds.json"
+    path = Path(run) / FOLDS
     if not path.is_file():
-        raise SarcogradeError("not a training run: folds.json missing (run `sarcograde train`)",
+        raise SarcogradeError(f"not a training run: {FOLDS} missing (run `sarcograde train`)",
                               path=run)
     spec = read_json_object(path, RERUN)
     try:
@@ -100,7 +109,7 @@ def read_folds(run: str | Path) -> Folds:
 
 
 def write_folds(run: str | Path, folds: Folds) -> None:
-    write_json(Path(run) / "folds.json", folds.as_dict())
+    write_json(Path(run) / FOLDS, folds.as_dict())
 
 
 # ------------------------------------------------------------------------------- torch files
@@ -167,7 +176,7 @@ def write_checkpoint(path: str | Path, state: dict) -> None:
 
 def read_history(path: str | Path) -> pd.DataFrame:
     """fold_XX/history.csv (epoch and val_loss at least)."""
-    return read_csv_file(Path(path), ("epoch", "val_loss"), "history.csv")
+    return read_csv_file(Path(path), ("epoch", "val_loss"), HISTORY)
 
 
 def write_history(path: str | Path, rows: list[dict]) -> pd.DataFrame:
@@ -176,7 +185,7 @@ def write_history(path: str | Path, rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def read_cv_predictions(path: str | Path, what: str = "cv_predictions.csv") -> pd.DataFrame:
+def read_cv_predictions(path: str | Path, what: str = CV_PREDICTIONS) -> pd.DataFrame:
     """cv_predictions.csv or a fold's val_predictions.csv: out-of-fold rows, p_high checked."""
     frame = read_csv_file(Path(path), CV_COLUMNS, what, dtype={"patient_id": str})
     return checked_probabilities(frame, Path(path))

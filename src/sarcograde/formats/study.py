@@ -7,8 +7,10 @@ from pathlib import Path
 
 from .common import read_json_object
 
+STUDY = "study.json"
+
 
 def read_study(folder: str | Path) -> dict | None:
     """DIR/study.json (an object); None where the study was assembled by hand without one."""
-    path = Path(folder) / "study.json"
+    path = Path(folder) / STUDY
     return read_json_object(path, "study") if path.is_file() else None

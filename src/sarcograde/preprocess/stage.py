@@ -18,8 +18,8 @@ from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, warn
 from ..errors import SarcogradeError
-from ..formats.cache import (npz_relpath, patient_summary, read_cache_config, stored_key,
-                             write_cache_config, write_index)
+from ..formats.cache import (INDEX, npz_relpath, patient_summary, preview_path,
+                             read_cache_config, stored_key, write_cache_config, write_index)
 from ..masks import MaskSource, mask_source
 from .cache import cache_key, write_patient
 from .pipeline import Params, drop_stray_pieces, load_patient, preprocess_volume
@@ -98,7 +98,7 @@ def process_patient(task: Task) -> Outcome:
             mask, notes = drop_stray_pieces(mask)
             write_patient(path, preprocess_volume(image, mask, task.params), key)
             status = "computed"
-        preview = task.cache / "preview" / f"{task.patient_id}.png"
+        preview = preview_path(task.cache, task.patient_id)
         if task.preview and (status == "computed" or not preview.exists()):
             save_preview(path, preview, task.patient_id)
         n_slices, volume = patient_summary(path)
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     except SarcogradeError:  # a damaged config.json is rewritten at the end
         stale = True
     if stale:
-        (cache / "index.csv").unlink(missing_ok=True)
+        (cache / INDEX).unlink(missing_ok=True)
 
     tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), cache, params,
                   args.preview) for p in cohort]
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         if outcome.status == "failed":
             console.print(f"[red]failed:[/red] {escape(outcome.error)}", soft_wrap=True)
     info(f"preprocess: {counts['computed']} computed, {counts['reused']} reused, "
-         f"{counts['failed']} failed; {len(rows)} patients in {cache / 'index.csv'}")
+         f"{counts['failed']} failed; {len(rows)} patients in {cache / INDEX}")
     if counts["failed"]:
         warn(f"{counts['failed']} patient(s) failed; fix them and rerun the same command "
              "(finished patients are reused)")

@@ -19,15 +19,17 @@ import pandas as pd
 from rich.markup import escape
 
 from .. import parallel
-from ..artifacts import RunRecord, hash_config, read_json, write_csv, write_json
+from ..artifacts import RunRecord, hash_config
 from ..cohort import load_manifest
 from ..console import info, warn
 from ..errors import SarcogradeError
+from ..formats.radiomics import (FEATURES, PatientFeatures, patient_features_path,
+                                 read_extraction_config, read_patient_features,
+                                 write_extraction_config, write_features, write_patient_features)
 from ..masks import MaskSource, mask_source
-from ..formats.cache import npz_relpath
 from ..preprocess.cache import cache_key
 from ..preprocess.pipeline import drop_stray_pieces, load_patient, normalise_volume
-from .features import PatientFeatures, compute_features
+from .features import compute_features
 from .settings import Settings
 
 # Bump when a change of the method changes the features, so that old caches recompute.
@@ -53,27 +55,11 @@ class Outcome:
     seconds: float = 0.0
 
 
-def patient_path(out: Path, patient_id: str) -> Path:
-    """`DIR/patients/<patient_id>.json` (the id must be a safe file name, as in the slice cache)."""
-    return out / Path(npz_relpath(patient_id)).with_suffix(".json")
-
-
 def feature_key(task: Task) -> str:
     # The slice cache's key covers the image, the (drawn or carried) mask and the preprocessing.
     return hash_config({"method": METHOD_VERSION, "mirp": metadata.version("mirp"),
                         "inputs": cache_key(task.image, task.mask, task.settings.preprocess),
                         "settings": task.settings.extraction()})
-
-
-def read_patient(path: Path, key: str | None = None) -> PatientFeatures | None:
-    """A patient's stored features; None when missing, unreadable or computed with another key."""
-    try:
-        stored = read_json(path)
-        if key is not None and stored.get("key") != key:
-            return None
-        return PatientFeatures(stored["features"], stored["empty"], stored["reason"])
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):  # damaged: recompute
-        return None
 
 
 def extract_patient(task: Task) -> PatientFeatures:
@@ -93,12 +79,10 @@ def process_patient(task: Task) -> Outcome:
     start = time.perf_counter()
     try:
         key = feature_key(task)
-        path = patient_path(task.out, task.patient_id)
-        if read_patient(path, key) is not None:
+        path = patient_features_path(task.out, task.patient_id)
+        if read_patient_features(path, key) is not None:
             return Outcome(task.patient_id, "reused", seconds=time.perf_counter() - start)
-        result = extract_patient(task)
-        write_json(path, {"patient_id": task.patient_id, "key": key, "features": result.values,
-                          "empty": result.empty, "reason": result.reason})
+        write_patient_features(path, task.patient_id, key, extract_patient(task))
     except SarcogradeError as exc:
         where = exc.path if exc.path is not None else task.image
         return Outcome(task.patient_id, "failed", f"{task.patient_id}: {where}: {exc.problem}",
@@ -121,7 +105,7 @@ def feature_table(out: Path, patient_ids: list[str]) -> tuple[pd.DataFrame, dict
     patient with an empty feature class, `{"empty": [...], "reason": text}`."""
     rows, empty = {}, {}
     for pid in patient_ids:
-        result = read_patient(patient_path(out, pid))
+        result = read_patient_features(patient_features_path(out, pid))
         rows[pid] = result.values
         if result.empty:
             empty[pid] = {"empty": result.empty, "reason": result.reason}
@@ -131,31 +115,14 @@ def feature_table(out: Path, patient_ids: list[str]) -> tuple[pd.DataFrame, dict
     return frame.reset_index(), empty
 
 
-def read_features(path: Path) -> pd.DataFrame:
-    """A features.csv as a float frame indexed by patient_id (exact floats)."""
+def _settings_changed(out: Path, config: dict) -> bool:
+    """True where an earlier extraction into `out` had another config (a damaged config.json
+    counts as another)."""
     try:
-        frame = pd.read_csv(path, dtype={"patient_id": str}, float_precision="round_trip")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SarcogradeError(f"cannot read features: {' '.join(str(exc).split())}",
-                              path=path) from None
-    if "patient_id" not in frame.columns or frame.shape[1] < 2:
-        raise SarcogradeError("not a features.csv: needs patient_id and feature columns", path=path)
-    if frame["patient_id"].duplicated().any():
-        dup = frame.loc[frame["patient_id"].duplicated(), "patient_id"].iloc[0]
-        raise SarcogradeError(f"patient {dup} appears twice", path=path)
-    frame = frame.set_index("patient_id")
-    try:
-        return frame.astype(float)
-    except ValueError as exc:
-        raise SarcogradeError(f"non-numeric feature value: {exc}", path=path) from None
-
-
-def _stored_config(path: Path) -> dict | None:
-    """The config.json of an earlier extraction; None when damaged (then it counts as changed)."""
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
+        stored = read_extraction_config(out)
+    except SarcogradeError:
+        return True
+    return stored is not None and stored != json.loads(json.dumps(config))
 
 
 def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
@@ -170,17 +137,16 @@ def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
     tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), out, settings)
              for p in cohort]
     # A features.csv from other settings must not outlive them if this run is interrupted.
-    config_path = out / "config.json"
-    if config_path.exists() and _stored_config(config_path) != json.loads(json.dumps(config)):
-        (out / "features.csv").unlink(missing_ok=True)
+    if _settings_changed(out, config):
+        (out / FEATURES).unlink(missing_ok=True)
     with RunRecord(out, config=config, inputs={"manifest": manifest}) as record:
         info(f"radiomics extract: {len(tasks)} patients, sequence {sequence}, {jobs} job(s) "
              f"-> {out}")
         outcomes = parallel.run_tasks(process_patient, tasks, jobs, "radiomics", _worker_died)
         done = [o.patient_id for o in outcomes if o.status != "failed"]
         frame, empty = feature_table(out, done)
-        write_csv(out / "features.csv", frame)
-        write_json(config_path, config)
+        write_features(out, frame)
+        write_extraction_config(out, config)
         counts = {s: sum(o.status == s for o in outcomes) for s in ("computed", "reused", "failed")}
         record.record.update(patients=counts, failed=[o.error for o in outcomes if o.error],
                              empty_feature_classes=empty, n_features=frame.shape[1] - 1)
@@ -192,5 +158,5 @@ def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
             warn(escape(f"failed: {outcome.error}"))
     info(f"radiomics extract: {counts['computed']} computed, {counts['reused']} reused, "
          f"{counts['failed']} failed; {len(done)} patients x {frame.shape[1] - 1} features in "
-         f"{out / 'features.csv'}")
+         f"{out / FEATURES}")
     return 1 if counts["failed"] else 0

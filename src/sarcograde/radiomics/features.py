@@ -14,23 +14,16 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..formats.radiomics import PatientFeatures
 from .settings import FAMILIES, TEXTURE
 
 # Voxels of air around the box: MIRP's mesh (morphology) needs the surface inside the image.
 _MARGIN = 2
-
-
-@dataclass
-class PatientFeatures:
-    values: dict[str, float]                       # MIRP feature name -> value (NaN if empty)
-    empty: list[str] = field(default_factory=list)  # feature classes left empty
-    reason: str = ""                               # why, in words
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
 """The radiomics model's run folder: `fit` writes it from a training cohort's features.csv,
 `predict` applies its fold models to another cohort's features.csv.
 
-RUN/ holds `config.json`, `folds.json` and `cv_predictions.csv` in the formats of `sarcograde
-train` (so that `evaluate --run` and the study's fusion read them alike), `models.json` (the
-fitted pipelines' numbers, `sarcograde.formats.radiomics`), `selected_features.csv` and `run.json`.
+RUN/ holds `config.json`, `folds.json` and `cv_predictions.csv` written by `sarcograde.formats.run`
+as `sarcograde train` writes them (so that `evaluate --run` and the study's fusion read them
+alike), `models.json` (the fitted pipelines' numbers) and `selected_features.csv` written by
+`sarcograde.formats.radiomics`, and `run.json`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from ..artifacts import RunRecord, hash_config, hash_path, write_csv, write_json
+from ..artifacts import RunRecord, hash_config, hash_path
 from ..cohort import load_manifest
 from ..console import info, warn
 from ..errors import SarcogradeError
-from ..formats.common import read_json_object
-from ..formats.radiomics import (MODELS, FoldModel, RadiomicsModels, read_radiomics_models,
-                                 write_radiomics_models)
 from ..formats.predictions import write_predictions
-from ..formats.run import read_cv_predictions, write_cv_predictions
+from ..formats.radiomics import (MODELS, FoldModel, RadiomicsModels, read_extraction_config,
+                                 read_features, read_radiomics_models, write_radiomics_models,
+                                 write_selected_features)
+from ..formats.records import file_record_name
+from ..formats.run import (CV_PREDICTIONS, Folds, read_cv_predictions, write_cv_predictions,
+                           write_folds, write_run_config)
 from ..splits import make_splits
-from .extract import read_features
 from .model import RadiomicsFit, fit_cv, selected_features
 from .settings import Settings
 
@@ -49,19 +51,15 @@ def training_labels(features: pd.DataFrame, manifest: Path) -> pd.Series:
                      dtype=int)
 
 
-def _extraction_config(features_path: Path) -> dict | None:
-    """The extraction's config.json beside features.csv, recorded with the run (None if absent)."""
-    path = features_path.parent / "config.json"
-    return read_json_object(path, "radiomics extract") if path.is_file() else None
-
-
 def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, *,
             folds: int, repeats: int, seed: int) -> RadiomicsFit:
     features = read_features(features_path)
     labels = training_labels(features, manifest)
     ids = list(labels.index)
     splits, adaptation = make_splits(ids, labels.to_numpy(), folds, repeats, seed)
-    config = {"settings": settings.as_dict(), "extraction": _extraction_config(features_path),
+    # the extraction's config.json beside features.csv, recorded with the run
+    config = {"settings": settings.as_dict(),
+              "extraction": read_extraction_config(features_path.parent),
               "features": str(features_path.resolve()), "features_hash": hash_path(features_path),
               "manifest": str(Path(manifest).resolve()), "folds": folds, "repeats": repeats,
               "seed": seed}
@@ -74,18 +72,15 @@ def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, 
         write_radiomics_models(out, RadiomicsModels(
             fit.columns, splits, [FoldModel.from_pipeline(m) for m in fit.models],
             config["config_hash"]))
-        write_json(out / "config.json", config)
-        write_json(out / "folds.json", {"folds": len(splits) // repeats,
-                                        "folds_requested": folds, "repeats": repeats,
-                                        "seed": seed, "stratify": "grade",
-                                        "adaptation": adaptation,
-                                        "splits": [s.as_dict() for s in splits]})
-        write_cv_predictions(out / "cv_predictions.csv", fit.cv_predictions)
+        write_run_config(out, config)
+        write_folds(out, Folds(folds=len(splits) // repeats, repeats=repeats, seed=seed,
+                               splits=splits, folds_requested=folds, adaptation=adaptation))
+        write_cv_predictions(out / CV_PREDICTIONS, fit.cv_predictions)
         selected = pd.concat(
             [selected_features(m, fit.columns).rename_axis("feature").rename("coefficient")
              .reset_index().assign(model=s.name) for s, m in zip(splits, fit.models)],
-            ignore_index=True)[["model", "feature", "coefficient"]]
-        write_csv(out / "selected_features.csv", selected)
+            ignore_index=True)
+        write_selected_features(out, selected)
         record.record["n_patients"] = len(ids)
         record.record["selected_per_model"] = selected.groupby("model").size().reindex(
             [s.name for s in splits], fill_value=0).tolist()
@@ -94,7 +89,7 @@ def fit_run(features_path: Path, manifest: Path, out: Path, settings: Settings, 
 
 def load_run(run: Path) -> RadiomicsFit:
     stored = read_radiomics_models(run)
-    cv = read_cv_predictions(run / "cv_predictions.csv")
+    cv = read_cv_predictions(run / CV_PREDICTIONS)
     return RadiomicsFit(stored.columns, stored.splits, stored.models, cv)
 
 
@@ -115,8 +110,7 @@ def predict_run(run: Path, features_path: Path, out: Path) -> pd.DataFrame:
                           "p_high_min": p_fold.min(axis=0), "p_high_max": p_fold.max(axis=0)})
     for split, p in zip(fit.splits, p_fold):
         frame[f"p_{split.name}"] = p
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    with RunRecord(out.parent, name=f"{stem}.run.json",
+    with RunRecord(out.parent, name=file_record_name(out),
                    config={"run": str(run.resolve()), "aggregate": "logits",
                            "models": [s.name for s in fit.splits]},
                    inputs={"features": features_path, "models": run / MODELS}):

@@ -22,6 +22,7 @@ from ..errors import SarcogradeError
 from . import evaluation, study
 from .format import format_ci, format_estimate, format_number, format_p
 from ..formats.evaluation import METRICS, compares_models
+from ..formats.report import REPORT
 from .inputs import ReportInputs, StudyInputs
 from .methods import methods_paragraph
 from .render import render, write_page
@@ -67,7 +68,7 @@ def build_study_report(study_dir, out=None, *, title: str | None = None) -> Path
     """Write the report of a `sarcograde study` folder (default: DIR/report.html)."""
     inputs = StudyInputs.load(Path(study_dir))
     page = render_study_report(inputs, title)
-    out = Path(out) if out is not None else inputs.folder / "report.html"
+    out = Path(out) if out is not None else inputs.folder / REPORT
     return write_page(out, page, config={"study": str(inputs.folder), "title": title},
                       inputs={f"metrics_{site}": folder.folder / METRICS
                               for site, folder in inputs.sites.items()})
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                                   "holds its own explain/ and train/")
         path = build_study_report(args.study, args.out, title=args.title)
     else:
-        out = args.out or Path(args.eval_dir) / "report.html"
+        out = args.out or Path(args.eval_dir) / REPORT
         path = build_report(args.eval_dir, out, explain_dir=args.explain, run_dir=args.run,
                             cache_dir=args.cache, title=args.title)
     info(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")

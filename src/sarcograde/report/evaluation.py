@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..formats.evaluation import CALIBRATION, ROC
 from . import sections as s
 from .format import format_cell, format_list, format_number, format_p, pretty_name
 from .inputs import ReportInputs, lookup
@@ -95,8 +96,8 @@ def performance(inputs: ReportInputs) -> dict:
         rows.append(row)
     primary_first = ["primary"] + [None] * (len(rows) - 1)
     calibration_names = [name for name, _ in CALIBRATION_METRICS]
-    figures = [f for f in (s.figure(inputs.evaluation.figures.get("roc.png"), ROC_CAPTION, "roc"),
-                           s.figure(inputs.evaluation.figures.get("calibration.png"),
+    figures = [f for f in (s.figure(inputs.evaluation.figures.get(ROC), ROC_CAPTION, "roc"),
+                           s.figure(inputs.evaluation.figures.get(CALIBRATION),
                                     CALIBRATION_CAPTION, "calibration")) if f]
     return {
         "source": m.get("source"), "threshold": format_number(m.get("threshold")),

@@ -20,10 +20,12 @@ from ..formats.cache import read_cache_config
 from ..formats.evaluation import (CohortTable, read_cohort_table, read_confusion, read_figure,
                                   read_metrics, read_model_metrics, read_patient_flow,
                                   read_survival)
-from ..formats.predictions import read_attention
-from ..formats.records import read_record, record_path
-from ..formats.run import read_folds, read_history, read_run_config
+from ..formats.predictions import ATTENTION, montage_path, read_attention
+from ..formats.records import FOLDER_RECORD, read_record, record_path
+from ..formats.run import (FOLDS, HISTORY, LEARNING_CURVE, MODEL, read_folds, read_history,
+                           read_run_config)
 from ..formats.study import read_study
+from ..formats.synth import RECORD as SYNTH_RECORD
 from ..model_kinds import POOLED
 
 __all__ = ["CohortTable", "ReportInputs", "StudyInputs"]
@@ -87,13 +89,13 @@ class AttentionFolder:
 
 
 def load_attention(folder: Path) -> AttentionFolder:
-    path = Path(folder) / "attention.csv"
+    path = Path(folder) / ATTENTION
     if not path.is_file():
-        raise SarcogradeError("no attention.csv: not a `sarcograde explain` folder", path=folder)
+        raise SarcogradeError(f"no {ATTENTION}: not a `sarcograde explain` folder", path=folder)
     frame = read_attention(path)
     frame["patient_id"] = frame["patient_id"].astype(str)
     return AttentionFolder(Path(folder), frame, {
-        pid: optional_png(Path(folder) / f"{pid}.png") for pid in frame["patient_id"]})
+        pid: optional_png(montage_path(folder, pid)) for pid in frame["patient_id"]})
 
 
 @dataclass
@@ -122,12 +124,12 @@ def load_training_run(folder: Path) -> TrainingRun:
         raise SarcogradeError("no fold_XX folders: not a `sarcograde train` folder", path=folder)
     histories = [FoldHistory(
         fold.name,
-        read_history(fold / "history.csv") if (fold / "history.csv").is_file() else None,
-        optional_png(fold / "learning_curve.png")) for fold in folds]
-    folds_spec = read_folds(folder).as_dict() if (folder / "folds.json").is_file() else None
+        read_history(fold / HISTORY) if (fold / HISTORY).is_file() else None,
+        optional_png(fold / LEARNING_CURVE)) for fold in folds]
+    folds_spec = read_folds(folder).as_dict() if (folder / FOLDS).is_file() else None
     return TrainingRun(folder, read_run_config(folder, required=False), folds_spec,
                        read_record(record_path(folder)), histories,
-                       sum((f / "model.pt").is_file() for f in folds))
+                       sum((f / MODEL).is_file() for f in folds))
 
 
 def existing_folder(folder: Path | None) -> Path | None:
@@ -140,7 +142,7 @@ def existing_folder(folder: Path | None) -> Path | None:
 
 def is_synthetic(configs: Iterable[Any]) -> bool:
     """True when a manifest named in the configs was written by `sarcograde synth`."""
-    return any((Path(m).parent / "synth.json").is_file()
+    return any((Path(m).parent / SYNTH_RECORD).is_file()
                for config in configs for m in _manifest_paths(config))
 
 
@@ -255,7 +257,7 @@ class StudyInputs:
         inputs.predictions = {site.name: sorted(p.stem for p in site.glob("*.csv"))
                               for site in _subfolders(folder / "predict")}
         inputs.records = {str(p.relative_to(folder)): read_record(p)
-                          for p in sorted(folder.rglob("*run.json"))}
+                          for p in sorted(folder.rglob(f"*{FOLDER_RECORD}"))}
         return inputs
 
     def is_pooled(self, site: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import model_kinds as kinds
+from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
 from . import sections as s
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
@@ -23,8 +24,6 @@ TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Ta
        ("calibration", "Calibration"), ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
-KM_PANEL = "km_panel.png"
-CALIBRATION_MODELS = "calibration_models.png"
 FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble outputs by a "
                    "logistic regression fitted on the training cohort's out-of-fold predictions "
                    "only (late fusion).")
@@ -90,7 +89,7 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "bootstrap": bootstrap_count(metrics, folder.record),
         # A prediction file that the evaluation does not cover: a stale or partial evaluate.
         "not_evaluated": [m for m in inputs.predictions.get(name, []) if m not in models],
-        "roc": s.figure(figures.get("roc.png"), f"ROC curves of every model, {name}.",
+        "roc": s.figure(figures.get(ROC), f"ROC curves of every model, {name}.",
                         f"ROC {name}"),
         "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
@@ -113,7 +112,7 @@ def calibration_figure(site: str, figures: dict[str, str]) -> dict | None:
     if CALIBRATION_MODELS in figures:
         return s.figure(figures[CALIBRATION_MODELS], f"Calibration of every model, {site}.",
                         f"calibration {site}")
-    return s.figure(figures.get("calibration.png"), f"Reliability diagram, {site}.",
+    return s.figure(figures.get(CALIBRATION), f"Reliability diagram, {site}.",
                     f"calibration {site}")
 
 

@@ -12,8 +12,16 @@ from pathlib import Path
 
 from .. import model_kinds as kinds
 from ..cohort import is_missing, read_table
+from ..formats.cache import INDEX
 from ..formats.evaluation import METRICS
 from ..model_kinds import POOLED
+from ..formats.fusion import FUSION_MODEL
+from ..formats.predictions import ATTENTION
+from ..formats.qa import QA
+from ..formats.radiomics import FEATURES, MODELS as RADIOMICS_MODELS
+from ..formats.report import REPORT
+from ..formats.run import CV_PREDICTIONS, FOLDS
+from ..formats.study import STUDY
 from .runner import Step
 from .spec import RADIOMICS, Study
 from .target import target_manifest
@@ -27,7 +35,7 @@ class Layout:
 
     @property
     def state(self) -> Path:
-        return self.out / "study.json"
+        return self.out / STUDY
 
     @property
     def config(self) -> Path:
@@ -50,7 +58,7 @@ class Layout:
         return self.out / "train" / sequence
 
     def features(self, cohort: str, sequence: str) -> Path:
-        return self.out / "radiomics" / cohort / sequence / "features.csv"
+        return self.out / "radiomics" / cohort / sequence / FEATURES
 
     def radiomics_run(self, sequence: str) -> Path:
         return self.out / "train" / kinds.name(kinds.RADIOMICS, sequence)
@@ -75,7 +83,7 @@ class Layout:
 
     @property
     def report(self) -> Path:
-        return self.out / "report.html"
+        return self.out / REPORT
 
 
 def evaluated_sites(study: Study) -> list[str]:
@@ -97,7 +105,7 @@ def _manifest_files(manifest: Path, sequences: list[str]) -> list[Path]:
 
 
 def _run_files(run: Path) -> list[Path]:
-    return [run / "folds.json", run / "cv_predictions.csv"]
+    return [run / FOLDS, run / CV_PREDICTIONS]
 
 
 def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STAGES[-1],
@@ -125,7 +133,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     for cohort, manifest in manifests.items():
         steps.append(Step(f"check/{cohort}", "check",
                           _manifest_files(study.cohorts[cohort], study.sequences),
-                          [layout.check(cohort) / "qa.csv"],
+                          [layout.check(cohort) / QA],
                           ["check", str(manifest),
                            *[a for seq in study.sequences for a in ("--sequence", seq)],
                            "--out", str(layout.check(cohort))]))
@@ -135,7 +143,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         for seq in dl_sequences:
             steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
                               _manifest_files(study.cohorts[cohort], [seq]) + config_files,
-                              [layout.cache(cohort, seq) / "index.csv"],
+                              [layout.cache(cohort, seq) / INDEX],
                               ["preprocess", str(manifest), "--sequence", seq,
                                "--out", str(layout.cache(cohort, seq)), *config,
                                "--jobs", str(jobs), *executor]))
@@ -150,7 +158,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                *radiomics_config, "--jobs", str(jobs)]))
     for seq in dl_sequences:
         steps.append(Step(f"train/{seq}", "train",
-                          [layout.cache("train", seq) / "index.csv", *config_files],
+                          [layout.cache("train", seq) / INDEX, *config_files],
                           _run_files(layout.run(seq)),
                           ["train", str(layout.cache("train", seq)), "--out", str(layout.run(seq)),
                            *config, "--seed", str(study.seed), *executor]))
@@ -162,7 +170,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         steps.append(Step(f"train/{kinds.name(kinds.RADIOMICS, seq)}", "train",
                           [layout.features("train", seq), manifests["train"], *radiomics_files],
                           [*_run_files(layout.radiomics_run(seq)),
-                           layout.radiomics_run(seq) / "models.json"],
+                           layout.radiomics_run(seq) / RADIOMICS_MODELS],
                           ["radiomics", "fit", str(layout.features("train", seq)),
                            "--manifest", str(manifests["train"]),
                            "--out", str(layout.radiomics_run(seq)), "--preset", study.preset,
@@ -171,7 +179,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     if fused:
         steps.append(Step("train/fusion", "train",
                           [f for seq in study.sequences for f in _run_files(layout.run(seq))],
-                          [layout.fusion / "model.json"],
+                          [layout.fusion / FUSION_MODEL],
                           ["fusion", "fit", *[a for seq in study.sequences
                                               for a in ("--run", f"{seq}={layout.run(seq)}")],
                            "--out", str(layout.fusion)]))
@@ -182,7 +190,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
             model = kinds.name(kinds.DL, seq)
             steps.append(Step(f"predict/{site}/{model}", "predict",
                               [*_run_files(layout.run(seq)),
-                               layout.cache(site, seq) / "index.csv"],
+                               layout.cache(site, seq) / INDEX],
                               [layout.predictions(site, model)],
                               ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
                                "--out", str(layout.predictions(site, model)), *executor]))
@@ -191,16 +199,16 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
             inputs = {seq: layout.predictions(site, kinds.name(kinds.DL, seq))
                       for seq in study.sequences}
             steps.append(Step(f"predict/{site}/{model}", "predict",
-                              [layout.fusion / "model.json", *inputs.values()],
+                              [layout.fusion / FUSION_MODEL, *inputs.values()],
                               [layout.predictions(site, model)],
-                              ["fusion", "apply", str(layout.fusion / "model.json"),
+                              ["fusion", "apply", str(layout.fusion / FUSION_MODEL),
                                *[a for seq, file in inputs.items()
                                  for a in ("--predictions", f"{seq}={file}")],
                                "--out", str(layout.predictions(site, model))]))
         for seq in radiomics_sequences:
             run, model = layout.radiomics_run(seq), kinds.name(kinds.RADIOMICS, seq)
             steps.append(Step(f"predict/{site}/{model}", "predict",
-                              [run / "models.json", layout.features(site, seq)],
+                              [run / RADIOMICS_MODELS, layout.features(site, seq)],
                               [layout.predictions(site, model)],
                               ["radiomics", "predict", str(run), str(layout.features(site, seq)),
                                "--out", str(layout.predictions(site, model))]))
@@ -243,13 +251,13 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
             for seq in study.sequences:
                 steps.append(Step(f"explain/{site}/{seq}", "explain",
                                   [*_run_files(layout.run(seq)),
-                                   layout.cache(site, seq) / "index.csv"],
-                                  [layout.explain(site, seq) / "attention.csv"],
+                                   layout.cache(site, seq) / INDEX],
+                                  [layout.explain(site, seq) / ATTENTION],
                                   ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq)), "--predictions",
                                    str(layout.predictions(site, kinds.name(kinds.DL, seq))),
                                    *executor]))
-    explained = [layout.explain(site, seq) / "attention.csv" for site in study.test
+    explained = [layout.explain(site, seq) / ATTENTION for site in study.test
                  for seq in study.sequences] if kinds.DL in study.models else []
     steps.append(Step("report", "report",
                       [layout.evaluate(s) / METRICS for s in evaluated_sites(study)]

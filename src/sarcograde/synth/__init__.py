@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from ..console import info
+from ..formats.synth import PREVIEW
 from .build import DEFAULT_SEQUENCES, make_cohort
 from .site import SiteProfile, site_profile
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preview:
         from .preview import save_preview
 
-        save_preview(manifest, args.out / "preview.png")
+        save_preview(manifest, args.out / PREVIEW)
     profile = site_profile(args.site, low_fraction=args.low_fraction, **overrides)
     info(f"synth: {args.patients} patients of {args.site} ({', '.join(args.sequences)}; pixel "
          f"{_span(profile.pixel_mm)} mm, slices {_span(profile.slice_mm)} mm, "

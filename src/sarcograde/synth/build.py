@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..artifacts import RunRecord, hash_config, read_json, write_csv, write_json
+from ..artifacts import RunRecord, hash_config, write_csv
 from ..cohort import CLINICAL_COLUMNS
 from ..console import info, progress
 from ..errors import SarcogradeError
+from ..formats.records import FOLDER_RECORD
+from ..formats.synth import MANIFEST, PREVIEW, TRUTH, read_synth_record, write_synth_record
 from ..io import write_image
 from .patients import FEATURE_PROBABILITY, PatientSpec, sample_cohort
 from .phantom import TumourLattice, render
@@ -96,11 +98,10 @@ def _claim_folder(out: Path, config: dict, outputs: list[str], overwrite: bool) 
     synth.json lists every file this configuration writes, so that --overwrite removes exactly
     those of the previous one and never a file that synth did not write (a user's images).
     """
-    record = out / "synth.json"
-    previous = read_json(record) if record.is_file() else None
+    previous = read_synth_record(out)
     if previous is not None and previous.get("key") == config["key"]:
         return True
-    if previous is None and (out / "manifest.csv").exists():
+    if previous is None and (out / MANIFEST).exists():
         raise SarcogradeError("holds a manifest.csv that sarcograde synth did not write; choose "
                               "another folder (--overwrite only replaces a synthetic cohort)",
                               path=out)
@@ -109,7 +110,7 @@ def _claim_folder(out: Path, config: dict, outputs: list[str], overwrite: bool) 
             raise SarcogradeError("holds a cohort made with another configuration; choose an "
                                   "empty folder or pass --overwrite", path=out)
         _remove_outputs(out, previous.get("outputs", []))
-    write_json(record, {**config, "outputs": outputs})
+    write_synth_record(out, {**config, "outputs": outputs})
     return False
 
 
@@ -144,7 +145,7 @@ def make_cohort(out: str | Path, n_patients: int = 20, site: str = "siteA", seed
     config["key"] = hash_config(config)
     specs = sample_cohort(int(n_patients), profile, int(seed), sequences)
     outputs = [f for spec in specs for seq in sequences for f in _files(spec, seq)]
-    outputs += ["manifest.csv", "truth.csv", "run.json", "preview.png"]
+    outputs += [MANIFEST, TRUTH, FOLDER_RECORD, PREVIEW]
     # Before run.json: a refusal changes nothing.
     resume = _claim_folder(out, config, outputs, overwrite)
     with RunRecord(out, config=config, seed=int(seed)):
@@ -161,9 +162,9 @@ def make_cohort(out: str | Path, n_patients: int = 20, site: str = "siteA", seed
                 bar.advance(task)
         if done:
             info(f"synth: kept {done} finished patient(s) of this configuration in {out}")
-        write_csv(out / "truth.csv", _truth(specs, sequences))
-        write_csv(out / "manifest.csv", _manifest(specs, sequences, missing_masks))
-    return out / "manifest.csv"
+        write_csv(out / TRUTH, _truth(specs, sequences))
+        write_csv(out / MANIFEST, _manifest(specs, sequences, missing_masks))
+    return out / MANIFEST
 
 
 def _write_patient(out: Path, spec: PatientSpec, sequences: tuple[str, ...],

@@ -21,11 +21,10 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from . import model_kinds as kinds
-from .artifacts import RunRecord, write_csv, write_json
+from .artifacts import RunRecord, write_csv
 from .console import info, warn
 from .errors import SarcogradeError
-from .formats.common import read_json_object
-from .formats.fusion import FUSION_MODEL
+from .formats.fusion import FUSION_MODEL, read_fusion_model, write_fusion_model
 from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .formats.run import CV_PREDICTIONS, read_cv_predictions
@@ -148,18 +147,13 @@ def run(args: argparse.Namespace) -> int:
                                       "`sarcograde train` run?", path=path)
         with RunRecord(args.out, config={"classifier": CLASSIFIER}, inputs=inputs):
             model = fit({seq: path / CV_PREDICTIONS for seq, path in runs.items()})
-            write_json(args.out / FUSION_MODEL, model)
+            write_fusion_model(args.out, model)
         full = model["models"][0]
         info(f"fusion: fitted on {full['n']} training patients ({full['n_low']} low grade), "
              f"coefficients {', '.join(f'{s} {c:.3f}' for s, c in full['coefficients'].items())}"
              f" -> {args.out / FUSION_MODEL}")
         return 0
-    if not args.model.is_file():
-        raise SarcogradeError("fusion model.json not found", path=args.model)
-    model = read_json_object(args.model, "fusion fit")
-    if model.get("model") != MODEL_NAME or not {"sequences", "models"} <= set(model):
-        raise SarcogradeError("not a fusion model.json (written by `sarcograde fusion fit`)",
-                              path=args.model)
+    model = read_fusion_model(args.model, MODEL_NAME)
     paths = _named_paths(args.predictions, "--predictions")
     frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():

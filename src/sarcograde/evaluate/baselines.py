@@ -47,7 +47,7 @@ def baseline_splits(run: Path | None, ids: list[str], labels: np.ndarray, seed: 
     """The DL run's own splits when they cover exactly these patients, else new stratified ones."""
     folds, repeats, source = 5, 3, "repeated stratified k-fold (scikit-learn), seeded"
     if run is not None:
-        path = run / "folds.json"
+        path = run / run_format.FOLDS
         spec = run_format.read_folds(run)
         splits, run_folds, run_repeats, run_seed = spec.splits, spec.folds, spec.repeats, spec.seed
         covered = {pid for split in splits for pid in split.train + split.val}

@@ -125,9 +125,9 @@ def match_patients(predictions: pd.DataFrame, cohort: Cohort, path: Path | None 
 
 def read_cv_predictions(run: Path) -> pd.DataFrame:
     """Out-of-fold predictions of the training run, one row per patient (mean over repeats)."""
-    path = run / "cv_predictions.csv"
+    path = run / run_format.CV_PREDICTIONS
     frame = run_format.read_cv_predictions(
-        path, "cv_predictions.csv (is this a `sarcograde train` run?)")
+        path, f"{run_format.CV_PREDICTIONS} (is this a `sarcograde train` run?)")
     return out_of_fold(frame, path)[0]
 
 
@@ -317,7 +317,7 @@ def record_inputs(args, inputs: Inputs) -> dict[str, Path]:
     if args.train_manifest is not None:
         record["train_manifest"] = args.train_manifest
     if args.run is not None:
-        for name in ("cv_predictions.csv", "folds.json"):
+        for name in (run_format.CV_PREDICTIONS, run_format.FOLDS):
             if (args.run / name).is_file():
                 record[f"run/{name}"] = args.run / name
     return record

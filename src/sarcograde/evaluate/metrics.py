@@ -10,6 +10,7 @@ import numpy as np
 
 from ..cohort import Patient
 from ..console import warn
+from ..formats import run as run_format
 from ..stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
                      classify, confusion_counts, delong_test, percentile_ci, youden_threshold)
 from ..survival import bonferroni
@@ -98,7 +99,7 @@ def youden_block(run: Path, patients: list[Patient], y: np.ndarray, p: np.ndarra
                  indices: np.ndarray) -> dict:
     """The metrics at the Youden threshold of the training run's out-of-fold predictions."""
     cv = read_cv_predictions(run)
-    source = str(run / "cv_predictions.csv")
+    source = str(run / run_format.CV_PREDICTIONS)
     try:
         threshold = youden_threshold(cv["label"].to_numpy(int), cv["p_high"].to_numpy(float))
     except ValueError:

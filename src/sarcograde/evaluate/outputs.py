@@ -10,9 +10,9 @@ from ..console import warn
 from ..errors import SarcogradeError
 from ..formats import evaluation as evaluation_format
 from ..formats import predictions as predictions_format
+from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
 from .figures import calibration_figure, roc_figure
 from .score import Evaluation
-from .survival import KM_PANEL
 from .tables import confusion_rows, model_rows, table2, table2_markdown
 
 COHORT_TABLE = {evaluation_format.COHORT_TABLE_CSV, evaluation_format.COHORT_TABLE_MD}
@@ -33,9 +33,9 @@ def _previous_km_figures(out: Path) -> list[Path]:
 
 def _remove_stale(out: Path, keep: set[str]) -> None:
     """Delete the optional outputs of an earlier run that are not in `keep`."""
-    optional = [*_previous_km_figures(out), out / KM_PANEL, out / "roc.png",
+    optional = [*_previous_km_figures(out), out / KM_PANEL, out / ROC,
                 out / evaluation_format.COHORT_TABLE_CSV, out / evaluation_format.COHORT_TABLE_MD,
-                out / "calibration_models.png"]
+                out / CALIBRATION_MODELS]
     for path in optional:
         if path.name not in keep:
             path.unlink(missing_ok=True)
@@ -53,14 +53,14 @@ def _write_figures(out: Path, evaluation: Evaluation) -> None:
     if _has_roc(evaluation):
         curves = {m.shown: (m.p, m.block) for m in models}
         save_figure(roc_figure(y, curves, reference.shown, evaluation.indices, cohort),
-                    out / "roc.png")
+                    out / ROC)
     else:
         warn(f"roc.png not drawn: {reference.block['auc']['note']}")
     save_figure(calibration_figure(y, {reference.name: (reference.p, reference.block)},
-                                   evaluation.n_bins, cohort), out / "calibration.png")
+                                   evaluation.n_bins, cohort), out / CALIBRATION)
     if len(models) > 1:
         save_figure(calibration_figure(y, {m.name: (m.p, m.block) for m in models},
-                                       evaluation.n_bins, cohort), out / "calibration_models.png")
+                                       evaluation.n_bins, cohort), out / CALIBRATION_MODELS)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:
@@ -68,8 +68,8 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
     inputs, metrics = evaluation.inputs, evaluation.metrics
     table = evaluation.baselines.cohort_table
     _remove_stale(out, keep=set(evaluation.km_figures)
-                  | ({"roc.png"} if _has_roc(evaluation) else set())
-                  | ({"calibration_models.png"} if len(evaluation.models) > 1 else set())
+                  | ({ROC} if _has_roc(evaluation) else set())
+                  | ({CALIBRATION_MODELS} if len(evaluation.models) > 1 else set())
                   | (COHORT_TABLE if table is not None else set()))
     evaluation_format.write_patient_flow(out, inputs.flow)
     evaluation_format.write_metrics(out, metrics)

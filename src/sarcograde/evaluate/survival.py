@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..cohort import Patient
+from ..formats.evaluation import KM, KM_PANEL
 from ..stats import classify
 from ..survival import (bonferroni, kaplan_meier, logrank_test, plot_kaplan_meier,
                         plot_kaplan_meier_panel)
 from .metrics import Scored, number
 
-KM_PANEL = "km_panel.png"
 PREDICTED_GROUPS = ("predicted low", "predicted high")
 GRADE_GROUPS = ("low (G1)", "high (G2/G3)")
 
@@ -49,7 +49,7 @@ def survival_analysis(patients: list[Patient],
         groups = np.asarray(groups)[known]
         curves[key] = {g: kaplan_meier(time[groups == g], event[groups == g])
                        for g in order if np.any(groups == g)}
-        entry = {"title": title, "figure": f"km_{key}.png",
+        entry = {"title": title, "figure": KM.format(key=key),
                  "groups": {g: {"n": km.n, "deaths": int(km.events.sum()),
                                 "median_months": number(km.median)}
                             for g, km in curves[key].items()}}

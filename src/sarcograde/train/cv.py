@@ -23,6 +23,7 @@ from ..console import info, progress, warn
 from ..data import load_slices
 from ..device import resolve_device
 from ..errors import SarcogradeError
+from ..formats import cache as cache_format
 from ..formats import run as run_format
 from ..formats.run import (Folds, read_cv_predictions, read_run_config, write_folds,
                            write_run_config)
@@ -63,12 +64,12 @@ def write_cv_predictions(out: Path, splits: list[Split]) -> dict[str, float]:
 
     Returns the patient-level AUC of each complete repeat ("repeat_0": ...).
     """
-    frames = [read_cv_predictions(out / s.name / "val_predictions.csv", "val_predictions.csv")
-              for s in splits if (out / s.name / "model.pt").is_file()]
+    frames = [read_cv_predictions(out / s.name / run_format.VAL_PREDICTIONS, run_format.VAL_PREDICTIONS)
+              for s in splits if (out / s.name / run_format.MODEL).is_file()]
     if not frames:
         return {}
     cv = pd.concat(frames, ignore_index=True)
-    run_format.write_cv_predictions(out / "cv_predictions.csv", cv)
+    run_format.write_cv_predictions(out / run_format.CV_PREDICTIONS, cv)
     n_folds = {r: sum(1 for s in splits if s.repeat == r) for r in {s.repeat for s in splits}}
     aucs = {}
     for repeat, rows in cv.groupby("repeat"):
@@ -127,7 +128,7 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     if previous is not None and previous.get("config_hash") != config_hash:
         raise SarcogradeError("this run folder was trained with another configuration, seed or "
                               "cache; use a new --out folder (or delete this one to retrain)",
-                              path=out / "config.json")
+                              path=out / run_format.CONFIG)
     record = {**config, "cache": slices.cache_config, "cache_path": str(cache.resolve()),
               "cache_hash": slices.cache_hash, "sequence": slices.sequence, "seed": seed,
               "config_hash": config_hash}
@@ -136,14 +137,14 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
                            repeats=repeats, seed=seed, adaptation=adaptation, splits=splits))
 
     todo = splits if only_fold is None else [splits[only_fold]]
-    with RunRecord(out, config=record, inputs={"cache_index": cache / "index.csv"},
+    with RunRecord(out, config=record, inputs={"cache_index": cache / cache_format.INDEX},
                    seed=seed) as run_record:
         if executor is None:
             # All slices stay on the training device once; a batch is a gather from them.
             images = torch.from_numpy(slices.images).to(settings.device)
             slice_labels = torch.from_numpy(np.maximum(slices.labels, 0)[slices.patient_index])
             slice_labels = slice_labels.to(settings.device)
-            pending = [s for s in todo if not (out / s.name / "model.pt").is_file()]
+            pending = [s for s in todo if not (out / s.name / run_format.MODEL).is_file()]
             for split in todo:
                 if split not in pending:
                     info(f"{split.name}: finished earlier, not retrained")
@@ -178,7 +179,7 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
         else:
             train_folds_on_ray(executor, FoldJob(cache, out, config, seed, sequence, device, fold=0),
                                [splits.index(s) for s in todo
-                                if not (out / s.name / "model.pt").is_file()])
+                                if not (out / s.name / run_format.MODEL).is_file()])
         aucs = write_cv_predictions(out, splits)
         run_record.record["cv_auc"] = aucs
     for repeat, auc in aucs.items() if report_auc else ():

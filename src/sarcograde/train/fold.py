@@ -20,14 +20,13 @@ from ..console import info, warn
 from ..data import SliceSet, epoch_generator, epoch_seed
 from ..errors import SarcogradeError
 from ..formats import run as run_format
-from ..formats.run import read_checkpoint, write_checkpoint, write_history
+from ..formats.run import CHECKPOINT, read_checkpoint, write_checkpoint, write_history
 from ..splits import Split
 from .curves import plot_learning_curve
 from .progress import Bars
 from .settings import Settings, class_weights
 from .step import Evaluation, evaluate, fold_data, train_epoch
 
-CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -132,7 +131,7 @@ class FoldRun:
         self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss,
                              "val_auc": ev.auc, "lr": self.optimizer.param_groups[0]["lr"],
                              "seconds": seconds})
-        write_history(self.fold_dir / "history.csv", self.history)
+        write_history(self.fold_dir / run_format.HISTORY, self.history)
         if bars is not None:
             bars.end_epoch(self.fold_dir.name, self.history[-1])
         if ev.loss < self.best_loss:
@@ -158,14 +157,14 @@ class FoldRun:
         self.net.load_state_dict(self.best_state)
         split, data = self.split, self.data
         ev = self.evaluate()
-        run_format.write_cv_predictions(self.fold_dir / "val_predictions.csv", pd.DataFrame({
+        run_format.write_cv_predictions(self.fold_dir / run_format.VAL_PREDICTIONS, pd.DataFrame({
             "patient_id": data.val_patients, "repeat": split.repeat, "fold": split.fold,
             "label": data.val_labels, "p_high": ev.p_high}))
-        frame = write_history(self.fold_dir / "history.csv", self.history)
+        frame = write_history(self.fold_dir / run_format.HISTORY, self.history)
         plot_learning_curve(frame, self.best_epoch,
                             f"{split.name}: repeat {split.repeat}, fold {split.fold}",
-                            self.fold_dir / "learning_curve.png")
-        model_lib.save_fold_model(self.fold_dir / "model.pt", self.net, model_cfg=self.model_cfg,
+                            self.fold_dir / run_format.LEARNING_CURVE)
+        model_lib.save_fold_model(self.fold_dir / run_format.MODEL, self.net, model_cfg=self.model_cfg,
                                   input_meta=self.meta, preprocess_cfg=self.slices.cache_config,
                                   best_epoch=self.best_epoch, repeat=split.repeat,
                                   fold=split.fold)

@@ -11,7 +11,8 @@ import torch
 
 from .. import model as model_lib
 from ..config import AugmentParams
-from ..ensemble import PRECISIONS, autocast, resolve_precision
+from ..config_schema import check_settings
+from ..ensemble import autocast, resolve_precision
 from ..errors import SarcogradeError
 
 # Train settings that change how fast the folds are trained, not their numbers: left out of the
@@ -38,32 +39,21 @@ class Settings:
 
     @classmethod
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
-        amp = str(train_cfg.get("amp", "auto")).lower()
+        check_settings({"train": train_cfg})  # types and ranges; what follows combines them
         cuda = device.type == "cuda"
-        amp = "fp32" if amp in ("none", "false") else amp
-        if amp not in PRECISIONS or (amp == "fp16" and not cuda):
-            raise SarcogradeError(f"train.amp {amp!r} is not auto, none, bf16 or fp16 (GPU only)")
+        amp = str(train_cfg.get("amp", "auto"))
+        amp = "fp32" if amp == "none" else amp
+        if amp == "fp16" and not cuda:
+            raise SarcogradeError("train.amp 'fp16' needs a GPU; use bf16 or none on a CPU")
         amp_dtype = resolve_precision(amp, device)
         channels_last = train_cfg.get("channels_last", "auto")
         concurrent = train_cfg.get("concurrent_folds", 1)
-        if concurrent != "auto" and not (isinstance(concurrent, int) and concurrent >= 1
-                                         and not isinstance(concurrent, bool)):
-            raise SarcogradeError(f"train.concurrent_folds {concurrent!r} is not auto or a "
-                                  "whole number >= 1")
         graphs = train_cfg.get("cuda_graphs", False)
-        if not isinstance(graphs, bool):
-            raise SarcogradeError(f"train.cuda_graphs {graphs!r} is not true or false")
         if graphs and amp_dtype == torch.float16:
             raise SarcogradeError("train.cuda_graphs cannot be used with fp16 autocast (its loss "
                                   "scaling is not replayed); use bf16 or fp32")
         every = train_cfg.get("checkpoint_every_s", 0)
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
-            raise SarcogradeError(f"train.checkpoint_every_s {every!r} is not a number of "
-                                  "seconds >= 0")
-        weighting = str(train_cfg.get("class_weights", "inverse_frequency")).lower()
-        if weighting not in ("inverse_frequency", "none"):
-            raise SarcogradeError(f"train.class_weights {weighting!r} is not inverse_frequency "
-                                  "or none")
+        weighting = train_cfg.get("class_weights", "inverse_frequency")
         return cls(batch_size=int(train_cfg["batch_size"]),
                    learning_rate=float(train_cfg["learning_rate"]),
                    max_epochs=int(train_cfg["max_epochs"]), patience=int(train_cfg["patience"]),

@@ -87,7 +87,8 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     `config` is a merged config (`sarcograde.config.load_config`); `train.folds` and
     `train.repeats` set the splits, `only_fold` trains one of them (0-based, as fold_XX).
     With a Ray `executor` each fold is one Ray task (`train_folds_on_ray`), which passes
-    `report_auc=False`: the driver prints the out-of-fold AUC lines. Returns OUT.
+    `report_auc=False`: the driver prints the out-of-fold AUC lines (the paper preset's epoch
+    time on a CPU is said by a local run only). Returns OUT.
     """
     cache, out = Path(cache), Path(out)
     model_cfg, train_cfg = config["model"], config["train"]

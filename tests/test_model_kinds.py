@@ -17,6 +17,8 @@ from sarcograde.errors import SarcogradeError
     (kinds.CLINICAL_VOLUME, None, "clinical+volume"),
     (kinds.PACKAGE, "T2FS", "PKG-T2FS"),
     (kinds.PACKAGE_FUSION, None, "PKG-fusion"),
+    (kinds.DL, "T2.FS", "DL-T2.FS"),            # any sequence name a study accepts
+    (kinds.RADIOMICS, "T1_post-Gd", "radiomics-T1_post-Gd"),
 ])
 def test_a_name_is_built_from_its_kind_and_parsed_back(kind, sequence, name):
     assert kinds.name(kind, sequence) == name

@@ -43,9 +43,10 @@ UNNAMED_DL = "DL"
 POOLED = "pooled"
 PREDICTIONS_SUFFIX = ".csv"
 
-_SEQUENCE = r"\w+"
+# A sequence name as a study and a manifest column take it (T2FS, T1.FSGd, T1_post-Gd).
+SEQUENCE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _PATTERNS = {kind: re.compile(re.escape(template).replace(re.escape("{seq}"),
-                                                          f"(?P<seq>{_SEQUENCE})"))
+                                                          f"(?P<seq>{SEQUENCE_NAME})"))
              for kind, template in TEMPLATES.items()}
 # How each kind is written in messages and help: DL-<SEQ>, DL-fusion, ...
 FORMS = tuple(template.replace("{seq}", "<SEQ>") for template in TEMPLATES.values())

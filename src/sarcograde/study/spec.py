@@ -28,7 +28,7 @@ BASELINES = kinds.BASELINES
 # The `overrides` section holding configs/radiomics.yaml's sections.
 RADIOMICS = "radiomics"
 RESERVED_SITES = {"train", kinds.POOLED}
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NAME = re.compile(kinds.SEQUENCE_NAME)  # site and sequence names; model names take the same
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,10 @@ QUICK = {"architecture": "densenet", "init_features": 16, "growth_rate": 8,
 DENSENET161 = {"architecture": "densenet161"}
 
 
-def settings_for(batch: int, amp: str, channels_last: bool,
+def settings_for(batch: int, precision: str, channels_last: bool,
                  device: torch.device = torch.device("cpu")) -> Settings:
     return Settings.from_config({"batch_size": batch, "learning_rate": 1e-4, "max_epochs": 1,
-                                 "patience": 1, "augment": True, "amp": amp,
+                                 "patience": 1, "augment": True, "precision": precision,
                                  "channels_last": channels_last}, device)
 
 
@@ -125,8 +125,8 @@ def loop_steps(model, optimizer, settings: Settings, size: int, steps: int, epoc
 
 
 def throughput(name: str, model_cfg: dict, size: int, batch: int, steps: int, reps: int,
-               amp: str = "none", channels_last: bool = False) -> None:
-    settings = settings_for(batch, amp, channels_last)
+               precision: str = "fp32", channels_last: bool = False) -> None:
+    settings = settings_for(batch, precision, channels_last)
     torch.manual_seed(0)
     model = model_lib.build_model(model_cfg)
     if channels_last:
@@ -139,7 +139,7 @@ def throughput(name: str, model_cfg: dict, size: int, batch: int, steps: int, re
         bare.append(batch * steps / bare_steps(model, optimizer, settings, size, steps))
         loop.append(batch * steps / loop_steps(model, optimizer, settings, size, steps, rep + 1))
     b, lo = statistics.median(bare), statistics.median(loop)
-    print(f"| {name} | {size} | {batch} | {amp} | {'yes' if channels_last else 'no'} | "
+    print(f"| {name} | {size} | {batch} | {precision} | {'yes' if channels_last else 'no'} | "
           f"{b:.1f} | {lo:.1f} | {lo / b:.2f} |", flush=True)
 
 
@@ -219,14 +219,15 @@ def host_waits(device: torch.device, loop, steps: int) -> str:
 
 
 def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list[int],
-                     steps: int, reps: int, amp: str, channels_last: bool,
+                     steps: int, reps: int, precision: str, channels_last: bool,
                      device: torch.device, peak_tflops: float | None,
                      step_budget_s: float) -> None:
     """Rows of the plain-vs-stacked table: one network, then K = each of `ks` side by side."""
     import tempfile
 
-    settings = settings_for(batch, amp, channels_last, device)
-    tag = f"| {name} | {size} | {batch} | {amp} | {'yes' if settings.channels_last else 'no'} "
+    settings = settings_for(batch, precision, channels_last, device)
+    layout = "yes" if settings.channels_last else "no"
+    tag = f"| {name} | {size} | {batch} | {precision} | {layout} "
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         before = allocated(device)
@@ -292,7 +293,7 @@ def stacked_vs_plain(name: str, model_cfg: dict, size: int, batch: int, ks: list
 
 
 def graphed_vs_eager(name: str, model_cfg: dict, size: int, batch: int, ks: list[int],
-                     steps: int, reps: int, amp: str, channels_last: bool,
+                     steps: int, reps: int, precision: str, channels_last: bool,
                      device: torch.device, peak_tflops: float | None,
                      step_budget_s: float) -> None:
     """`train.StackedStep` run eagerly against replayed from its CUDA graph
@@ -303,8 +304,8 @@ def graphed_vs_eager(name: str, model_cfg: dict, size: int, batch: int, ks: list
     includes the warm-up and the capture."""
     import tempfile
 
-    settings = settings_for(batch, amp, channels_last, device)
-    tag = f"| {name} | {size} | {batch} | {amp} | {'yes' if channels_last else 'no'} "
+    settings = settings_for(batch, precision, channels_last, device)
+    tag = f"| {name} | {size} | {batch} | {precision} | {'yes' if channels_last else 'no'} "
     flops, plain_eager = None, None
     with tempfile.TemporaryDirectory() as tmp:
         for k in [1, *ks]:
@@ -443,8 +444,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="slice size (default 224 for DenseNet-161, 64 "
                                                  "for quick)")
     parser.add_argument("--steps", type=int, help="steps per timing (default 10 cuda, 4 cpu)")
-    parser.add_argument("--amp", choices=["none", "bf16"],
-                        help="autocast (default bf16 on cuda, none on cpu)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"],
+                        help="autocast precision (default bf16 on cuda, fp32 on cpu)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--peak-tflops", type=float,
                         help="peak arithmetic rate for the share of peak (default: 989, the "
@@ -465,16 +466,16 @@ def main() -> None:
         print("| model | size | batch | autocast | channels_last | bare slices/s | "
               "loop slices/s | loop/bare |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
         throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps)
-        throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps, amp="bf16")
+        throughput("quick DenseNet", QUICK, 64, 32, 20, args.reps, precision="bf16")
         if not args.skip_161:
             throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps)
-            throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, amp="bf16")
+            throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, precision="bf16")
             throughput("DenseNet-161", DENSENET161, 224, 8, 2, args.reps, channels_last=True)
         print()
     model = args.model or ("densenet161" if cuda else "quick")
     cfg, name = (DENSENET161, "DenseNet-161") if model == "densenet161" else (QUICK, "quick DenseNet")
     size = args.size or (224 if model == "densenet161" else 64)
-    amp = args.amp or ("bf16" if cuda else "none")
+    precision = args.precision or ("bf16" if cuda else "fp32")
     peak, source = peak_of(device, args.peak_tflops)
     print(f"Plain (one network) against stacked (K networks as one StackedDenseNet), median of "
           f"{args.reps} repetitions; a stacked step counts K x {args.batch} slices. Share of peak:"
@@ -484,8 +485,8 @@ def main() -> None:
           "| GPU GiB | host waits / loop step |\n" + "| --- " * 14 + "|")
     with deterministic():  # as `sarcograde train` runs: deterministic kernels, no cuDNN autotuning
         stacked_vs_plain(name, cfg, size, args.batch, sorted(args.k),
-                         args.steps or (10 if cuda else 4), args.reps, amp, args.channels_last,
-                         device, peak, args.step_budget_s)
+                         args.steps or (10 if cuda else 4), args.reps, precision,
+                         args.channels_last, device, peak, args.step_budget_s)
     print(f"\nAugmentation of one stacked step, K = {args.k[-1]} batches of {args.batch}: K "
           f"augment_batch calls against one batched resampling, ms per step, median of "
           f"{args.reps}.\n\n| size | slices | K augment_batch ms | one batched ms | ratio |\n"
@@ -506,7 +507,8 @@ def main() -> None:
               "| graph vs one network eager | % of peak eager / graph |\n" + "| --- " * 11 + "|")
         with deterministic():
             graphed_vs_eager(name, cfg, size, args.batch, sorted(args.k), args.steps or 10,
-                             args.reps, amp, args.channels_last, device, peak, args.step_budget_s)
+                             args.reps, precision, args.channels_last, device, peak,
+                             args.step_budget_s)
 
 
 if __name__ == "__main__":

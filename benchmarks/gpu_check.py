@@ -161,7 +161,7 @@ def main() -> None:
     else:
         device = "cuda"
         train_args = ["--model", "densenet161", "--size", "224", "--batch", "30",
-                      "--k", "5", "15", "--steps", "10", "--reps", "3", "--amp", "bf16",
+                      "--k", "5", "15", "--steps", "10", "--reps", "3", "--precision", "bf16",
                       "--channels-last", "--step-budget-s", "60"]
         predict_args = ["--n-models", "15", "--model", "densenet161", "--size", "224",
                         "--slices", "960", "--reps", "3"]

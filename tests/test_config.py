@@ -54,7 +54,23 @@ def test_file_then_overrides_on_top_of_the_preset(tmp_path):
     assert load_config("quick")["train"]["max_epochs"] == load_preset("quick")["train"]["max_epochs"]
 
 
+@pytest.mark.parametrize("old, new", [("bf16", "bf16"), ("none", "fp32"), ("auto", "auto")])
+def test_train_amp_in_a_config_file_is_the_old_name_of_train_precision(tmp_path, capsys, old,
+                                                                       new):
+    (tmp_path / "new.yaml").write_text(f"train:\n  precision: {new}\n  max_epochs: 2\n")
+    (tmp_path / "old.yaml").write_text(f"train:\n  amp: {old}\n  max_epochs: 2\n")
+    expected = load_config("quick", tmp_path / "new.yaml")
+    assert capsys.readouterr().err == ""
+    assert load_config("quick", tmp_path / "old.yaml") == expected
+    assert expected["train"]["precision"] == new and "amp" not in expected["train"]
+    assert capsys.readouterr().err == (
+        f"{tmp_path / 'old.yaml'}: note: train.amp: {old} is deprecated; use train.precision: "
+        f"{new} (the old name goes in the next version)\n")
+
+
 @pytest.mark.parametrize("text, problem", [
+    ("train:\n  amp: bf16\n  precision: fp32\n", "train.amp and train.precision are one setting "
+     "(amp is its old name); give train.precision only"),
     ("trian:\n  folds: 3\n", "unknown section trian; did you mean train?"),
     ("- 1\n- 2\n", "config must be a mapping of sections"),
     ("train: [unclosed\n", "cannot read config"),

@@ -97,7 +97,7 @@ def test_an_unknown_key_is_named_with_the_nearest_known_one(values, problem):
     ({"train": {"learning_rate": 0}}, "train.learning_rate 0 is not a number > 0"),
     ({"train": {"learning_rate": "1e-4"}}, "train.learning_rate '1e-4' is not a number > 0 (YAML "
      "reads it as text: write numbers unquoted, and 1.0e-4 rather than 1e-4)"),
-    ({"train": {"amp": "bf17"}}, "train.amp 'bf17' is not auto, none, fp32, bf16 or fp16"),
+    ({"train": {"precision": "bf17"}}, "train.precision 'bf17' is not auto, fp32, bf16 or fp16"),
     ({"train": {"class_weights": "balanced"}},
      "train.class_weights 'balanced' is not inverse_frequency or none"),
     ({"train": {"concurrent_folds": 0}},
@@ -132,7 +132,7 @@ def test_a_bad_value_says_what_the_key_takes(values, problem):
 
 @pytest.mark.parametrize("values", [
     {"preprocess": {"n4_grid_mm": "auto"}}, {"preprocess": {"n4_grid_mm": 6}},
-    {"train": {"amp": "none", "concurrent_folds": "auto", "channels_last": False}},
+    {"train": {"precision": "fp32", "concurrent_folds": "auto", "channels_last": False}},
     {"train": {"concurrent_folds": 3, "augment": {"zoom": [1, 1], "elastic_p": 0}}},
     {"train": {"augment": False}},
     {"model": {"pretrained": "weights/densenet161.pth", "dropout": 0.2}},

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from sarcograde import cli
+from sarcograde import demo as demo_mod
 from sarcograde.demo import EXTERNAL_SITES, DemoLayout, run_demo, study_file, synth_args
 from sarcograde.study import Layout
 from sarcograde.study.spec import KEYS
@@ -80,3 +81,15 @@ def test_the_study_file_and_synth_arguments_are_valid(tmp_path):
 def test_too_small_a_demo_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), "--patients-train", "4"]) == 1
     assert "at least 10 training" in capsys.readouterr().err
+
+
+def test_quick_epochs_is_the_old_spelling_of_max_epochs(tmp_path, monkeypatch, capsys):
+    runs = []
+    monkeypatch.setattr(demo_mod, "run_demo", lambda out, **kwargs: runs.append(kwargs))
+    assert cli.main(["demo", "--out", str(tmp_path), "--max-epochs", "2"]) == 0
+    assert capsys.readouterr().err == ""
+    assert cli.main(["demo", "--out", str(tmp_path), "--quick-epochs", "2"]) == 0
+    assert capsys.readouterr().err == (
+        "sarcograde demo: note: --quick-epochs is deprecated; use --max-epochs (the old spelling "
+        "goes in the next version)\n")
+    assert runs[0] == runs[1] and runs[0]["epochs"] == 2

@@ -263,7 +263,7 @@ def test_explain_on_ray_gives_the_local_attention_and_maps(run_dir, cache_dir, t
 def test_explain_on_ray_reuses_the_maps_of_patients_already_done(run_dir, cache_dir, tmp_path):
     """What a retried task (or a rerun) finds: the patients done before keep their maps."""
     out = tmp_path / "ray"
-    explain(run_dir, cache_dir, out, "--device", "cpu", "--executor", "ray", "--patients", "OFF")
+    explain(run_dir, cache_dir, out, "--device", "cpu", "--executor", "ray", "--patient-ids", "OFF")
     stamp = (out / "maps" / "OFF.npz").stat().st_mtime_ns
     explain(run_dir, cache_dir, out, "--device", "cpu", "--executor", "ray")
     assert (out / "maps" / "OFF.npz").stat().st_mtime_ns == stamp

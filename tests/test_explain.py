@@ -192,13 +192,19 @@ def test_explain_end_to_end(run_dir, cache_dir, tmp_path):
     assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
 
-def test_rescoring_reuses_the_maps(run_dir, cache_dir, tmp_path):
+def test_rescoring_reuses_the_maps(run_dir, cache_dir, tmp_path, capsys):
     out = tmp_path / "explain"
-    narrow = explain(run_dir, cache_dir, out, "--patients", "OFF")
+    narrow = explain(run_dir, cache_dir, out, "--patient-ids", "OFF")
     assert list(narrow.index) == ["OFF"]
     maps = out / "maps" / "OFF.npz"
     stamp = maps.stat().st_mtime_ns
+    capsys.readouterr()
+    # the old spelling of --patient-ids, deprecated: the same run, and one note
     wide = explain(run_dir, cache_dir, out, "--patients", "OFF", "--ring-mm", "40")
+    assert [line for line in capsys.readouterr().err.splitlines() if "note" in line] == [
+        "sarcograde explain: note: --patients is deprecated; use --patient-ids (the old spelling "
+        "goes in the next version)"]
+    assert list(wide.index) == ["OFF"]
     assert maps.stat().st_mtime_ns == stamp                    # not recomputed
     assert wide.loc["OFF", "ring"] > narrow.loc["OFF", "ring"] + 0.3
     assert wide.loc["OFF", "inside"] == narrow.loc["OFF", "inside"]
@@ -207,7 +213,7 @@ def test_rescoring_reuses_the_maps(run_dir, cache_dir, tmp_path):
 
 def test_unknown_patient(run_dir, cache_dir, tmp_path, capsys):
     assert main(["explain", str(run_dir), str(cache_dir), "--out", str(tmp_path / "x"),
-                 "--patients", "ON,NOBODY"]) == 1
+                 "--patient-ids", "ON,NOBODY"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not in the cache: NOBODY" in err
     assert not (tmp_path / "x" / "attention.csv").exists()

@@ -86,7 +86,15 @@ def test_predict_recomputes_a_damaged_slices_file(study, tmp_path, capsys):
     assert "B2: " in err and "damaged saved logits" in err and "recomputed" in err
 
 
-def test_explain_reuses_predict_logits_and_recomputes_damaged_maps(study, tmp_path, capsys):
+# predict's output named by its CSV or its folder of slice logits, or with the deprecated spelling
+GIVEN = {"csv": ("--slice-logits", "predictions.csv"),
+         "folder": ("--slice-logits", "predictions.slices"),
+         "deprecated": ("--predictions", "predictions.csv")}
+
+
+@pytest.mark.parametrize("given", GIVEN)
+def test_explain_reuses_predict_logits_and_recomputes_damaged_maps(study, tmp_path, capsys,
+                                                                   given):
     predictions = tmp_path / "predictions.csv"
     assert main(["predict", str(study["run"]), str(study["cache"]), "--out",
                  str(predictions)]) == 0
@@ -97,9 +105,15 @@ def test_explain_reuses_predict_logits_and_recomputes_damaged_maps(study, tmp_pa
     planted = np.array([[[0.0, 3.0]] * 3, [[1.0, 2.0]] * 3], np.float32)
     write_slice_logits(tmp_path / "predictions.slices" / "A1.npz", planted, ensemble.names, key)
     out = tmp_path / "explain"
+    flag, name = GIVEN[given]
     args = ["explain", str(study["run"]), str(study["cache"]), "--out", str(out),
-            "--predictions", str(predictions), "--montage-slices", "2"]
+            flag, str(tmp_path / name), "--montage-slices", "2"]
+    capsys.readouterr()
     assert main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == (["sarcograde explain: note: --predictions is deprecated; use --slice-logits "
+                      "(the old spelling goes in the next version)"] if flag == "--predictions"
+                     else [])
     table = pd.read_csv(out / "attention.csv", dtype={"patient_id": str}).set_index("patient_id")
     assert table.loc["A1", "p_high"] == pytest.approx(aggregate(planted)[0])
     assert table.loc["B2", "p_high"] == pytest.approx(

@@ -100,24 +100,31 @@ def test_margin_is_the_logit_and_stays_finite():
     assert np.isfinite(margin([0.0, 1.0])).all()
 
 
-def _fit_and_apply(runs, site, fusion_dir, out):
+def _fit_and_apply(runs, site, fusion_dir, out, flag="--sequence"):
     argv = ["fusion", "fit", *[a for s in SEQUENCES for a in ("--run", f"{s}={runs[s]}")],
             "--out", str(fusion_dir)]
     assert cli.main(argv) == 0
     argv = ["fusion", "apply", str(fusion_dir / "model.json"),
-            *[a for s in SEQUENCES for a in ("--predictions", f"{s}={site[s]}")],
+            *[a for s in SEQUENCES for a in (flag, f"{s}={site[s]}")],
             "--out", str(out)]
     assert cli.main(argv) == 0
     model = json.loads((fusion_dir / "model.json").read_text())
     return model, pd.read_csv(out)
 
 
-def test_poisoned_test_labels_leave_the_fused_model_and_predictions_unchanged(training, tmp_path):
+def test_poisoned_test_labels_leave_the_fused_model_and_predictions_unchanged(training, tmp_path,
+                                                                             capsys):
     truth = np.arange(10) % 2
     clean = _site(tmp_path / "clean", 5, truth)
     poisoned = _site(tmp_path / "poisoned", 5, 1 - truth)
     model_a, pred_a = _fit_and_apply(training, clean, tmp_path / "fa", tmp_path / "a.csv")
-    model_b, pred_b = _fit_and_apply(training, poisoned, tmp_path / "fb", tmp_path / "b.csv")
+    capsys.readouterr()
+    # with the old spelling of --sequence, deprecated: the same, and one note for both sequences
+    model_b, pred_b = _fit_and_apply(training, poisoned, tmp_path / "fb", tmp_path / "b.csv",
+                                     flag="--predictions")
+    assert [line for line in capsys.readouterr().err.splitlines() if "note:" in line] == [
+        "sarcograde fusion apply: note: --predictions is deprecated; use --sequence (the old "
+        "spelling goes in the next version)"]
     assert model_a == model_b
     pd.testing.assert_frame_equal(pred_a, pred_b)
     # ...whereas poisoning the TRAINING labels does change it: the test above can fail.

@@ -25,6 +25,9 @@ from sarcograde import study as study_mod
 from sarcograde.cohort import load_manifest
 from sarcograde.evaluate import add_arguments as add_evaluate_arguments
 from sarcograde.study import Layout, build_steps, load_study
+from sarcograde.errors import SarcogradeError
+from sarcograde.options import spelt_before_renames
+from sarcograde.study.runner import Step, run_steps
 from sarcograde.study.target import target_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +78,9 @@ def _write_study(folder: Path, cohorts: Path, **changes) -> Path:
     ({"overrides": {"radiomics": {"features": {"bins": 8}}}},
      "unknown setting overrides.radiomics.features.bins; known: families, bin_width, "
      "intensity_range, min_texture_voxels"),
+    ({"overrides": {"train": {"amp": "bf16", "precision": "bf16"}}},
+     "overrides.train.amp and overrides.train.precision are one setting (amp is its old name); "
+     "give overrides.train.precision only"),
 ])
 def test_a_bad_study_file_is_one_line_before_any_stage(cohorts, tmp_path, capsys, change,
                                                        message):
@@ -186,6 +192,56 @@ def test_a_rerun_skips_finished_steps_and_redoes_what_changed(cohorts, tmp_path)
     assert cli.main(["study", str(path), "--out", str(out), "--until", "check"]) == 0
     state = json.loads((out / "study.json").read_text())
     assert state["runs"][3]["ran"] == ["check/siteB", "check/siteC"]
+
+
+def test_train_amp_in_the_overrides_is_the_old_name_of_train_precision(cohorts, tmp_path,
+                                                                        capsys):
+    overrides = {"train": {"max_epochs": 1, "precision": "bf16"}}
+    new = load_study(_write_study(tmp_path / "new", cohorts, overrides=overrides))
+    assert capsys.readouterr().err == ""
+    old_path = _write_study(tmp_path / "old", cohorts,
+                            overrides={"train": {"max_epochs": 1, "amp": "bf16"}})
+    old = load_study(old_path)
+    assert old.overrides == new.overrides == overrides
+    assert capsys.readouterr().err == (
+        f"{old_path}: note: overrides.train.amp: bf16 is deprecated; use "
+        "overrides.train.precision: bf16 (the old name goes in the next version)\n")
+    # its old value none is fp32
+    none = load_study(_write_study(tmp_path / "none", cohorts,
+                                   overrides={"train": {"amp": "none"}}))
+    assert none.overrides == {"train": {"precision": "fp32"}}
+
+
+def test_a_step_recorded_with_an_option_s_old_spelling_is_still_finished(cohorts, tmp_path):
+    """A study resumed after options were renamed (fusion apply's --sequence, explain's
+    --slice-logits) does not redo the steps the previous version finished: their keys, with the
+    old spellings, still count. Any other change of the command still reruns the step."""
+    layout = Layout(tmp_path / "out")
+    steps = [s for s in build_steps(load_study(_write_study(tmp_path, cohorts)), layout)
+             if s.name in ("predict/siteB/DL-fusion", "explain/siteB/T2FS")]
+    assert len(steps) == 2
+    assert [a for s in steps for a in s.argv if a in ("--sequence", "--slice-logits")] == [
+        "--sequence", "--sequence", "--slice-logits"]
+    state = {"steps": {}}
+    for step in steps:
+        old = Step(step.name, step.stage, step.inputs, step.outputs,
+                   spelt_before_renames(step.argv))
+        assert "--predictions" in old.argv and old.key() != step.key()
+        state["steps"][step.name] = {"key": old.key()}
+        for output in step.outputs:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text("finished")
+    layout.state.write_text(json.dumps(state))
+    ran = run_steps(steps, layout.state)
+    assert ran["runs"][-1]["skipped"] == [s.name for s in steps]
+    assert [ran["steps"][s.name]["key"] for s in steps] == [s.key() for s in steps]
+
+    changed = Step(steps[0].name, "predict", steps[0].inputs, steps[0].outputs,
+                   spelt_before_renames(steps[0].argv) + ["--out", "elsewhere.csv"])
+    state["steps"][changed.name] = {"key": changed.key()}
+    layout.state.write_text(json.dumps(state))
+    with pytest.raises(SarcogradeError, match="stopped at step predict/siteB/DL-fusion"):
+        run_steps(steps[:1], layout.state)  # not finished: it runs (and lacks its inputs)
 
 
 def test_a_non_grade_target_becomes_the_grade_of_a_derived_manifest(cohorts, tmp_path):

@@ -21,7 +21,11 @@ from sarcograde.cli import main
 from sarcograde.config import load_config
 from sarcograde.data import load_slices
 from sarcograde.errors import SarcogradeError
-from sarcograde.formats.run import HISTORY_COLUMNS
+from sarcograde.artifacts import hash_config
+from sarcograde.formats.run import (CHECKPOINT, CONFIG, HISTORY_COLUMNS, read_checkpoint,
+                                    read_run_config, write_checkpoint, write_run_config)
+from sarcograde.train import stage as train_stage
+from sarcograde.train.settings import SPEED_ONLY
 from sarcograde.splits import make_splits
 from sarcograde.train import fold as train_fold
 from fakes import cohort, graded_cache
@@ -164,19 +168,26 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
     assert not (run / "fold_01").exists()  # --fold 0 trains one split only
 
 
+def interrupt_fold_01_after(monkeypatch, epochs: int):
+    """Training stops (as at Ctrl-C) once fold_01's checkpoint after `epochs` epochs is written;
+    returns the real checkpoint writer, to put back."""
+    real_save = train_fold.save_checkpoint
+
+    def interrupted(path, state):
+        real_save(path, state)
+        if path.parent.name == "fold_01" and len(state["history"]) == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_fold, "save_checkpoint", interrupted)
+    return real_save
+
+
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     cache = graded_cache(tmp_path / "cache", cohort(5, 5))
     cfg = config(max_epochs=4, augment={"elastic_p": 0.5})
     full = train_mod.train_cv(cache, tmp_path / "full", cfg, seed=1, device="cpu")
 
-    real_save = train_fold.save_checkpoint
-
-    def interrupted(path, state):
-        real_save(path, state)
-        if path.parent.name == "fold_01" and len(state["history"]) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_fold, "save_checkpoint", interrupted)
+    real_save = interrupt_fold_01_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train_mod.train_cv(cache, tmp_path / "resumed", cfg, seed=1, device="cpu")
     assert (tmp_path / "resumed" / "fold_01" / train_mod.CHECKPOINT).is_file()
@@ -198,6 +209,59 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     with pytest.raises(SarcogradeError, match="config.json: this run folder was trained with "
                                               "another configuration"):
         train_mod.train_cv(cache, resumed, other, seed=1, device="cpu")
+
+
+def hash_as_before(record: dict) -> str:
+    """The configuration hash the previous version wrote for a run's config.json."""
+    return hash_config({"model": record["model"],
+                        "train": {k: v for k, v in record["train"].items() if k not in SPEED_ONLY},
+                        "seed": record["seed"], "sequence": record["sequence"],
+                        "cache_hash": record["cache_hash"]})
+
+
+def test_a_run_trained_when_train_precision_was_train_amp_resumes(tmp_path, monkeypatch, capsys):
+    """A run folder and a fold's checkpoint of the previous version (train.amp: none) hold the
+    configuration train.precision: fp32 names now: the run resumes where it stopped."""
+    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
+    run, cfg = tmp_path / "run", config(max_epochs=2)
+    real_save = interrupt_fold_01_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train_cv(cache, run, cfg, seed=0, device="cpu")
+    # the run folder as the previous version left it
+    record = read_run_config(run)
+    assert record["config_hash"] == hash_as_before(record)  # the hash is still made so
+    assert record["train"].pop("precision") == "fp32"
+    record["train"]["amp"] = "none"
+    record["config_hash"] = hash_as_before(record)
+    write_run_config(run, record)
+    state = read_checkpoint(run / "fold_01" / CHECKPOINT)
+    write_checkpoint(run / "fold_01" / CHECKPOINT, {**state, "config_hash": record["config_hash"]})
+
+    monkeypatch.setattr(train_fold, "save_checkpoint", real_save)
+    capsys.readouterr()
+    train_mod.train_cv(cache, run, cfg, seed=0, device="cpu")
+    err = capsys.readouterr().err
+    assert "fold_00: finished earlier, not retrained" in err
+    assert "fold_01: resuming after epoch 1" in err
+    saved = json.loads((run / CONFIG).read_text(encoding="utf-8"))
+    assert saved["config_hash"] == record["config_hash"] and saved["train"]["precision"] == "fp32"
+
+
+def test_bf16_is_the_old_spelling_of_precision_bf16(tmp_path, monkeypatch, capsys):
+    configs = []
+    monkeypatch.setattr(train_stage, "train_cv",
+                        lambda cache, out, config, **kwargs: configs.append(config))
+    base = ["train", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--preset", "quick"]
+    assert main([*base, "--precision", "bf16"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*base, "--bf16"]) == 0
+    assert capsys.readouterr().err == (
+        "sarcograde train: note: --bf16 is deprecated; use --precision bf16 (the old spelling "
+        "goes in the next version)\n")
+    assert configs[0] == configs[1] and configs[0]["train"]["precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        main([*base, "--bf16", "--precision", "fp32"])
+    assert "argument --precision: not allowed with argument --bf16" in capsys.readouterr().err
 
 
 def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, capsys):

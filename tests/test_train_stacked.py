@@ -38,7 +38,7 @@ def stacked_and_alone(cache, tmp_path, seed, **train):
 # training amplifies it (one epoch agrees to 1e-5, six to 1e-3); bf16 autocast with channels_last
 # (the GPU's settings, here on the CPU) rounds every layer to 8 bits of mantissa.
 PRECISIONS = {"fp32": ({}, 1e-5, 1e-3, 5e-3),
-              "bf16": ({"amp": "bf16", "channels_last": True}, 1e-3, 3e-2, 2e-2)}
+              "bf16": ({"precision": "bf16", "channels_last": True}, 1e-3, 3e-2, 2e-2)}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .config_schema import check_settings
+from .config_schema import check_settings, renamed_keys
 from .errors import SarcogradeError
 
 PRESETS = ("paper", "quick")
@@ -54,6 +54,7 @@ def load_config(preset: str = "paper", file: str | Path | None = None,
             raise SarcogradeError(f"cannot read config: {exc}", path=path) from None
         if not isinstance(user, dict):
             raise SarcogradeError("config must be a mapping of sections", path=path)
+        user = renamed_keys(user, path=path)
         check_settings(user, path=path)
         config = merge(config, user)
     given = _given(overrides or {})

@@ -18,6 +18,7 @@ from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 from .errors import SarcogradeError
+from .options import deprecation_note
 from .radiomics.families import FAMILIES
 
 
@@ -255,8 +256,8 @@ TRAIN = {
                          "slices, or none", Options("inverse_frequency", "none")),
     "augment": Key("on-the-fly augmentation: true (train.augment's defaults), false, or a mapping "
                    "of some of train.augment's keys", bool, Mapping(AUGMENT)),
-    "amp": Key("autocast precision: auto (bf16 or fp16 on a GPU, none on a CPU), none (fp32), "
-               "bf16 or fp16 (GPU only)", Options("auto", "none", "fp32", "bf16", "fp16")),
+    "precision": Key("autocast precision: auto (bf16 or fp16 on a GPU, fp32 on a CPU), fp32, bf16 "
+                     "or fp16 (GPU only)", Options("auto", "fp32", "bf16", "fp16")),
     "channels_last": Key("channels-last memory layout: auto (on a GPU only), true or false",
                          "auto", bool),
     "concurrent_folds": Key("folds trained side by side as one stacked network: auto (as many "
@@ -300,6 +301,54 @@ STUDY_OVERRIDES = {**SETTINGS,
                    "evaluate": {"bootstrap": Key("bootstrap resamples of patients for the 95% CIs",
                                                  Interval(Integral, 1, None))},
                    "radiomics": RADIOMICS}
+
+
+class RenamedKey(NamedTuple):
+    """A key of `section` once named `old`; `values`: its old values now spelt otherwise."""
+
+    section: str
+    old: str
+    new: str
+    values: dict[str, str]
+
+
+# Every renamed key; a settings file or a study's overrides may use the old name for one more
+# version (with a note), and a run trained under it resumes.
+RENAMED_KEYS = (RenamedKey("train", "amp", "precision", {"none": "fp32"}),)
+
+
+def renamed_keys(values: dict, *, path=None, prefix: str = "") -> dict:
+    """`values` (sections of keys, from `path`) with each old key of RENAMED_KEYS under its new
+    name and value, and a one-line note naming the file; both names given is an error."""
+    out = dict(values)
+    for renamed in RENAMED_KEYS:
+        section = out.get(renamed.section)
+        if not isinstance(section, dict) or renamed.old not in section:
+            continue
+        old, new = (f"{prefix}{renamed.section}.{k}" for k in (renamed.old, renamed.new))
+        if renamed.new in section:
+            raise SarcogradeError(f"{old} and {new} are one setting ({renamed.old} is its old "
+                                  f"name); give {new} only", path=path)
+        section = dict(section)
+        value = section.pop(renamed.old)
+        section[renamed.new] = renamed.values.get(value, value) if isinstance(value, str) else value
+        deprecation_note(str(path or "sarcograde"), f"{old}: {value}",
+                         f"{new}: {section[renamed.new]}", "name")
+        out[renamed.section] = section
+    return out
+
+
+def spellings_before_renames(section: str, values: dict) -> list[dict]:
+    """`values` of a `section` as the previous version could have spelt them: each renamed key
+    under its old name, with each old value meaning the same (the configurations a run trained
+    then was hashed from)."""
+    spellings = [values]
+    for renamed in (r for r in RENAMED_KEYS if r.section == section and r.new in values):
+        value = values[renamed.new]
+        old_values = [value, *(old for old, new in renamed.values.items() if new == value)]
+        spellings = [{**{k: v for k, v in spelling.items() if k != renamed.new}, renamed.old: v}
+                     for spelling in spellings for v in old_values]
+    return spellings
 
 
 def _unknown(key: Any, table: dict, prefix: str, noun: str) -> str:

@@ -23,6 +23,7 @@ from .config import load_preset
 from .console import console
 from .errors import SarcogradeError
 from .formats.synth import MANIFEST
+from .options import add_renamed_option
 from .study import run_study
 from .study.runner import run_stage
 
@@ -94,7 +95,7 @@ def run_demo(out: str | Path, *, patients_train: int = 40, patients_test: int = 
     if patients_train < 10 or patients_test < 5:
         raise SarcogradeError("the demo needs at least 10 training and 5 test patients per site")
     if epochs is not None and epochs < 1:
-        raise SarcogradeError(f"--quick-epochs must be at least 1, not {epochs}")
+        raise SarcogradeError(f"--max-epochs must be at least 1, not {epochs}")
     layout = DemoLayout(Path(out))
     layout.out.mkdir(parents=True, exist_ok=True)
     sites = [(TRAINING_SITE, patients_train)] + [(s, patients_test) for s in EXTERNAL_SITES]
@@ -123,9 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patients-test", type=int, default=20, metavar="N",
                         help="patients of each synthetic external site (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
-    parser.add_argument("--quick-epochs", type=int, metavar="N",
-                        help="at most N epochs per fold model "
-                             f"(quick preset: {quick['train']['max_epochs']})")
+    add_renamed_option(parser, "demo", "--max-epochs", type=int, metavar="N",
+                       help="at most N epochs per fold model "
+                            f"(quick preset: {quick['train']['max_epochs']})")
     parser.add_argument("--folds", type=int, metavar="K",
                         help=f"cross-validation folds (quick preset: {quick['train']['folds']})")
     parser.add_argument("--size", type=int, metavar="PX",
@@ -138,6 +139,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_demo(args.out, patients_train=args.patients_train, patients_test=args.patients_test,
-             seed=args.seed, epochs=args.quick_epochs, folds=args.folds, size=args.size,
+             seed=args.seed, epochs=args.max_epochs, folds=args.folds, size=args.size,
              bootstrap=args.bootstrap, jobs=args.jobs)
     return 0

@@ -41,6 +41,7 @@ from .formats.predictions import (ATTENTION, ATTENTION_SLICES, maps_path, montag
                                   write_maps)
 from .formats.run import FOLDS
 from .device import resolve_device
+from .options import add_renamed_option
 
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
@@ -119,7 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cache", type=Path, help="preprocessed cache of the patients")
     parser.add_argument("--out", type=Path, default=Path("explain"),
                         help="output folder (default: explain)")
-    parser.add_argument("--patients", help="comma-separated patient ids (default: all)")
+    add_renamed_option(parser, "explain", "--patient-ids", metavar="ID[,ID]",
+                       help="comma-separated patient ids (default: all)")
     parser.add_argument("--method", choices=tuple(METHODS), default="gradcam")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per Grad-CAM pass")
@@ -130,9 +132,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="flag off_tumour when inside + ring is below this (default 0.5)")
     parser.add_argument("--montage-slices", type=int, default=12,
                         help="at most this many slices per montage (default 12)")
-    parser.add_argument("--predictions", type=Path, metavar="CSV",
-                        help="predict's output for this run and cache: its saved slice logits "
-                             "(<stem>.slices/) are reused instead of recomputed")
+    add_renamed_option(parser, "explain", "--slice-logits", type=Path, metavar="CSV",
+                       help="predict's output for this run and cache (predictions.csv, or its "
+                            "<stem>.slices/ folder): the per-slice logits saved there are "
+                            "reused instead of recomputed")
     executors.add_arguments(parser)
 
 
@@ -144,20 +147,28 @@ def _check_arguments(args: argparse.Namespace) -> list[str] | None:
     if not 0 <= args.min_attention <= 1:
         raise SarcogradeError(
             f"--min-attention is a share between 0 and 1, not {args.min_attention}")
-    if args.patients is None:
+    if args.patient_ids is None:
         return None
-    return [p.strip() for p in args.patients.split(",") if p.strip()]
+    return [p.strip() for p in args.patient_ids.split(",") if p.strip()]
 
 
-def predicted_logits(ensemble: Ensemble, cache_dir: Path, row, predictions: Path | None
+def slice_logits_folder(given: Path | None) -> Path | None:
+    """--slice-logits as the folder of predict's per-slice logits: the folder itself, or the
+    `<stem>.slices/` beside the predictions CSV given."""
+    if given is None or given.is_dir():
+        return given
+    return output_paths(given)[1]
+
+
+def predicted_logits(ensemble: Ensemble, cache_dir: Path, row, slices_dir: Path | None
                      ) -> np.ndarray | None:
-    """`predict`'s saved slice logits of this patient, where they were computed by these models
-    from this cache entry (at any precision, on any device), else None."""
-    if predictions is None:
+    """`predict`'s saved slice logits of this patient (in `slices_dir`), where they were computed
+    by these models from this cache entry (at any precision, on any device), else None."""
+    if slices_dir is None:
         return None
     keys = {slice_logits_key(ensemble.key, patient_key(cache_dir, row), precision, device)
             for precision in PRECISIONS[1:] for device in ("cpu", "cuda")}
-    return read_slice_logits(slice_logits_path(output_paths(predictions)[1], row.patient_id),
+    return read_slice_logits(slice_logits_path(slices_dir, row.patient_id),
                              row.patient_id, keys, len(ensemble.models))
 
 
@@ -174,7 +185,7 @@ class ExplainJob:
     ring_mm: float
     min_attention: float
     montage_slices: int
-    predictions: Path | None = None
+    slice_logits: Path | None = None  # predict's <stem>.slices/ folder
     patients: tuple[str, ...] = ()
     threads: int = 1
 
@@ -191,7 +202,7 @@ def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
                        "method": job.method, "device": job.device})
     saved = read_maps(saved_maps, row.patient_id, key)
     if saved is None:
-        logits = predicted_logits(ensemble, job.cache, row, job.predictions)
+        logits = predicted_logits(ensemble, job.cache, row, job.slice_logits)
         if logits is None:
             logits = slice_logits(ensemble, arrays["image"], job.batch_size)
         predicted = int(aggregate(logits)[0] > 0.5)
@@ -256,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     job = ExplainJob(Path(args.run), Path(args.cache), out, args.method, device.type,
                      args.batch_size, args.ring_mm, args.min_attention, args.montage_slices,
-                     args.predictions)
+                     slice_logits_folder(args.slice_logits))
     config = {"method": args.method, "target": "margin of the predicted class",
               "ring_mm": args.ring_mm, "min_attention": args.min_attention,
               "slice_weighting": "equal", "montage_slices": args.montage_slices,

@@ -28,7 +28,7 @@ from .formats.fusion import FUSION_MODEL, read_fusion_model, write_fusion_model
 from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .formats.run import CV_PREDICTIONS, read_cv_predictions
-from .options import split_assignment
+from .options import add_renamed_option, split_assignment
 
 MODEL_NAME = kinds.name(kinds.FUSION)  # model.json's "model"
 # Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
@@ -131,9 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit_parser.add_argument("--out", type=Path, required=True, help="fusion folder")
     apply_parser = sub.add_parser("apply", help="grade a site with a fitted fusion -> CSV")
     apply_parser.add_argument("model", type=Path, help="model.json written by `fusion fit`")
-    apply_parser.add_argument("--predictions", action="append", required=True,
-                              metavar="SEQ=CSV",
-                              help="a sequence's predictions.csv (repeat for each sequence)")
+    add_renamed_option(apply_parser, "fusion apply", "--sequence", action="append",
+                       required=True, metavar="SEQ=CSV",
+                       help="a sequence and its DL model's predictions.csv, from `sarcograde "
+                            "predict` (repeat for each sequence)")
     apply_parser.add_argument("--out", type=Path, required=True, help="output CSV (DL-fusion.csv)")
 
 
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
              f" -> {args.out / FUSION_MODEL}")
         return 0
     model = read_fusion_model(args.model, MODEL_NAME)
-    paths = _named_paths(args.predictions, "--predictions")
+    paths = _named_paths(args.sequence, "--sequence")
     frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():
         twice = frame["patient_id"][frame["patient_id"].duplicated()]

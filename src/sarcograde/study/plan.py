@@ -203,7 +203,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                               [layout.predictions(site, model)],
                               ["fusion", "apply", str(layout.fusion / FUSION_MODEL),
                                *[a for seq, file in inputs.items()
-                                 for a in ("--predictions", f"{seq}={file}")],
+                                 for a in ("--sequence", f"{seq}={file}")],
                                "--out", str(layout.predictions(site, model))]))
         for seq in radiomics_sequences:
             run, model = layout.radiomics_run(seq), kinds.name(kinds.RADIOMICS, seq)
@@ -254,7 +254,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                    layout.cache(site, seq) / INDEX],
                                   [layout.explain(site, seq) / ATTENTION],
                                   ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
-                                   "--out", str(layout.explain(site, seq)), "--predictions",
+                                   "--out", str(layout.explain(site, seq)), "--slice-logits",
                                    str(layout.predictions(site, kinds.name(kinds.DL, seq))),
                                    *executor]))
     explained = [layout.explain(site, seq) / ATTENTION for site in study.test

@@ -4,8 +4,10 @@ A step's key is a hash of its command line (or, for a step the study does itself
 parameters) and of the contents of its input files, which include the outputs of the steps it
 depends on; so a changed manifest, config or upstream result reruns exactly the steps downstream
 of it. `DIR/study.json` records each finished step (key, command, seconds) and, per invocation,
-which steps ran and which were skipped. A step interrupted half-way is not recorded and reruns;
-the stages resume their own work (preprocess per patient, train per epoch).
+which steps ran and which were skipped. A step recorded by the previous version, whose command
+spelt a since renamed option the old way, counts as the same. A step interrupted half-way is
+not recorded and reruns; the stages resume their own work (preprocess per patient, train per
+epoch).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..artifacts import hash_config, hash_path, now, write_json
 from ..console import console, info
 from ..errors import SarcogradeError
 from ..formats.common import read_json_object
+from ..options import spelt_before_renames
 
 # Flags that change how fast or where a stage runs, never what it writes: left out of the key
 # (the executors give the same results); options with a value, then switches.
@@ -38,8 +41,9 @@ class Step:
     action: Callable[[], None] | None = None  # a step the study does itself
     params: dict = field(default_factory=dict)  # what else an action's result depends on
 
-    def key(self) -> str:
-        argv = list(self.argv or [])
+    def key(self, argv: list[str] | None = None) -> str:
+        """The hash of the step's command line (or `argv`), parameters and inputs' contents."""
+        argv = list(self.argv or []) if argv is None else list(argv)
         for flag in UNTRACKED_FLAGS:
             while flag in argv:
                 at = argv.index(flag)
@@ -48,6 +52,12 @@ class Step:
         return hash_config({"argv": argv, "params": self.params,
                             "inputs": {str(p): hash_path(p) if p.exists() else None
                                        for p in self.inputs}})
+
+    def key_before_renames(self) -> str | None:
+        """The key the previous version gave this step, where it spelt an option of the command
+        otherwise (options.RENAMED); None where it spelt them all alike."""
+        before = spelt_before_renames(self.argv or [])
+        return self.key(before) if before != (self.argv or []) else None
 
     def command(self) -> str:
         return "sarcograde " + " ".join(self.argv) if self.argv else self.name
@@ -92,6 +102,8 @@ def run_steps(steps: list[Step], state_path: Path, config: dict | None = None) -
     for i, step in enumerate(steps, 1):
         key = step.key()
         done = state["steps"].get(step.name)
+        if done and done["key"] == step.key_before_renames():
+            done["key"] = key  # the same command, recorded with the old spellings: finished
         if done and done["key"] == key and all(p.exists() for p in step.outputs):
             log["skipped"].append(step.name)
             info(f"[dim]{i}/{len(steps)} {step.name}: finished earlier, skipped[/dim]")

@@ -16,7 +16,7 @@ import yaml
 from .. import model_kinds as kinds
 from ..cohort import is_missing, read_table
 from ..config import PRESETS
-from ..config_schema import SETTINGS, STUDY_OVERRIDES, check_settings
+from ..config_schema import SETTINGS, STUDY_OVERRIDES, check_settings, renamed_keys
 from ..errors import SarcogradeError
 
 KEYS = {"train", "test", "sequences", "target", "preset", "models", "seed", "overrides"}
@@ -115,6 +115,7 @@ def _check_overrides(path: Path, overrides: Any) -> dict[str, dict]:
         return {}
     if not isinstance(overrides, dict):
         raise _fail(path, "overrides must map a stage to its options, e.g. train: {max_epochs: 2}")
+    overrides = renamed_keys(overrides, path=path, prefix="overrides.")
     check_settings(overrides, STUDY_OVERRIDES, path=path, prefix="overrides.")
     return {str(k): dict(v) for k, v in overrides.items()}
 

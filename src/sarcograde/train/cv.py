@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from .. import executors
 from .. import model as model_lib
 from ..artifacts import RunRecord, hash_config
+from ..config_schema import spellings_before_renames
 from ..console import info, progress, warn
 from ..data import load_slices
 from ..device import resolve_device
@@ -117,15 +118,19 @@ def train_cv(cache: str | Path, out: str | Path, config: dict[str, Any], *, seed
     meta = model_lib.input_meta(slices.size, pretrained.lower() != "none")
 
     # Everything that changes the numbers; not where or how fast they are computed.
-    config_hash = hash_config({"model": model_cfg,
-                               "train": {k: v for k, v in train_cfg.items() if k not in SPEED_ONLY},
-                               "seed": seed, "sequence": slices.sequence,
-                               "cache_hash": slices.cache_hash})
+    numbers = {"model": model_cfg,
+               "train": {k: v for k, v in train_cfg.items() if k not in SPEED_ONLY},
+               "seed": seed, "sequence": slices.sequence, "cache_hash": slices.cache_hash}
+    config_hash = hash_config(numbers)
     try:
         previous = read_run_config(out, required=False)
     except SarcogradeError as exc:  # cannot tell which configuration trained the folds here
         raise SarcogradeError(f"{exc.problem.split(';')[0]}; use a new --out folder (or delete "
                               "this one to retrain)", path=exc.path) from None
+    if previous is not None and previous.get("config_hash") in {
+            hash_config({**numbers, "train": spelt})
+            for spelt in spellings_before_renames("train", numbers["train"])}:
+        config_hash = previous["config_hash"]  # the same settings under their old names
     if previous is not None and previous.get("config_hash") != config_hash:
         raise SarcogradeError("this run folder was trained with another configuration, seed or "
                               "cache; use a new --out folder (or delete this one to retrain)",

@@ -41,11 +41,10 @@ class Settings:
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
         check_settings({"train": train_cfg})  # types and ranges; what follows combines them
         cuda = device.type == "cuda"
-        amp = str(train_cfg.get("amp", "auto"))
-        amp = "fp32" if amp == "none" else amp
-        if amp == "fp16" and not cuda:
-            raise SarcogradeError("train.amp 'fp16' needs a GPU; use bf16 or none on a CPU")
-        amp_dtype = resolve_precision(amp, device)
+        precision = str(train_cfg.get("precision", "auto"))
+        if precision == "fp16" and not cuda:
+            raise SarcogradeError("train.precision 'fp16' needs a GPU; use bf16 or fp32 on a CPU")
+        amp_dtype = resolve_precision(precision, device)
         channels_last = train_cfg.get("channels_last", "auto")
         concurrent = train_cfg.get("concurrent_folds", 1)
         graphs = train_cfg.get("cuda_graphs", False)

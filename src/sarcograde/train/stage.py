@@ -21,6 +21,8 @@ import torch
 
 from .. import executors
 from ..config import PRESETS, load_config
+from ..ensemble import PRECISIONS
+from ..options import add_renamed_option
 from .cv import train_cv
 
 
@@ -42,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and "
                                                               "augmentation (default 0)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bfloat16 autocast (faster on recent CPUs; GPUs use it by default)")
+    add_renamed_option(parser, "train", "--precision", choices=PRECISIONS,
+                       help="autocast precision (default: the preset's train.precision; auto "
+                            "is bf16 on a GPU, fp32 on a CPU, where bf16 can be faster on recent "
+                            "processors)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     parser.add_argument("--concurrent-folds", metavar="auto|N",
                         help="folds trained side by side as one stacked network (default 1; "
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.preset, args.config, {
         "model": {"pretrained": args.pretrained},
         "train": {"folds": args.folds, "repeats": args.repeats,
-                  "amp": "bf16" if args.bf16 else None,
+                  "precision": args.precision,
                   "concurrent_folds": _concurrent_folds(args.concurrent_folds)}})
     train_cv(args.cache, args.out, config, seed=args.seed, only_fold=args.fold,
              sequence=args.sequence, device=args.device,

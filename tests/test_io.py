@@ -281,6 +281,19 @@ def test_real_dicom_series_matches_its_nifti(tcia_root):
     assert is_rtstruct(tcia_root / "dicom" / "STS_008" / "MR_T1" / "mask" / "RS.dcm")
 
 
+def test_select_series_in_a_real_exam_folder(tcia_two_series):
+    folder, original, copy = tcia_two_series
+    assert select_series(folder, ["copy"]).uid == copy
+    assert select_series(folder, [r"^IBSI_\d_STS_002_MR_T1"]).uid == original
+    with pytest.raises(SeriesChoiceError) as info:
+        select_series(folder, ["mr_t1", "copy"])
+    assert [s.uid for s in info.value.candidates] == [original, copy]
+    with pytest.raises(SeriesChoiceError, match=r"no image series has a SeriesDescription "
+                                                r"matching the rules 'T2'; .* 'T1 copy' "
+                                                rf"{copy} \(35 slices\)$"):
+        select_series(folder, ["T2"])
+
+
 def test_write_image_failure_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_image(make_image(), tmp_path / "image.unknown-format")

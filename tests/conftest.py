@@ -55,3 +55,26 @@ def tcia_nifti_manifest(tcia_root, tmp_path_factory) -> Path:
         rows.append(f"{pid},{folder / 'MR_T1_image.nii.gz'},{folder / 'MR_T1_mask.nii.gz'}")
     out.write_text("\n".join(rows) + "\n")
     return out
+
+
+@pytest.fixture
+def tcia_two_series(tcia_root, tmp_path) -> tuple[Path, str, str]:
+    """STS_002's T1 series twice in one folder, as PACS exports a whole exam: the original and a
+    copy with its own SeriesInstanceUID, SOPInstanceUIDs and SeriesDescription ('T1 copy').
+    Returns the folder, the original's UID (the one its RTSTRUCT references) and the copy's."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    folder = tmp_path / "exam"
+    folder.mkdir()
+    copy_uid = generate_uid()
+    for source in sorted((tcia_root / "dicom" / "STS_002" / "MR_T1" / "image").iterdir()):
+        shutil.copy(source, folder / source.name)
+        ds = pydicom.dcmread(source)
+        original_uid = str(ds.SeriesInstanceUID)
+        ds.SeriesInstanceUID, ds.SeriesDescription = copy_uid, "T1 copy"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"copy_{source.name}")
+    return folder, original_uid, copy_uid

@@ -14,6 +14,7 @@ from scipy.spatial.distance import cdist, pdist
 
 from sarcograde.check import QA_COLUMNS, longest_diameter_mm, tumour_volume_ml
 from sarcograde.cli import main
+from test_io import write_dicom_series
 
 SPACING = (0.8, 0.9, 2.5)
 ORIGIN = (-30.0, 12.5, 40.0)
@@ -418,3 +419,80 @@ def test_implausible_masks_are_warned_about(cohort, capsys):
     assert qa.mask_pieces.tolist() == [3, 1, 1]
     assert qa.largest_piece_share[0] == pytest.approx(share, abs=1e-4)
     assert qa.largest_piece_share[2] == 1.0
+
+
+def _findings(err: str, patient: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"{patient}: ")]
+
+
+def test_dicom_folder_with_two_series_is_refused_unless_the_manifest_names_one(cohort, capsys):
+    """P1's image is a folder of two DICOM series: refused in one line listing both, never the
+    larger one taken; `series_T1` names the one to use."""
+    manifest, folder = cohort
+    image, _ = phantom(0)
+    exam = folder / "P1_exam"
+    pre = write_dicom_series(volume(image.astype(np.int16)), exam, description="T1 pre")
+    post = write_dicom_series(volume((image + 50).astype(np.int16))[:, :, 2:], exam,
+                              description="T1 post")
+    set_cell(manifest, "P1", "image_T1", "P1_exam")
+    capsys.readouterr()
+    rc, qa = check(manifest)
+    assert rc == 1 and qa.usable.tolist() == [False, True, True]
+    assert _findings(capsys.readouterr().err, "P1") == [
+        f"P1: {exam}: image: column image_T1: 2 DICOM image series in the folder; name one in "
+        f"column series_T1: 'T1 post' {post} (10 slices), 'T1 pre' {pre} (12 slices)"]
+    assert qa.series_uid[0] == ""
+
+    set_cell(manifest, "P1", "series_T1", pre)
+    rc, qa = check(manifest)
+    assert rc == 0, capsys.readouterr().err
+    assert qa.series_uid.tolist() == [pre, "", ""]       # which series was read; none for a file
+    assert qa.p50[0] == pytest.approx(np.percentile(image.astype(np.int16), 50))
+
+    set_cell(manifest, "P1", "series_T1", "1.2.3")
+    set_cell(manifest, "P2", "series_T1", "T1 post")      # a description, not a UID
+    set_cell(manifest, "P3", "series_T1", post)           # P3's image is a file
+    capsys.readouterr()
+    rc, qa = check(manifest)
+    assert rc == 1 and not qa.usable.any()
+    err = capsys.readouterr().err
+    assert _findings(err, "P1") == [
+        f"P1: {exam}: image: column series_T1: series 1.2.3 is not in the folder; name one in "
+        f"column series_T1: 'T1 post' {post} (10 slices), 'T1 pre' {pre} (12 slices)"]
+    assert _findings(err, "P2") == [
+        f"P2: {manifest}: row 3, column series_T1: 'T1 post' is not a SeriesInstanceUID (numbers "
+        "joined by dots, at most 64 characters)"]
+    assert _findings(err, "P3") == [
+        f"P3: {folder / 'P3_img.mha'}: image: column series_T1 names series {post}, but image_T1 "
+        "is a file, not a DICOM folder"]
+
+
+@pytest.mark.realdata
+def test_real_exam_folder_with_two_series_is_refused_unless_the_manifest_names_one(
+        tcia_two_series, tcia_root, tmp_path, capsys):
+    """STS_002's T1 twice in one folder: refused with both listed and the series its RTSTRUCT
+    references as a hint (the RTSTRUCT does not choose either); usable once `series_T1` names
+    it, and refused by the RTSTRUCT when `series_T1` names the other."""
+    folder, original, copy = tcia_two_series
+    rtstruct = tcia_root / "dicom" / "STS_002" / "MR_T1" / "mask" / "RS.dcm"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"patient_id,image_T1,mask_T1,roi_T1\n"
+                        f"STS_002,{folder},{rtstruct},GTV_Mass_MR_T1\n")
+    rc, qa = check(manifest)
+    assert rc == 1
+    assert _findings(capsys.readouterr().err, "STS_002") == [
+        f"STS_002: {folder}: image: column image_T1: 2 DICOM image series in the folder; name one "
+        f"in column series_T1: 'IBSI_1_STS_002_MR_T1_image' {original} (35 slices), 'T1 copy' "
+        f"{copy} (35 slices); the RTSTRUCT in mask_T1 references series {original}"]
+
+    set_cell(manifest, "STS_002", "series_T1", original)
+    rc, qa = check(manifest)
+    assert rc == 0, capsys.readouterr().err
+    assert qa.series_uid[0] == original and qa.mask_voxels[0] > 0
+
+    set_cell(manifest, "STS_002", "series_T1", copy)
+    rc, qa = check(manifest)
+    assert rc == 1
+    assert _findings(capsys.readouterr().err, "STS_002") == [
+        f"STS_002: {rtstruct}: mask: ROI 'GTV_Mass_MR_T1' was drawn on series {original}, the "
+        f"image is series {copy}"]

@@ -117,6 +117,7 @@ def test_problems_name_row_patient_and_column(tmp_path):
     ("id,image_T1,mask_T1\nA,a,b\n", "manifest has no patient_id column"),
     ("patient_id,grade\nA,1\n", "manifest has no image_<SEQ> column"),
     ("patient_id,image_T1,mask_T2\nA,a,b\n", "image_T1 has no mask_T1 column"),
+    ("patient_id,image_T1,mask_T1,series_T2\nA,a,b,1.2\n", "series_T2 has no image_T2 column"),
     ("", "cannot parse manifest CSV"),
 ])
 def test_unusable_manifests(tmp_path, text, problem):
@@ -124,6 +125,21 @@ def test_unusable_manifests(tmp_path, text, problem):
     with pytest.raises(SarcogradeError) as info:
         load_manifest(manifest)
     assert str(info.value).startswith(f"{manifest}: {problem}")
+
+
+def test_series_columns_name_a_dicom_series_per_sequence(tmp_path):
+    manifest = write(tmp_path, "patient_id,image_T1,mask_T1,series_T1,image_T2,mask_T2\n"
+                               "A,a/,am.nii, 1.2.840.113619.2.5 ,b.nii,bm.nii\n"
+                               "B,a/,am.nii,,b.nii,bm.nii\n"
+                               "C,a/,am.nii,T1 AX FS,b.nii,bm.nii\n"
+                               f"D,a/,am.nii,{'1.' * 32}1,b.nii,bm.nii\n")
+    cohort = load_manifest(manifest)
+    a, b, c, d = cohort.patients
+    assert (a.series, b.series, c.series, d.series) == ({"T1": "1.2.840.113619.2.5"}, {}, {}, {})
+    assert [(p.patient_id, p.column) for p in cohort.problems] == [("C", "series_T1"),
+                                                                   ("D", "series_T1")]
+    assert cohort.problems[0].message == ("'T1 AX FS' is not a SeriesInstanceUID (numbers joined "
+                                          "by dots, at most 64 characters)")
 
 
 def test_missing_manifest(tmp_path):

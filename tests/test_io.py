@@ -11,6 +11,8 @@ import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from sarcograde.dicom_series import SeriesChoiceError, find_series, list_series, select_series
+from sarcograde.dicom_tags import SERIES_UID_TAG
 from sarcograde.errors import SarcogradeError
 from sarcograde.io import (ImageWarning, MaskWarning, binarise_mask, grid_mismatches,
                            is_rtstruct, orientation_code, read_image, read_mask, write_image)
@@ -37,7 +39,8 @@ def assert_same_geometry(a: sitk.Image, b: sitk.Image, atol=1e-5) -> None:
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=atol)
 
 
-def write_dicom_series(image: sitk.Image, folder, series_uid: str | None = None) -> str:
+def write_dicom_series(image: sitk.Image, folder, series_uid: str | None = None,
+                       description: str = "") -> str:
     """Write a 3D int16 image as an MR DICOM series, one file per slice (SimpleITK's recipe)."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
@@ -52,7 +55,8 @@ def write_dicom_series(image: sitk.Image, folder, series_uid: str | None = None)
                            ("0008|0018", generate_uid()), ("0020|0037", orientation),
                            ("0020|0032", "\\".join(f"{v:.6f}" for v in
                                                    image.TransformIndexToPhysicalPoint((0, 0, z)))),
-                           ("0020|0013", str(z + 1)), ("0018|0050", f"{image.GetSpacing()[2]:.6f}")]:
+                           ("0020|0013", str(z + 1)), ("0018|0050", f"{image.GetSpacing()[2]:.6f}"),
+                           ("0008|103e", description)]:
             slice_.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{series_uid[-8:]}_{z:03d}.dcm"))
         writer.Execute(slice_)
@@ -79,21 +83,85 @@ def test_dicom_series_folder_round_trip(tmp_path):
 
 @pytest.mark.parametrize("uids", [("1.2.9", "1.2.1"), ("1.2.1", "1.2.9")],
                          ids=["largest sorts last", "largest sorts first"])
-def test_folder_with_two_series_takes_the_largest_and_warns(tmp_path, uids):
+def test_folder_with_two_series_is_refused_unless_one_is_named(tmp_path, uids):
+    """Not the largest, not the first: a folder of two series names both, whatever their order."""
     big, small = make_image(shape_zyx=(6, 10, 12), seed=1), make_image(shape_zyx=(4, 10, 12), seed=2)
-    big_uid = write_dicom_series(big, tmp_path / "mixed", uids[0])
-    small_uid = write_dicom_series(small, tmp_path / "mixed", uids[1])
-    with pytest.warns(ImageWarning, match=rf"2 DICOM series in folder; using the largest, "
-                                          rf"{big_uid} \(6 files\)") as caught:
-        chosen = read_image(tmp_path / "mixed")
-    assert caught[0].message.path == tmp_path / "mixed"
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(chosen), sitk.GetArrayFromImage(big))
+    big_uid = write_dicom_series(big, tmp_path / "mixed", uids[0], "T1 AX")
+    small_uid = write_dicom_series(small, tmp_path / "mixed", uids[1], "T1 AX FS")
+    with pytest.raises(SeriesChoiceError) as info:
+        read_image(tmp_path / "mixed")
+    assert str(info.value) == (f"{tmp_path / 'mixed'}: 2 DICOM image series in the folder; name "
+                               f"one by its SeriesInstanceUID: 'T1 AX' {big_uid} (6 slices), "
+                               f"'T1 AX FS' {small_uid} (4 slices)")
+    assert [s.uid for s in info.value.candidates] == [big_uid, small_uid]
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # naming the series: no warning
         named = read_image(tmp_path / "mixed", series_uid=small_uid)
+        chosen = read_image(tmp_path / "mixed", series_uid=big_uid)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(named), sitk.GetArrayFromImage(small))
-    with pytest.raises(SarcogradeError, match="series 1.2.3 not in folder"):
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(chosen), sitk.GetArrayFromImage(big))
+    assert chosen.GetMetaData(SERIES_UID_TAG) == big_uid
+    with pytest.raises(SarcogradeError, match="series 1.2.3 is not in the folder; name one by "
+                                              rf"its SeriesInstanceUID: 'T1 AX' {big_uid}"):
         read_image(tmp_path / "mixed", series_uid="1.2.3")
+
+
+def test_folder_with_one_series_needs_no_name_and_a_file_holds_no_series(tmp_path):
+    image = make_image()
+    uid = write_dicom_series(image, tmp_path / "one", description="T2 COR")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read_image(tmp_path / "one")),
+                                      sitk.GetArrayFromImage(image))
+    assert list_series(tmp_path / "one") == [find_series(tmp_path / "one", uid)]
+    assert str(find_series(tmp_path / "one")) == f"'T2 COR' {uid} (6 slices)"
+    with pytest.raises(SeriesChoiceError, match=rf"series 1.2.3 is not in the folder; name one "
+                                                rf"by its SeriesInstanceUID: 'T2 COR' {uid} "):
+        read_image(tmp_path / "one", series_uid="1.2.3")
+    write_image(image, tmp_path / "image.nii.gz")
+    with pytest.raises(SarcogradeError, match="series 1.2.3 is named, but this is a file, not a "
+                                              "DICOM folder"):
+        read_image(tmp_path / "image.nii.gz", series_uid="1.2.3")
+
+
+@pytest.fixture
+def exam(tmp_path):
+    """A PACS export of a whole exam in one folder: three series (one without a description)."""
+    folder = tmp_path / "exam"
+    uids = {name: write_dicom_series(make_image(shape_zyx=(n, 10, 12), seed=n), folder,
+                                     description=name)
+            for name, n in (("T1 AX pre", 5), ("T1 AX FS +C", 4), ("", 3))}
+    return folder, uids
+
+
+def test_select_series_by_description_rules(exam):
+    folder, uids = exam
+    assert [(s.description, s.uid, s.slices) for s in list_series(folder)] == [
+        ("", uids[""], 3), ("T1 AX FS +C", uids["T1 AX FS +C"], 4),
+        ("T1 AX pre", uids["T1 AX pre"], 5)]
+    chosen = select_series(folder, [r"t1.*\+c", "post"])     # any rule; case-insensitive search
+    assert (chosen.uid, chosen.slices) == (uids["T1 AX FS +C"], 4)
+    assert select_series(folder, ["pre"]).uid == uids["T1 AX pre"]
+    # several matches: those listed; none: every series listed
+    with pytest.raises(SeriesChoiceError) as info:
+        select_series(folder, ["^T1"])
+    assert info.value.problem == (f"2 image series have a SeriesDescription matching the rules "
+                                  f"'^T1'; name one by its SeriesInstanceUID: 'T1 AX FS +C' "
+                                  f"{uids['T1 AX FS +C']} (4 slices), 'T1 AX pre' "
+                                  f"{uids['T1 AX pre']} (5 slices)")
+    with pytest.raises(SeriesChoiceError) as info:
+        select_series(folder, ["T2", "STIR"])
+    assert info.value.problem.startswith("no image series has a SeriesDescription matching the "
+                                         "rules 'T2', 'STIR'; name one by its SeriesInstanceUID: "
+                                         f"(no description) {uids['']} (3 slices), ")
+    assert len(info.value.candidates) == 3 and info.value.path == folder
+    # the override wins over the rules, and must be in the folder
+    assert select_series(folder, ["^T1"], override_uid=uids[""]).uid == uids[""]
+    with pytest.raises(SeriesChoiceError, match="series 1.2.3 is not in the folder"):
+        select_series(folder, ["pre"], override_uid="1.2.3")
+    with pytest.raises(SarcogradeError, match=r"SeriesDescription rule 't1\(' is not a regular "
+                                              "expression"):
+        select_series(folder, ["t1("])
 
 
 @pytest.mark.parametrize("make, problem", [
@@ -211,6 +279,19 @@ def test_real_dicom_series_matches_its_nifti(tcia_root):
     assert_same_geometry(dicom, nifti, atol=1e-3)
     assert orientation_code(dicom) == "LPS"
     assert is_rtstruct(tcia_root / "dicom" / "STS_008" / "MR_T1" / "mask" / "RS.dcm")
+
+
+def test_select_series_in_a_real_exam_folder(tcia_two_series):
+    folder, original, copy = tcia_two_series
+    assert select_series(folder, ["copy"]).uid == copy
+    assert select_series(folder, [r"^IBSI_\d_STS_002_MR_T1"]).uid == original
+    with pytest.raises(SeriesChoiceError) as info:
+        select_series(folder, ["mr_t1", "copy"])
+    assert [s.uid for s in info.value.candidates] == [original, copy]
+    with pytest.raises(SeriesChoiceError, match=r"no image series has a SeriesDescription "
+                                                r"matching the rules 'T2'; .* 'T1 copy' "
+                                                rf"{copy} \(35 slices\)$"):
+        select_series(folder, ["T2"])
 
 
 def test_write_image_failure_leaves_no_file(tmp_path):

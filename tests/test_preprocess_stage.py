@@ -16,6 +16,7 @@ from preprocess_phantom import phantom
 from sarcograde import console
 from sarcograde.cli import main
 from sarcograde.formats.cache import INDEX_COLUMNS
+from test_io import write_dicom_series
 
 PATIENTS = {"P1": ("1", "siteA", 7.0, 0), "P2": ("G3", "siteA", 10.0, 1), "P3": ("", "siteB", 8.0, 2)}
 
@@ -156,6 +157,39 @@ def test_a_failing_patient_is_reported_and_the_others_go_on_in_parallel(tmp_path
             assert sorted(a.files) == sorted(b.files)
             for name in a.files:
                 np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_dicom_folder_with_two_series_needs_series_column(tmp_path, capsys):
+    """P1's image is a folder of two series: one line naming patient, column, folder and both;
+    with `series_T2FS` it is preprocessed, and naming the other series recomputes it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = write_cohort(data)
+    image, _, _ = phantom(radius_mm=7.0, bias=0.2, seed=0)
+    exam = data / "P1_exam"
+    fs = write_dicom_series(sitk.Cast(image, sitk.sitkInt16), exam, description="T2 FS")
+    other = write_dicom_series(sitk.Cast(image * 2, sitk.sitkInt16), exam, description="T2")
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame.loc[0, "image_T2FS"] = "P1_exam"
+    frame.to_csv(manifest, index=False)
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    assert preprocess(manifest, cache, "--no-n4") == 1
+    assert counts(cache) == {"computed": 2, "reused": 0, "failed": 1}
+    assert [line for line in capsys.readouterr().err.splitlines() if "P1" in line] == [
+        f"failed: P1: {exam}: column image_T2FS: 2 DICOM image series in the folder; name one in "
+        f"column series_T2FS: 'T2' {other} (16 slices), 'T2 FS' {fs} (16 slices)"]
+
+    frame["series_T2FS"] = [fs, "", ""]
+    frame.to_csv(manifest, index=False)
+    assert preprocess(manifest, cache, "--no-n4") == 0
+    assert counts(cache) == {"computed": 1, "reused": 2, "failed": 0}
+    first = pd.read_csv(cache / "index.csv").set_index("patient_id").key
+    frame["series_T2FS"] = [other, "", ""]
+    frame.to_csv(manifest, index=False)
+    assert preprocess(manifest, cache, "--no-n4") == 0
+    assert counts(cache) == {"computed": 1, "reused": 2, "failed": 0}
+    assert pd.read_csv(cache / "index.csv").set_index("patient_id").key["P1"] != first["P1"]
 
 
 def test_bad_command_line_values_are_one_line_errors(manifest, tmp_path, capsys):

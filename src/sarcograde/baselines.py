@@ -25,8 +25,9 @@ from .cohort import Patient
 from .console import progress
 from .errors import SarcogradeError
 from .formats.evaluation import read_tumour_volumes, write_tumour_volumes
-from .io import is_rtstruct, read_image, read_mask
+from .io import is_rtstruct, read_mask
 from .masks import MaskSource, mask_source
+from .sequence_image import read_sequence_image
 from .splits import Split, make_splits
 
 CLINICAL = ("t_stage", "n_stage", "m_stage", "age")
@@ -49,13 +50,16 @@ def _volume_key(source: MaskSource, patient_id: str) -> str:
     key = hash_path(mask)
     if rtstruct:
         key += f"|{source.roi or ''}|{hash_path(source.image)}"
+        if source.series is not None:
+            key += f"|{source.series}"
     return key
 
 
 def _measure_volume(patient: Patient, source: MaskSource) -> tuple[int, float]:
     mask_path = source.mask
     try:
-        reference = read_image(source.image) if is_rtstruct(mask_path) else None
+        reference = (read_sequence_image(patient.patient_id, source.drawn_on, mask_path)
+                     if is_rtstruct(mask_path) else None)
         mask = read_mask(mask_path, reference=reference, roi=source.roi)
     except SarcogradeError as exc:
         raise SarcogradeError(exc.problem, patient=patient.patient_id, path=exc.path) from None

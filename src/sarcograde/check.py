@@ -4,13 +4,14 @@ Every patient's image and mask are loaded and measured (shape, spacing, orientat
 percentiles, tumour volume, longest diameter, connected pieces). A patient is unusable when a
 file is missing, unreadable or truncated, image and mask are on different grids, the mask is
 empty, one voxel or not binary, the image is blank, has NaN/inf voxels or is not 3D, a DICOM
-series has a missing slice, an RTSTRUCT belongs to another frame of reference or series, or the
-manifest row has a duplicate or unusable id, an unparseable grade or a non-numeric clinical
-value. A mask in several pieces or covering most of the image is a warning. A sequence without
-its own contour gets the one drawn on another sequence carried onto its grid
-(`sarcograde.masks`; `mask_source` says which, with a warning when carrying changes the volume
-by more than 10%). Each problem is printed as one line "patient: file: problem"; the exit status
-is 0 when every patient is usable and 1 otherwise.
+series has a missing slice, a DICOM folder holds several image series and `series_<SEQ>` names
+none of them, an RTSTRUCT belongs to another frame of reference or series, or the manifest row
+has a duplicate or unusable id, an unparseable grade or a non-numeric clinical value. A mask in
+several pieces or covering most of the image is a warning. A sequence without its own contour
+gets the one drawn on another sequence carried onto its grid (`sarcograde.masks`; `mask_source`
+says which, with a warning when carrying changes the volume by more than 10%). Each problem is
+printed as one line "patient: file: problem"; the exit status is 0 when every patient is usable
+and 1 otherwise.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from scipy.spatial.distance import cdist
 from .artifacts import RunRecord
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
+from .dicom_tags import SERIES_UID_TAG
 from .errors import SarcogradeError
 from .formats.qa import QA, QA_COLUMNS, QA_RECORD, write_qa  # noqa: F401 QA_COLUMNS: public here
 from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
-                 read_image, read_mask, tumour_volume_ml)
+                 read_mask, tumour_volume_ml)
 from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source, read_drawn_mask,
                     volume_change)
+from .sequence_image import read_sequence_image, sequence_image
 
 # A mask covering more of the image than this is more likely the limb or the field of view.
 MAX_MASK_SHARE = 0.5
@@ -120,6 +123,8 @@ def _measure_image(image: sitk.Image, row: QaRow, path: Path) -> None:
     array = sitk.GetArrayViewFromImage(image)  # finite: io.read_image refuses NaN and inf
     p1, p50, p99 = np.percentile(array, [1, 50, 99])
     row.values.update(
+        series_uid=image.GetMetaData(SERIES_UID_TAG) if image.HasMetaDataKey(SERIES_UID_TAG)
+        else "",
         shape="x".join(str(n) for n in image.GetSize()),
         spacing_mm="x".join(f"{s:.6g}" for s in image.GetSpacing()),
         orientation=orientation_code(image), p1=float(p1), p50=float(p50), p99=float(p99))
@@ -199,7 +204,9 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
     source = mask_source(patient, sequence)
     if image_path is not None:
         row.image = str(image_path)
-        image = _read("image", row, read_image, image_path)
+        drawn = None if source is None or source.carried else source.mask
+        image = _read("image", row, lambda path: read_sequence_image(
+            patient.patient_id, sequence_image(patient, sequence), drawn), image_path)
         if image is not None:
             _measure_image(image, row, image_path)
             _check_image_contrast(image, row, image_path)
@@ -257,7 +264,7 @@ def _manifest_findings(cohort: Cohort, found: list[ManifestProblem], row: QaRow)
     """The manifest's findings for a row: a file column's belong to its own sequence only."""
     def applies(problem: ManifestProblem) -> bool:
         for seq in cohort.sequences:
-            if problem.column in (f"image_{seq}", f"mask_{seq}", f"roi_{seq}"):
+            if problem.column in (f"image_{seq}", f"mask_{seq}", f"roi_{seq}", f"series_{seq}"):
                 return seq == row.sequence
         return True
 

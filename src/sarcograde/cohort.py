@@ -25,6 +25,11 @@ MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?", "-", "--", "nd", "not
 PATIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+ -]*")
 PATIENT_ID_RULE = "letters, digits, '._+- ', starting with a letter or digit"
 
+# A DICOM UID (series_<SEQ> holds a SeriesInstanceUID): numbers joined by dots, 64 characters
+# at most; a SeriesDescription pasted there instead is a problem, not a series never found.
+DICOM_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+DICOM_UID_MAX = 64
+
 _GRADE_WORDS = {"low": 1, "intermediate": 2, "high": 3}
 _ROMAN = {"i": 1, "ii": 2, "iii": 3}
 DAYS_PER_MONTH = 365.25 / 12
@@ -49,6 +54,7 @@ class Patient:
     images: dict[str, Path] = field(default_factory=dict)   # sequence -> image path
     masks: dict[str, Path] = field(default_factory=dict)    # sequence -> mask path
     rois: dict[str, str] = field(default_factory=dict)      # sequence -> RTSTRUCT ROI name
+    series: dict[str, str] = field(default_factory=dict)    # sequence -> SeriesInstanceUID
     clinical: dict[str, object] = field(default_factory=dict)
     site: str | None = None
 
@@ -100,6 +106,14 @@ def patient_id_problem(patient_id: str) -> str | None:
     if PATIENT_ID.fullmatch(patient_id):
         return None
     return f"patient_id {patient_id!r} cannot be a file name ({PATIENT_ID_RULE})"
+
+
+def series_uid_problem(uid: str) -> str | None:
+    """Why `uid` cannot be a SeriesInstanceUID, or None when it can."""
+    if DICOM_UID.fullmatch(uid) and len(uid) <= DICOM_UID_MAX:
+        return None
+    return (f"{uid!r} is not a SeriesInstanceUID (numbers joined by dots, at most "
+            f"{DICOM_UID_MAX} characters)")
 
 
 def parse_grade(value) -> int | None:
@@ -224,6 +238,10 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
     for seq in sequences:
         if f"mask_{seq}" not in frame.columns:
             raise SarcogradeError(f"image_{seq} has no mask_{seq} column", path=path)
+    for column in frame.columns:
+        if column.startswith("series_") and column[len("series_"):] not in sequences:
+            raise SarcogradeError(f"{column} has no image_{column[len('series_'):]} column",
+                                  path=path)
 
     base = path.parent
     patients, problems, notes = [], [], []
@@ -262,6 +280,13 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
             roi = row.get(f"roi_{seq}")
             if not is_missing(roi):
                 patient.rois[seq] = str(roi).strip()
+            series = row.get(f"series_{seq}")
+            if not is_missing(series):
+                uid_problem = series_uid_problem(str(series).strip())
+                if uid_problem:
+                    problems.append(ManifestProblem(line, pid, f"series_{seq}", uid_problem))
+                else:
+                    patient.series[seq] = str(series).strip()
         # An empty mask cell is filled by another sequence's contour (sarcograde.masks).
         if not patient.masks:
             problems += [ManifestProblem(line, pid, f"mask_{seq}", "no file given")

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .artifacts import atomic_path
+from .dicom_series import find_series
 from .dicom_tags import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
 from .errors import SarcogradeError
 
@@ -39,26 +40,6 @@ class MaskWarning(ImageWarning):
     """A mask problem that was repaired (e.g. a multi-label mask binarised)."""
 
 
-def _dicom_series(folder: Path, series_uid: str | None) -> list[str]:
-    reader = sitk.ImageSeriesReader
-    uids = reader.GetGDCMSeriesIDs(str(folder))
-    if not uids:
-        raise SarcogradeError("no DICOM image series in folder", path=folder)
-    if series_uid is not None:
-        if series_uid not in uids:
-            raise SarcogradeError(f"series {series_uid} not in folder; found {', '.join(uids)}",
-                                  path=folder)
-        return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
-    # Each GetGDCMSeriesFileNames call scans the folder again: one per series, none repeated.
-    files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in uids}
-    chosen = max(uids, key=lambda uid: len(files[uid]))
-    if len(uids) > 1:
-        warnings.warn(ImageWarning(f"{len(uids)} DICOM series in folder; using the largest, "
-                                   f"{chosen} ({len(files[chosen])} files)", folder),
-                      stacklevel=3)
-    return list(files[chosen])
-
-
 # Slice gaps may differ from the series' median gap by this fraction (rounded positions).
 SLICE_GAP_TOL = 0.1
 
@@ -72,7 +53,7 @@ _NIFTI_BITPIX_OFFSET = {348: 72, 540: 14}
 def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
     """Read a series with its frame of reference and series UID (the image's own metadata
     dictionary stays empty), refusing a series with a missing slice."""
-    files = _dicom_series(folder, series_uid)
+    files = list(find_series(folder, series_uid).files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -149,7 +130,9 @@ def _refuse_non_finite(voxels: np.ndarray, path: Path) -> None:
 
 
 def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
-    """Read a 3D image from a file or a DICOM series folder (the named or the largest series).
+    """Read a 3D image from a file or a DICOM series folder: the series `series_uid`, or the
+    folder's only image series (several, and none named, is a `dicom_series.SeriesChoiceError`
+    listing them).
 
     A truncated NIfTI file, NaN or infinite voxels (in any format) and a DICOM series with a
     missing slice are errors, never silently zero-filled or resampled.
@@ -157,6 +140,9 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise SarcogradeError("file not found", path=path)
+    if series_uid is not None and not path.is_dir():
+        raise SarcogradeError(f"series {series_uid} is named, but this is a file, not a DICOM "
+                              "folder", path=path)
     try:
         if path.is_dir():
             image = _read_dicom_series(path, series_uid)

@@ -19,7 +19,8 @@ import SimpleITK as sitk
 from .cohort import Patient
 from .dicom_tags import FRAME_OF_REFERENCE_TAG
 from .errors import SarcogradeError
-from .io import grid_mismatches, read_image, read_mask
+from .io import grid_mismatches, read_mask
+from .sequence_image import SequenceImage, read_sequence_image
 
 DRAWN = "drawn"
 CARRIED = "carried:"   # followed by the sequence the contour was drawn on
@@ -35,11 +36,17 @@ class MaskSource:
     image: Path             # the image it was drawn on (an RTSTRUCT's reference)
     roi: str | None
     carried: bool
+    series: str | None = None  # the SeriesInstanceUID of `image` (series_<SEQ>), if named
 
     @property
     def label(self) -> str:
         """`drawn` or `carried:<SEQ>`, as in qa.csv's `mask_source` column."""
         return f"{CARRIED}{self.sequence}" if self.carried else DRAWN
+
+    @property
+    def drawn_on(self) -> SequenceImage:
+        """The image the contour was drawn on, as the manifest names it."""
+        return SequenceImage(self.sequence, self.image, self.series)
 
 
 def mask_source(patient: Patient, sequence: str) -> MaskSource | None:
@@ -47,11 +54,12 @@ def mask_source(patient: Patient, sequence: str) -> MaskSource | None:
     image; None when the patient has no usable contour at all."""
     if sequence in patient.masks:
         return MaskSource(sequence, patient.masks[sequence], patient.images.get(sequence),
-                          patient.rois.get(sequence), carried=False)
+                          patient.rois.get(sequence), carried=False,
+                          series=patient.series.get(sequence))
     for other, mask in patient.masks.items():
         if other != sequence and other in patient.images:
             return MaskSource(other, mask, patient.images[other], patient.rois.get(other),
-                              carried=True)
+                              carried=True, series=patient.series.get(other))
     return None
 
 
@@ -110,7 +118,8 @@ def read_drawn_mask(patient_id: str, source: MaskSource,
 
     The mask must lie on its image's grid (an RTSTRUCT is rasterised onto it).
     """
-    reference = image if image is not None else read_image(source.image)
+    reference = (image if image is not None
+                 else read_sequence_image(patient_id, source.drawn_on, source.mask))
     mask = read_mask(source.mask, reference=reference, roi=source.roi)
     problems = grid_mismatches(reference, mask)
     if problems:

@@ -125,6 +125,11 @@ def _referenced_series(ds) -> set[str]:
             if series.get("SeriesInstanceUID")}
 
 
+def referenced_series(path: str | Path) -> set[str]:
+    """The SeriesInstanceUIDs of the images an RTSTRUCT file says it was drawn on (may be empty)."""
+    return _referenced_series(_read(Path(path)))
+
+
 def _check_frame_of_reference(ds, item, reference: sitk.Image, path: Path) -> None:
     """Where the reference carries its DICOM frame of reference and series UIDs (a DICOM series
     read by `io.read_image`), the ROI's frame and the RTSTRUCT's referenced series must match."""

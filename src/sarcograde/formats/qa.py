@@ -14,10 +14,10 @@ QA = "qa.csv"
 # qa.run.json, not run.json: check's default folder (the manifest's) may hold synth's or
 # import's run.json.
 QA_RECORD = file_record_name(QA)
-QA_COLUMNS = ["patient_id", "sequence", "image", "mask", "shape", "spacing_mm", "orientation",
-              "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml", "longest_diameter_mm",
-              "mask_pieces", "largest_piece_share", "mask_source", "drawn_volume_ml", "usable",
-              "problems", "warnings"]
+QA_COLUMNS = ["patient_id", "sequence", "image", "series_uid", "mask", "shape", "spacing_mm",
+              "orientation", "p1", "p50", "p99", "mask_voxels", "tumour_volume_ml",
+              "longest_diameter_mm", "mask_pieces", "largest_piece_share", "mask_source",
+              "drawn_volume_ml", "usable", "problems", "warnings"]
 
 
 def write_qa(out: str | Path, rows: list[dict]) -> pd.DataFrame:

@@ -8,7 +8,6 @@ interpolation), resampling to 1 mm, z-score, then the crops.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,8 +15,9 @@ import SimpleITK as sitk
 
 from ..config_schema import check_settings
 from ..errors import SarcogradeError
-from ..io import mask_pieces, read_image, tumour_volume_ml
+from ..io import mask_pieces, tumour_volume_ml
 from ..masks import MaskSource, read_patient_mask
+from ..sequence_image import SequenceImage, read_sequence_image
 from .bias import AUTO, n4_correct
 from .body import body_mask
 from .geometry import isotropic_grid, resample_image, resample_mask, to_canonical
@@ -86,17 +86,17 @@ class Preprocessed:
                 "key": np.array(key)}
 
 
-def load_patient(patient_id: str, image_path: Path,
+def load_patient(patient_id: str, image: SequenceImage,
                  source: MaskSource) -> tuple[sitk.Image, sitk.Image]:
     """Read a patient's image and its tumour mask (drawn on it, or carried from another
     sequence's contour); the mask must be non-empty on the image's grid."""
-    image = read_image(image_path)
-    mask = read_patient_mask(patient_id, image, source, image_path)
+    volume = read_sequence_image(patient_id, image, None if source.carried else source.mask)
+    mask = read_patient_mask(patient_id, volume, source, image.path)
     if not sitk.GetArrayViewFromImage(mask).any():
         raise SarcogradeError("mask is empty" + (f" once carried from {source.sequence}"
                                                  if source.carried else ""),
                               patient=patient_id, path=source.mask)
-    return image, mask
+    return volume, mask
 
 
 def drop_stray_pieces(mask: sitk.Image) -> tuple[sitk.Image, list[str]]:

@@ -21,6 +21,7 @@ from ..errors import SarcogradeError
 from ..formats.cache import (INDEX, npz_relpath, patient_summary, preview_path,
                              read_cache_config, stored_key, write_cache_config, write_index)
 from ..masks import MaskSource, mask_source
+from ..sequence_image import SequenceImage, sequence_image
 from .cache import cache_key, write_patient
 from .pipeline import Params, drop_stray_pieces, load_patient, preprocess_volume
 from .preview import save_preview
@@ -31,7 +32,7 @@ class Task:
     """Everything a worker process needs for one patient (picklable)."""
 
     patient_id: str
-    image: Path
+    image: SequenceImage
     mask: MaskSource
     cache: Path
     params: Params
@@ -103,13 +104,13 @@ def process_patient(task: Task) -> Outcome:
             save_preview(path, preview, task.patient_id)
         n_slices, volume = patient_summary(path)
     except SarcogradeError as exc:
-        where = exc.path if exc.path is not None else task.image
+        where = exc.path if exc.path is not None else task.image.path
         return Outcome(task.patient_id, "failed", f"{task.patient_id}: {where}: {exc.problem}",
                        npz=npz, seconds=time.perf_counter() - start)
     except Exception as exc:  # a bug or a library error on one patient must not stop the cohort
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         return Outcome(task.patient_id, "failed",
-                       f"{task.patient_id}: {task.image}: {type(exc).__name__}: {reason}",
+                       f"{task.patient_id}: {task.image.path}: {type(exc).__name__}: {reason}",
                        npz=npz, seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
                    tumour_volume_ml=volume, seconds=time.perf_counter() - start,
@@ -117,7 +118,7 @@ def process_patient(task: Task) -> Outcome:
 
 
 def _worker_died(task: Task) -> Outcome:
-    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
+    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: "
                    "the worker process died (out of memory? try fewer --jobs)")
 
 
@@ -130,7 +131,8 @@ def process_patient_on_one_core(task: Task) -> Outcome:
 def run_tasks_on_ray(executor: executors.RayExecutor, tasks: list[Task]) -> list[Outcome]:
     """One Ray task per patient, 1 CPU each; a patient whose worker kept dying is a failure."""
     def died(task: Task, message: str) -> Outcome:
-        return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image}: {message}")
+        return Outcome(task.patient_id, "failed",
+                       f"{task.patient_id}: {task.image.path}: {message}")
 
     with executor:
         return executor.map(process_patient_on_one_core, tasks, label="preprocess",
@@ -168,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
     if stale:
         (cache / INDEX).unlink(missing_ok=True)
 
-    tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), cache, params,
-                  args.preview) for p in cohort]
+    tasks = [Task(p.patient_id, sequence_image(p, sequence), mask_source(p, sequence), cache,
+                  params, args.preview) for p in cohort]
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
         where = "Ray tasks" if executor else f"{args.jobs} job(s)"

@@ -29,6 +29,7 @@ from ..formats.radiomics import (FEATURES, PatientFeatures, patient_features_pat
 from ..masks import MaskSource, mask_source
 from ..preprocess.cache import cache_key
 from ..preprocess.pipeline import drop_stray_pieces, load_patient, normalise_volume
+from ..sequence_image import SequenceImage, sequence_image
 from .features import compute_features
 from .settings import Settings
 
@@ -41,7 +42,7 @@ class Task:
     """Everything a worker process needs for one patient (picklable)."""
 
     patient_id: str
-    image: Path
+    image: SequenceImage
     mask: MaskSource
     out: Path
     settings: Settings
@@ -84,19 +85,19 @@ def process_patient(task: Task) -> Outcome:
             return Outcome(task.patient_id, "reused", seconds=time.perf_counter() - start)
         write_patient_features(path, task.patient_id, key, extract_patient(task))
     except SarcogradeError as exc:
-        where = exc.path if exc.path is not None else task.image
+        where = exc.path if exc.path is not None else task.image.path
         return Outcome(task.patient_id, "failed", f"{task.patient_id}: {where}: {exc.problem}",
                        seconds=time.perf_counter() - start)
     except Exception as exc:  # a bug or a library error on one patient must not stop the cohort
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         return Outcome(task.patient_id, "failed",
-                       f"{task.patient_id}: {task.image}: {type(exc).__name__}: {reason}",
+                       f"{task.patient_id}: {task.image.path}: {type(exc).__name__}: {reason}",
                        seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, "computed", seconds=time.perf_counter() - start)
 
 
 def _worker_died(task: Task) -> Outcome:
-    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image}: "
+    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: "
                    "the worker process died (out of memory? try fewer --jobs)")
 
 
@@ -134,8 +135,8 @@ def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
     sequence = cohort.require_sequence(sequence)
     config = {"sequence": sequence, "settings": settings.as_dict(),
               "manifest": str(Path(manifest).resolve())}
-    tasks = [Task(p.patient_id, p.images[sequence], mask_source(p, sequence), out, settings)
-             for p in cohort]
+    tasks = [Task(p.patient_id, sequence_image(p, sequence), mask_source(p, sequence), out,
+                  settings) for p in cohort]
     # A features.csv from other settings must not outlive them if this run is interrupted.
     if _settings_changed(out, config):
         (out / FEATURES).unlink(missing_ok=True)

@@ -9,8 +9,8 @@ import SimpleITK as sitk
 
 from ..artifacts import save_figure
 from ..cohort import load_manifest
-from ..io import read_image
 from ..masks import mask_source, read_patient_mask
+from ..sequence_image import read_sequence_image, sequence_image
 
 
 def axial_view(image: sitk.Image, mask: sitk.Image) -> tuple[np.ndarray, np.ndarray, float]:
@@ -34,7 +34,8 @@ def save_preview(manifest: str | Path, target: str | Path, max_patients: int = 8
                              squeeze=False)
     for col, patient in enumerate(patients):
         for row, seq in enumerate(cohort.sequences):
-            image = read_image(patient.images[seq])   # an empty mask cell: the carried contour
+            image = read_sequence_image(patient.patient_id, sequence_image(patient, seq))
+            # an empty mask cell: the carried contour
             mask = read_patient_mask(patient.patient_id, image, mask_source(patient, seq))
             pixels, outline, aspect = axial_view(image, mask)
             ax = axes[row, col]

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.class_weight import compute_class_weight
 
 from sarcograde import model as model_lib
+from sarcograde import parallel
 from sarcograde import train as train_mod
 from sarcograde.cli import main
 from sarcograde.config import load_config
@@ -30,7 +31,14 @@ TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block
         "pretrained": "none"}
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+@pytest.fixture
+def folds_in_this_process(monkeypatch):
+    """One CPU for the local executor: the folds train in the test's own process, where its
+    monkeypatches reach them (folds in worker processes: test_executors.py)."""
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 1)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "folds_in_this_process")
 
 
 def config(**train) -> dict:
@@ -228,6 +236,36 @@ def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, ca
         "sarcograde train: error: stratified cross-validation needs at least 2 patients of each "
         "grade; the cohort has 1 low-grade and 7 high-grade patients with a known grade")
     assert not (tmp_path / "bad_run").exists()
+
+
+def test_a_fold_trains_with_threads_per_fold_and_a_resume_with_another_count_is_refused(
+        tmp_path, capsys, monkeypatch):
+    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
+    user = tmp_path / "tiny.yaml"
+    user.write_text(yaml.safe_dump({"model": TINY, "train": {"max_epochs": 1, "batch_size": 8}}))
+    run = tmp_path / "run"
+    common = ["train", str(cache), "--out", str(run), "--preset", "quick", "--config", str(user),
+              "--device", "cpu", "--fold", "0"]
+    threads = []
+    real_epoch = train_fold.train_epoch
+    monkeypatch.setattr(train_fold, "train_epoch", lambda *a, **k: threads.append(
+        torch.get_num_threads()) or real_epoch(*a, **k))
+    assert main([*common, "--threads-per-fold", "2"]) == 0
+    assert threads == [2] and torch.get_num_threads() == 1  # the module's one thread, restored
+    for name in ("config.json", "run.json"):
+        record = json.loads((run / name).read_text(encoding="utf-8"))
+        assert record.get("config", record)["train"]["threads_per_fold"] == 2
+    capsys.readouterr()
+    for flags in ([], ["--threads", "1"]):  # the preset's 1; the old flag, with a note
+        assert main([*common, *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == (
+            f"sarcograde train: error: {run / 'config.json'}: this run folder was trained with "
+            "another configuration, seed or cache (train.threads_per_fold 2 there, 1 here); use "
+            "a new --out folder (or delete this one to retrain)")
+    assert err.count("warning: --threads is deprecated") == 1
+    assert main([*common, "--threads", "2"]) == 0
+    assert "fold_00: finished earlier, not retrained" in capsys.readouterr().err
 
 
 # --- what a run shows while it trains --------------------------------------------------------

@@ -265,6 +265,9 @@ TRAIN = {
     "cuda_graphs": Key("replay each training step from a CUDA graph (GPU)", bool),
     "checkpoint_every_s": Key("least seconds between two writes of a fold's resume state",
                               Interval(Real, 0, None, unit="seconds")),
+    "threads_per_fold": Key("CPU threads each fold trains with, on every executor and machine "
+                            "(another count rounds differently: part of the numbers)",
+                            Interval(Integral, 1, None)),
 }
 
 # The sections of a preset and of a `--config` file.

@@ -263,7 +263,7 @@ def test_a_fold_trains_with_threads_per_fold_and_a_resume_with_another_count_is_
             f"sarcograde train: error: {run / 'config.json'}: this run folder was trained with "
             "another configuration, seed or cache (train.threads_per_fold 2 there, 1 here); use "
             "a new --out folder (or delete this one to retrain)")
-    assert err.count("warning: --threads is deprecated") == 1
+    assert err.count("--threads is deprecated; use --threads-per-fold") == 1
     assert main([*common, "--threads", "2"]) == 0
     assert "fold_00: finished earlier, not retrained" in capsys.readouterr().err
 

@@ -19,11 +19,11 @@ trains folds side by side in worker processes, as many as the cores hold.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .. import executors
 from ..config import PRESETS, load_config
-from ..console import warn
 from .cv import train_cv
 
 
@@ -66,8 +66,8 @@ class _Deprecated(argparse.Action):
         self.instead = instead
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        warn(f"{option_string} is deprecated and will be removed in the next version; "
-             f"use {self.instead}")
+        print(f"{parser.prog}: note: {option_string} is deprecated; use {self.instead} (the old "
+              "spelling goes in the next version)", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 

@@ -28,7 +28,7 @@ def keep_locale():
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module: tiny networks on two cores run faster without OpenMP
-    threads waiting on each other, and results do not depend on the thread count."""
+    threads waiting on each other (a fold in training sets its own: train.threads_per_fold)."""
     import torch
 
     threads = torch.get_num_threads()

@@ -1,12 +1,15 @@
 """`--executor ray` gives the local executor's results: the same NPZ bytes from `preprocess`,
-the same out-of-fold predictions from `train`, also when a worker is killed in the middle of a
-fold, the same predictions from `predict` and attention tables and maps from `explain`. One local
-Ray with 2 CPUs for the module (it takes seconds to start)."""
+the same out-of-fold predictions from `train` (byte for byte at the defaults, where another
+count of threads per fold would give other numbers), also when a worker is killed in the middle
+of a fold, the same predictions from `predict` and attention tables and maps from `explain`. One
+local Ray with 2 CPUs for the module (it takes seconds to start). The local executor's worker
+processes: tasks side by side, their lines heard once, a dead worker reported."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,11 +23,14 @@ import SimpleITK as sitk
 import yaml
 
 from preprocess_phantom import phantom
+import executor_tasks
+from executor_tasks import dies, meet, noisy
+from sarcograde import parallel
 from sarcograde import train as train_mod
 from sarcograde.cli import main
 from sarcograde.console import warn
 from sarcograde.errors import SarcogradeError
-from sarcograde.executors import RayExecutor
+from sarcograde.executors import WORKER_DIED, LocalExecutor, RayExecutor
 from fakes import cohort, graded_cache
 from test_explain import cache_dir, run_dir, square_model  # noqa: F401 (fixtures)
 from test_explain import explain
@@ -100,11 +106,19 @@ def test_preprocess_on_ray_writes_the_local_bytes_and_reports_a_failing_patient(
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A cache of 10 patients and its 2-fold quick-preset run on the local executor."""
+    """A cache of 10 patients and its 2-fold quick-preset run on the local executor, at the
+    defaults (one thread per fold) on 2 CPUs: the two folds in two worker processes."""
     root = tmp_path_factory.mktemp("train")
     cache = graded_cache(root / "cache", cohort(5, 5))
     cfg = config(max_epochs=3)
-    return cache, cfg, train_mod.train_cv(cache, root / "local", cfg, seed=3, device="cpu")
+    pools = []
+    real_pool = parallel.worker_pool
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parallel, "available_cpus", lambda: 2)
+        patch.setattr(parallel, "worker_pool", lambda n: pools.append(n) or real_pool(n))
+        run = train_mod.train_cv(cache, root / "local", cfg, seed=3, device="cpu")
+    assert pools == [2]
+    return cache, cfg, run
 
 
 def assert_same_predictions(local: Path, other: Path) -> None:
@@ -121,6 +135,8 @@ def test_train_on_ray_gives_the_local_out_of_fold_predictions(tiny_run, tmp_path
     run = train_mod.train_cv(cache, tmp_path / "ray", cfg, seed=3, device="cpu",
                              executor=RayExecutor())
     assert_same_predictions(local, run)
+    # the same threads per fold on both: the same numbers, bit for bit
+    assert (run / "cv_predictions.csv").read_bytes() == (local / "cv_predictions.csv").read_bytes()
     # each fold's line from its task, once; the AUC line from the driver only, as locally
     err = capsys.readouterr().err
     assert err.count("fold_00: best epoch") == err.count("fold_01: best epoch") == 1
@@ -139,7 +155,7 @@ def _kill_a_fold_worker_after_its_first_epoch(run: Path, killed: list[int]) -> N
             title = (proc / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if title.startswith(b"ray::train_one_fold"):
+        if title.startswith(b"ray::train_folds"):
             os.kill(int(proc.name), signal.SIGKILL)
             killed.append(int(proc.name))
             return
@@ -181,28 +197,29 @@ def test_predict_on_ray_gives_the_local_predictions(tiny_run, tmp_path):
     assert len(list((tmp_path / "ray" / "p.slices").glob("*.npz"))) == len(local)
 
 
-def noisy(item: str) -> str:
-    """A task that warns twice (once as every task does), then fails for "bad"."""
-    warn(f"{item}: something to know")
-    warn("every task says this")
-    if item == "bad":
-        raise ValueError(f"{item}: no\nway")
-    return item.upper()
+@pytest.mark.slow
+def test_a_fold_trained_with_two_threads_gets_other_numbers(tiny_run, tmp_path):
+    """What makes the equality above worth testing: on this cohort a fold's thread count
+    changes its numbers (a CPU's sums are split over its threads and round differently)."""
+    cache, cfg, local = tiny_run
+    two = train_mod.train_cv(cache, tmp_path / "two", config(max_epochs=3, threads_per_fold=2),
+                             seed=3, device="cpu")
+    a, b = (pd.read_csv(run / "cv_predictions.csv") for run in (local, two))
+    pd.testing.assert_frame_equal(a.drop(columns="p_high"), b.drop(columns="p_high"))
+    assert (a["p_high"] != b["p_high"]).any()
 
 
 @pytest.fixture
 def tasks_of_this_module():
-    """The functions of this module sent to Ray by value: its workers cannot import tests/."""
-    module = sys.modules[__name__]
-    ray.cloudpickle.register_pickle_by_value(module)
+    """The task functions sent to Ray by value: its workers cannot import tests/."""
+    ray.cloudpickle.register_pickle_by_value(executor_tasks)
     yield
-    ray.cloudpickle.unregister_pickle_by_value(module)
+    ray.cloudpickle.unregister_pickle_by_value(executor_tasks)
 
 
-@on_ray
-def test_a_task_warning_reaches_the_driver_once_before_a_failure(tasks_of_this_module, capsys):
+def task_lines_reach_the_driver_once(make_executor, noun: str, capsys) -> None:
     warn("every task says this")  # before the executor: the tasks' copy is still shown
-    executor = RayExecutor()
+    executor = make_executor()
     capsys.readouterr()
     assert executor.map(noisy, ["a", "b", "c"], label="noisy", names=list("abc")) == list("ABC")
     err = capsys.readouterr().err
@@ -215,9 +232,37 @@ def test_a_task_warning_reaches_the_driver_once_before_a_failure(tasks_of_this_m
     err = capsys.readouterr().err
     assert err.count("warning: bad: something to know\n") == 1
     assert "every task says this" not in err  # shown by this executor already
-    with pytest.raises(SarcogradeError, match="1 Ray task.*bad: no way"):
-        RayExecutor().map(noisy, ["bad"], label="noisy", names=["bad"])  # a new command's
+    with pytest.raises(SarcogradeError, match=f"1 {noun}.*bad: no way"):  # a new command's
+        make_executor().map(noisy, ["bad", "e"], label="noisy", names=["bad", "e"])
     assert capsys.readouterr().err.count("warning: bad: something to know\n") == 1
+
+
+@on_ray
+def test_a_task_warning_reaches_the_driver_once_before_a_failure(tasks_of_this_module, capsys):
+    task_lines_reach_the_driver_once(RayExecutor, "Ray task", capsys)
+
+
+def test_a_local_worker_process_is_heard_once_as_on_ray(capsys):
+    task_lines_reach_the_driver_once(lambda: LocalExecutor(workers=2), "task", capsys)
+
+
+def test_local_tasks_run_side_by_side_in_worker_processes(tmp_path):
+    pids = LocalExecutor(workers=2).map(meet, [(tmp_path, "a"), (tmp_path, "b")], label="meet",
+                                        names=["a", "b"])
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    # as many at a time as the CPUs hold at the CPUs a task asks for; one: here
+    assert LocalExecutor().slots(num_cpus=1) == parallel.available_cpus()
+    assert LocalExecutor().slots(num_cpus=parallel.available_cpus()) == 1
+    assert LocalExecutor().map(lambda _: os.getpid(), [0], label="here",
+                               names=["here"]) == [os.getpid()]
+
+
+def test_a_dead_local_worker_is_reported_by_the_task(capsys):
+    executor = LocalExecutor(workers=2)
+    assert executor.map(dies, ["dead", "dead"], label="dies", names=["a", "b"],
+                        on_error=lambda item, message: message) == [WORKER_DIED] * 2
+    with pytest.raises(SarcogradeError, match=rf"^2 task\(s\) failed: a: {re.escape(WORKER_DIED)}"):
+        executor.map(dies, ["dead", "dead"], label="dies", names=["a", "b"])
 
 
 @on_ray

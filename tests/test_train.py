@@ -16,16 +16,14 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.class_weight import compute_class_weight
 
 from sarcograde import model as model_lib
+from sarcograde import parallel
 from sarcograde import train as train_mod
 from sarcograde.cli import main
 from sarcograde.config import load_config
 from sarcograde.data import load_slices
 from sarcograde.errors import SarcogradeError
-from sarcograde.artifacts import hash_config
-from sarcograde.formats.run import (CHECKPOINT, CONFIG, HISTORY_COLUMNS, read_checkpoint,
-                                    read_run_config, write_checkpoint, write_run_config)
+from sarcograde.formats.run import HISTORY_COLUMNS
 from sarcograde.train import stage as train_stage
-from sarcograde.train.settings import SPEED_ONLY
 from sarcograde.splits import make_splits
 from sarcograde.train import fold as train_fold
 from fakes import cohort, graded_cache
@@ -34,7 +32,14 @@ TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block
         "pretrained": "none"}
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+@pytest.fixture
+def folds_in_this_process(monkeypatch):
+    """One CPU for the local executor: the folds train in the test's own process, where its
+    monkeypatches reach them (folds in worker processes: test_executors.py)."""
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 1)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "folds_in_this_process")
 
 
 def config(**train) -> dict:
@@ -211,42 +216,6 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
         train_mod.train_cv(cache, resumed, other, seed=1, device="cpu")
 
 
-def hash_as_before(record: dict) -> str:
-    """The configuration hash the previous version wrote for a run's config.json."""
-    return hash_config({"model": record["model"],
-                        "train": {k: v for k, v in record["train"].items() if k not in SPEED_ONLY},
-                        "seed": record["seed"], "sequence": record["sequence"],
-                        "cache_hash": record["cache_hash"]})
-
-
-def test_a_run_trained_when_train_precision_was_train_amp_resumes(tmp_path, monkeypatch, capsys):
-    """A run folder and a fold's checkpoint of the previous version (train.amp: none) hold the
-    configuration train.precision: fp32 names now: the run resumes where it stopped."""
-    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
-    run, cfg = tmp_path / "run", config(max_epochs=2)
-    real_save = interrupt_fold_01_after(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.train_cv(cache, run, cfg, seed=0, device="cpu")
-    # the run folder as the previous version left it
-    record = read_run_config(run)
-    assert record["config_hash"] == hash_as_before(record)  # the hash is still made so
-    assert record["train"].pop("precision") == "fp32"
-    record["train"]["amp"] = "none"
-    record["config_hash"] = hash_as_before(record)
-    write_run_config(run, record)
-    state = read_checkpoint(run / "fold_01" / CHECKPOINT)
-    write_checkpoint(run / "fold_01" / CHECKPOINT, {**state, "config_hash": record["config_hash"]})
-
-    monkeypatch.setattr(train_fold, "save_checkpoint", real_save)
-    capsys.readouterr()
-    train_mod.train_cv(cache, run, cfg, seed=0, device="cpu")
-    err = capsys.readouterr().err
-    assert "fold_00: finished earlier, not retrained" in err
-    assert "fold_01: resuming after epoch 1" in err
-    saved = json.loads((run / CONFIG).read_text(encoding="utf-8"))
-    assert saved["config_hash"] == record["config_hash"] and saved["train"]["precision"] == "fp32"
-
-
 def test_bf16_is_the_old_spelling_of_precision_bf16(tmp_path, monkeypatch, capsys):
     configs = []
     monkeypatch.setattr(train_stage, "train_cv",
@@ -292,6 +261,36 @@ def test_cli_trains_one_fold_with_adapted_splits_and_unknown_grades(tmp_path, ca
         "sarcograde train: error: stratified cross-validation needs at least 2 patients of each "
         "grade; the cohort has 1 low-grade and 7 high-grade patients with a known grade")
     assert not (tmp_path / "bad_run").exists()
+
+
+def test_a_fold_trains_with_threads_per_fold_and_a_resume_with_another_count_is_refused(
+        tmp_path, capsys, monkeypatch):
+    cache = graded_cache(tmp_path / "cache", cohort(4, 4))
+    user = tmp_path / "tiny.yaml"
+    user.write_text(yaml.safe_dump({"model": TINY, "train": {"max_epochs": 1, "batch_size": 8}}))
+    run = tmp_path / "run"
+    common = ["train", str(cache), "--out", str(run), "--preset", "quick", "--config", str(user),
+              "--device", "cpu", "--fold", "0"]
+    threads = []
+    real_epoch = train_fold.train_epoch
+    monkeypatch.setattr(train_fold, "train_epoch", lambda *a, **k: threads.append(
+        torch.get_num_threads()) or real_epoch(*a, **k))
+    assert main([*common, "--threads-per-fold", "2"]) == 0
+    assert threads == [2] and torch.get_num_threads() == 1  # the module's one thread, restored
+    for name in ("config.json", "run.json"):
+        record = json.loads((run / name).read_text(encoding="utf-8"))
+        assert record.get("config", record)["train"]["threads_per_fold"] == 2
+    capsys.readouterr()
+    for flags in ([], ["--threads", "1"]):  # the preset's 1; the old flag, with a note
+        assert main([*common, *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == (
+            f"sarcograde train: error: {run / 'config.json'}: this run folder was trained with "
+            "another configuration, seed or cache (train.threads_per_fold 2 there, 1 here); use "
+            "a new --out folder (or delete this one to retrain)")
+    assert err.count("--threads is deprecated; use --threads-per-fold") == 1
+    assert main([*common, "--threads", "2"]) == 0
+    assert "fold_00: finished earlier, not retrained" in capsys.readouterr().err
 
 
 # --- what a run shows while it trains --------------------------------------------------------

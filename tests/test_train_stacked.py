@@ -23,8 +23,9 @@ from sarcograde.train import fold as train_fold
 from sarcograde.train.stacked_densenet import StackedDenseNet
 from fakes import cohort, graded_cache
 from test_train import EPOCH_LINE, TINY, config, read_state
+from test_train import folds_in_this_process  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "folds_in_this_process")
 
 
 # --- folds trained side by side (train.concurrent_folds) -----------------------------------

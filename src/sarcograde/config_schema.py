@@ -266,6 +266,9 @@ TRAIN = {
     "cuda_graphs": Key("replay each training step from a CUDA graph (GPU)", bool),
     "checkpoint_every_s": Key("least seconds between two writes of a fold's resume state",
                               Interval(Real, 0, None, unit="seconds")),
+    "threads_per_fold": Key("CPU threads each fold trains with, on every executor and machine "
+                            "(another count rounds differently: part of the numbers)",
+                            Interval(Integral, 1, None)),
 }
 
 # The sections of a preset and of a `--config` file.
@@ -336,19 +339,6 @@ def renamed_keys(values: dict, *, path=None, prefix: str = "") -> dict:
                          f"{new}: {section[renamed.new]}", "name")
         out[renamed.section] = section
     return out
-
-
-def spellings_before_renames(section: str, values: dict) -> list[dict]:
-    """`values` of a `section` as the previous version could have spelt them: each renamed key
-    under its old name, with each old value meaning the same (the configurations a run trained
-    then was hashed from)."""
-    spellings = [values]
-    for renamed in (r for r in RENAMED_KEYS if r.section == section and r.new in values):
-        value = values[renamed.new]
-        old_values = [value, *(old for old, new in renamed.values.items() if new == value)]
-        spellings = [{**{k: v for k, v in spelling.items() if k != renamed.new}, renamed.old: v}
-                     for spelling in spellings for v in old_values]
-    return spellings
 
 
 def _unknown(key: Any, table: dict, prefix: str, noun: str) -> str:

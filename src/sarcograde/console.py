@@ -1,9 +1,10 @@
 """Terminal output shared by the stages: a rich console and a progress bar factory.
 
 `warn` and `info` print one line each. Inside `recorded()` (a Ray task: the worker's output does
-not reach the user's terminal) they are kept instead, to be `replay`ed on the driver's console.
-A progress bar is drawn on a terminal only; in a log file (a cluster job's, a pipe) its tasks
-write plain lines as they advance instead.
+not reach the user's terminal) they are kept instead, to be `replay`ed on the driver's console;
+a local worker process (`forward_lines`) also sends each to the driver as it is said. A progress
+bar is drawn on a terminal only; in a log file (a cluster job's, a pipe) its tasks write plain
+lines as they advance instead, and in a worker process nothing (the driver's bar counts tasks).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import itertools
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, Task, TaskID, TextColumn,
@@ -28,15 +29,17 @@ LOG_EVERY_S = 10.0
 
 
 def on_terminal() -> bool:
-    """Whether stderr is a terminal (progress bars) rather than a log file or pipe (lines)."""
-    return sys.stderr.isatty()
+    """Whether stderr is a terminal (progress bars) rather than a log file or pipe (lines); a
+    worker process whose lines go to the driver (`forward_lines`) speaks in lines."""
+    return _forward is None and sys.stderr.isatty()
 
 
 def progress(transient: bool = False) -> Progress:
     """A progress bar with count, elapsed time and ETA on a terminal; elsewhere `ProgressLines`
-    (silent for a `transient` bar, whose progress is not worth keeping in a log)."""
+    (silent for a `transient` bar, whose progress is not worth keeping in a log, and in a
+    worker process, whose driver shows a bar of its tasks)."""
     if not on_terminal():
-        return ProgressLines(silent=transient)
+        return ProgressLines(silent=transient or _forward is not None)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -99,6 +102,8 @@ Line = tuple[str, str]  # ("warn" or "info", message)
 
 _lock = threading.Lock()
 _recording: list[Line] | None = None  # this process's lines go here instead while recorded()
+_forward: Callable[[Line], object] | None = None  # a worker's lines go to its driver
+_unrepeated_since: int | None = None  # lines printed after this mark are not printed again
 _serial = itertools.count(1)
 _shown: dict[Line, int] = {}          # each line printed: the serial of its last printing
 
@@ -113,8 +118,13 @@ def info(message: str) -> None:
 
 def _emit(line: Line) -> None:
     with _lock:
+        if _forward is not None:
+            _forward(line)
         if _recording is not None:
             _recording.append(line)
+        if _forward is not None or _recording is not None:
+            return
+        if _unrepeated_since is not None and _shown.get(line, 0) > _unrepeated_since:
             return
         _shown[line] = next(_serial)
     kind, message = line
@@ -139,6 +149,27 @@ def recorded() -> Iterator[list[Line]]:
             _recording = outer
         if outer is not None:
             outer.extend(lines)
+
+
+def forward_lines(send: Callable[[Line], object]) -> None:
+    """In a worker process of the local executor: `send` every line to the driver, which prints
+    it, as it is said; nothing is printed here."""
+    global _forward
+    _forward = send
+
+
+@contextmanager
+def unrepeated(since: int) -> Iterator[None]:
+    """A line already printed after the mark `since` is not printed again in this block (a
+    task run in the driver's process that says what the driver said, as `replay` does)."""
+    global _unrepeated_since
+    with _lock:
+        outer, _unrepeated_since = _unrepeated_since, since
+    try:
+        yield
+    finally:
+        with _lock:
+            _unrepeated_since = outer
 
 
 def mark() -> int:

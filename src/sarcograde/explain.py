@@ -275,17 +275,19 @@ def run(args: argparse.Namespace) -> int:
               "preprocess": ensemble.preprocess}
     inputs = {"cache_index": Path(args.cache) / INDEX, "folds": Path(args.run) / FOLDS}
     with RunRecord(out, config=config, inputs=inputs):
-        if executor is not None:
-            batches = executor.map_patient_batches(
-                explain_patient_batch, job, index["patient_id"].tolist(), label="explain",
-                gpu=device.type == "cuda")
-            done = {summary["patient_id"]: (summary, rows)
-                    for batch in batches for summary, rows in batch}
-            results = [done[patient] for patient in index["patient_id"]]
-        else:
+        # Patients handed out (Ray tasks) come back as rows; the others are explained here.
+        batches = executor.map_patient_batches(
+            explain_patient_batch, job, index["patient_id"].tolist(), label="explain",
+            gpu=device.type == "cuda")
+        done = {summary["patient_id"]: (summary, rows)
+                for batch in batches for summary, rows in batch}
+        here = index[~index["patient_id"].isin(done)]
+        if len(here):
             with progress() as bar:
-                task = bar.add_task("explain (patients)", total=len(index))
-                results = explain_patients(job, ensemble, index, lambda: bar.advance(task))
+                task = bar.add_task("explain (patients)", total=len(here))
+                done.update((summary["patient_id"], (summary, rows)) for summary, rows in
+                            explain_patients(job, ensemble, here, lambda: bar.advance(task)))
+        results = [done[patient] for patient in index["patient_id"]]
         table = write_attention(out / ATTENTION, [summary for summary, _ in results])
         write_attention_slices(out / ATTENTION_SLICES, [r for _, rows in results for r in rows])
     flagged = table.loc[table["off_tumour"], "patient_id"].tolist()

@@ -37,6 +37,7 @@ class Renamed(NamedTuple):
 # Every renamed option; the old spellings go in the next version.
 RENAMED = (
     Renamed("train", "--bf16", "--precision", "bf16"),
+    Renamed("train", "--threads", "--threads-per-fold"),
     Renamed("explain", "--predictions", "--slice-logits"),
     Renamed("explain", "--patients", "--patient-ids"),
     Renamed("fusion apply", "--predictions", "--sequence"),

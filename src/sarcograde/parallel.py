@@ -1,23 +1,34 @@
-"""Per-patient work in parallel processes, with a progress bar, for the stages that loop over
-a cohort (preprocess, radiomics extract)."""
+"""The local executor's worker processes (`executors.LocalExecutor`): a pool of `spawn`
+processes that die with this one, each with its share of the cores for SimpleITK's threads, whose
+console lines reach this process as they are said."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Sequence, TypeVar
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.queues import SimpleQueue
+from typing import Iterator
 
 import SimpleITK as sitk
 
-from .console import progress
+from . import console
 
-T = TypeVar("T")
-R = TypeVar("R")
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: a job scheduler's allocation, else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def use_threads(threads: int) -> None:
+    """SimpleITK's own threads in this process (a worker's share of the cores)."""
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -30,48 +41,42 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def use_threads(threads: int) -> None:
-    """SimpleITK's own threads in this process (a worker's share of the cores)."""
-    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
-
-
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(threads: int, parent: int, lines: SimpleQueue) -> None:
     _die_with_parent(parent)
     use_threads(threads)
+    console.forward_lines(lines.put)
 
 
-def run_tasks(work: Callable[[T], R], tasks: Sequence[T], jobs: int, description: str,
-              crashed: Callable[[T], R]) -> list[R]:
-    """`work(task)` for every task, `jobs` processes at a time; results in task order.
+@contextlib.contextmanager
+def worker_pool(processes: int) -> Iterator[tuple[ProcessPoolExecutor, SimpleQueue]]:
+    """A pool of `processes` workers and the queue of their console lines (`said`).
 
-    `work` must be a picklable top-level function that turns its own failures into a result;
-    `crashed(task)` is the result of a task whose worker process died (e.g. out of memory).
+    "spawn" rather than fork: forking a process whose ITK or OpenMP thread pool is running can
+    hang. On the way out by an exception (Ctrl-C) the tasks not started are cancelled and the
+    running ones stopped: what they finished is on disk, and a rerun resumes.
     """
-    results: dict[int, R] = {}
-    with progress() as bar:
-        counter = bar.add_task(description, total=len(tasks))
-        if jobs == 1:
-            for i, task in enumerate(tasks):
-                results[i] = work(task)
-                bar.advance(counter)
-        else:
-            # Each process gets its share of the cores for SimpleITK's own threads. "spawn"
-            # rather than fork: forking a process whose ITK thread pool is running can hang.
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker,
-                                     initargs=(threads, os.getpid())) as pool:
-                futures = {pool.submit(work, task): i for i, task in enumerate(tasks)}
-                try:
-                    for future in as_completed(futures):
-                        i = futures[future]
-                        try:
-                            results[i] = future.result()
-                        except BrokenProcessPool:
-                            results[i] = crashed(tasks[i])
-                        bar.advance(counter)
-                except KeyboardInterrupt:
-                    # Finished patients are on disk; do not start the queued ones on the way out.
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    return [results[i] for i in range(len(tasks))]
+    context = multiprocessing.get_context("spawn")
+    lines = context.SimpleQueue()
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker,
+                               initargs=(max(1, available_cpus() // processes), os.getpid(),
+                                         lines))
+    try:
+        yield pool, lines
+    except BaseException:
+        # No public way to stop running workers before Python 3.14's terminate_workers().
+        running = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        lines.close()
+
+
+def said(lines: SimpleQueue) -> list[console.Line]:
+    """The console lines the workers have said since the last call, without waiting."""
+    heard = []
+    while not lines.empty():
+        heard.append(lines.get())
+    return heard

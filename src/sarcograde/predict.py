@@ -168,13 +168,13 @@ def run(args: argparse.Namespace) -> int:
               "preprocess": ensemble.preprocess}
     inputs = {"cache_index": Path(args.cache) / INDEX, "folds": Path(args.run) / FOLDS}
     with RunRecord(args.out.parent, config=config, inputs=inputs, name=record_name):
-        if executor is not None:
-            # the driver's device: the slice logits' keys then match and are reused below
-            executor.map_patient_batches(
-                predict_patient_batch, PatientBatchJob(args.run, args.cache, (), slices_dir,
-                                                       device.type, args.batch_size,
-                                                       args.precision),
-                index["patient_id"].tolist(), label="predict", gpu=device.type == "cuda")
+        # Patients handed out (Ray tasks) leave their slice logits in slices_dir, keyed with
+        # the driver's device, where the pass below finds them; it computes the others here.
+        executor.map_patient_batches(
+            predict_patient_batch, PatientBatchJob(args.run, args.cache, (), slices_dir,
+                                                   device.type, args.batch_size,
+                                                   args.precision),
+            index["patient_id"].tolist(), label="predict", gpu=device.type == "cuda")
         logits = predict_cache(ensemble, args.cache, index, slices_dir,
                                batch_size=args.batch_size, precision=precision)
         rows = [prediction_row(pid, logits[pid], ensemble.names, args.aggregate)

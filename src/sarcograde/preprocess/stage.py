@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from .. import executors, parallel
+from .. import executors
 from ..artifacts import RunRecord
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
@@ -117,27 +117,9 @@ def process_patient(task: Task) -> Outcome:
                    notes=tuple(f"{task.patient_id}: {task.mask.mask}: {n}" for n in notes))
 
 
-def _worker_died(task: Task) -> Outcome:
-    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: "
-                   "the worker process died (out of memory? try fewer --jobs)")
-
-
-def process_patient_on_one_core(task: Task) -> Outcome:
-    """`process_patient` as a Ray task: SimpleITK on the one CPU the task was given."""
-    parallel.use_threads(1)
-    return process_patient(task)
-
-
-def run_tasks_on_ray(executor: executors.RayExecutor, tasks: list[Task]) -> list[Outcome]:
-    """One Ray task per patient, 1 CPU each; a patient whose worker kept dying is a failure."""
-    def died(task: Task, message: str) -> Outcome:
-        return Outcome(task.patient_id, "failed",
-                       f"{task.patient_id}: {task.image.path}: {message}")
-
-    with executor:
-        return executor.map(process_patient_on_one_core, tasks, label="preprocess",
-                            names=[t.patient_id for t in tasks], num_cpus=1,
-                            failed=lambda outcome: outcome.status == "failed", on_error=died)
+def _failed_task(task: Task, message: str) -> Outcome:
+    """The outcome of a patient whose task raised or whose worker process died."""
+    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: {message}")
 
 
 def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
@@ -151,7 +133,7 @@ def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SarcogradeError(f"--jobs must be at least 1, not {args.jobs}")
-    executor = executors.from_arguments(args)
+    executor = executors.from_arguments(args, workers=args.jobs)
     flags = {"n4": args.n4, "n4_grid_mm": args.n4_grid_mm, "margin_mm": args.margin_mm,
              "size": args.size}
     config = load_config(args.preset, args.config, {"preprocess": flags})
@@ -174,11 +156,13 @@ def run(args: argparse.Namespace) -> int:
                   params, args.preview) for p in cohort]
     with RunRecord(cache, config={"preset": config["preset"], **cache_config},
                    inputs={"manifest": args.manifest}) as record:
-        where = "Ray tasks" if executor else f"{args.jobs} job(s)"
-        info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {where} -> {cache}")
-        outcomes = (parallel.run_tasks(process_patient, tasks, args.jobs, "preprocess",
-                                       _worker_died)
-                    if executor is None else run_tasks_on_ray(executor, tasks))
+        info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {executor.where} -> "
+             f"{cache}")
+        with executor:
+            outcomes = executor.map(process_patient, tasks, label="preprocess",
+                                    names=[t.patient_id for t in tasks], num_cpus=1,
+                                    failed=lambda outcome: outcome.status == "failed",
+                                    on_error=_failed_task)
         by_id = {o.patient_id: o for o in outcomes}
         rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
                 if by_id[p.patient_id].status != "failed"]

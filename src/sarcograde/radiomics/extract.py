@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from rich.markup import escape
 
-from .. import parallel
+from ..executors import LocalExecutor
 from ..artifacts import RunRecord, hash_config
 from ..cohort import load_manifest
 from ..console import info, warn
@@ -96,9 +96,9 @@ def process_patient(task: Task) -> Outcome:
     return Outcome(task.patient_id, "computed", seconds=time.perf_counter() - start)
 
 
-def _worker_died(task: Task) -> Outcome:
-    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: "
-                   "the worker process died (out of memory? try fewer --jobs)")
+def _failed_task(task: Task, message: str) -> Outcome:
+    """The outcome of a patient whose worker process died."""
+    return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: {message}")
 
 
 def feature_table(out: Path, patient_ids: list[str]) -> tuple[pd.DataFrame, dict[str, dict]]:
@@ -143,7 +143,9 @@ def extract(manifest: Path, sequence: str | None, out: Path, settings: Settings,
     with RunRecord(out, config=config, inputs={"manifest": manifest}) as record:
         info(f"radiomics extract: {len(tasks)} patients, sequence {sequence}, {jobs} job(s) "
              f"-> {out}")
-        outcomes = parallel.run_tasks(process_patient, tasks, jobs, "radiomics", _worker_died)
+        outcomes = LocalExecutor(jobs).map(
+            process_patient, tasks, label="radiomics", names=[t.patient_id for t in tasks],
+            failed=lambda outcome: outcome.status == "failed", on_error=_failed_task)
         done = [o.patient_id for o in outcomes if o.status != "failed"]
         frame, empty = feature_table(out, done)
         write_features(out, frame)

@@ -29,7 +29,7 @@ _MODULES = {
     "progress": ("Bars", "epoch_line"),
     "curves": ("plot_learning_curve",),
     "cpu_estimate": ("epoch_estimate", "say_epoch_time", "say_epoch_time_before_study"),
-    "cv": ("FoldJob", "deterministic", "train_cv", "train_folds_on_ray", "train_one_fold",
+    "cv": ("FoldJob", "deterministic", "torch_threads", "train_cv", "train_folds",
            "write_cv_predictions"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}

@@ -36,6 +36,7 @@ class Settings:
     concurrent_folds: int | None    # folds trained side by side as one stack; None = auto
     cuda_graphs: bool               # replay the stacked step from a CUDA graph (on a GPU)
     checkpoint_every_s: float       # least seconds between two checkpoints of a fold
+    threads_per_fold: int           # torch's CPU threads while a fold trains (its numbers)
 
     @classmethod
     def from_config(cls, train_cfg: dict[str, Any], device: torch.device) -> "Settings":
@@ -61,7 +62,8 @@ class Settings:
                    device=device, amp_dtype=amp_dtype,
                    channels_last=cuda if channels_last == "auto" else bool(channels_last),
                    concurrent_folds=None if concurrent == "auto" else concurrent,
-                   cuda_graphs=graphs, checkpoint_every_s=float(every))
+                   cuda_graphs=graphs, checkpoint_every_s=float(every),
+                   threads_per_fold=int(train_cfg.get("threads_per_fold", 1)))
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)

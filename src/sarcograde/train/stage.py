@@ -10,14 +10,16 @@ of every fold is one line. Training is checkpointed (at most every train.checkpo
 rerun the same command after an interruption and training goes on from the last checkpoint,
 skipping finished folds, with the numbers of an uninterrupted run. With the paper preset on a
 machine without a GPU, one timed step first says how long an epoch will take there.
+
+Each fold trains with train.threads_per_fold CPU threads (--threads-per-fold), on any executor
+and machine, so that its numbers do not depend on where it ran; on CPUs the local executor
+trains folds side by side in worker processes, as many as the cores hold.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
 
 from .. import executors
 from ..config import PRESETS, load_config
@@ -48,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="autocast precision (default: the preset's train.precision; auto "
                             "is bf16 on a GPU, fp32 on a CPU, where bf16 can be faster on recent "
                             "processors)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    add_renamed_option(parser, "train", "--threads-per-fold", type=int, metavar="N",
+                       help="CPU threads each fold trains with (train.threads_per_fold, preset "
+                            "1); on CPUs the folds run side by side, as many as the cores hold")
     parser.add_argument("--concurrent-folds", metavar="auto|N",
                         help="folds trained side by side as one stacked network (default 1; "
                              "auto: as many as the GPU's memory holds, 1 on a CPU)")
@@ -62,13 +66,12 @@ def _concurrent_folds(value: str | None) -> int | str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = load_config(args.preset, args.config, {
         "model": {"pretrained": args.pretrained},
         "train": {"folds": args.folds, "repeats": args.repeats,
                   "precision": args.precision,
-                  "concurrent_folds": _concurrent_folds(args.concurrent_folds)}})
+                  "concurrent_folds": _concurrent_folds(args.concurrent_folds),
+                  "threads_per_fold": args.threads_per_fold}})
     train_cv(args.cache, args.out, config, seed=args.seed, only_fold=args.fold,
              sequence=args.sequence, device=args.device,
              executor=executors.from_arguments(args))

@@ -18,7 +18,7 @@ BASE = {"train": ["train", "cache", "--out", "run"],
         "demo": ["demo"]}
 # A value of each renamed option that takes one.
 VALUE = {"--slice-logits": "predictions.csv", "--patient-ids": "A,B",
-         "--sequence": "T1FSGd=a.csv", "--max-epochs": "3"}
+         "--sequence": "T1FSGd=a.csv", "--max-epochs": "3", "--threads-per-fold": "2"}
 IDS = [f"{r.command} {r.old}" for r in RENAMED]
 
 

@@ -14,7 +14,7 @@ from sarcograde import __version__, cli
 from sarcograde.errors import SarcogradeError
 
 PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "radiomics", "fusion",
-            "evaluate", "explain", "report", "study", "demo"]
+            "evaluate", "export", "explain", "report", "study", "demo"]
 
 
 def test_commands_are_registered_in_pipeline_order():
@@ -111,6 +111,7 @@ WRITERS = [
     ("predict", ["predict", "run", "cache", "--out", "OUT/p.csv"], ".p.csv.lock"),
     ("report", ["report", "eval", "--out", "OUT/r.html"], ".r.html.lock"),
     ("import", ["import", "tcia-sts", "root", "--out", "OUT/m.csv"], ".m.csv.lock"),
+    ("export", ["export", "--study", "study", "--out", "OUT/pkg"], ".pkg.lock"),
 ]
 
 

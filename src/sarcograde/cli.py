@@ -28,6 +28,8 @@ COMMANDS = [
      "IBSI radiomics features (MIRP) and their cross-validated L1 logistic regression"),
     ("fusion", "sarcograde.fusion", "late fusion of the sequences' ensembles: DL-fusion"),
     ("evaluate", "sarcograde.evaluate.stage", "metrics with CIs, baselines, survival and Table 1"),
+    ("export", "sarcograde.export",
+     "a model package to share: fold weights, settings, threshold, metrics, model card"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),
     ("study", "sarcograde.study", "a whole comparative study from one YAML file"),
@@ -54,10 +56,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# Stages whose --out is a folder and stages whose --out is one file (locked by its own name).
+# Stages whose --out is a folder and stages whose --out is one file, or one package that is
+# renamed into place whole (export's folder or zip), locked by its own name beside it.
 FOLDER, FILE = "folder", "file"
 FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "explain", "study", "demo")
-FILE_OUTPUT = ("import", "predict", "report")
+FILE_OUTPUT = ("import", "predict", "report", "export")
 # Commands with actions: which of them write a folder and which one file.
 ACTION_OUTPUT = {"radiomics": {"extract": FOLDER, "fit": FOLDER, "predict": FILE},
                  "fusion": {"fit": FOLDER, "apply": FILE}}

@@ -28,7 +28,7 @@ from .formats.fusion import FUSION_MODEL, read_fusion_model, write_fusion_model
 from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .formats.run import CV_PREDICTIONS, read_cv_predictions
-from .options import add_renamed_option, split_assignment
+from .options import add_renamed_option, named_paths
 
 MODEL_NAME = kinds.name(kinds.FUSION)  # model.json's "model"
 # Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
@@ -45,17 +45,6 @@ def margin(p_high) -> np.ndarray:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
-
-
-def _named_paths(values: list[str], flag: str) -> dict[str, Path]:
-    """["SEQ=path", ...] -> {SEQ: path}, each name once."""
-    out: dict[str, Path] = {}
-    for value in values:
-        name, path = split_assignment(value, flag, "SEQ=PATH")
-        if name in out:
-            raise SarcogradeError(f"{flag} names sequence {name} twice")
-        out[name] = Path(path)
-    return out
 
 
 def out_of_fold_margins(cv_predictions: Path) -> pd.DataFrame:
@@ -140,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "fit":
-        runs = _named_paths(args.run, "--run")
+        runs = named_paths(args.run, "--run")
         inputs = {f"{seq}/{CV_PREDICTIONS}": path / CV_PREDICTIONS for seq, path in runs.items()}
         for path in inputs.values():
             if not path.is_file():
@@ -155,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
              f" -> {args.out / FUSION_MODEL}")
         return 0
     model = read_fusion_model(args.model, MODEL_NAME)
-    paths = _named_paths(args.sequence, "--sequence")
+    paths = named_paths(args.sequence, "--sequence")
     frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():
         twice = frame["patient_id"][frame["patient_id"].duplicated()]

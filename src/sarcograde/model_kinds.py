@@ -8,8 +8,8 @@ and sequence and parsed back, the file that holds its predictions, and the poole
                       the logistic-regression baselines that `evaluate` fits on the training
                       cohort (`baselines`)
     PKG-<SEQ>, PKG-fusion
-                      reserved for a received model package: its sequences' models and their
-                      fusion (no command writes them yet)
+                      a model package's sequences' models and their fusion (`export` names
+                      them in the package's model.json; no command predicts with them yet)
 
 A study lists the kinds it runs (`models:` in STUDY.yaml, `STUDY_KINDS`); every model's
 predictions are `<name>.csv` (patient_id, p_high, predicted). A new kind is an entry of

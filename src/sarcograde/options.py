@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import SarcogradeError
@@ -106,4 +107,16 @@ def _replaced(argv: list[str], tokens: list[str], by: list[str]) -> list[str]:
         else:
             out.append(argv[i])
             i += 1
+    return out
+
+
+def named_paths(values: list[str], flag: str) -> dict[str, Path]:
+    """The `SEQ=PATH` values of a repeatable option (e.g. `--run T2FS=runs/t2`) as
+    {SEQ: PATH}, in the order given; a name given twice is a one-line error."""
+    out: dict[str, Path] = {}
+    for value in values:
+        name, path = split_assignment(value, flag, "SEQ=PATH")
+        if name in out:
+            raise SarcogradeError(f"{flag} names sequence {name} twice")
+        out[name] = Path(path)
     return out

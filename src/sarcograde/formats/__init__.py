@@ -20,6 +20,8 @@ of spelling the name. One module per artifact family:
   `radiomics fit`'s `RUN/models.json` (the fold models as plain numbers) and
   `selected_features.csv`;
 - `fusion`: `fusion fit`'s `model.json`;
+- `package`: `export`'s model package (`model.json`, `MODEL_CARD.md`, the fold weights as
+  safetensors), as a folder or a zip;
 - `evaluation`: evaluate's outputs (metrics.json of one model or several, patient_flow.json,
   survival.json, Table 1, CSVs, figures) as the report and the demo read them;
 - `report`: report's `report.html`;

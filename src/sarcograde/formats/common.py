@@ -19,7 +19,7 @@ def read_json_file(path: Path, rerun: str | None = None) -> Any:
         raise SarcogradeError("file not found", path=path) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         advice = f"; rerun `sarcograde {rerun}`" if rerun else ""
-        raise SarcogradeError(f"corrupt JSON ({_first_line(exc)}){advice}", path=path) from None
+        raise SarcogradeError(f"corrupt JSON ({first_line(exc)}){advice}", path=path) from None
 
 
 def read_json_object(path: Path, rerun: str | None = None) -> dict:
@@ -41,13 +41,13 @@ def read_csv_file(path: Path, required: Iterable[str] = (), what: str = "CSV fil
     try:
         frame = pd.read_csv(path, **read_options)
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # ParserError is a ValueError
-        raise SarcogradeError(f"cannot parse CSV ({_first_line(exc)})", path=path) from None
+        raise SarcogradeError(f"cannot parse CSV ({first_line(exc)})", path=path) from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise SarcogradeError(f"no column(s) {', '.join(missing)}", path=path)
     return frame
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

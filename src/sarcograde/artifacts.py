@@ -15,8 +15,10 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +58,45 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 LOCK_NAME = ".sarcograde.lock"
+
+
+# Entries of a zip written by `zip_into_place` carry this date, so that the same files give the
+# same bytes.
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def temporary_folder_beside(out: Path) -> Iterator[Path]:
+    """A new folder beside `out`, removed at the end unless it was renamed into place."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def folder_into_place(folder: Path, out: Path) -> None:
+    """Rename the finished folder onto `out`; an earlier package there is moved aside first and
+    removed after (rename cannot replace a folder that holds files)."""
+    os.chmod(folder, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the output is a normal folder
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(folder, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(folder, out)
+
+
+def zip_into_place(folder: Path, out: Path) -> None:
+    """Zip the finished folder's files (sorted, fixed dates) and rename the zip onto `out`."""
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with path.open("rb") as source, archive.open(info, "w") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
 
 
 @contextlib.contextmanager

@@ -17,19 +17,16 @@ list, each in one line naming the file, and builds each sequence's ensemble from
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from ..artifacts import atomic_path, hash_config
+from ..artifacts import (folder_into_place, hash_config, temporary_folder_beside,
+                         zip_into_place)
 from ..errors import SarcogradeError
 from .common import first_line
 
@@ -40,7 +37,6 @@ MODEL_CARD = "MODEL_CARD.md"
 WEIGHTS_SUFFIX = ".safetensors"
 RERUN = "export"
 # A zip's entries carry this date, so that the same models give the same bytes.
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _CHUNK = 1 << 20
 _ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
@@ -87,7 +83,7 @@ def write_package(out: str | Path, document: dict,
         raise SarcogradeError(f"model.json would hold the path {leaked[0]!r}; nothing was "
                               "written", path=out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _temporary_folder(out) as folder:
+    with temporary_folder_beside(out) as folder:
         files = {name: _save_weights(folder / name, state) for name, state in weights}
         # plain JSON values only (numpy numbers become Python ones; NaN is refused)
         document = json.loads(json.dumps(document, allow_nan=False, default=_plain))
@@ -99,9 +95,9 @@ def write_package(out: str | Path, document: dict,
         document["checksum"] = content_checksum(document)
         (folder / MODEL_JSON).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         if as_zip:
-            _zip_into_place(folder, out)
+            zip_into_place(folder, out)
         else:
-            _folder_into_place(folder, out)
+            folder_into_place(folder, out)
     return document
 
 
@@ -153,42 +149,6 @@ def _check_replaceable(out: Path, as_zip: bool) -> None:
     if not is_package(out):
         raise SarcogradeError(f"--out is {form} that is not a model package; choose a new --out "
                               "(only an earlier package is replaced)", path=out)
-
-
-@contextlib.contextmanager
-def _temporary_folder(out: Path) -> Iterator[Path]:
-    """A new folder beside `out`, removed at the end unless it was renamed into place."""
-    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _folder_into_place(folder: Path, out: Path) -> None:
-    """Rename the finished folder onto `out`; an earlier package there is moved aside first and
-    removed after (rename cannot replace a folder that holds files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)  # mkdtemp makes 0700; a package is a normal folder
-    if out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(folder, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(folder, out)
-
-
-def _zip_into_place(folder: Path, out: Path) -> None:
-    """Zip the finished folder's files (sorted, fixed dates) and rename the zip onto `out`."""
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with path.open("rb") as source, archive.open(info, "w") as target:
-                shutil.copyfileobj(source, target, _CHUNK)
 
 
 # ------------------------------------------------------------------------------- reader

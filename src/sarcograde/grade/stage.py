@@ -1,0 +1,167 @@
+"""Grade new patients with a model package (`sarcograde export`): one patient from its files
+(`--image SEQ=PATH --mask SEQ=PATH`), or a batch from a manifest (`--manifest CSV`).
+
+Each patient is preprocessed exactly with the package's settings into `DIR/<id>/cache/<SEQ>/`
+(the preprocess stage's own pipeline; a contour drawn on one sequence is carried to the others),
+each sequence's p_high is `predict`'s (the package's fold models, the paper's mean-logit rule,
+fp32 unless `--precision` says otherwise), fused with the package's fusion where it has one, and
+graded at its threshold. Writes `DIR/<id>/grade.json` and `DIR/<id>/case-report.html`, and for a
+batch `DIR/grades.csv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..artifacts import RunRecord
+from ..cohort import Patient, load_manifest
+from ..console import info
+from ..errors import SarcogradeError
+from ..formats.cache import CacheIndex, check_patient_id, write_cache_config, write_index
+from ..formats.grade import CACHE, case_report_path, patient_folder, write_grade, write_grades
+from ..formats.package import MODEL_JSON, Package, read_package
+from ..masks import mask_source
+from ..options import named_paths
+from ..sequence_image import sequence_image
+from . import result as rules
+
+DEFAULT_ID = "patient"
+PRECISIONS = ("fp32", "bf16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, metavar="PKG",
+                        help="model package (folder or zip) written by `sarcograde export`")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder: DIR/<id>/grade.json and case-report.html")
+    parser.add_argument("--image", action="append", default=[], metavar="SEQ=PATH",
+                        help="one patient's image of a sequence (repeat per sequence)")
+    parser.add_argument("--mask", action="append", default=[], metavar="SEQ=PATH",
+                        help="its tumour mask or RTSTRUCT; one drawn on one sequence is carried "
+                             "to the others")
+    parser.add_argument("--id", default=DEFAULT_ID, metavar="PSEUDONYM",
+                        help=f"the patient's pseudonymous id in the outputs (default: {DEFAULT_ID})")
+    parser.add_argument("--manifest", type=Path, metavar="CSV",
+                        help="a batch: a manifest (docs/manifest.md) with image_<SEQ> and "
+                             "mask_<SEQ> columns; also writes DIR/grades.csv")
+    parser.add_argument("--identify", action="store_true",
+                        help="show the input files (which may name the patient) in the case "
+                             "report; by default it shows only the pseudonymous id")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default, the same numbers on every device) or bf16")
+    parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
+
+
+def patients_of(args: argparse.Namespace) -> list[Patient]:
+    """The patients to grade: the manifest's, or the one of --image/--mask."""
+    if args.manifest is not None:
+        if args.image or args.mask:
+            raise SarcogradeError("give either --manifest or --image/--mask, not both")
+        return load_manifest(args.manifest, strict=True).patients
+    if not args.image:
+        raise SarcogradeError("nothing to grade: give --image SEQ=PATH and --mask SEQ=PATH, or "
+                              "--manifest CSV")
+    if not args.mask:
+        raise SarcogradeError("no tumour contour: give --mask SEQ=PATH for at least one sequence")
+    check_patient_id(args.id)
+    images, masks = named_paths(args.image, "--image"), named_paths(args.mask, "--mask")
+    stray = sorted(set(masks) - set(images))
+    if stray:
+        raise SarcogradeError(f"--mask {stray[0]}=... has no --image {stray[0]}=...")
+    return [Patient(args.id, 0, None, images=images, masks=masks)]
+
+
+def check_sequences(package: Package, patients: list[Patient]) -> None:
+    """Every patient has at least one of the package's sequences."""
+    for patient in patients:
+        if not set(patient.images) & set(package.sequences):
+            raise SarcogradeError(f"no image of the package's sequences "
+                                  f"({', '.join(package.sequences)}); it has "
+                                  f"{', '.join(patient.images) or 'none'}",
+                                  patient=patient.patient_id)
+
+
+def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache: Path):
+    """The patient's sequence preprocessed with the package's settings into its own cache;
+    the cache's index rows and config (for `predict_cache`)."""
+    from ..preprocess.pipeline import Params
+    from ..preprocess.stage import Task, index_row, process_patient
+
+    settings = package.models[sequence].preprocess
+    params = Params.from_config({k: v for k, v in settings.items() if k != "sequence"})
+    source = mask_source(patient, sequence)
+    outcome = process_patient(Task(patient.patient_id, sequence_image(patient, sequence), source,
+                                   cache, params, preview=False))
+    if outcome.status == "failed":
+        raise SarcogradeError(outcome.error)
+    write_index(cache, [index_row(patient, sequence, outcome)])
+    config = {"sequence": sequence, **params.as_dict()}
+    write_cache_config(cache, config)
+    return CacheIndex.read(cache).rows(drop_empty=True), config
+
+
+def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict,
+                  precision, batch_size: int) -> dict:
+    """Preprocess, predict, fuse and grade one patient; grade.json's content."""
+    from ..ensemble import check_cache_fits
+    from ..predict import predict_cache, prediction_row
+
+    folder = patient_folder(out, patient.patient_id)
+    predictions, per_model, flags = {}, {}, []
+    for sequence in package.sequences:
+        if sequence not in patient.images:
+            flags.append(rules.flag("sequence_missing", f"no {sequence} image: graded without "
+                                    "it", sequence))
+            continue
+        source = mask_source(patient, sequence)
+        if source is None:
+            raise SarcogradeError("no tumour contour on any sequence", patient=patient.patient_id)
+        if source.carried:
+            flags.append(rules.flag("contour_carried", f"the {sequence} contour was carried "
+                                    f"from the one drawn on {source.sequence}", sequence))
+        cache = folder / CACHE / sequence
+        index, config = preprocess_sequence(package, patient, sequence, cache)
+        ensemble = ensembles[sequence]
+        check_cache_fits(ensemble, config, cache)
+        logits = predict_cache(ensemble, cache, index, cache / "slices", batch_size=batch_size,
+                               precision=precision)[patient.patient_id]
+        predictions[sequence] = prediction_row(patient.patient_id, logits, ensemble.names)
+        per_model[sequence] = {name: predictions[sequence][f"p_{name}"]
+                               for name in ensemble.names}
+    return rules.result(patient.patient_id, package, predictions, per_model, flags)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..device import resolve_device
+    from ..ensemble import resolve_precision
+    from .report import write_case_report
+
+    if args.batch_size < 1:
+        raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    package = read_package(args.model)
+    patients = patients_of(args)
+    check_sequences(package, patients)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}
+    results = []
+    with RunRecord(args.out, config={"precision": args.precision, "device": device.type,
+                                     "model_id": package.id, "identify": args.identify},
+                   inputs={"model": args.model / MODEL_JSON if args.model.is_dir()
+                           else args.model}):
+        for patient in patients:
+            result = grade_patient(package, patient, args.out, ensembles, precision,
+                                   args.batch_size)
+            write_grade(args.out, result)
+            write_case_report(case_report_path(args.out, patient.patient_id), result, package,
+                              patient if args.identify else None)
+            results.append(result)
+            info(f"grade: {patient.patient_id}: p_high {result['p_high']:.3f}, "
+                 f"{result['grade']} grade (threshold {result['threshold']:.3f})"
+                 + (", borderline" if result["borderline"] else "")
+                 + f" -> {patient_folder(args.out, patient.patient_id)}")
+        if args.manifest is not None:
+            info(f"grade: {len(results)} patient(s) -> {write_grades(args.out, results)}")
+    return 0

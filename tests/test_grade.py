@@ -22,6 +22,7 @@ from sarcograde.formats.grade import (CASE_REPORT, GRADES, grade_path, read_grad
 from sarcograde.formats.package import MODEL_JSON
 from sarcograde.formats.predictions import read_predictions
 from sarcograde.grade import BORDERLINE, grade_of, is_borderline
+from test_report_browser import assert_renders, browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -161,3 +162,12 @@ def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "SHA-256" in err and weights.name in err
     assert not (tmp_path / "out" / "case-1").exists()
+
+
+def test_the_case_report_renders_in_chromium(built, tmp_path, browser):
+    grade_one(built, tmp_path / "graded")
+    page = tmp_path / "graded" / "case-1" / CASE_REPORT
+    assert_renders(browser, page, min_images=0, sections=3,
+                   shot_name="case_report_screenshot.png")
+    assert browser.evaluate("document.getElementById('p-high').textContent") == \
+        f"{read_grade(grade_path(tmp_path / 'graded', 'case-1'))['p_high']:.3f}"

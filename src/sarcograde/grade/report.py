@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cohort import Patient
+from ..formats.evaluation import format_estimate
 from ..formats.package import Package
 from ..report.render import render, write_page
 from ..report.sections import num, table
@@ -27,6 +28,18 @@ def spread_text(spread: dict | None) -> tuple[str, str]:
     sd = "–" if spread["sd"] is None else number(spread["sd"])
     return sd, (f"SD over {spread['n_models']} models; range {number(spread['min'])}–"
                 f"{number(spread['max'])}")
+
+
+def card_summary(document: dict, graded: str) -> str:
+    """The model card in one sentence: sequences, training cohort, cross-validated AUC."""
+    cohort = document.get("training_cohort") or {}
+    auc = ((document.get("cross_validation") or {}).get("models") or {}).get(graded, {}).get("auc")
+    text = (f"{graded} on {', '.join(document['sequences'])}, trained on {cohort.get('n', '?')} "
+            f"patients ({cohort.get('n_low', '?')} low grade, {cohort.get('n_high', '?')} high "
+            "grade)")
+    if auc:
+        text += f"; cross-validated AUC {format_estimate(auc)}"
+    return text + "."
 
 
 def context(result: dict, package: Package, patient: Patient | None) -> dict:
@@ -57,6 +70,7 @@ def context(result: dict, package: Package, patient: Patient | None) -> dict:
         "model_id": result["model"]["id"], "model_version": result["model"]["version"],
         "threshold_rule": package.document["threshold"].get("description", ""),
         "intended_use": package.document.get("intended_use", ""),
+        "summary": card_summary(package.document, result["model"]["graded_model"]),
         "limitations": package.document.get("limitations", []),
     }
 

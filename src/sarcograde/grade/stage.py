@@ -19,7 +19,7 @@ from ..cohort import Patient, load_manifest
 from ..console import info
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, check_patient_id, write_cache_config, write_index
-from ..formats.grade import CACHE, case_report_path, patient_folder, write_grade, write_grades
+from ..formats.grade import CACHE, SLICE_LOGITS, case_report_path, patient_folder, write_grade, write_grades
 from ..formats.package import MODEL_JSON, Package, read_package
 from ..masks import mask_source
 from ..options import named_paths
@@ -125,7 +125,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
         index, config = preprocess_sequence(package, patient, sequence, cache)
         ensemble = ensembles[sequence]
         check_cache_fits(ensemble, config, cache)
-        logits = predict_cache(ensemble, cache, index, cache / "slices", batch_size=batch_size,
+        logits = predict_cache(ensemble, cache, index, cache / SLICE_LOGITS, batch_size=batch_size,
                                precision=precision)[patient.patient_id]
         predictions[sequence] = prediction_row(patient.patient_id, logits, ensemble.names)
         per_model[sequence] = {name: predictions[sequence][f"p_{name}"]

@@ -30,7 +30,7 @@ COMMANDS = [
     ("evaluate", "sarcograde.evaluate.stage", "metrics with CIs, baselines, survival and Table 1"),
     ("export", "sarcograde.export",
      "a model package to share: fold weights, settings, threshold, metrics, model card"),
-    ("grade", "sarcograde.grade",
+    ("grade", "sarcograde.grade.stage",
      "grade new patients with a model package: grade.json and a case report each"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),

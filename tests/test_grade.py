@@ -105,9 +105,16 @@ def test_grade_equals_predict_and_fusion_apply_on_the_same_images(built, tmp_pat
     assert result["model"]["id"] == package["id"]
     assert result["spread"]["n_models"] == 2
     assert result["spread"]["min"] <= result["spread"]["max"]
-    assert [f["code"] for f in result["qa_flags"] if f["code"] != "borderline"] == [
+    codes = [f["code"] for f in result["qa_flags"]]
+    assert [c for c in codes if c not in ("borderline", "attention_off_tumour")] == [
         "contour_carried"]
-    assert result["attention"] is None and result["attention_reason"]
+    assert ("borderline" in codes) == result["borderline"]
+    assert codes.count("attention_off_tumour") == sum(
+        result["attention"][seq]["off_tumour"] for seq in SEQUENCES)
+    for seq in SEQUENCES:  # explain's attention, on the montage beside grade.json
+        shares = result["attention"][seq]
+        assert abs(shares["inside"] + shares["ring"] + shares["elsewhere"] - 1) < 1e-6
+        assert (tmp_path / "graded" / "case-1" / shares["montage"]).is_file()
 
 
 def test_borderline_is_within_0_02_of_the_threshold():
@@ -167,7 +174,7 @@ def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):
 def test_the_case_report_renders_in_chromium(built, tmp_path, browser):
     grade_one(built, tmp_path / "graded")
     page = tmp_path / "graded" / "case-1" / CASE_REPORT
-    assert_renders(browser, page, min_images=0, sections=3,
+    assert_renders(browser, page, min_images=2, sections=4,
                    shot_name="case_report_screenshot.png")
     assert browser.evaluate("document.getElementById('p-high').textContent") == \
         f"{read_grade(grade_path(tmp_path / 'graded', 'case-1'))['p_high']:.3f}"

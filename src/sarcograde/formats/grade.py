@@ -19,6 +19,7 @@ GRADE = "grade.json"
 CASE_REPORT = "case-report.html"
 GRADES = "grades.csv"
 CACHE = "cache"  # DIR/<id>/cache/<SEQ>/: the patient preprocessed with the package's settings
+ATTENTION = "attention"  # DIR/<id>/attention/<SEQ>/: explain's maps and montage of the patient
 SLICE_LOGITS = "slices"  # CACHE/<SEQ>/slices/<id>.npz: its per-slice logits, as predict saves them
 GRADES_COLUMNS = ["patient_id", "p_high", "grade", "threshold", "borderline", "p_high_sd",
                   "p_high_min", "p_high_max", "qa_flags", "model_id"]

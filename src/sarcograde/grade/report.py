@@ -1,5 +1,6 @@
 """The case report, `DIR/<id>/case-report.html`: one page a clinician reads in a minute, from
-grade.json and the package's model card (its intended use, threshold rule and limitations).
+grade.json, the attention montages and the package's model card (its intended use, threshold
+rule and limitations).
 It names the patient by the pseudonymous id only, unless `--identify` passes the patient whose
 input files (which may name them) it then shows."""
 
@@ -11,7 +12,8 @@ from ..cohort import Patient
 from ..formats.evaluation import format_estimate
 from ..formats.package import Package
 from ..report.render import render, write_page
-from ..report.sections import num, table
+from ..report.inputs import png_data_uri
+from ..report.sections import cell, figure, num, table
 from .result import HIGH
 
 TITLE = "sarcograde case report"
@@ -42,7 +44,18 @@ def card_summary(document: dict, graded: str) -> str:
     return text + "."
 
 
-def context(result: dict, package: Package, patient: Patient | None) -> dict:
+def attention_rows(result: dict) -> dict:
+    rows = [[seq, num(f"{a['inside']:.0%}"), num(f"{a['ring']:.0%}"),
+             num(f"{a['elsewhere']:.0%}"),
+             cell("off the tumour" if a["off_tumour"] else "on the tumour",
+                  cls="flag" if a["off_tumour"] else "ok")]
+            for seq, a in result["attention"].items()]
+    ring = next(iter(result["attention"].values()), {}).get("ring_mm", "")
+    return table(["Sequence", "Inside the tumour", f"{ring:g} mm ring" if ring else "Ring",
+                  "Elsewhere", "Attention"], rows, id="attention")
+
+
+def context(result: dict, package: Package, patient: Patient | None, folder: Path) -> dict:
     sd, spread_words = spread_text(result["spread"])
     rows = [[seq, num(number(s["p_high"])), num(number(s["spread"]["sd"])),
              num(f"{number(s['spread']['min'])}–{number(s['spread']['max'])}"),
@@ -53,7 +66,8 @@ def context(result: dict, package: Package, patient: Patient | None) -> dict:
                        (("image", patient.images), ("mask", patient.masks))
                        for seq, path in files.items()]
     return {
-        "toc": [("result", "Result"), ("qa", "Quality checks"), ("model", "The model")],
+        "toc": [("result", "Result"), ("attention", "Attention"), ("qa", "Quality checks"),
+                ("model", "The model")],
         "patient_id": result["patient_id"], "identifiers": identifiers,
         "grade": result["grade"],
         "grade_words": ("high grade (FNCLCC G2/G3)" if result["grade"] == HIGH
@@ -65,8 +79,13 @@ def context(result: dict, package: Package, patient: Patient | None) -> dict:
         "sequences": table(["Sequence", "p(high grade)", "SD", "Range", "Slices"], rows,
                            id="sequences"),
         "flags": [f["message"] for f in result["qa_flags"]],
-        "qa_notes": [f"Acquisition: {result['acquisition_range']['reason']}.",
-                     f"Attention: {result['attention_reason']}."],
+        "qa_notes": [f"Acquisition: {result['acquisition_range']['reason']}."],
+        "attention": attention_rows(result),
+        "montages": [figure(png_data_uri(folder / a["montage"]),
+                            f"{seq}: Grad-CAM ({a['method']}) of the predicted class at 0.5, mean "
+                            f"of the fold models, over the tumour's slices",
+                            f"attention montage of {seq}")
+                     for seq, a in result["attention"].items()],
         "model_id": result["model"]["id"], "model_version": result["model"]["version"],
         "threshold_rule": package.document["threshold"].get("description", ""),
         "intended_use": package.document.get("intended_use", ""),
@@ -78,6 +97,7 @@ def context(result: dict, package: Package, patient: Patient | None) -> dict:
 def write_case_report(out: Path, result: dict, package: Package,
                       patient: Patient | None = None) -> Path:
     """The page, with its run record beside it; `patient` only with --identify."""
-    page = render("case.html.j2", context(result, package, patient), title=TITLE)
+    page = render("case.html.j2", context(result, package, patient, Path(out).parent),
+                  title=TITLE)
     return write_page(out, page, config={"identify": patient is not None},
                       inputs={})

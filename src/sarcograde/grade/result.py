@@ -14,7 +14,6 @@ HIGH, LOW = "high", "low"
 ACQUISITION_NOT_CHECKED = ("the package holds no training range of spacing, slice thickness, "
                            "field strength or intensities, so the acquisition was not compared "
                            "with the training cohort's")
-ATTENTION_NOT_COMPUTED = "attention maps are not computed by grade in this version"
 
 
 def is_borderline(p_high: float, threshold: float) -> bool:
@@ -88,6 +87,5 @@ def result(patient_id: str, package, predictions: dict[str, dict],
                       for seq, row in predictions.items()},
         "qa_flags": flags,
         "acquisition_range": {"checked": False, "reason": ACQUISITION_NOT_CHECKED},
-        "attention": None, "attention_reason": ATTENTION_NOT_COMPUTED,
     }
 

@@ -5,8 +5,8 @@ Each patient is preprocessed exactly with the package's settings into `DIR/<id>/
 (the preprocess stage's own pipeline; a contour drawn on one sequence is carried to the others),
 each sequence's p_high is `predict`'s (the package's fold models, the paper's mean-logit rule,
 fp32 unless `--precision` says otherwise), fused with the package's fusion where it has one, and
-graded at its threshold. Writes `DIR/<id>/grade.json` and `DIR/<id>/case-report.html`, and for a
-batch `DIR/grades.csv`.
+graded at its threshold; each sequence's attention on the tumour is `explain`'s (its defaults).
+Writes `DIR/<id>/grade.json` and `DIR/<id>/case-report.html`, and for a batch `DIR/grades.csv`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from ..cohort import Patient, load_manifest
 from ..console import info
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, check_patient_id, write_cache_config, write_index
-from ..formats.grade import CACHE, SLICE_LOGITS, case_report_path, patient_folder, write_grade, write_grades
+from ..formats.grade import (ATTENTION, CACHE, SLICE_LOGITS, case_report_path, patient_folder,
+                             write_grade, write_grades)
 from ..formats.package import MODEL_JSON, Package, read_package
 from ..masks import mask_source
 from ..options import named_paths
@@ -102,6 +103,36 @@ def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache
     return CacheIndex.read(cache).rows(drop_empty=True), config
 
 
+def explain_settings() -> dict:
+    """explain's default method, batch size, ring, attention floor and montage size, as
+    `sarcograde explain` takes
+    them without options (read from its parser, so the two cannot drift apart)."""
+    from .. import explain
+
+    parser = argparse.ArgumentParser()
+    explain.add_arguments(parser)
+    return {name: parser.get_default(name) for name in ("method", "batch_size", "ring_mm",
+                                                         "min_attention", "montage_slices")}
+
+
+def attention(ensemble, sequence: str, cache: Path, index, folder: Path) -> dict:
+    """explain's attention on one sequence (Grad-CAM of the predicted class, reusing the slice
+    logits just computed): the shares inside the tumour, in the ring and elsewhere, the
+    off-tumour flag, and the montage's file name under DIR/<id>/."""
+    from ..explain import ExplainJob, explain_patients
+    from ..formats.predictions import montage_path
+
+    out = folder / ATTENTION / sequence
+    job = ExplainJob(run=ensemble.run_dir, cache=cache, out=out, device=ensemble.device.type,
+                     slice_logits=cache / SLICE_LOGITS, **explain_settings())
+    (summary, _), = explain_patients(job, ensemble, index)
+    return {"inside": summary["inside"], "ring": summary["ring"],
+            "elsewhere": summary["elsewhere"], "on_tumour": summary["inside"] + summary["ring"],
+            "off_tumour": summary["off_tumour"], "ring_mm": job.ring_mm,
+            "min_attention": job.min_attention, "method": job.method,
+            "montage": montage_path(out, summary["patient_id"]).relative_to(folder).as_posix()}
+
+
 def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict,
                   precision, batch_size: int) -> dict:
     """Preprocess, predict, fuse and grade one patient; grade.json's content."""
@@ -109,7 +140,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
     from ..predict import predict_cache, prediction_row
 
     folder = patient_folder(out, patient.patient_id)
-    predictions, per_model, flags = {}, {}, []
+    predictions, per_model, flags, attended = {}, {}, [], {}
     for sequence in package.sequences:
         if sequence not in patient.images:
             flags.append(rules.flag("sequence_missing", f"no {sequence} image: graded without "
@@ -125,12 +156,17 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
         index, config = preprocess_sequence(package, patient, sequence, cache)
         ensemble = ensembles[sequence]
         check_cache_fits(ensemble, config, cache)
-        logits = predict_cache(ensemble, cache, index, cache / SLICE_LOGITS, batch_size=batch_size,
-                               precision=precision)[patient.patient_id]
+        logits = predict_cache(ensemble, cache, index, cache / SLICE_LOGITS,
+                               batch_size=batch_size, precision=precision)[patient.patient_id]
         predictions[sequence] = prediction_row(patient.patient_id, logits, ensemble.names)
         per_model[sequence] = {name: predictions[sequence][f"p_{name}"]
                                for name in ensemble.names}
-    return rules.result(patient.patient_id, package, predictions, per_model, flags)
+        attended[sequence] = attention(ensemble, sequence, cache, index, folder)
+        if attended[sequence]["off_tumour"]:
+            flags.append(rules.flag("attention_off_tumour", f"the {sequence} models looked "
+                                    "mostly outside the tumour and its ring", sequence))
+    return {**rules.result(patient.patient_id, package, predictions, per_model, flags),
+            "attention": attended}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Grade new patients with a model package (`sarcograde export`): one patient from its files
-(`--image SEQ=PATH --mask SEQ=PATH`), or a batch from a manifest (`--manifest CSV`).
+(`--image SEQ=PATH --mask SEQ=PATH`) or its whole DICOM exam (`--exam FOLDER`), or a batch from
+a manifest (`--manifest CSV`).
 
 Each patient is preprocessed exactly with the package's settings into `DIR/<id>/cache/<SEQ>/`
 (the preprocess stage's own pipeline; a contour drawn on one sequence is carried to the others),
@@ -15,19 +16,18 @@ import argparse
 from pathlib import Path
 
 from ..artifacts import RunRecord
-from ..cohort import Patient, load_manifest
+from ..cohort import Patient
 from ..console import info
 from ..errors import SarcogradeError
-from ..formats.cache import CacheIndex, check_patient_id, write_cache_config, write_index
+from ..formats.cache import CacheIndex, write_cache_config, write_index
 from ..formats.grade import (ATTENTION, CACHE, SLICE_LOGITS, case_report_path, patient_folder,
                              write_grade, write_grades)
 from ..formats.package import MODEL_JSON, Package, read_package
 from ..masks import mask_source
-from ..options import named_paths
 from ..sequence_image import sequence_image
 from . import result as rules
+from .inputs import DEFAULT_ID, patients_of
 
-DEFAULT_ID = "patient"
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -46,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, metavar="CSV",
                         help="a batch: a manifest (docs/manifest.md) with image_<SEQ> and "
                              "mask_<SEQ> columns; also writes DIR/grades.csv")
+    parser.add_argument("--exam", type=Path, metavar="FOLDER",
+                        help="one patient's whole DICOM exam: each sequence's series found by "
+                             "the package's SeriesDescription rules, the contour an RTSTRUCT in "
+                             "the folder (or --mask SEQ=PATH)")
+    parser.add_argument("--series", action="append", default=[], metavar="SEQ=UID",
+                        help="with --exam: the SeriesInstanceUID of SEQ's series, instead of "
+                             "the rules")
     parser.add_argument("--identify", action="store_true",
                         help="show the input files (which may name the patient) in the case "
                              "report; by default it shows only the pseudonymous id")
@@ -53,35 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
-
-
-def patients_of(args: argparse.Namespace) -> list[Patient]:
-    """The patients to grade: the manifest's, or the one of --image/--mask."""
-    if args.manifest is not None:
-        if args.image or args.mask:
-            raise SarcogradeError("give either --manifest or --image/--mask, not both")
-        return load_manifest(args.manifest, strict=True).patients
-    if not args.image:
-        raise SarcogradeError("nothing to grade: give --image SEQ=PATH and --mask SEQ=PATH, or "
-                              "--manifest CSV")
-    if not args.mask:
-        raise SarcogradeError("no tumour contour: give --mask SEQ=PATH for at least one sequence")
-    check_patient_id(args.id)
-    images, masks = named_paths(args.image, "--image"), named_paths(args.mask, "--mask")
-    stray = sorted(set(masks) - set(images))
-    if stray:
-        raise SarcogradeError(f"--mask {stray[0]}=... has no --image {stray[0]}=...")
-    return [Patient(args.id, 0, None, images=images, masks=masks)]
-
-
-def check_sequences(package: Package, patients: list[Patient]) -> None:
-    """Every patient has at least one of the package's sequences."""
-    for patient in patients:
-        if not set(patient.images) & set(package.sequences):
-            raise SarcogradeError(f"no image of the package's sequences "
-                                  f"({', '.join(package.sequences)}); it has "
-                                  f"{', '.join(patient.images) or 'none'}",
-                                  patient=patient.patient_id)
 
 
 def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache: Path):
@@ -177,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
     package = read_package(args.model)
-    patients = patients_of(args)
-    check_sequences(package, patients)
+    patients = patients_of(args, package)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}

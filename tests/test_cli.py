@@ -14,7 +14,7 @@ from sarcograde import __version__, cli
 from sarcograde.errors import SarcogradeError
 
 PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "radiomics", "fusion",
-            "evaluate", "export", "explain", "report", "study", "demo"]
+            "evaluate", "export", "grade", "explain", "report", "study", "demo"]
 
 
 def test_commands_are_registered_in_pipeline_order():
@@ -107,6 +107,7 @@ WRITERS = [
     ("train", ["train", "cache", "--out", "OUT"], ".sarcograde.lock"),
     ("evaluate", ["evaluate", "p.csv", "--manifest", "m.csv", "--out", "OUT"], ".sarcograde.lock"),
     ("explain", ["explain", "run", "cache", "--out", "OUT"], ".sarcograde.lock"),
+    ("grade", ["grade", "--model", "pkg", "--out", "OUT"], ".sarcograde.lock"),
     ("demo", ["demo", "--out", "OUT"], ".sarcograde.lock"),
     ("predict", ["predict", "run", "cache", "--out", "OUT/p.csv"], ".p.csv.lock"),
     ("report", ["report", "eval", "--out", "OUT/r.html"], ".r.html.lock"),

@@ -30,6 +30,8 @@ COMMANDS = [
     ("evaluate", "sarcograde.evaluate.stage", "metrics with CIs, baselines, survival and Table 1"),
     ("export", "sarcograde.export",
      "a model package to share: fold weights, settings, threshold, metrics, model card"),
+    ("grade", "sarcograde.grade.stage",
+     "grade new patients with a model package: grade.json and a case report each"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),
     ("report", "sarcograde.report", "one self-contained HTML report of an evaluation or a study"),
     ("study", "sarcograde.study", "a whole comparative study from one YAML file"),
@@ -59,7 +61,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 # Stages whose --out is a folder and stages whose --out is one file, or one package that is
 # renamed into place whole (export's folder or zip), locked by its own name beside it.
 FOLDER, FILE = "folder", "file"
-FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "explain", "study", "demo")
+FOLDER_OUTPUT = ("synth", "preprocess", "train", "evaluate", "grade", "explain", "study",
+                 "demo")
 FILE_OUTPUT = ("import", "predict", "report", "export")
 # Commands with actions: which of them write a folder and which one file.
 ACTION_OUTPUT = {"radiomics": {"extract": FOLDER, "fit": FOLDER, "predict": FILE},

@@ -20,6 +20,20 @@ import SimpleITK as sitk
 from .errors import SarcogradeError
 
 NAME_ONE = "name one by its SeriesInstanceUID"
+# The SeriesDescription rules a model package keeps for the sequences the study names (export's
+# defaults; `export --series-rule SEQ=REGEX` replaces them): T1 fat-saturated after gadolinium,
+# T2 fat-saturated (or STIR).
+DEFAULT_SERIES_RULES = {
+    "T1FSGd": [r"t1.*(fs|fat|spir|spair|dixon).*(gd|gad|contrast|post|\+c)",
+               r"t1.*(gd|gad|contrast|post|\+c).*(fs|fat|spir|spair|dixon)"],
+    "T2FS": [r"t2.*(fs|fat|spir|spair|stir|dixon)", r"stir"],
+}
+
+
+def default_series_rules(sequence: str) -> list[str]:
+    """The rules for `sequence` (none for a sequence name it does not know: the exam's series is
+    then named with --series)."""
+    return list(DEFAULT_SERIES_RULES.get(sequence, []))
 
 
 @dataclass(frozen=True)

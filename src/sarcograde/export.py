@@ -15,7 +15,8 @@ and no DICOM tag; its record, PKG.run.json (with the paths), stays beside it.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from . import LABELS, __version__
 from . import model_kinds as kinds
 from .artifacts import RunRecord, package_versions
 from .console import info, warn
+from .dicom_series import default_series_rules
 from .ensemble import COHORT_KEYS, Ensemble, load_ensemble
 from .errors import SarcogradeError
 from .evaluate import metric_block
@@ -38,7 +40,7 @@ from .formats.records import file_record_name, read_record, record_path
 from .formats.run import CV_PREDICTIONS, FOLDS, read_run_config
 from .formats.study import read_study
 from .model_card import INTENDED_USE, LIMITATIONS, render_card
-from .options import named_paths
+from .options import named_paths, split_assignment
 from .stats import resample_indices, youden_threshold
 
 FUSION_NAME = kinds.name(kinds.FUSION)
@@ -63,6 +65,7 @@ class Sources:
     fusion: Path | None = None
     study: Path | None = None
     target: str = "grade"
+    series_rules: dict[str, list[str]] = field(default_factory=dict)  # --series-rule's, by SEQ
 
 
 @dataclass
@@ -255,8 +258,9 @@ def versions(found: dict[str, str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- model.json
 
-def sequence_block(trained: Trained) -> dict:
-    """model.json's `models[SEQ]`: what rebuilds the ensemble and what it was trained with."""
+def sequence_block(trained: Trained, series_rules: list[str] | None = None) -> dict:
+    """model.json's `models[SEQ]`: what rebuilds the ensemble, what it was trained with, and the
+    SeriesDescription rules that find its series in an exam (`grade --exam`)."""
     ensemble, config = trained.ensemble, trained.config or {}
     meta = ensemble.metas[0]
     model = dict(meta["model"])
@@ -274,6 +278,8 @@ def sequence_block(trained: Trained) -> dict:
                    "weights": weights_name(trained.sequence, name)}
                   for name, m in zip(ensemble.names, ensemble.metas)],
         "training_cohort": cohort_counts(trained.cohort),
+        "series_rules": (default_series_rules(trained.sequence) if series_rules is None
+                         else list(series_rules)),
     }
     for key in ("preset", "seed", "train"):
         if key in config:
@@ -302,7 +308,8 @@ def build_document(sources: Sources, trained: list[Trained], fusion_model: dict 
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "target": sources.target, "classes": list(LABELS),
         "sequences": [t.sequence for t in trained],
-        "models": {t.sequence: sequence_block(t) for t in trained},
+        "models": {t.sequence: sequence_block(t, sources.series_rules.get(t.sequence))
+                   for t in trained},
         "fusion": fusion,
         "graded_model": graded,
         "threshold": threshold,
@@ -328,6 +335,23 @@ def fold_weights(trained: list[Trained]):
 
 # ------------------------------------------------------------------------------- command
 
+def series_rules(specs: list[str], sequences: list[str]) -> dict[str, list[str]]:
+    """--series-rule SEQ=REGEX values by sequence, each a valid pattern of a packaged sequence."""
+    rules: dict[str, list[str]] = {}
+    for spec in specs:
+        sequence, rule = split_assignment(spec, "--series-rule", "SEQ=REGEX")
+        if sequence not in sequences:
+            raise SarcogradeError(f"--series-rule {spec!r}: the package has no sequence "
+                                  f"{sequence} ({', '.join(sequences)})")
+        try:
+            re.compile(rule)
+        except re.error as exc:
+            raise SarcogradeError(f"--series-rule {spec!r} is not a regular expression "
+                                  f"({exc})") from None
+        rules.setdefault(sequence, []).append(rule)
+    return rules
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--study", type=Path, metavar="DIR",
@@ -340,6 +364,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, metavar="X",
                         help="operating threshold (high grade when p_high > X); default: the "
                              "Youden point of the out-of-fold predictions")
+    parser.add_argument("--series-rule", action="append", default=[], metavar="SEQ=REGEX",
+                        help="a SeriesDescription pattern (case-insensitive) that finds SEQ's "
+                             "series in an exam for `grade --exam`; repeat for several; replaces "
+                             "the defaults for SEQ (T1FSGd: T1 fat-saturated after contrast, "
+                             "T2FS: T2 fat-saturated or STIR)")
     parser.add_argument("--zip", action="store_true",
                         help="write one zip file instead of a folder")
     parser.add_argument("--out", type=Path, required=True, metavar="PKG",
@@ -355,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
         sources = study_sources(args.study)
     else:
         sources = run_sources(args.run, args.fusion)
+    sources.series_rules = series_rules(args.series_rule, list(sources.runs))
     fusion_model = None
     if sources.fusion is not None:
         fusion_model = read_fusion_model(sources.fusion / FUSION_MODEL, FUSION_NAME)

@@ -22,6 +22,7 @@ of spelling the name. One module per artifact family:
 - `fusion`: `fusion fit`'s `model.json`;
 - `package`: `export`'s model package (`model.json`, `MODEL_CARD.md`, the fold weights as
   safetensors), as a folder or a zip;
+- `grade`: grade's `DIR/<id>/grade.json`, `case-report.html` and a batch's `grades.csv`;
 - `evaluation`: evaluate's outputs (metrics.json of one model or several, patient_flow.json,
   survival.json, Table 1, CSVs, figures) as the report and the demo read them;
 - `report`: report's `report.html`;

@@ -122,7 +122,8 @@ def _failed_task(task: Task, message: str) -> Outcome:
     return Outcome(task.patient_id, "failed", f"{task.patient_id}: {task.image.path}: {message}")
 
 
-def _index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
+def index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
+    """The patient's row of index.csv (docs/artifacts.md), from what `process_patient` made."""
     return {"patient_id": patient.patient_id, "sequence": sequence, "site": patient.site or "",
             "grade": "" if patient.grade is None else patient.grade,
             "label": "" if patient.label is None else patient.label,
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                                     failed=lambda outcome: outcome.status == "failed",
                                     on_error=_failed_task)
         by_id = {o.patient_id: o for o in outcomes}
-        rows = [_index_row(p, sequence, by_id[p.patient_id]) for p in cohort
+        rows = [index_row(p, sequence, by_id[p.patient_id]) for p in cohort
                 if by_id[p.patient_id].status != "failed"]
         write_index(cache, rows)
         write_cache_config(cache, cache_config)

@@ -1,0 +1,180 @@
+"""`sarcograde grade`: a new patient graded from its files with a model package gives the
+p_high of `predict` on the same images (1e-6), the fused p_high of `fusion apply`, the
+borderline rule at threshold ± 0.02, a batch's grades.csv equal to its grade.json files, a
+case report with grade.json's numbers and no identifier unless --identify, and a tampered
+package refused in one line.
+
+The package is exported from two tiny quick-preset runs (T1FSGd, T2FS: 2 folds, 1 epoch, 32 px,
+no N4) and their fusion, trained on a synthetic cohort of 8; the graded patients are another
+synthetic site's."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from sarcograde.cli import main
+from sarcograde.formats.grade import (CASE_REPORT, GRADES, grade_path, read_grade,
+                                      read_grades)
+from sarcograde.formats.package import MODEL_JSON
+from sarcograde.formats.predictions import read_predictions
+from sarcograde.grade import BORDERLINE, grade_of, is_borderline
+from test_report_browser import assert_renders, browser  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SEQUENCES = ("T1FSGd", "T2FS")
+TINY = {"architecture": "densenet", "init_features": 8, "growth_rate": 8, "block_config": [2, 2],
+        "pretrained": "none"}
+SETTINGS = {"preprocess": {"size": 32, "n4": False},
+            "model": TINY, "train": {"folds": 2, "max_epochs": 1, "batch_size": 8}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Two sites (train: 8 patients, new: 2), the runs, their fusion and the package."""
+    root = tmp_path_factory.mktemp("grade")
+    for site, n, seed in (("train", 8, 0), ("new", 2, 5)):
+        assert main(["synth", str(root / site), "--patients", str(n), "--site", site,
+                     "--seed", str(seed), "--sequences", ",".join(SEQUENCES)]) == 0
+    settings = root / "tiny.yaml"
+    settings.write_text(yaml.safe_dump(SETTINGS))
+    for seq in SEQUENCES:
+        cache = root / f"cache-{seq}"
+        assert main(["preprocess", str(root / "train" / "manifest.csv"), "--sequence", seq,
+                     "--out", str(cache), "--preset", "quick", "--config", str(settings)]) == 0
+        assert main(["train", str(cache), "--out", str(root / f"run-{seq}"), "--preset",
+                     "quick", "--config", str(settings), "--device", "cpu", "--seed", "1"]) == 0
+    runs = [f"{seq}={root / f'run-{seq}'}" for seq in SEQUENCES]
+    assert main(["fusion", "fit", *[a for r in runs for a in ("--run", r)],
+                 "--out", str(root / "fusion")]) == 0
+    assert main(["export", *[a for r in runs for a in ("--run", r)], "--fusion",
+                 str(root / "fusion"), "--out", str(root / "pkg")]) == 0
+    return root
+
+
+def new_patient(built) -> pd.Series:
+    return pd.read_csv(built / "new" / "manifest.csv", dtype=str).iloc[0]
+
+
+def grade_one(built, out, *extra) -> dict:
+    row = new_patient(built)
+    base = built / "new"
+    args = ["grade", "--model", str(built / "pkg"), "--out", str(out), "--id", "case-1",
+            "--device", "cpu"]
+    for seq in SEQUENCES:
+        args += ["--image", f"{seq}={base / row[f'image_{seq}']}"]
+    args += ["--mask", f"T1FSGd={base / row['mask_T1FSGd']}", *extra]
+    assert main(args) == 0
+    return read_grade(grade_path(out, "case-1"))
+
+
+def test_grade_equals_predict_and_fusion_apply_on_the_same_images(built, tmp_path):
+    result = grade_one(built, tmp_path / "graded")
+    # predict on a cache made by `preprocess` with the same settings, on the same images with
+    # the same contour (drawn on T1FSGd, carried to T2FS)
+    row = new_patient(built)
+    manifest = tmp_path / "one.csv"
+    pd.DataFrame([{"patient_id": "case-1", "grade": "",
+                   **{f"image_{s}": str(built / "new" / row[f"image_{s}"]) for s in SEQUENCES},
+                   "mask_T1FSGd": str(built / "new" / row["mask_T1FSGd"]),
+                   "mask_T2FS": ""}]).to_csv(manifest, index=False)
+    settings = built / "tiny.yaml"
+    predicted = {}
+    for seq in SEQUENCES:
+        cache = tmp_path / f"cache-{seq}"
+        assert main(["preprocess", str(manifest), "--sequence", seq, "--out", str(cache),
+                     "--preset", "quick", "--config", str(settings)]) == 0
+        out = tmp_path / f"{seq}.csv"
+        assert main(["predict", str(built / f"run-{seq}"), str(cache), "--out", str(out),
+                     "--device", "cpu", "--precision", "fp32"]) == 0
+        predicted[seq] = out
+        p = float(read_predictions(out)["p_high"].iloc[0])
+        assert abs(result["sequences"][seq]["p_high"] - p) <= 1e-6
+    fused = tmp_path / "fused.csv"
+    assert main(["fusion", "apply", str(built / "fusion" / MODEL_JSON),
+                 *[a for s in SEQUENCES for a in ("--sequence", f"{s}={predicted[s]}")],
+                 "--out", str(fused)]) == 0
+    assert abs(result["p_high"] - float(pd.read_csv(fused)["p_high"].iloc[0])) <= 1e-6
+    assert result["grade"] == grade_of(result["p_high"], result["threshold"])
+    package = json.loads((built / "pkg" / MODEL_JSON).read_text())
+    assert result["threshold"] == package["threshold"]["value"]
+    assert result["model"]["id"] == package["id"]
+    assert result["spread"]["n_models"] == 2
+    assert result["spread"]["min"] <= result["spread"]["max"]
+    codes = [f["code"] for f in result["qa_flags"]]
+    assert [c for c in codes if c not in ("borderline", "attention_off_tumour")] == [
+        "contour_carried"]
+    assert ("borderline" in codes) == result["borderline"]
+    assert codes.count("attention_off_tumour") == sum(
+        result["attention"][seq]["off_tumour"] for seq in SEQUENCES)
+    for seq in SEQUENCES:  # explain's attention, on the montage beside grade.json
+        shares = result["attention"][seq]
+        assert abs(shares["inside"] + shares["ring"] + shares["elsewhere"] - 1) < 1e-6
+        assert (tmp_path / "graded" / "case-1" / shares["montage"]).is_file()
+
+
+def test_borderline_is_within_0_02_of_the_threshold():
+    assert BORDERLINE == 0.02
+    assert is_borderline(0.52, 0.5) and is_borderline(0.48, 0.5) and is_borderline(0.5, 0.5)
+    assert not is_borderline(0.5201, 0.5) and not is_borderline(0.4799, 0.5)
+    assert grade_of(0.5, 0.5) == "low" and grade_of(0.5001, 0.5) == "high"
+
+
+def test_a_batch_writes_grades_csv_equal_to_each_grade_json(built, tmp_path):
+    out = tmp_path / "batch"
+    assert main(["grade", "--model", str(built / "pkg"), "--out", str(out), "--manifest",
+                 str(built / "new" / "manifest.csv"), "--device", "cpu"]) == 0
+    grades = read_grades(out / GRADES)
+    ids = pd.read_csv(built / "new" / "manifest.csv", dtype=str)["patient_id"].tolist()
+    assert grades["patient_id"].tolist() == ids
+    for row in grades.itertuples(index=False):
+        result = read_grade(grade_path(out, row.patient_id))
+        assert row.p_high == pytest.approx(result["p_high"], abs=1e-12)
+        assert row.grade == result["grade"] and bool(row.borderline) == result["borderline"]
+        assert row.p_high_sd == pytest.approx(result["spread"]["sd"], abs=1e-12)
+        assert (out / row.patient_id / CASE_REPORT).is_file()
+
+
+def test_the_case_report_holds_grade_json_numbers_and_no_identifier_unless_asked(built,
+                                                                                tmp_path):
+    row = new_patient(built)
+    identifier = row["patient_id"]  # the synthetic files are named after the patient
+    assert identifier in row["image_T1FSGd"]
+    result = grade_one(built, tmp_path / "anonymous")
+    page = (tmp_path / "anonymous" / "case-1" / CASE_REPORT).read_text()
+    assert "case-1" in page and identifier not in page and str(built) not in page
+    for value in (result["p_high"], result["threshold"], result["spread"]["sd"],
+                  *[s["p_high"] for s in result["sequences"].values()]):
+        assert f"{value:.3f}" in page
+    assert f">{result['grade']}<" in page
+    assert "Not for clinical use without local validation" in page
+    assert identifier not in (tmp_path / "anonymous" / "case-1" / "grade.json").read_text()
+    grade_one(built, tmp_path / "identified", "--identify")
+    assert identifier in (tmp_path / "identified" / "case-1" / CASE_REPORT).read_text()
+
+
+def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):
+    import shutil
+
+    package = tmp_path / "pkg"
+    shutil.copytree(built / "pkg", package)
+    weights = next(package.glob("T1FSGd/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert main(["grade", "--model", str(package), "--out", str(tmp_path / "out"), "--image",
+                 "T1FSGd=x.nii.gz", "--mask", "T1FSGd=y.nii.gz"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "SHA-256" in err and weights.name in err
+    assert not (tmp_path / "out" / "case-1").exists()
+
+
+def test_the_case_report_renders_in_chromium(built, tmp_path, browser):
+    grade_one(built, tmp_path / "graded")
+    page = tmp_path / "graded" / "case-1" / CASE_REPORT
+    assert_renders(browser, page, min_images=2, sections=4,
+                   shot_name="case_report_screenshot.png")
+    assert browser.evaluate("document.getElementById('p-high').textContent") == \
+        f"{read_grade(grade_path(tmp_path / 'graded', 'case-1'))['p_high']:.3f}"

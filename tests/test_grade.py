@@ -171,6 +171,21 @@ def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):
     assert not (tmp_path / "out" / "case-1").exists()
 
 
+@pytest.mark.parametrize("pseudonym", ["../escaped", "a/b", ".hidden"])
+def test_an_id_that_is_not_a_file_name_is_refused_before_any_output(built, tmp_path, capsys,
+                                                                      pseudonym):
+    row, base = new_patient(built), built / "new"
+    out = tmp_path / "deep" / "out"
+    assert main(["grade", "--model", str(built / "pkg"), "--out", str(out), "--id", pseudonym,
+                 "--device", "cpu", "--image", f"T1FSGd={base / row['image_T1FSGd']}",
+                 "--mask", f"T1FSGd={base / row['mask_T1FSGd']}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and pseudonym in err
+    assert not (tmp_path / "deep" / "escaped").exists()
+    assert not any(p.name.endswith((".json", ".html", ".csv"))
+                   for p in (tmp_path / "deep").rglob("*"))
+
+
 def test_the_case_report_renders_in_chromium(built, tmp_path, browser):
     grade_one(built, tmp_path / "graded")
     page = tmp_path / "graded" / "case-1" / CASE_REPORT

@@ -202,3 +202,20 @@ def test_patient_without_slices_is_left_out_and_nan_is_refused(run_dir, cohort, 
     cache = write_cache(tmp_path / "broken", {"P07": broken})
     assert main(["predict", str(run_dir), str(cache), "--out", str(tmp_path / "x.csv")]) == 1
     assert "P07: " in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "grade"])
+def test_fp32_by_default_on_every_device(command):
+    """A patient's grade must not depend on the machine: no option means fp32 on a GPU too."""
+    import argparse
+    import importlib
+
+    from sarcograde.ensemble import resolve_precision
+
+    module = importlib.import_module(f"sarcograde.{command}" if command == "predict"
+                                     else "sarcograde.grade.stage")
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    default = parser.get_default("precision")
+    assert default == "fp32"
+    assert resolve_precision(default, torch.device("cuda")) is None      # None = full fp32

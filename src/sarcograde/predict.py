@@ -144,8 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mean of the per-slice probabilities")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default: the same numbers on every device), or bf16/fp16; "
+                             "auto is bf16 on CUDA and fp32 on the CPU")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     executors.add_arguments(parser)
 

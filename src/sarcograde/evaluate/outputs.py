@@ -47,20 +47,22 @@ def _has_roc(evaluation: Evaluation) -> bool:
 
 def _write_figures(out: Path, evaluation: Evaluation) -> None:
     y, models, cohort = evaluation.y, evaluation.models, evaluation.inputs.cohort
+    outcome = evaluation.inputs.outcome
     reference = models[0]
     for name, fig in evaluation.km_figures.items():
         save_figure(fig, out / name)
     if _has_roc(evaluation):
         curves = {m.shown: (m.p, m.block) for m in models}
-        save_figure(roc_figure(y, curves, reference.shown, evaluation.indices, cohort),
+        save_figure(roc_figure(y, curves, reference.shown, evaluation.indices, cohort, outcome),
                     out / ROC)
     else:
         warn(f"roc.png not drawn: {reference.block['auc']['note']}")
     save_figure(calibration_figure(y, {reference.name: (reference.p, reference.block)},
-                                   evaluation.n_bins, cohort), out / CALIBRATION)
+                                   evaluation.n_bins, cohort, outcome), out / CALIBRATION)
     if len(models) > 1:
         save_figure(calibration_figure(y, {m.name: (m.p, m.block) for m in models},
-                                       evaluation.n_bins, cohort), out / CALIBRATION_MODELS)
+                                       evaluation.n_bins, cohort, outcome),
+                    out / CALIBRATION_MODELS)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:

@@ -220,31 +220,36 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     reference_run = layout.run(seq0) if kinds.DL in study.models else layout.radiomics_run(seq0)
     common = ["--run", str(reference_run), "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
+    # evaluate reads another target from its own column, and keeps the real grade for Table 1:
+    # it takes the study's manifests, not the derived ones that code the target as a grade
+    evaluated = study.cohorts
+    if study.target != "grade":
+        common += ["--target", study.target]
     if baselines:
-        common += ["--train-manifest", str(manifests["train"])]
+        common += ["--train-manifest", str(evaluated["train"])]
     for site in study.test:
         files = [layout.predictions(site, m) for m in files_of]
         written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
         steps.append(Step(f"evaluate/{site}", "evaluate",
-                          [*files, manifests[site], manifests["train"],
+                          [*files, evaluated[site], evaluated["train"],
                            *_run_files(reference_run)],
                           [layout.evaluate(site) / METRICS,
                            *[layout.predictions(site, m) for m in baselines]],
                           ["evaluate", *[a for m, f in zip(files_of, files)
                                          for a in ("--predictions", f"{m}={f}")],
-                           "--manifest", str(manifests[site]), *written,
+                           "--manifest", str(evaluated[site]), *written,
                            "--out", str(layout.evaluate(site)), *common]))
     if len(study.test) > 1:
         # evaluate reads each model's file per site from the {site} template
         templates = {m: layout.predictions("{site}", m) for m in files_of}
         steps.append(Step(f"evaluate/{POOLED}", "evaluate",
                           [*[layout.predictions(s, m) for s in study.test for m in files_of],
-                           *[manifests[s] for s in study.test], manifests["train"],
+                           *[evaluated[s] for s in study.test], evaluated["train"],
                            *_run_files(reference_run)],
                           [layout.evaluate(POOLED) / METRICS],
                           ["evaluate", *[a for m, template in templates.items()
                                          for a in ("--predictions", f"{m}={template}")],
-                           *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
+                           *[a for s in study.test for a in ("--pooled", f"{s}={evaluated[s]}")],
                            "--out", str(layout.evaluate(POOLED)), *common]))
     if kinds.DL in study.models:
         for site in study.test:

@@ -165,7 +165,7 @@ def attention(data: AttentionFolder, *, site: str | None = None,
         status += ["off tumour"] if row["off_tumour"] else []
         kinds = list(dict.fromkeys(status + kinds))
         cards.append({
-            "patient": pid, "uri": data.montages.get(pid), "kinds": ";".join(kinds),
+            "patient": pid, "uri": data.montage(pid), "kinds": ";".join(kinds),
             "tags": [{"text": k, "bad": k in ("wrong", "off tumour")} for k in kinds],
             "text": (f"p_high {format_number(row['p_high'])}, predicted "
                      f"{grade_word(row['predicted'], words)}, true "

@@ -22,6 +22,7 @@ from sarcograde.formats.grade import (CASE_REPORT, GRADES, grade_path, read_grad
 from sarcograde.formats.package import MODEL_JSON
 from sarcograde.formats.predictions import read_predictions
 from sarcograde.grade import BORDERLINE, grade_of, is_borderline
+from sarcograde.study.runner import command_line
 from test_report_browser import assert_renders, browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,7 +69,8 @@ def grade_one(built, out, *extra) -> dict:
     for seq in SEQUENCES:
         args += ["--image", f"{seq}={base / row[f'image_{seq}']}"]
     args += ["--mask", f"T1FSGd={base / row['mask_T1FSGd']}", *extra]
-    assert main(args) == 0
+    with command_line(args):  # sys.argv as typed, which run.json records
+        assert main(args) == 0
     return read_grade(grade_path(out, "case-1"))
 
 
@@ -153,8 +155,33 @@ def test_the_case_report_holds_grade_json_numbers_and_no_identifier_unless_asked
     assert f">{result['grade']}<" in page
     assert "Not for clinical use without local validation" in page
     assert identifier not in (tmp_path / "anonymous" / "case-1" / "grade.json").read_text()
+    command = json.loads((tmp_path / "anonymous" / "run.json").read_text())["command"]
+    assert identifier not in command and "--image T1FSGd=<PATH>" in command
     grade_one(built, tmp_path / "identified", "--identify")
     assert identifier in (tmp_path / "identified" / "case-1" / CASE_REPORT).read_text()
+    assert identifier in json.loads((tmp_path / "identified" / "run.json").read_text())["command"]
+
+
+def test_a_patient_that_cannot_be_graded_does_not_stop_the_batch(built, tmp_path, capsys):
+    manifest = pd.read_csv(built / "new" / "manifest.csv", dtype=str)
+    for column in [c for c in manifest.columns if c.startswith(("image_", "mask_"))]:
+        manifest[column] = [str(built / "new" / v) if isinstance(v, str) else v
+                            for v in manifest[column]]
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    manifest.loc[0, "image_T2FS"] = str(broken)
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    out = tmp_path / "batch"
+    assert main(["grade", "--model", str(built / "pkg"), "--out", str(out), "--manifest",
+                 str(tmp_path / "manifest.csv"), "--device", "cpu"]) == 1
+    bad, good = manifest["patient_id"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sarcograde grade: error: 1 of 2 patient(s) not graded")
+    assert any(bad in line and broken.name in line for line in err[:-1])
+    grades = read_grades(out / GRADES).set_index("patient_id")
+    assert grades.loc[bad, "grade"] == "not graded" and grades.loc[bad, "error"]
+    assert pd.isna(grades.loc[bad, "p_high"]) and not (out / bad).exists()
+    assert grades.loc[good, "p_high"] == pytest.approx(read_grade(grade_path(out, good))["p_high"])
 
 
 def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):

@@ -20,7 +20,8 @@ from .artifacts import hash_config, hash_path
 from .device import batches_that_fit, to_device
 from .errors import SarcogradeError
 from .formats.cache import CONFIG as CACHE_CONFIG
-from .formats.run import MODEL, read_folds
+from .formats.package import is_package, package_file, read_package
+from .formats.run import FOLDS, MODEL, read_folds
 from .train.stacked_densenet import StackedDenseNet
 
 AGGREGATES = ("logits", "probabilities")
@@ -28,6 +29,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Keys of the cache's config.json that name the cohort, not the processing: a test cohort's cache
 # differs from the training cache in these and still fits the models.
 COHORT_KEYS = frozenset({"manifest"})
+
+
+def models_file(run_dir: str | Path) -> Path:
+    """The file that names a run's models (folds.json), or a package's (model.json, or the zip
+    itself), as run.json records it among the inputs."""
+    return package_file(run_dir) if is_package(run_dir) else Path(run_dir) / FOLDS
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -81,8 +88,12 @@ class Ensemble:
         return self._stack.eval()
 
 
-def load_ensemble(run_dir: str | Path, device: torch.device | str = "cpu") -> Ensemble:
-    """Load every fold model listed in RUN/folds.json, checking that they share their input."""
+def load_ensemble(run_dir: str | Path, device: torch.device | str = "cpu",
+                  sequence: str | None = None) -> Ensemble:
+    """Load every fold model listed in RUN/folds.json, checking that they share their input; or,
+    where `run_dir` is a model package (`sarcograde export`), its ensemble of `sequence`."""
+    if is_package(run_dir):
+        return read_package(run_dir).ensemble(sequence, device)
     run_dir = Path(run_dir)
     names = read_folds(run_dir).names
     device = torch.device(device)

@@ -32,14 +32,13 @@ from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, s
                         tumour_regions)
 from .console import info, progress, warn
 from .ensemble import (PRECISIONS, Ensemble, aggregate, check_cache_fits, load_ensemble,
-                       slice_logits, slice_p_high)
+                       models_file, slice_logits, slice_p_high)
 from .errors import SarcogradeError
 from .formats.cache import INDEX, CacheIndex, patient_key, read_cache_config, read_patient
 from .formats.predictions import (ATTENTION, ATTENTION_SLICES, maps_path, montage_path,
                                   output_paths, read_maps, read_slice_logits, slice_logits_key,
                                   slice_logits_path, write_attention, write_attention_slices,
                                   write_maps)
-from .formats.run import FOLDS
 from .device import resolve_device
 from .options import add_renamed_option
 
@@ -116,7 +115,9 @@ def plot_montage(patient_id: str, arrays: dict[str, np.ndarray], cam: np.ndarray
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="training run folder (fold_XX/model.pt, folds.json)")
+    parser.add_argument("run", type=Path, metavar="RUN|PKG",
+                        help="training run folder (fold_XX/model.pt, folds.json), or a model "
+                             "package from `sarcograde export` (its model of the cache's sequence)")
     parser.add_argument("cache", type=Path, help="preprocessed cache of the patients")
     parser.add_argument("--out", type=Path, default=Path("explain"),
                         help="output folder (default: explain)")
@@ -249,7 +250,8 @@ def explain_patient_batch(job: ExplainJob) -> list[tuple[dict, list[dict]]]:
     patients already done."""
     torch.set_num_threads(job.threads)
     device = resolve_device(job.device)
-    return explain_patients(job, load_ensemble(job.run, device),
+    ensemble = load_ensemble(job.run, device, read_cache_config(job.cache).get("sequence"))
+    return explain_patients(job, ensemble,
                             CacheIndex.read(job.cache).rows(patients=list(job.patients),
                                                             drop_empty=True))
 
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     cache_config = read_cache_config(args.cache)
     index = CacheIndex.read(args.cache).rows(patients=patients, drop_empty=True)
-    ensemble = load_ensemble(args.run, device)
+    ensemble = load_ensemble(args.run, device, cache_config.get("sequence"))
     check_cache_fits(ensemble, cache_config, args.cache)
     out = Path(args.out)
     job = ExplainJob(Path(args.run), Path(args.cache), out, args.method, device.type,
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
               "slice_weighting": "equal", "montage_slices": args.montage_slices,
               "device": device.type, "batch_size": args.batch_size, "models": ensemble.names,
               "preprocess": ensemble.preprocess}
-    inputs = {"cache_index": Path(args.cache) / INDEX, "folds": Path(args.run) / FOLDS}
+    inputs = {"cache_index": Path(args.cache) / INDEX, "models": models_file(args.run)}
     with RunRecord(out, config=config, inputs=inputs):
         # Patients handed out (Ray tasks) come back as rows; the others are explained here.
         batches = executor.map_patient_batches(

@@ -320,4 +320,8 @@ def record_inputs(args, inputs: Inputs) -> dict[str, Path]:
         for name in (run_format.CV_PREDICTIONS, run_format.FOLDS):
             if (args.run / name).is_file():
                 record[f"run/{name}"] = args.run / name
+    if args.model is not None:
+        from ..formats.package import package_file
+
+        record["model"] = package_file(args.model)
     return record

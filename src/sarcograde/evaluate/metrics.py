@@ -10,6 +10,7 @@ import numpy as np
 
 from ..cohort import Patient
 from ..console import warn
+from ..errors import SarcogradeError
 from ..formats import run as run_format
 from ..stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
                      classify, confusion_counts, delong_test, percentile_ci, youden_threshold)
@@ -114,6 +115,21 @@ def youden_block(run: Path, patients: list[Patient], y: np.ndarray, p: np.ndarra
                             "evaluated on: the metrics at the Youden threshold are optimistic")
         warn(f"youden: {block['caution']}")
     return {**block, **metric_block(y, p, threshold, indices, THRESHOLD_METRICS)}
+
+
+def package_threshold_block(package, models: dict[str, "Scored"], y: np.ndarray,
+                            indices: np.ndarray) -> dict:
+    """The metrics of a model package's graded model at the package's own operating threshold
+    (chosen on its training cohort, never on the patients evaluated here)."""
+    chosen = package.document["threshold"]
+    graded = chosen["model"]
+    if graded not in models:
+        raise SarcogradeError(f"the model package grades with {graded}, which is not among the "
+                              f"evaluated models ({', '.join(models)})", path=package.path)
+    threshold = package.threshold
+    return {"model": graded, "threshold": threshold, "package": package.id,
+            "rule": chosen.get("rule"), "description": chosen.get("description"),
+            **metric_block(y, models[graded].p, threshold, indices, THRESHOLD_METRICS)}
 
 
 def delong_matrix(y: np.ndarray, probabilities: dict[str, np.ndarray]) -> list[dict]:

@@ -14,8 +14,8 @@ from ..console import warn
 from ..stats import resample_indices
 from .baselines import Baselines, score_baselines
 from .inputs import Inputs
-from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block, single_class_resamples,
-                      youden_block)
+from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block,
+                      package_threshold_block, single_class_resamples, youden_block)
 from .survival import groupings, survival_analysis
 
 # A lone predictions file's key in baselines.csv, baseline_predictions.csv and km_dl.png, which
@@ -113,6 +113,13 @@ def score(args, inputs: Inputs) -> Evaluation:
     youden = metrics["youden"]
     if "threshold" in youden:
         confusion.insert(1, (reference.name, "youden", youden["threshold"], youden["confusion"]))
+    if args.model is not None:
+        from ..formats.package import read_package
+
+        block = package_threshold_block(read_package(args.model), {m.name: m for m in models},
+                                        y, indices)
+        metrics["operating_threshold"] = block
+        confusion.insert(1, (block["model"], "package", block["threshold"], block["confusion"]))
     baselines = score_baselines(args, inputs, y, indices, reference.p)
     metrics["baselines"] = baselines.block
     models += baselines.models

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path,
                         help="training run folder: Youden threshold from its cv_predictions.csv, "
                              "baseline folds from its folds.json")
+    parser.add_argument("--model", type=Path, metavar="PKG",
+                        help="the model package (`sarcograde export`) that made the predictions: "
+                             "its graded model's metrics at the package's own threshold")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples of patients for the 95%% CIs (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and CV splits")
@@ -73,6 +76,8 @@ def _check_arguments(args) -> None:
         raise SarcogradeError("--bootstrap must be at least 1")
     if args.run is not None and not args.run.is_dir():
         raise SarcogradeError("run folder not found", path=args.run)
+    if args.model is not None and not args.model.exists():
+        raise SarcogradeError("model package not found", path=args.model)
     if args.baseline_predictions is not None and args.train_manifest is None:
         raise SarcogradeError("--baseline-predictions needs --train-manifest (the baselines are "
                               "fitted on the training cohort)")

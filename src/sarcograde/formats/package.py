@@ -121,6 +121,13 @@ def _save_weights(path: Path, state: dict) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def package_file(path: str | Path) -> Path:
+    """The file whose hash identifies a package's content, as run.json records it: the
+    folder's model.json (it holds every other file's SHA-256), or the zip itself."""
+    path = Path(path)
+    return path / MODEL_JSON if path.is_dir() else path
+
+
 def is_package(path: str | Path) -> bool:
     """True for a folder or zip whose model.json says it is a model package (not verified)."""
     path = Path(path)
@@ -214,6 +221,13 @@ class Package:
         """The fusion model (fusion fit's model.json), or None for a package of one sequence."""
         return self.document.get("fusion")
 
+    def model(self, sequence: str) -> "SequenceModel":
+        """The package's model of `sequence`; a one-line error where it has none."""
+        if sequence not in self.models:
+            raise SarcogradeError(f"the model package has no {sequence} model (it has "
+                                  f"{', '.join(self.sequences)})", path=self.path)
+        return self.models[sequence]
+
     @property
     def card(self) -> str:
         return self.read(MODEL_CARD).decode("utf-8")
@@ -246,7 +260,7 @@ class Package:
         from .. import model as model_lib
         from ..ensemble import Ensemble
 
-        spec = self.models[sequence]
+        spec = self.model(sequence)
         device = torch.device(device)
         networks, metas = [], []
         for fold, state in self.state_dicts(sequence):

@@ -13,22 +13,43 @@ Writes `DIR/<id>/grade.json` and `DIR/<id>/case-report.html`, and for a batch `D
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from ..artifacts import RunRecord
 from ..cohort import Patient
-from ..console import info
+from ..console import info, warn
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, write_cache_config, write_index
-from ..formats.grade import (ATTENTION, CACHE, SLICE_LOGITS, case_report_path, patient_folder,
-                             write_grade, write_grades)
-from ..formats.package import MODEL_JSON, Package, read_package
+from ..formats.grade import (ATTENTION, CACHE, GRADES, SLICE_LOGITS, case_report_path,
+                             failure_row, grades_row, patient_folder, write_grade, write_grades)
+from ..formats.package import Package, package_file, read_package
 from ..masks import mask_source
 from ..sequence_image import sequence_image
 from . import result as rules
 from .inputs import DEFAULT_ID, patients_of
 
 PRECISIONS = ("fp32", "bf16")
+# Options whose values are the patient's files: run.json shows them as <PATH> unless --identify
+# (a folder or file name may be the patient's name).
+INPUT_OPTIONS = ("--image", "--mask", "--exam", "--manifest")
+
+
+def recorded_argv(argv: list[str]) -> list[str]:
+    """The command line with the patient's file names replaced by <PATH> (SEQ= kept)."""
+    shown, hide = [], False
+    for arg in argv:
+        option, equals, _ = arg.partition("=")
+        if hide:
+            sequence, _, path = arg.partition("=")
+            shown.append(f"{sequence}=<PATH>" if path and "/" not in sequence else "<PATH>")
+        elif option in INPUT_OPTIONS and equals:
+            shown.append(f"{option}=<PATH>")
+        else:
+            shown.append(arg)
+        hide = arg in INPUT_OPTIONS
+    return shown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache: Path):
     """The patient's sequence preprocessed with the package's settings into its own cache;
     the cache's index rows and config (for `predict_cache`)."""
-    from ..preprocess.pipeline import Params
-    from ..preprocess.stage import Task, index_row, process_patient
+    from ..preprocess.stage import Task, index_row, package_params, process_patient
 
-    settings = package.models[sequence].preprocess
-    params = Params.from_config({k: v for k, v in settings.items() if k != "sequence"})
+    params = package_params(package, sequence)
     source = mask_source(patient, sequence)
     outcome = process_patient(Task(patient.patient_id, sequence_image(patient, sequence), source,
                                    cache, params, preview=False))
@@ -159,22 +178,37 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}
-    results = []
+    rows, failed = [], []
     with RunRecord(args.out, config={"precision": args.precision, "device": device.type,
                                      "model_id": package.id, "identify": args.identify},
-                   inputs={"model": args.model / MODEL_JSON if args.model.is_dir()
-                           else args.model}):
+                   inputs={"model": package_file(args.model)},
+                   argv=None if args.identify else recorded_argv(sys.argv[1:])):
         for patient in patients:
-            result = grade_patient(package, patient, args.out, ensembles, precision,
-                                   args.batch_size)
+            try:
+                result = grade_patient(package, patient, args.out, ensembles, precision,
+                                       args.batch_size)
+            except SarcogradeError as exc:
+                if args.manifest is None:
+                    raise
+                # one patient's bad input must not cost the batch the others' grades
+                shutil.rmtree(patient_folder(args.out, patient.patient_id), ignore_errors=True)
+                warn(f"grade: not graded: {exc}")
+                failed.append(patient.patient_id)
+                rows.append(failure_row(patient.patient_id, package.id, exc.problem))
+                continue
             write_grade(args.out, result)
             write_case_report(case_report_path(args.out, patient.patient_id), result, package,
                               patient if args.identify else None)
-            results.append(result)
+            rows.append(grades_row(result))
             info(f"grade: {patient.patient_id}: p_high {result['p_high']:.3f}, "
                  f"{result['grade']} grade (threshold {result['threshold']:.3f})"
                  + (", borderline" if result["borderline"] else "")
                  + f" -> {patient_folder(args.out, patient.patient_id)}")
         if args.manifest is not None:
-            info(f"grade: {len(results)} patient(s) -> {write_grades(args.out, results)}")
+            info(f"grade: {len(rows) - len(failed)} patient(s) graded -> "
+                 f"{write_grades(args.out, rows)}")
+    if failed:
+        raise SarcogradeError(f"{len(failed)} of {len(rows)} patient(s) not graded "
+                              f"({', '.join(failed)}): the problems are above and in "
+                              f"{GRADES}'s error column")
     return 0

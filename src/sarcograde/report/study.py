@@ -29,10 +29,18 @@ FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble
                    "only (late fusion).")
 
 
-def dl_model(sequence: str) -> str:
-    """The DL model of a sequence folder (explain/<site>/<SEQ>, train/<SEQ>): DL-<SEQ>."""
+def dl_model(sequence: str, received: bool = False) -> str:
+    """The DL model of a sequence folder (explain/<site>/<SEQ>, train/<SEQ>): DL-<SEQ>, or
+    PKG-<SEQ> in a study of a received model package."""
+    kind = kinds.PACKAGE if received else kinds.DL
     named = kinds.kind_of(sequence)
-    return sequence if named and named.kind == kinds.DL else kinds.name(kinds.DL, sequence)
+    return sequence if named and named.kind == kind else kinds.name(kind, sequence)
+
+
+def received_package(config: dict | None) -> bool:
+    """True for a study that graded with a received model package (`model:`) instead of
+    training its DL models."""
+    return bool(config and config.get("model"))
 
 
 def context(inputs: StudyInputs) -> dict[str, Any]:
@@ -42,7 +50,7 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
         "toc": TOC, "source_folder": str(inputs.folder), "sites": sites,
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
-        "attention": attention(inputs),
+        "attention": attention(inputs, received_package(config)),
         "training": [{"model": dl_model(seq), **s.training(run, model=dl_model(seq))}
                      for seq, run in inputs.runs.items()],
         "methods": methods(inputs, config),
@@ -182,11 +190,11 @@ def summary(inputs: StudyInputs) -> dict:
             "n_models": len(models), "n_sites": sum(not inputs.is_pooled(n) for n in inputs.sites)}
 
 
-def attention(inputs: StudyInputs) -> list[dict]:
-    """One gallery per DL model (explain/<site>/<SEQ>/ -> DL-<SEQ>), per site."""
+def attention(inputs: StudyInputs, received: bool = False) -> list[dict]:
+    """One gallery per DL model (explain/<site>/<SEQ>/ -> DL-<SEQ> or PKG-<SEQ>), per site."""
     sequences = list(dict.fromkeys(seq for by_seq in inputs.attention.values() for seq in by_seq))
-    return [{"model": dl_model(seq),
-             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq))
+    return [{"model": dl_model(seq, received),
+             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq, received))
                        for site, by_seq in inputs.attention.items() if seq in by_seq]}
             for seq in sequences]
 
@@ -197,9 +205,17 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
     if config:
         external = [n for n in inputs.sites if not inputs.is_pooled(n)]
         models = config.get("models")
+        if received_package(config):
+            design = (f"The DL models were those of the model package {config['model']}, "
+                      "applied as received, without retraining (each site preprocessed with the "
+                      "package's settings)" + (f"; the other models were fitted on the training "
+                                               f"cohort ({config['train']})"
+                                               if config.get("train") else "") + ". Models were")
+        else:
+            design = (f"Models were trained on the training cohort "
+                      f"({config.get('train', 'not recorded')}) and")
         paragraphs.append(
-            f"Models were trained on the training cohort ({config.get('train', 'not recorded')}) "
-            f"and tested on {len(external)} external site(s) ({', '.join(external)}), each on "
+            f"{design} tested on {len(external)} external site(s) ({', '.join(external)}), each on "
             f"its own and pooled. Target: {config.get('target', 'grade')}; sequences: "
             f"{format_list(config.get('sequences', 'not recorded'))}; models: "
             f"{format_list(models) if models is not None else 'not recorded'}; preset: "

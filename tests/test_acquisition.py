@@ -120,3 +120,68 @@ def test_a_package_without_ranges_is_not_checked_and_says_why():
     result, flags = acquisition_range({"T1": compared})
     assert result == {"checked": False, "sequences": {"T1": compared}, "outside": [],
                       "reason": compared["reason"]} and flags == []
+
+
+# --- check's acquisition table ---------------------------------------------------------------
+
+def test_check_writes_the_dicom_tags_of_the_tcia_patients_and_a_summary(tcia_root, tmp_path):
+    import pydicom
+
+    from sarcograde.cli import main
+    from sarcograde.formats.acquisition import (ACQUISITION_SUMMARY, PROTOCOL_COLUMNS,
+                                                AcquisitionTable)
+
+    series = tcia_root / "dicom" / "STS_002" / "MR_T1"
+    nifti_image = tcia_root / "nifti" / "STS_003" / "MR_T1_image.nii.gz"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "patient_id,site,grade,image_T1,mask_T1\n"
+        f"STS_002,tcia,3,{series / 'image'},{series / 'mask' / 'RS.dcm'}\n"
+        f"STS_003,tcia,1,{nifti_image},{nifti_image.parent / 'MR_T1_mask.nii.gz'}\n")
+    assert main(["check", str(manifest), "--out", str(tmp_path / "qa")]) == 0
+    table = AcquisitionTable.read(tmp_path / "qa").frame.set_index("patient_id")
+    assert list(table.reset_index().columns) == PROTOCOL_COLUMNS
+
+    files = sorted((series / "image").glob("*.dcm"))
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    dicom = table.loc["STS_002"]
+    assert dicom["format"] == "DICOM" and dicom["n_slices"] == len(files)
+    for keyword, column in (("Manufacturer", "manufacturer"),
+                            ("ManufacturerModelName", "model"), ("SequenceName", "sequence_name")):
+        assert dicom[column] == str(first.get(keyword, "") or ""), column
+    for keyword, column in (("MagneticFieldStrength", "field_strength_t"),
+                            ("RepetitionTime", "repetition_time_ms"),
+                            ("EchoTime", "echo_time_ms"), ("FlipAngle", "flip_angle_deg"),
+                            ("SliceThickness", "slice_thickness_mm")):
+        expected = first.get(keyword)
+        if expected is None:  # not in this export's headers: empty, never guessed
+            assert pd.isna(pd.to_numeric(dicom[column])), column
+        else:
+            assert float(dicom[column]) == pytest.approx(float(expected)), column
+    assert (dicom["pixel_spacing_row_mm"], dicom["pixel_spacing_column_mm"]) == pytest.approx(
+        [float(v) for v in first.PixelSpacing])
+    assert (dicom["matrix_rows"], dicom["matrix_columns"]) == (first.Rows, first.Columns)
+    z = sorted(float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
+               for f in files)
+    assert dicom["slice_spacing_mm"] == pytest.approx(np.median(np.diff(z)), abs=1e-6)
+
+    image = sitk.ReadImage(str(nifti_image))  # a NIfTI gives what its header holds
+    nifti_row = table.loc["STS_003"]
+    assert nifti_row["format"] == "NIfTI" and nifti_row["manufacturer"] == ""
+    assert (nifti_row["matrix_columns"], nifti_row["matrix_rows"], nifti_row["n_slices"]) == \
+        image.GetSize()
+    assert nifti_row["slice_spacing_mm"] == pytest.approx(image.GetSpacing()[2], abs=1e-6)
+
+    text = (tmp_path / "qa" / "acquisition.csv").read_text()
+    # no identifying tag's value (the TCIA export's PatientName is the pseudonym, the id here)
+    for tag in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName",
+                "AccessionNumber", "ReferringPhysicianName"):
+        value = str(first.get(tag, "") or "")
+        if value and value != "STS_002":
+            assert value not in text, tag
+    summary = pd.read_csv(tmp_path / "qa" / ACQUISITION_SUMMARY, dtype=str)
+    (row,) = summary.itertuples(index=False)
+    assert (row.site, row.sequence, row.n) == ("tcia", "T1", "2")
+    assert row.format == "DICOM (1), NIfTI (1)"
+    rows = sorted([int(dicom["matrix_rows"]), int(nifti_row["matrix_rows"])])
+    assert row.matrix_rows == f"{np.median(rows):.4g} ({rows[0]}–{rows[1]})"

@@ -263,9 +263,10 @@ def protocol_row(patient_id: str, sequence: str, site: str, header: Header) -> d
     image is DICOM ("" where a header does not hold them), the geometry for every format."""
     row = {"patient_id": patient_id, "sequence": sequence, "site": site, "format": header.format,
            **{column: header.dicom.get(keyword, "") for keyword, column in PROTOCOL_TAGS.items()},
-           "slice_spacing_mm": header.slice_spacing_mm,
-           "pixel_spacing_row_mm": header.pixel_spacing_mm[0],
-           "pixel_spacing_column_mm": header.pixel_spacing_mm[1],
+           # 6 decimals: a NIfTI's float32 spacing or a sum of positions carries rounding noise
+           "slice_spacing_mm": round(header.slice_spacing_mm, 6),
+           "pixel_spacing_row_mm": round(header.pixel_spacing_mm[0], 6),
+           "pixel_spacing_column_mm": round(header.pixel_spacing_mm[1], 6),
            "matrix_rows": header.matrix[0], "matrix_columns": header.matrix[1],
            "n_slices": header.n_slices}
     if header.field_strength_t is not None:

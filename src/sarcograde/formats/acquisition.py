@@ -3,7 +3,7 @@
 - index.csv's acquisition columns (`INDEX_COLUMNS`), written by `preprocess` for each patient;
 - `check`'s OUT/acquisition.csv, the protocol of each patient and sequence (`PROTOCOL_COLUMNS`),
   and OUT/acquisition-summary.csv, the same summarised per site and sequence
-  (`SUMMARY_COLUMNS`); `AcquisitionTable` reads acquisition.csv back.
+  (`SUMMARY_COLUMNS`); `AcquisitionTable` reads either back.
 """
 
 from __future__ import annotations
@@ -41,19 +41,24 @@ SUMMARY_COLUMNS = ["site", "sequence", "n", *CATEGORICAL, *NUMERIC]
 
 @dataclass
 class AcquisitionTable:
-    """OUT/acquisition.csv, read back: one row per patient and sequence (PROTOCOL_COLUMNS)."""
+    """OUT/acquisition.csv read back (one row per patient and sequence, PROTOCOL_COLUMNS), or
+    with `summary` OUT/acquisition-summary.csv as text (one row per site and sequence)."""
 
     path: Path
     frame: pd.DataFrame
 
     @classmethod
-    def read(cls, folder: str | Path) -> "AcquisitionTable":
-        path = Path(folder) / ACQUISITION
-        frame = read_csv_file(path, PROTOCOL_COLUMNS, what=ACQUISITION,
-                              dtype={"patient_id": str, "sequence": str, "site": str,
-                                     "sequence_name": str, "model": str, "manufacturer": str},
-                              keep_default_na=False, na_values={c: [""] for c in NUMERIC})
-        return cls(path, frame)
+    def read(cls, folder: str | Path, summary: bool = False) -> "AcquisitionTable":
+        if summary:
+            name, columns, types = ACQUISITION_SUMMARY, SUMMARY_COLUMNS, {"dtype": str}
+        else:  # the numbers as numbers, empty where unknown; the text as written
+            name, columns = ACQUISITION, PROTOCOL_COLUMNS
+            text = ["patient_id", "sequence", "site", "format", "manufacturer", "model",
+                    "sequence_name"]
+            types = {"dtype": dict.fromkeys(text, str),
+                     "na_values": {c: [""] for c in columns if c not in text}}
+        path = Path(folder) / name
+        return cls(path, read_csv_file(path, columns, what=name, keep_default_na=False, **types))
 
 
 def write_acquisition(out: str | Path, rows: list[dict], summary: pd.DataFrame) -> Path:

@@ -55,7 +55,7 @@ def test_a_dicom_header_gives_its_tags(tcia_root):
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     header = read_header(SequenceImage("T1", folder))
     assert header.format == "DICOM" and header.n_slices == len(files)
-    assert header.pixel_spacing_mm == tuple(float(v) for v in first.PixelSpacing)
+    assert header.pixel_spacing_mm == pytest.approx([float(v) for v in first.PixelSpacing])
     assert header.matrix == (first.Rows, first.Columns)
     assert header.dicom["SliceThickness"] == float(first.SliceThickness)
     assert header.dicom["Manufacturer"] == first.Manufacturer

@@ -100,14 +100,15 @@ def _dicom_value(ds, keyword: str):
 
 
 def _dicom_header(folder: Path, series: str | None) -> Header:
-    """The series' first slice's attributes; the slice spacing from the slices' positions along
-    the slice normal (as the image reader places them), SpacingBetweenSlices for one file."""
+    """The series' first slice's attributes; pixel spacing and matrix as GDCM reads them (an
+    enhanced multi-frame file too); the slice spacing from the slices' positions along the slice
+    normal, as the image reader places them (GDCM's for one multi-frame file)."""
     import pydicom
 
     from .dicom_series import find_series
 
     files = find_series(folder, series).files
-    geometry = ["ImagePositionPatient", "ImageOrientationPatient"]
+    geometry = ["ImagePositionPatient"]
     try:
         first = pydicom.dcmread(files[0], stop_before_pixels=True)
         positions = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=geometry)
@@ -115,19 +116,20 @@ def _dicom_header(folder: Path, series: str | None) -> Header:
     except Exception as exc:  # the image reader read it: a header pydicom cannot parse
         raise SarcogradeError(f"cannot read the DICOM header ({first_line(exc)})",
                               path=folder) from None
-    rows, columns = (float(v) for v in first.PixelSpacing)
-    if len(files) > 1 and all("ImagePositionPatient" in p for p in positions):
-        cosines = np.array([float(v) for v in first.ImageOrientationPatient])
-        normal = np.cross(cosines[:3], cosines[3:])
-        along = np.sort([np.dot([float(v) for v in p.ImagePositionPatient], normal)
-                         for p in positions])
-        slice_spacing = float(np.median(np.diff(along)))
-    else:
-        slice_spacing = _number(first.get("SpacingBetweenSlices")) or _number(
-            first.get("SliceThickness")) or float("nan")
-    return Header("DICOM", (rows, columns), slice_spacing, (int(first.Rows), int(first.Columns)),
-                  len(files), {keyword: value for keyword in PROTOCOL_TAGS
-                               if (value := _dicom_value(first, keyword)) is not None})
+    grid = _file_header(Path(files[0]))
+    slice_spacing, n_slices = grid.slice_spacing_mm, grid.n_slices
+    if len(files) > 1:
+        n_slices = len(files)
+        if "ImageOrientationPatient" in first and all("ImagePositionPatient" in p
+                                                      for p in positions):
+            cosines = np.array([float(v) for v in first.ImageOrientationPatient])
+            normal = np.cross(cosines[:3], cosines[3:])
+            along = np.sort([np.dot([float(v) for v in p.ImagePositionPatient], normal)
+                             for p in positions])
+            slice_spacing = float(np.median(np.diff(along)))
+    return Header("DICOM", grid.pixel_spacing_mm, slice_spacing, grid.matrix, n_slices,
+                  {keyword: value for keyword in PROTOCOL_TAGS
+                   if (value := _dicom_value(first, keyword)) is not None})
 
 
 def _file_header(path: Path) -> Header:
@@ -250,9 +252,11 @@ def range_words(block: dict | None) -> list[str]:
     lines = []
     for name, (words, unit) in VALUES.items():
         known = block["values"].get(name)
-        lines.append(f"{words}: " + ("unknown" if known is None else
-                                     f"{span(known['min'], known['max'], unit)} ({known['n']} "
-                                     "patients)"))
+        line = f"{words}: " + ("unknown" if known is None else
+                               f"{span(known['min'], known['max'], unit)} ({known['n']} patients)")
+        if name == "slice_thickness_mm" and block.get("slice_thickness_from") == ["slice spacing"]:
+            line += " (the slice spacing: the headers hold no thickness)"
+        lines.append(line)
     return lines
 
 

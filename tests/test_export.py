@@ -293,3 +293,13 @@ def test_a_study_refuses_a_second_fusion_and_a_fusion_of_other_sequences(study, 
     by_runs = read_package(tmp_path / "runs")
     assert by_runs.document["external_validation"] is None
     assert by_runs.threshold == read_package(study / "model.zip").threshold
+
+
+def test_a_training_cache_without_acquisition_columns_gives_a_package_without_ranges(trained):
+    """The fake cache is written as `preprocess` wrote caches before the acquisition columns:
+    the package says the ranges are unknown and why, and its card says so too."""
+    document = read_package(trained / "pkg").document
+    block = document["models"]["T1"]["acquisition_range"]
+    assert block["known"] is False and "did not record the acquisition" in block["reason"]
+    card = (trained / "pkg" / MODEL_CARD).read_text(encoding="utf-8")
+    assert "## Acquisition of the training cohort" in card and block["reason"] in card

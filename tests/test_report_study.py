@@ -413,3 +413,25 @@ def test_a_multi_model_evaluate_folder_alone_gets_the_study_page(tmp_path, capsy
     assert cli.main(["report", str(folder), "--run", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--study DIR" in err[0]
+
+
+def test_the_acquisition_section_shows_each_cohorts_summary_as_check_wrote_it(tmp_path):
+    from sarcograde.acquisition import Header, protocol_row, summary
+    from sarcograde.formats.acquisition import write_acquisition
+
+    root = write_study(tmp_path)
+    page = parse(build_study_report(root).read_text(encoding="utf-8"))
+    assert "Not run: acquisition table" in page.sections["acquisition"]
+    for cohort, (maker, tesla) in (("train", ("Siemens", 1.5)), ("hospital-a", ("GE", 3.0))):
+        header = Header("DICOM", (0.5, 0.5), 4.0, (512, 512), 30,
+                        {"Manufacturer": maker, "MagneticFieldStrength": tesla,
+                         "RepetitionTime": 600.0, "EchoTime": 12.0})
+        rows = [protocol_row(f"{cohort}-{i}", "T1FSGd", cohort, header) for i in range(3)]
+        write_acquisition(root / "check" / cohort, rows, summary(rows))
+    text = parse(build_study_report(root).read_text(encoding="utf-8")).sections["acquisition"]
+    assert "Not run" not in text
+    written = pd.read_csv(root / "check" / "hospital-a" / "acquisition-summary.csv", dtype=str)
+    assert written.loc[0, "manufacturer"] == "GE (3)" and written.loc[0, "n"] == "3"
+    for value in ("Siemens (3)", "GE (3)", "1.5 (3)", "3.0 (3)", "600", "512", "unknown (3)"):
+        assert value in text, value
+    assert text.index("hospital-a") < text.index("GE (3)") and "train" in text

@@ -25,6 +25,7 @@ from scipy.special import expit
 
 from . import LABELS, __version__
 from . import model_kinds as kinds
+from .acquisition import not_recorded, training_ranges
 from .artifacts import RunRecord, package_versions
 from .console import info, warn
 from .dicom_series import default_series_rules
@@ -78,6 +79,7 @@ class Trained:
     config: dict | None          # the run's config.json (absent from a hand-made run)
     out_of_fold: pd.DataFrame    # patient_id, label, p_high (mean over repeats)
     cohort: pd.DataFrame         # the training patients' label, grade and site
+    acquisition_range: dict      # the training patients' range of each acquisition value
 
 
 # ------------------------------------------------------------------------------- sources
@@ -127,7 +129,19 @@ def load_trained(sequence: str, run: Path, cache: Path | None, graded: bool = Tr
     patients = training_patients(oof, cache)
     if not graded:
         patients["grade"] = pd.NA
-    return Trained(sequence, run, ensemble, read_run_config(run, required=False), oof, patients)
+    return Trained(sequence, run, ensemble, read_run_config(run, required=False), oof, patients,
+                   acquisition_range(sequence, oof, cache))
+
+
+def acquisition_range(sequence: str, out_of_fold: pd.DataFrame, cache: Path | None) -> dict:
+    """The range of each acquisition value over the run's training patients, from the training
+    cache's index.csv (`known: false` and why, when it is not there or predates them)."""
+    if cache is None or not (cache / INDEX).is_file():
+        return not_recorded(f"the training cache was not there at export, so the training "
+                            f"cohort's acquisition of {sequence} is unknown")
+    rows = CacheIndex.read(cache).frame
+    return training_ranges(rows[(rows["sequence"] == sequence)
+                                & rows["patient_id"].isin(out_of_fold["patient_id"])])
 
 
 def training_patients(out_of_fold: pd.DataFrame, cache: Path | None) -> pd.DataFrame:
@@ -278,6 +292,7 @@ def sequence_block(trained: Trained, series_rules: list[str] | None = None) -> d
                    "weights": weights_name(trained.sequence, name)}
                   for name, m in zip(ensemble.names, ensemble.metas)],
         "training_cohort": cohort_counts(trained.cohort),
+        "acquisition_range": trained.acquisition_range,
         "series_rules": (default_series_rules(trained.sequence) if series_rules is None
                          else list(series_rules)),
     }

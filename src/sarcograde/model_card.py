@@ -6,6 +6,7 @@ shows a package's result."""
 
 from __future__ import annotations
 
+from .acquisition import RANGE_RULE, range_words
 from .formats.evaluation import format_estimate
 from .formats.package import MODEL_CARD, MODEL_JSON
 
@@ -30,7 +31,8 @@ METRIC_HEADER = "| AUC (95% CI) | sensitivity | specificity |"
 def render_card(document: dict) -> str:
     """MODEL_CARD.md's text."""
     sections = [_title(document), _use(document), _sequences(document), _threshold(document),
-                _cohort(document["training_cohort"]), _cross_validation(document),
+                _cohort(document["training_cohort"]), _acquisition(document),
+                _cross_validation(document),
                 _external(document), _grading(document), _versions(document)]
     return "\n\n".join(sections) + "\n"
 
@@ -100,6 +102,17 @@ def _cohort(counts: dict) -> str:
     if "sites" in counts:
         lines.append("By site: " + ", ".join(f"{s} {n}" for s, n in counts["sites"].items())
                      + ".")
+    return "\n".join(lines)
+
+
+def _acquisition(document: dict) -> str:
+    """The training cohort's acquisition ranges per sequence: `grade` flags a patient outside."""
+    lines = ["## Acquisition of the training cohort", "",
+             f"Per sequence, the range ({RANGE_RULE}) of each acquisition value; `sarcograde "
+             "grade` flags a patient whose value falls outside it."]
+    for seq in document["sequences"]:
+        lines += ["", f"{seq}:", *(f"- {line}" for line in
+                                   range_words(document["models"][seq].get("acquisition_range")))]
     return "\n".join(lines)
 
 

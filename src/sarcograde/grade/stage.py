@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .. import acquisition
 from ..artifacts import RunRecord
 from ..cohort import Patient
 from ..console import info, warn
@@ -137,7 +138,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
     from ..predict import predict_cache, prediction_row
 
     folder = patient_folder(out, patient.patient_id)
-    predictions, per_model, flags, attended = {}, {}, [], {}
+    predictions, per_model, flags, attended, compared = {}, {}, [], {}, {}
     for sequence in package.sequences:
         if sequence not in patient.images:
             flags.append(rules.flag("sequence_missing", f"no {sequence} image: graded without "
@@ -151,6 +152,9 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
                                     f"from the one drawn on {source.sequence}", sequence))
         cache = folder / CACHE / sequence
         index, config = preprocess_sequence(package, patient, sequence, cache)
+        compared[sequence] = acquisition.compare(
+            sequence, acquisition.patient_values(index.iloc[0]),
+            package.models[sequence].settings.get("acquisition_range"))
         ensemble = ensembles[sequence]
         check_cache_fits(ensemble, config, cache)
         logits = predict_cache(ensemble, cache, index, cache / SLICE_LOGITS,
@@ -162,7 +166,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
         if attended[sequence]["off_tumour"]:
             flags.append(rules.flag("attention_off_tumour", f"the {sequence} models looked "
                                     "mostly outside the tumour and its ring", sequence))
-    return {**rules.result(patient.patient_id, package, predictions, per_model, flags),
+    return {**rules.result(patient.patient_id, package, predictions, per_model, flags, compared),
             "attention": attended}
 
 

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.markup import escape
 
 from .. import executors
+from ..acquisition import index_values, read_header
 from ..artifacts import RunRecord
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, warn
 from ..errors import SarcogradeError
 from ..formats.cache import (INDEX, npz_relpath, patient_summary, preview_path,
-                             read_cache_config, stored_key, write_cache_config, write_index)
+                             read_cache_config, read_patient_file, stored_key,
+                             write_cache_config, write_index)
 from ..masks import MaskSource, mask_source
 from ..sequence_image import SequenceImage, sequence_image
 from .cache import cache_key, write_patient
@@ -50,6 +52,7 @@ class Outcome:
     tumour_volume_ml: float = float("nan")
     seconds: float = 0.0
     notes: tuple[str, ...] = ()  # "patient: file: what was repaired", shown as warnings
+    acquisition: dict = field(default_factory=dict)  # index.csv's acquisition columns
 
 
 def _number_or_text(value: str) -> float | str:
@@ -106,6 +109,9 @@ def process_patient(task: Task) -> Outcome:
         if task.preview and (status == "computed" or not preview.exists()):
             save_preview(path, preview, task.patient_id)
         n_slices, volume = patient_summary(path)
+        # from the header and the cached slices, so that a reused patient gets them too
+        slices = read_patient_file(path, ("image", "mask"), task.patient_id)
+        acquisition = index_values(read_header(task.image), slices["image"], slices["mask"])
     except SarcogradeError as exc:
         where = exc.path if exc.path is not None else task.image.path
         return Outcome(task.patient_id, "failed", f"{task.patient_id}: {where}: {exc.problem}",
@@ -117,6 +123,7 @@ def process_patient(task: Task) -> Outcome:
                        npz=npz, seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
                    tumour_volume_ml=volume, seconds=time.perf_counter() - start,
+                   acquisition=acquisition,
                    notes=tuple(f"{task.patient_id}: {task.mask.mask}: {n}" for n in notes))
 
 
@@ -131,7 +138,7 @@ def index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
             "grade": "" if patient.grade is None else patient.grade,
             "label": "" if patient.label is None else patient.label,
             "n_slices": outcome.n_slices, "tumour_volume_ml": round(outcome.tumour_volume_ml, 3),
-            "npz": outcome.npz, "key": outcome.key}
+            **outcome.acquisition, "npz": outcome.npz, "key": outcome.key}
 
 
 def package_params(package, sequence: str) -> Params:

@@ -12,6 +12,7 @@ from typing import Any
 from .. import model_kinds as kinds
 from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
 from . import sections as s
+from .acquisition import acquisition
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
 from ..model_kinds import POOLED
@@ -20,6 +21,7 @@ from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 
 TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
+       ("acquisition", "Acquisition"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
        ("calibration", "Calibration"), ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
@@ -50,6 +52,7 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
         "toc": TOC, "source_folder": str(inputs.folder), "sites": sites,
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
+        "acquisition": acquisition(inputs),
         "attention": attention(inputs, received_package(config)),
         "training": [{"model": dl_model(seq), **s.training(run, model=dl_model(seq))}
                      for seq, run in inputs.runs.items()],

@@ -20,7 +20,8 @@ from .artifacts import hash_config, hash_path
 from .device import batches_that_fit, to_device
 from .errors import SarcogradeError
 from .formats.cache import CONFIG as CACHE_CONFIG
-from .formats.package import is_package, package_file, read_package
+from .formats.common import first_line
+from .formats.package import Package, is_package, package_file, read_package
 from .formats.run import FOLDS, MODEL, read_folds
 from .train.stacked_densenet import StackedDenseNet
 
@@ -29,6 +30,30 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Keys of the cache's config.json that name the cohort, not the processing: a test cohort's cache
 # differs from the training cache in these and still fits the models.
 COHORT_KEYS = frozenset({"manifest"})
+
+
+def package_ensemble(package: Package, sequence: str,
+                     device: torch.device | str = "cpu") -> Ensemble:
+    """A model package's ensemble of `sequence`: the same networks as the run it was exported
+    from, each fold's weights checked against the package's SHA-256 as they are read."""
+    spec = package.model(sequence)
+    device = torch.device(device)
+    networks, metas = [], []
+    for fold, state in package.state_dicts(sequence):
+        network = model_lib.build_model(spec.model)
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as exc:
+            raise SarcogradeError(f"weights do not fit the package's model settings "
+                                  f"({first_line(exc)})",
+                                  path=package.shown(fold.weights)) from None
+        networks.append(network.to(device).eval())
+        metas.append({"model": spec.model, "input": spec.input, "preprocess": spec.preprocess,
+                      "best_epoch": fold.best_epoch, "repeat": fold.repeat, "fold": fold.fold})
+    weights = [package.document["files"][fold.weights] for fold in spec.folds]
+    return Ensemble(run_dir=package.path / sequence, names=[f.name for f in spec.folds],
+                    models=networks, metas=metas, device=device, key=hash_config(weights),
+                    preprocess=dict(spec.preprocess))
 
 
 def models_file(run_dir: str | Path) -> Path:
@@ -93,7 +118,7 @@ def load_ensemble(run_dir: str | Path, device: torch.device | str = "cpu",
     """Load every fold model listed in RUN/folds.json, checking that they share their input; or,
     where `run_dir` is a model package (`sarcograde export`), its ensemble of `sequence`."""
     if is_package(run_dir):
-        return read_package(run_dir).ensemble(sequence, device)
+        return package_ensemble(read_package(run_dir), sequence, device)
     run_dir = Path(run_dir)
     names = read_folds(run_dir).names
     device = torch.device(device)

@@ -153,7 +153,15 @@ def _external(document: dict) -> str:
 def _grading(document: dict) -> str:
     images = " ".join(f"--image {s}=IMAGE --mask {s}=MASK" for s in document["sequences"])
     return ("## How to grade with it\n\n"
-            f"```bash\nsarcograde grade --model PKG {images} --out DIR\n```\n\n"
+            f"```bash\nsarcograde grade --model PKG {images} --out DIR\n"
+            "sarcograde grade --model PKG --exam DICOM_EXAM_FOLDER --out DIR   # a whole exam\n"
+            "sarcograde grade --model PKG --manifest PATIENTS.csv --out DIR    # a batch\n"
+            "```\n\n"
+            "In a DICOM exam each sequence's series is found by the SeriesDescription rules "
+            "in model.json's `series_rules` (`--series SEQ=UID` names one), the contour "
+            "is its RTSTRUCT. "
+            "To validate the package on a site's own patients against the clinical and volume "
+            "baselines, without retraining, give it to a study as `model: PKG`. "
             "Each image is preprocessed with the package's settings above, graded by every fold "
             "model, and the result compared with the threshold. sarcograde checks every file "
             f"against the SHA-256 that {MODEL_JSON} lists before it uses the package, and "

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from ..artifacts import (folder_into_place, hash_config, temporary_folder_beside,
-                         zip_into_place)
+from ..artifacts import folder_into_place, temporary_folder_beside, zip_into_place
 from ..errors import SarcogradeError
 from .common import first_line
 
@@ -232,6 +231,10 @@ class Package:
     def card(self) -> str:
         return self.read(MODEL_CARD).decode("utf-8")
 
+    def shown(self, name: str) -> Path:
+        """How a file of the package is named in messages (inside the zip, or in the folder)."""
+        return self._source.shown(name)
+
     def read(self, name: str) -> bytes:
         """A file of the package, verified against model.json's SHA-256."""
         data = self._source.read(name)
@@ -251,34 +254,6 @@ class Package:
             except Exception as exc:  # a file the export wrote, damaged since: say which
                 raise SarcogradeError(f"not readable safetensors weights ({first_line(exc)})",
                                       path=self._source.shown(fold.weights)) from None
-
-    def ensemble(self, sequence: str, device: str = "cpu"):
-        """The ensemble of `sequence` (`sarcograde.ensemble.Ensemble`), the same networks as the
-        run it was exported from, for `ensemble.slice_logits`."""
-        import torch
-
-        from .. import model as model_lib
-        from ..ensemble import Ensemble
-
-        spec = self.model(sequence)
-        device = torch.device(device)
-        networks, metas = [], []
-        for fold, state in self.state_dicts(sequence):
-            network = model_lib.build_model(spec.model)
-            try:
-                network.load_state_dict(state)
-            except RuntimeError as exc:
-                raise SarcogradeError(f"weights do not fit the package's model settings "
-                                      f"({first_line(exc)})",
-                                      path=self._source.shown(fold.weights)) from None
-            networks.append(network.to(device).eval())
-            metas.append({"model": spec.model, "input": spec.input,
-                          "preprocess": spec.preprocess, "best_epoch": fold.best_epoch,
-                          "repeat": fold.repeat, "fold": fold.fold})
-        weights = [self.document["files"][fold.weights] for fold in spec.folds]
-        return Ensemble(run_dir=self.path / sequence, names=[f.name for f in spec.folds],
-                        models=networks, metas=metas, device=device, key=hash_config(weights),
-                        preprocess=dict(spec.preprocess))
 
 
 def read_package(path: str | Path) -> Package:

@@ -172,7 +172,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
-    from ..ensemble import resolve_precision
+    from ..ensemble import package_ensemble, resolve_precision
     from .report import write_case_report
 
     if args.batch_size < 1:
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     patients = patients_of(args, package)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}
+    ensembles = {seq: package_ensemble(package, seq, device) for seq in package.sequences}
     rows, failed = [], []
     with RunRecord(args.out, config={"precision": args.precision, "device": device.type,
                                      "model_id": package.id, "identify": args.identify},

@@ -122,7 +122,7 @@ def test_arrays_give_the_features_of_nifti_files(tmp_path):
     rng = np.random.default_rng(7)
     image = rng.normal(size=(12, 13, 14)).astype(np.float32)
     mask = np.zeros(image.shape, np.uint8)
-    mask[2:10, 3:11, 2:12] = rng.random((8, 8, 10)) < 0.9            # about 580 voxels
+    mask[3:9, 4:10, 3:11] = rng.random((6, 6, 8)) < 0.9              # about 260 voxels
     image[mask > 0] += np.indices(image.shape)[0][mask > 0] * 0.3     # some spatial structure
     spacing = 2.0
     arrays = compute_features(image, mask, spacing, SETTINGS).values

@@ -2,9 +2,9 @@
 
 The tumour's bounding box, with a margin, is handed to MIRP as arrays with their voxel spacing
 (no file: MIRP's NIfTI reader loads ITK, seconds in every process). Moran's I and Geary's C are
-MIRP's over every pair of voxels, computed by `spatial` (MIRP's own estimate is a slow random
-average). Feature names are MIRP's (e.g. `stat_mean`, `morph_vol_approx`,
-`cm_joint_max_d1_3d_v_mrg_fbs_w0.25`).
+computed over every pair of voxels by `spatial` (the values of MIRP's `no_approximation`; its
+default is a slow random estimate). Feature names are MIRP's (e.g. `stat_mean`,
+`morph_vol_approx`, `cm_joint_max_d1_3d_v_mrg_fbs_w0.25`).
 
 A feature class that cannot be computed (a mask too small for texture matrices, an image that
 is constant inside the mask) is left empty (NaN) and named in `PatientFeatures.empty`.

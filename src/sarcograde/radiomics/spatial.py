@@ -7,7 +7,8 @@ MIRP's hash of the input, file paths included), and over every pair only with `n
 (hours for a large tumour). On a voxel grid the weight depends only on the displacement, so the
 sums over all pairs are convolutions of the tumour's fields with the weight kernel: five FFTs of
 twice the tumour's bounding box give the exact values (MIRP's `no_approximation` ones) in about
-a second for a 200 ml tumour (memory: about 24 bytes per voxel of the doubled box). `exact_spatial_statistics` makes MIRP use them.
+a second for a 200 ml tumour (memory: about 24 bytes per voxel of the doubled box).
+`exact_spatial_statistics` makes MIRP use them.
 """
 
 from __future__ import annotations

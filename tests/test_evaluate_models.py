@@ -238,3 +238,34 @@ def test_bad_model_arguments_are_one_line_errors(cohort, tmp_path, extra, messag
         _evaluate(cohort, tmp_path / "eval", *extra)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "eval").exists()
+
+
+def test_decision_curve_of_every_model_on_the_shared_resamples(cohort, compared):
+    curves = pd.read_csv(compared / "decision_curve.csv")
+    metrics = _read(compared / "metrics.json")
+    assert list(curves["model"].unique()) == list(MODELS)
+    assert (curves.groupby("model").size() == 91).all()
+    assert (compared / "decision_curve.png").read_bytes().startswith(PNG)
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    y = cohort["labels"][common].to_numpy()
+    prevalence = y.mean()
+    for name, path in cohort["files"].items():
+        p = pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id").loc[
+            common, "p_high"].to_numpy()
+        curve = curves[curves["model"] == name].set_index("threshold")
+        for t in (0.1, 0.25, 0.5, 0.73):
+            row = curve.loc[curve.index[np.isclose(curve.index, t)][0]]
+            tp, fp = int(((p > t) & (y == 1)).sum()), int(((p > t) & (y == 0)).sum())
+            assert row["net_benefit"] == pytest.approx(tp / len(y) - fp / len(y) * t / (1 - t))
+            assert row["treat_all"] == pytest.approx(prevalence - (1 - prevalence) * t / (1 - t))
+            assert row["treat_none"] == 0
+            assert row["net_benefit_ci_low"] <= row["net_benefit"] <= row["net_benefit_ci_high"]
+        # Table 2's net benefit is the curve's at the operating threshold (argmax, 0.5)
+        block = metrics["models"][name]["net_benefit"]
+        assert block["value"] == pytest.approx(curve.loc[0.5, "net_benefit"])
+        low, high = block["ci95"]
+        assert low == pytest.approx(curve.loc[0.5, "net_benefit_ci_low"])
+        assert high == pytest.approx(curve.loc[0.5, "net_benefit_ci_high"])
+    table = pd.read_csv(compared / "table2.csv")
+    assert "net_benefit_ci_low" in table.columns

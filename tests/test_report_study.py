@@ -69,7 +69,8 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         "| --- | --- | --- | --- | --- | --- |\n"
         f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
         "Wilcoxon rank-sum for age.\n")
-    for name in ("roc", "calibration") + (("calibration_models",) if n == 30 else ()):
+    for name in ("roc", "calibration", "decision_curve") + (("calibration_models",) if n == 30
+                                                            else ()):
         _png(folder / f"{name}.png", seed=len(name) + n)
     if survival:
         groups = {"n": n // 2, "deaths": 3, "median_months": 40.5}
@@ -188,7 +189,7 @@ def study(tmp_path_factory):
 
 def test_every_section_is_present_and_run(study):
     _, _, parsed = study
-    for section in ("summary", "flow", "cohort", "performance", "roc", "calibration",
+    for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "calibration",
                     "survival", "delong", "attention", "training", "methods", "provenance"):
         assert section in parsed.sections, section
         assert "Not run" not in parsed.sections[section], section
@@ -329,6 +330,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
     for site in SITES:
         (root / "evaluate" / site / "cohort_table.md").unlink()
         (root / "evaluate" / site / "roc.png").unlink()
+    (root / "evaluate" / "hospital-b" / "decision_curve.png").unlink()
     metrics = metrics_of(root, "pooled")
     metrics["models"] = {"DL-T2FS": metrics["models"]["DL-T2FS"]}
     del metrics["delong"]
@@ -338,6 +340,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
                           ("survival", "survival analysis (hospital-a)"),
                           ("cohort", "cohort table (hospital-b)"),
                           ("roc", "ROC curves (hospital-a)"),
+                          ("decision", "decision curves (hospital-b)"),
                           ("delong", "DeLong tests (pooled): one model only"),
                           ("provenance", "study steps")):
         assert f"Not run: {what}" in parsed.sections[section], section

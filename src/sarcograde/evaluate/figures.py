@@ -1,5 +1,6 @@
 """The evaluation's figures: ROC curves (the reference model with its bootstrap 95% band and its
-argmax point) and reliability diagrams with Wilson intervals and the patients per bin."""
+argmax point), reliability diagrams with Wilson intervals and the patients per bin, and decision
+curves."""
 
 from __future__ import annotations
 
@@ -89,5 +90,37 @@ def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]]
     ax_count.set_xlabel("predicted probability of high grade")
     ax_count.set_xlim(0, 1)
     ax_count.set_ylim(0, max(1, max(c.max() for c in counts)) * 1.25)
+    fig.tight_layout()
+    return fig
+
+
+def decision_figure(curves, reference: str, cohort: str = "test cohort"):
+    """Net benefit of every model against the threshold probability (decision_curve.csv's
+    frame), the `reference` model with its bootstrap 95% band, beside treat all and treat none."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    first = curves[curves["model"] == reference]
+    t = first["threshold"].to_numpy()
+    treat_all = first["treat_all"].to_numpy()
+    ax.plot(t, treat_all, color="0.45", linewidth=1.2, label="treat all")
+    ax.axhline(0, color="0.2", linewidth=1, linestyle="--", label="treat none")
+    for name, curve in curves.groupby("model", sort=False):
+        line, = ax.plot(curve["threshold"], curve["net_benefit"], label=name,
+                        linewidth=2 if name == reference else 1.2,
+                        zorder=3 if name == reference else 2)
+        if name == reference:
+            ax.fill_between(curve["threshold"], curve["net_benefit_ci_low"],
+                            curve["net_benefit_ci_high"], color=line.get_color(), alpha=0.2,
+                            linewidth=0, label=f"{name}: 95% CI (bootstrap)")
+    # treat all falls steeply at high thresholds: the axis stops a little below zero
+    top = max(float(np.nanmax(curves["net_benefit_ci_high"])), float(np.nanmax(treat_all)), 0.1)
+    ax.set_ylim(-0.15 * top, top * 1.1)
+    ax.set_xlim(t.min(), t.max())
+    ax.set_xlabel("threshold probability of high grade")
+    ax.set_ylabel("net benefit")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"decision curves, {cohort}", fontsize=10)
     fig.tight_layout()
     return fig

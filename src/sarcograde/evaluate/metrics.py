@@ -12,12 +12,13 @@ from ..cohort import Patient
 from ..console import warn
 from ..formats import run as run_format
 from ..stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
-                     classify, confusion_counts, delong_test, percentile_ci, youden_threshold)
+                     classify, confusion_counts, delong_test, net_benefit, percentile_ci,
+                     youden_threshold)
 from ..survival import bonferroni
 from .inputs import read_cv_predictions
 
-ALL_METRICS = METRICS + ("calibration_slope", "calibration_intercept")
-THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy")
+ALL_METRICS = METRICS + ("calibration_slope", "calibration_intercept", "net_benefit")
+THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy", "net_benefit")
 ARGMAX = 0.5
 RULE = "high grade when p_high > threshold; 0.5 is the argmax of the softmax outputs"
 
@@ -50,6 +51,7 @@ def _why_undefined(name: str, y: np.ndarray) -> str:
         "specificity": "no low-grade patient",
         "precision": "no patient predicted high grade",
         "f1": "no high-grade patient and none predicted high grade",
+        "net_benefit": "the threshold is not strictly between 0 and 1",
     }
     if name.startswith("calibration"):
         return (f"{one_class}; the logistic recalibration needs both classes"
@@ -65,6 +67,8 @@ def metric_statistic(threshold: float, names: tuple[str, ...]):
         if "calibration_slope" in names:
             values["calibration_slope"] = calibration_slope(y, p)
             values["calibration_intercept"] = calibration_intercept(y, p)
+        if "net_benefit" in names:  # at the operating threshold, as the decision curve has it
+            values["net_benefit"] = net_benefit(y, p, threshold)
         return {name: values[name] for name in names}
     return statistic
 

@@ -10,8 +10,8 @@ from ..console import warn
 from ..errors import SarcogradeError
 from ..formats import evaluation as evaluation_format
 from ..formats import predictions as predictions_format
-from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
-from .figures import calibration_figure, roc_figure
+from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC
+from .figures import calibration_figure, decision_figure, roc_figure
 from .score import Evaluation
 from .tables import confusion_rows, model_rows, table2, table2_markdown
 
@@ -61,6 +61,7 @@ def _write_figures(out: Path, evaluation: Evaluation) -> None:
     if len(models) > 1:
         save_figure(calibration_figure(y, {m.name: (m.p, m.block) for m in models},
                                        evaluation.n_bins, cohort), out / CALIBRATION_MODELS)
+    save_figure(decision_figure(evaluation.decision, reference.name, cohort), out / DECISION_FIGURE)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:
@@ -82,6 +83,7 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
         out, [pt.patient_id for pt in inputs.patients], evaluation.y,
         {m.key: m.p for m in evaluation.models})
     evaluation_format.write_survival(out, evaluation.survival)
+    evaluation_format.write_decision_curve(out, evaluation.decision)
     for path, frame in evaluation.baselines.files.items():
         predictions_format.write_predictions(path, frame)
     _write_figures(out, evaluation)

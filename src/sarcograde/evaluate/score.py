@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..cohort import Patient
 from ..console import warn
 from ..stats import resample_indices
 from .baselines import Baselines, score_baselines
+from .decision import decision_curves, decision_summary
 from .inputs import Inputs
 from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block, single_class_resamples,
                       youden_block)
@@ -37,6 +39,7 @@ class Evaluation:
     baselines: Baselines
     survival: dict             # survival.json
     km_figures: dict           # file name -> Kaplan-Meier figure
+    decision: pd.DataFrame     # decision_curve.csv
 
     @property
     def by_key(self) -> dict[str, dict]:
@@ -118,9 +121,11 @@ def score(args, inputs: Inputs) -> Evaluation:
     models += baselines.models
     confusion += _confusion(baselines.models)
     metrics.update(_comparison(inputs, models, y))
+    decision = decision_curves(y, models, indices)
+    metrics["decision_curve"] = decision_summary(decision)
     survival, km_figures = survival_analysis(inputs.patients, groupings(models, y))
     if "note" in survival:
         warn(f"survival: {survival['note']}")
     return Evaluation(inputs=inputs, y=y, indices=indices, n_bins=n_bins, models=models,
                       metrics=metrics, confusion=confusion, baselines=baselines,
-                      survival=survival, km_figures=km_figures)
+                      survival=survival, km_figures=km_figures, decision=decision)

@@ -30,15 +30,19 @@ DELONG = "delong.csv"
 BASELINE_PREDICTIONS = "baseline_predictions.csv"
 COHORT_TABLE_CSV, COHORT_TABLE_MD = "cohort_table.csv", "cohort_table.md"
 TUMOUR_VOLUMES = "tumour_volumes_{cohort}.csv"  # cohort: train | test
+DECISION_CURVE = "decision_curve.csv"
 # the figures
 ROC = "roc.png"
 CALIBRATION = "calibration.png"
 CALIBRATION_MODELS = "calibration_models.png"
 KM = "km_{key}.png"  # key: a stratification of survival.json's `models`
 KM_PANEL = "km_panel.png"
+DECISION_FIGURE = "decision_curve.png"
 
 CONFUSION_COLUMNS = ("model", "rule", "threshold", "tn", "fp", "fn", "tp")
 DELONG_COLUMNS = ("a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note")
+DECISION_CURVE_COLUMNS = ("model", "threshold", "net_benefit", "net_benefit_ci_low",
+                          "net_benefit_ci_high", "treat_all", "treat_none")
 VOLUME_COLUMNS = ("patient_id", "sequence", "mask", "key", "voxels", "voxel_ml", "volume_ml")
 
 
@@ -170,6 +174,16 @@ def write_baseline_predictions(eval_dir: str | Path, patient_ids: list[str], lab
     write_csv(Path(eval_dir) / BASELINE_PREDICTIONS, pd.DataFrame(
         {"patient_id": patient_ids, "label": labels,
          **{f"p_{key}": p for key, p in probabilities.items()}}))
+
+
+def read_decision_curve(eval_dir: str | Path) -> pd.DataFrame | None:
+    """decision_curve.csv (one row per model and threshold); None where the file is absent."""
+    path = Path(eval_dir) / DECISION_CURVE
+    return read_output_csv(path, DECISION_CURVE_COLUMNS) if path.is_file() else None
+
+
+def write_decision_curve(eval_dir: str | Path, frame: pd.DataFrame) -> None:
+    write_csv(Path(eval_dir) / DECISION_CURVE, frame[list(DECISION_CURVE_COLUMNS)])
 
 
 def write_cohort_table(eval_dir: str | Path, frame: pd.DataFrame, markdown: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import model_kinds as kinds
-from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
+from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC
 from . import sections as s
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
@@ -21,6 +21,7 @@ from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
+       ("decision", "Decision curves"),
        ("calibration", "Calibration"), ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
@@ -91,6 +92,9 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "not_evaluated": [m for m in inputs.predictions.get(name, []) if m not in models],
         "roc": s.figure(figures.get(ROC), f"ROC curves of every model, {name}.",
                         f"ROC {name}"),
+        "decision": s.figure(figures.get(DECISION_FIGURE), f"Decision curves of every model, "
+                             f"{name}: net benefit against treating all and none.",
+                             f"decision curves {name}"),
         "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
         "delong": delong(name, models, metrics),

@@ -269,3 +269,45 @@ def test_decision_curve_of_every_model_on_the_shared_resamples(cohort, compared)
         assert high == pytest.approx(curve.loc[0.5, "net_benefit_ci_high"])
     table = pd.read_csv(compared / "table2.csv")
     assert "net_benefit_ci_low" in table.columns
+
+
+def test_abstention_by_ensemble_spread_equals_scikit_learn_on_the_kept(cohort, tmp_path):
+    rng = np.random.default_rng(3)
+    files = dict(cohort["files"])
+    for name in ("DL-T1FSGd", "DL-T2FS"):  # predict's files carry the spread; the fusion not
+        frame = pd.read_csv(files[name], dtype={"patient_id": str})
+        frame["p_high_sd"] = np.round(rng.uniform(0.01, 0.2, len(frame)), 3)
+        files[name] = tmp_path / f"{name}.csv"
+        frame.to_csv(files[name], index=False)
+    out = tmp_path / "eval"
+    assert _evaluate(cohort, out, *_model_args(files), "--coverage", "0.8") == 0
+    block = _read(out / "metrics.json")["abstention"]
+    assert block["coverage"] == 0.8
+    assert "no p_high_sd column" in block["models"]["DL-fusion"]["note"]
+    curves = pd.read_csv(out / "selective_prediction.csv")
+    assert list(curves["model"].unique()) == ["DL-T1FSGd", "DL-T2FS"]
+    assert (out / "selective_prediction.png").read_bytes().startswith(PNG)
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    for name in ("DL-T1FSGd", "DL-T2FS"):
+        frame = pd.read_csv(files[name], dtype={"patient_id": str}).set_index("patient_id")
+        frame = frame.loc[common].assign(label=cohort["labels"][common].to_numpy())
+        kept = frame.sort_values("p_high_sd", kind="stable").head(int(np.ceil(0.8 * 29)))
+        y, p = kept["label"].to_numpy(), kept["p_high"].to_numpy()
+        model = block["models"][name]
+        assert model["n_kept"] == len(kept) == 24 and model["n"] == 29
+        assert model["max_spread"] == pytest.approx(kept["p_high_sd"].max())
+        assert model["auc"]["value"] == pytest.approx(roc_auc_score(y, p))
+        assert model["accuracy"]["value"] == pytest.approx(accuracy_score(y, p > 0.5))
+        assert model["sensitivity"]["value"] == pytest.approx(recall_score(y, p > 0.5))
+        low, high = model["auc"]["ci95"]
+        assert low <= model["auc"]["value"] <= high
+        row = curves[(curves["model"] == name) & (curves["n_kept"] == 24)].iloc[0]
+        assert row["auc"] == pytest.approx(roc_auc_score(y, p))
+        assert row["coverage"] == pytest.approx(24 / 29)
+
+
+def test_coverage_outside_zero_one_is_a_one_line_error(cohort, tmp_path):
+    with pytest.raises(SarcogradeError, match="--coverage must be a share"):
+        _evaluate(cohort, tmp_path / "eval", *_model_args(cohort["files"]), "--coverage", "1.5")
+    assert not (tmp_path / "eval").exists()

@@ -58,6 +58,11 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
                "delong_adjustment": f"Bonferroni over {len(pairs)} pairs", "pooled": pooled}
     if pooled:
         metrics["sites"] = {s: {"n": 30 + 10 * i, "n_low": 9} for i, s in enumerate(SITES)}
+    kept_rng = np.random.default_rng(n)  # apart from `rng`, whose draws the other parts follow
+    metrics["abstention"] = {"coverage": 0.9, "score": "p_high_sd", "models": {
+        m: ({"n_kept": n - 3, "n": n, "max_spread": 0.0834, **_metrics_block(kept_rng)}
+            if m.startswith("DL-T") else {"note": "not computable: no p_high_sd column"})
+        for m in models}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     excluded = excluded if excluded is not None else [
         {"patient_id": f"{folder.name}-900", "reason": "grade unknown"}]
@@ -69,8 +74,8 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         "| --- | --- | --- | --- | --- | --- |\n"
         f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
         "Wilcoxon rank-sum for age.\n")
-    for name in ("roc", "calibration", "decision_curve") + (("calibration_models",) if n == 30
-                                                            else ()):
+    for name in ("roc", "calibration", "decision_curve", "selective_prediction") + (
+            ("calibration_models",) if n == 30 else ()):
         _png(folder / f"{name}.png", seed=len(name) + n)
     if survival:
         groups = {"n": n // 2, "deaths": 3, "median_months": 40.5}
@@ -189,8 +194,8 @@ def study(tmp_path_factory):
 
 def test_every_section_is_present_and_run(study):
     _, _, parsed = study
-    for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "calibration",
-                    "survival", "delong", "attention", "training", "methods", "provenance"):
+    for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "abstention",
+                    "calibration", "survival", "delong", "attention", "training", "methods", "provenance"):
         assert section in parsed.sections, section
         assert "Not run" not in parsed.sections[section], section
 
@@ -208,6 +213,22 @@ def test_table2_cells_equal_metrics_json(study):
     assert n_cells == 3 * len(MODELS) * len(METRIC_KEYS)
     assert "Pooled from: hospital-a 30 (9 low grade), hospital-b 40" in parsed.sections["performance"]
     assert "all external sites, pooled: 70" in parsed.sections["performance"]
+
+
+def test_abstention_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    for site in (*SITES, "pooled"):
+        metrics = metrics_of(root, site)
+        for model, block in metrics["abstention"]["models"].items():
+            if "note" in block:
+                assert f"{model}: {block['note']}" in parsed.sections["abstention"]
+                continue
+            for key in ("auc", "accuracy", "sensitivity", "specificity"):
+                assert parsed.cells[(site, model, None, f"abstention_{key}")] == expected(
+                    block[key]), (site, model, key)
+            assert parsed.cells[(site, model, None, "n_kept")] == \
+                f"{block['n_kept']} of {block['n']}"
+    assert "the 90% with the lowest" in parsed.sections["abstention"]
 
 
 def test_delong_matrices_equal_metrics_json(study):

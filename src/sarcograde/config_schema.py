@@ -302,7 +302,10 @@ RADIOMICS = {
 # A study's `overrides`: the preset's sections, evaluate's options and the radiomics settings.
 STUDY_OVERRIDES = {**SETTINGS,
                    "evaluate": {"bootstrap": Key("bootstrap resamples of patients for the 95% CIs",
-                                                 Interval(Integral, 1, None))},
+                                                 Interval(Integral, 1, None)),
+                                "coverage": Key("abstention: the share of patients kept, lowest "
+                                                "ensemble spread first",
+                                                Interval(Real, 0, 1, "right"))},
                    "radiomics": RADIOMICS}
 
 

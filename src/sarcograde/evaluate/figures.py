@@ -124,3 +124,26 @@ def decision_figure(curves, reference: str, cohort: str = "test cohort"):
     ax.set_title(f"decision curves, {cohort}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def selective_figure(curves, coverage: float, cohort: str = "test cohort"):
+    """AUC and accuracy of the patients kept against the share kept (selective_prediction.csv's
+    frame), one line per model, the chosen coverage marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True)
+    for name, curve in curves.groupby("model", sort=False):
+        for ax, metric in zip(axes, ("auc", "accuracy")):
+            ax.plot(curve["coverage"], curve[metric], label=name, linewidth=1.4)
+    for ax, label in zip(axes, ("AUC of the patients kept", "accuracy of the patients kept")):
+        ax.axvline(coverage, color="0.4", linestyle="--", linewidth=1,
+                   label=f"coverage {coverage:.0%}")
+        ax.set_xlabel("share of patients kept (lowest ensemble spread first)")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, 1.01)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"selective prediction, {cohort}", fontsize=10)
+    fig.tight_layout()
+    return fig

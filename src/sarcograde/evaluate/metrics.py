@@ -77,9 +77,15 @@ def metric_block(y: np.ndarray, p: np.ndarray, threshold: float, indices: np.nda
                  names: tuple[str, ...] = ALL_METRICS) -> dict:
     """`{name: {"value", "ci95", "resamples"}}` (or a "not computable" note) and the confusion."""
     statistic = metric_statistic(threshold, names)
-    point = statistic(y, p)
-    samples = bootstrap(statistic, y, p, indices)
-    predicted = classify(p, threshold)
+    block = estimates(statistic(y, p), bootstrap(statistic, y, p, indices), y, names)
+    counts = confusion_counts(y, classify(p, threshold))
+    block["confusion"] = {k: int(v) for k, v in counts.items()}
+    return block
+
+
+def estimates(point: dict, samples: dict, y: np.ndarray, names: tuple[str, ...]) -> dict:
+    """`{name: {"value", "ci95", "resamples"}}` from the point values and the bootstrap samples,
+    or a "not computable" note saying why (`y`: the patients of the point estimate)."""
     block = {}
     for name in names:
         value = number(point[name])
@@ -89,7 +95,6 @@ def metric_block(y: np.ndarray, p: np.ndarray, threshold: float, indices: np.nda
             continue
         ci, valid = percentile_ci(samples[name])
         block[name] = {"value": value, "ci95": ci, "resamples": valid}
-    block["confusion"] = {k: int(v) for k, v in confusion_counts(y, predicted).items()}
     return block
 
 

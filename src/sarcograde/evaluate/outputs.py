@@ -10,8 +10,9 @@ from ..console import warn
 from ..errors import SarcogradeError
 from ..formats import evaluation as evaluation_format
 from ..formats import predictions as predictions_format
-from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC
-from .figures import calibration_figure, decision_figure, roc_figure
+from ..formats.evaluation import (CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC,
+                                  SELECTIVE, SELECTIVE_FIGURE)
+from .figures import calibration_figure, decision_figure, roc_figure, selective_figure
 from .score import Evaluation
 from .tables import confusion_rows, model_rows, table2, table2_markdown
 
@@ -35,7 +36,7 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
     """Delete the optional outputs of an earlier run that are not in `keep`."""
     optional = [*_previous_km_figures(out), out / KM_PANEL, out / ROC,
                 out / evaluation_format.COHORT_TABLE_CSV, out / evaluation_format.COHORT_TABLE_MD,
-                out / CALIBRATION_MODELS]
+                out / CALIBRATION_MODELS, out / SELECTIVE, out / SELECTIVE_FIGURE]
     for path in optional:
         if path.name not in keep:
             path.unlink(missing_ok=True)
@@ -62,6 +63,9 @@ def _write_figures(out: Path, evaluation: Evaluation) -> None:
         save_figure(calibration_figure(y, {m.name: (m.p, m.block) for m in models},
                                        evaluation.n_bins, cohort), out / CALIBRATION_MODELS)
     save_figure(decision_figure(evaluation.decision, reference.name, cohort), out / DECISION_FIGURE)
+    if len(evaluation.selective):
+        save_figure(selective_figure(evaluation.selective, evaluation.coverage, cohort),
+                    out / SELECTIVE_FIGURE)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:
@@ -71,7 +75,8 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
     _remove_stale(out, keep=set(evaluation.km_figures)
                   | ({ROC} if _has_roc(evaluation) else set())
                   | ({CALIBRATION_MODELS} if len(evaluation.models) > 1 else set())
-                  | (COHORT_TABLE if table is not None else set()))
+                  | (COHORT_TABLE if table is not None else set())
+                  | ({SELECTIVE, SELECTIVE_FIGURE} if len(evaluation.selective) else set()))
     evaluation_format.write_patient_flow(out, inputs.flow)
     evaluation_format.write_metrics(out, metrics)
     evaluation_format.write_confusion(out, confusion_rows(evaluation.confusion))
@@ -84,6 +89,8 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
         {m.key: m.p for m in evaluation.models})
     evaluation_format.write_survival(out, evaluation.survival)
     evaluation_format.write_decision_curve(out, evaluation.decision)
+    if len(evaluation.selective):
+        evaluation_format.write_selective(out, evaluation.selective)
     for path, frame in evaluation.baselines.files.items():
         predictions_format.write_predictions(path, frame)
     _write_figures(out, evaluation)

@@ -13,6 +13,7 @@ import pandas as pd
 from ..cohort import Patient
 from ..console import warn
 from ..stats import resample_indices
+from .abstention import abstention
 from .baselines import Baselines, score_baselines
 from .decision import decision_curves, decision_summary
 from .inputs import Inputs
@@ -40,6 +41,8 @@ class Evaluation:
     survival: dict             # survival.json
     km_figures: dict           # file name -> Kaplan-Meier figure
     decision: pd.DataFrame     # decision_curve.csv
+    selective: pd.DataFrame    # selective_prediction.csv (empty: no model has a spread)
+    coverage: float            # the share kept of the abstention's metrics
 
     @property
     def by_key(self) -> dict[str, dict]:
@@ -123,9 +126,11 @@ def score(args, inputs: Inputs) -> Evaluation:
     metrics.update(_comparison(inputs, models, y))
     decision = decision_curves(y, models, indices)
     metrics["decision_curve"] = decision_summary(decision)
+    metrics["abstention"], selective = abstention(inputs, models, y, indices, args.coverage)
     survival, km_figures = survival_analysis(inputs.patients, groupings(models, y))
     if "note" in survival:
         warn(f"survival: {survival['note']}")
     return Evaluation(inputs=inputs, y=y, indices=indices, n_bins=n_bins, models=models,
                       metrics=metrics, confusion=confusion, baselines=baselines,
-                      survival=survival, km_figures=km_figures, decision=decision)
+                      survival=survival, km_figures=km_figures, decision=decision,
+                      selective=selective, coverage=args.coverage)

@@ -30,6 +30,7 @@ from .. import model_kinds as kinds
 from ..artifacts import RunRecord
 from ..console import info
 from ..errors import SarcogradeError
+from .abstention import DEFAULT_COVERAGE
 from .inputs import Inputs, read_inputs, record_inputs
 from .metrics import ARGMAX, RULE
 from .outputs import write_outputs
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples of patients for the 95%% CIs (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and CV splits")
+    parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, metavar="C",
+                        help="abstention: the metrics of the share C of patients whose ensemble "
+                             "spread (p_high_sd) is lowest (default 0.9)")
     parser.add_argument("--sequence", help="mask sequence for the tumour volume (default: the "
                                            "manifest's only sequence)")
 
@@ -71,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args) -> None:
     if args.bootstrap < 1:
         raise SarcogradeError("--bootstrap must be at least 1")
+    if not 0 < args.coverage <= 1:
+        raise SarcogradeError(f"--coverage must be a share in (0, 1], not {args.coverage}")
     if args.run is not None and not args.run.is_dir():
         raise SarcogradeError("run folder not found", path=args.run)
     if args.baseline_predictions is not None and args.train_manifest is None:
@@ -81,6 +87,7 @@ def _check_arguments(args) -> None:
 def _config(args, inputs: Inputs) -> dict:
     """run.json's config: the settings and the models' files."""
     config = {"source": inputs.sources[inputs.reference], "bootstrap": args.bootstrap,
+              "coverage": args.coverage,
               "seed": args.seed, "sequence": inputs.sequence, "threshold": ARGMAX,
               "threshold_rule": RULE, "ci": "bootstrap percentile, 95%"}
     if not inputs.single:

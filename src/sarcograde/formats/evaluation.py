@@ -31,6 +31,7 @@ BASELINE_PREDICTIONS = "baseline_predictions.csv"
 COHORT_TABLE_CSV, COHORT_TABLE_MD = "cohort_table.csv", "cohort_table.md"
 TUMOUR_VOLUMES = "tumour_volumes_{cohort}.csv"  # cohort: train | test
 DECISION_CURVE = "decision_curve.csv"
+SELECTIVE = "selective_prediction.csv"
 # the figures
 ROC = "roc.png"
 CALIBRATION = "calibration.png"
@@ -38,11 +39,13 @@ CALIBRATION_MODELS = "calibration_models.png"
 KM = "km_{key}.png"  # key: a stratification of survival.json's `models`
 KM_PANEL = "km_panel.png"
 DECISION_FIGURE = "decision_curve.png"
+SELECTIVE_FIGURE = "selective_prediction.png"
 
 CONFUSION_COLUMNS = ("model", "rule", "threshold", "tn", "fp", "fn", "tp")
 DELONG_COLUMNS = ("a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note")
 DECISION_CURVE_COLUMNS = ("model", "threshold", "net_benefit", "net_benefit_ci_low",
                           "net_benefit_ci_high", "treat_all", "treat_none")
+SELECTIVE_COLUMNS = ("model", "n_kept", "coverage", "max_spread", "auc", "accuracy")
 VOLUME_COLUMNS = ("patient_id", "sequence", "mask", "key", "voxels", "voxel_ml", "volume_ml")
 
 
@@ -176,14 +179,12 @@ def write_baseline_predictions(eval_dir: str | Path, patient_ids: list[str], lab
          **{f"p_{key}": p for key, p in probabilities.items()}}))
 
 
-def read_decision_curve(eval_dir: str | Path) -> pd.DataFrame | None:
-    """decision_curve.csv (one row per model and threshold); None where the file is absent."""
-    path = Path(eval_dir) / DECISION_CURVE
-    return read_output_csv(path, DECISION_CURVE_COLUMNS) if path.is_file() else None
-
-
 def write_decision_curve(eval_dir: str | Path, frame: pd.DataFrame) -> None:
     write_csv(Path(eval_dir) / DECISION_CURVE, frame[list(DECISION_CURVE_COLUMNS)])
+
+
+def write_selective(eval_dir: str | Path, frame: pd.DataFrame) -> None:
+    write_csv(Path(eval_dir) / SELECTIVE, frame[list(SELECTIVE_COLUMNS)])
 
 
 def write_cohort_table(eval_dir: str | Path, frame: pd.DataFrame, markdown: str) -> None:

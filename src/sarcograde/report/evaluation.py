@@ -7,6 +7,7 @@ from typing import Any
 
 from ..formats.evaluation import CALIBRATION, DECISION_FIGURE, ROC
 from . import sections as s
+from . import utility
 from .format import format_cell, format_list, format_number, format_p, pretty_name
 from .inputs import ReportInputs, lookup
 from .methods import bootstrap_count, methods_paragraph
@@ -30,6 +31,7 @@ DECISION_CAPTION = ("Decision curves: net benefit of treating the patients with 
 
 
 TOC = (("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"), ("performance", "Performance"),
+       ("abstention", "Abstention"),
        ("survival", "Overall survival"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods (generated from the configuration)"),
        ("provenance", "Configuration and provenance"))
@@ -49,6 +51,7 @@ def context(inputs: ReportInputs) -> dict[str, Any]:
         "flow": s.flow(evaluation.flow),
         "cohort": s.cohort(evaluation.cohort),
         "performance": performance(inputs),
+        "abstention": utility.abstention(None, m, evaluation.figures),
         "survival": s.survival(evaluation.survival, evaluation.figures),
         "attention": s.attention(inputs.attention) if inputs.attention else None,
         "training": s.training(inputs.run) if inputs.run else None,

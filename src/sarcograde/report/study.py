@@ -12,6 +12,7 @@ from typing import Any
 from .. import model_kinds as kinds
 from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC
 from . import sections as s
+from . import utility
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
 from ..model_kinds import POOLED
@@ -21,7 +22,7 @@ from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
-       ("decision", "Decision curves"),
+       ("decision", "Decision curves"), ("abstention", "Abstention"),
        ("calibration", "Calibration"), ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
@@ -41,6 +42,8 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
     sites = [site_context(inputs, name, folder) for name, folder in inputs.sites.items()]
     return {
         "toc": TOC, "source_folder": str(inputs.folder), "sites": sites,
+        "coverage": next((site["abstention"]["coverage"] for site in sites
+                          if not site["abstention"]["not_run"]), "share set"),
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
         "attention": attention(inputs),
@@ -95,6 +98,7 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "decision": s.figure(figures.get(DECISION_FIGURE), f"Decision curves of every model, "
                              f"{name}: net benefit against treating all and none.",
                              f"decision curves {name}"),
+        "abstention": utility.abstention(name, metrics, figures),
         "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
         "delong": delong(name, models, metrics),

@@ -118,7 +118,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     config_files = [layout.config] if study.config_overrides else []
     radiomics_files = [layout.radiomics_config] if study.overrides.get(RADIOMICS) else []
     radiomics_config = [a for f in radiomics_files for a in ("--config", str(f))]
-    bootstrap = str(study.overrides.get("evaluate", {}).get("bootstrap", 1000))
+    evaluate_options = study.overrides.get("evaluate", {})
+    bootstrap = str(evaluate_options.get("bootstrap", 1000))
     steps: list[Step] = []
 
     manifests = dict(study.cohorts)
@@ -220,6 +221,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     reference_run = layout.run(seq0) if kinds.DL in study.models else layout.radiomics_run(seq0)
     common = ["--run", str(reference_run), "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
+    if "coverage" in evaluate_options:
+        common += ["--coverage", str(evaluate_options["coverage"])]
     if baselines:
         common += ["--train-manifest", str(manifests["train"])]
     for site in study.test:

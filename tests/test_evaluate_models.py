@@ -311,3 +311,54 @@ def test_coverage_outside_zero_one_is_a_one_line_error(cohort, tmp_path):
     with pytest.raises(SarcogradeError, match="--coverage must be a share"):
         _evaluate(cohort, tmp_path / "eval", *_model_args(cohort["files"]), "--coverage", "1.5")
     assert not (tmp_path / "eval").exists()
+
+
+def test_subgroup_metrics_equal_scikit_learn_on_the_subgroup(cohort, tmp_path):
+    test = cohort["test"].copy()
+    # two histologies of 15 and 12 patients and a rare one of 3 (too small to score)
+    test["histology"] = ["leiomyosarcoma"] * 15 + ["liposarcoma"] * 12 + ["synovial"] * 3
+    test.to_csv(cohort["root"] / "test" / "manifest_histology.csv", index=False)
+    out = tmp_path / "eval"
+    args = ["--manifest", str(cohort["root"] / "test" / "manifest_histology.csv"),
+            "--out", str(out), "--bootstrap", "200", "--seed", "5", *_model_args(cohort["files"])]
+    assert main(args) == 0
+    block = _read(out / "metrics.json")["subgroups"]
+    assert (out / "subgroups.png").read_bytes().startswith(PNG)
+    rows = pd.read_csv(out / "subgroups.csv")
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    manifest = test.set_index("patient_id").loc[common]
+    y_all = cohort["labels"][common].to_numpy()
+    levels = {"histology": manifest["histology"].to_numpy(), "sex": manifest["sex"].to_numpy(),
+              "age": np.where(manifest["age"].isna(), "unknown", np.where(
+                  manifest["age"] < 50, "<50", np.where(manifest["age"] < 65, "50-64", ">=65")))}
+    scored = {(g["variable"], g["level"]) for g in block["groups"]}
+    small = {(g["variable"], g["level"]) for g in block["too_small"]}
+    assert ("histology", "synovial") in small and ("histology", "liposarcoma") in scored
+    assert {("sex", "M"), ("sex", "F")} <= scored
+    n_checked = 0
+    for group in block["groups"]:
+        where = levels[group["variable"]] == group["level"]
+        y = y_all[where]
+        assert group["n"] == where.sum() >= 10 and 0 < y.sum() < len(y)
+        for name, path in cohort["files"].items():
+            p = pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id").loc[
+                common, "p_high"].to_numpy()[where]
+            model = group["models"][name]
+            assert model["auc"]["value"] == pytest.approx(roc_auc_score(y, p))
+            assert model["sensitivity"]["value"] == pytest.approx(recall_score(y, p > 0.5))
+            assert model["specificity"]["value"] == pytest.approx(
+                recall_score(y, p > 0.5, pos_label=0))
+            assert model["accuracy"]["value"] == pytest.approx(accuracy_score(y, p > 0.5))
+            assert model["brier"]["value"] == pytest.approx(brier_score_loss(y, p))
+            low, high = model["auc"]["ci95"]
+            assert low <= model["auc"]["value"] <= high
+            row = rows[(rows["variable"] == group["variable"]) & (rows["level"] == group["level"])
+                       & (rows["model"] == name)].iloc[0]
+            assert row["auc"] == pytest.approx(model["auc"]["value"])
+            n_checked += 1
+    assert n_checked >= 4 * len(MODELS)
+    for group in block["too_small"]:  # listed, never scored
+        where = levels[group["variable"]] == group["level"]
+        assert group["n"] == where.sum()
+        assert where.sum() < 10 or y_all[where].min() == y_all[where].max()

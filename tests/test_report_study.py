@@ -22,7 +22,7 @@ from sarcograde.formats.run import Folds, write_folds
 from sarcograde.report import build_study_report
 from sarcograde.splits import make_splits
 
-from test_report import METRIC_KEYS, PageParser, _metrics_block, expected
+from test_report import METRIC_KEYS, PageParser, _estimate, _metrics_block, expected
 
 SITES = ("hospital-a", "hospital-b")
 SEQUENCES = ("T1FSGd", "T2FS")
@@ -63,6 +63,11 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         m: ({"n_kept": n - 3, "n": n, "max_spread": 0.0834, **_metrics_block(kept_rng)}
             if m.startswith("DL-T") else {"note": "not computable: no p_high_sd column"})
         for m in models}}
+    metrics["subgroups"] = {"min_patients": 10, "groups": [
+        {"variable": "sex", "level": level, "n": n // 2, "n_low": 5, "n_high": n // 2 - 5,
+         "models": {m: {"auc": _estimate(kept_rng)} for m in models}} for level in ("F", "M")],
+        "too_small": [{"variable": "age", "level": "<50", "n": 4, "n_high": 2,
+                       "reason": "fewer than 10 patients"}]}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     excluded = excluded if excluded is not None else [
         {"patient_id": f"{folder.name}-900", "reason": "grade unknown"}]
@@ -74,7 +79,7 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         "| --- | --- | --- | --- | --- | --- |\n"
         f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
         "Wilcoxon rank-sum for age.\n")
-    for name in ("roc", "calibration", "decision_curve", "selective_prediction") + (
+    for name in ("roc", "calibration", "decision_curve", "selective_prediction", "subgroups") + (
             ("calibration_models",) if n == 30 else ()):
         _png(folder / f"{name}.png", seed=len(name) + n)
     if survival:
@@ -195,7 +200,7 @@ def study(tmp_path_factory):
 def test_every_section_is_present_and_run(study):
     _, _, parsed = study
     for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "abstention",
-                    "calibration", "survival", "delong", "attention", "training", "methods", "provenance"):
+                    "subgroups", "calibration", "survival", "delong", "attention", "training", "methods", "provenance"):
         assert section in parsed.sections, section
         assert "Not run" not in parsed.sections[section], section
 
@@ -229,6 +234,20 @@ def test_abstention_cells_equal_metrics_json(study):
             assert parsed.cells[(site, model, None, "n_kept")] == \
                 f"{block['n_kept']} of {block['n']}"
     assert "the 90% with the lowest" in parsed.sections["abstention"]
+
+
+def test_subgroup_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    n_cells = 0
+    for site in (*SITES, "pooled"):
+        for group in metrics_of(root, site)["subgroups"]["groups"]:
+            metric = f"subgroup_auc:{group['variable']}={group['level']}"
+            for model, block in group["models"].items():
+                assert parsed.cells[(site, model, None, metric)] == expected(block["auc"])
+                n_cells += 1
+    assert n_cells == 3 * 2 * len(MODELS)
+    assert "Too small to score: age: <50 (4 patients, 2 high; fewer than 10 patients)" in \
+        parsed.sections["subgroups"]
 
 
 def test_delong_matrices_equal_metrics_json(study):

@@ -147,3 +147,38 @@ def selective_figure(curves, coverage: float, cohort: str = "test cohort"):
     fig.suptitle(f"selective prediction, {cohort}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def subgroup_figure(groups: list[dict], overall: dict[str, float | None],
+                    cohort: str = "test cohort"):
+    """Forest plot of every model's AUC with its 95% CI per subgroup (metrics.json's
+    `subgroups.groups`), the models side by side in each row, their AUC on everyone dashed."""
+    import matplotlib.pyplot as plt
+
+    names = list(groups[0]["models"])
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * len(groups) * max(1, len(names) / 2)))
+    offsets = (np.arange(len(names)) - (len(names) - 1) / 2) * 0.8 / max(len(names), 1)
+    for k, name in enumerate(names):
+        for row, group in enumerate(groups):
+            block = group["models"][name]["auc"]
+            if block["value"] is None:
+                continue
+            y = row + offsets[k]
+            ci = block["ci95"] or [block["value"]] * 2
+            ax.plot(ci, [y, y], color=f"C{k}", linewidth=1.2)
+            ax.plot(block["value"], y, "s", color=f"C{k}", markersize=4,
+                    label=name if row == 0 else None)
+        if overall.get(name) is not None:
+            ax.axvline(overall[name], color=f"C{k}", linestyle=":", linewidth=1)
+    ax.axvline(0.5, color="0.5", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(groups)))
+    ax.set_yticklabels([f"{g['variable']}: {g['level']} (n={g['n']}, {g['n_high']} high)"
+                        for g in groups], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("AUC (95% bootstrap CI); dotted: the model on every patient")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(f"AUC by subgroup, {cohort}", fontsize=10)
+    fig.tight_layout()
+    return fig

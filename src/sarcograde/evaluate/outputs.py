@@ -11,8 +11,9 @@ from ..errors import SarcogradeError
 from ..formats import evaluation as evaluation_format
 from ..formats import predictions as predictions_format
 from ..formats.evaluation import (CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC,
-                                  SELECTIVE, SELECTIVE_FIGURE)
-from .figures import calibration_figure, decision_figure, roc_figure, selective_figure
+                                  SELECTIVE, SELECTIVE_FIGURE, SUBGROUPS_FIGURE)
+from .figures import (calibration_figure, decision_figure, roc_figure, selective_figure,
+                      subgroup_figure)
 from .score import Evaluation
 from .tables import confusion_rows, model_rows, table2, table2_markdown
 
@@ -36,7 +37,8 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
     """Delete the optional outputs of an earlier run that are not in `keep`."""
     optional = [*_previous_km_figures(out), out / KM_PANEL, out / ROC,
                 out / evaluation_format.COHORT_TABLE_CSV, out / evaluation_format.COHORT_TABLE_MD,
-                out / CALIBRATION_MODELS, out / SELECTIVE, out / SELECTIVE_FIGURE]
+                out / CALIBRATION_MODELS, out / SELECTIVE, out / SELECTIVE_FIGURE,
+                out / SUBGROUPS_FIGURE]
     for path in optional:
         if path.name not in keep:
             path.unlink(missing_ok=True)
@@ -66,6 +68,10 @@ def _write_figures(out: Path, evaluation: Evaluation) -> None:
     if len(evaluation.selective):
         save_figure(selective_figure(evaluation.selective, evaluation.coverage, cohort),
                     out / SELECTIVE_FIGURE)
+    groups = evaluation.metrics["subgroups"]["groups"]
+    if groups:
+        overall = {m.name: m.block["auc"]["value"] for m in models}
+        save_figure(subgroup_figure(groups, overall, cohort), out / SUBGROUPS_FIGURE)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:
@@ -76,7 +82,8 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
                   | ({ROC} if _has_roc(evaluation) else set())
                   | ({CALIBRATION_MODELS} if len(evaluation.models) > 1 else set())
                   | (COHORT_TABLE if table is not None else set())
-                  | ({SELECTIVE, SELECTIVE_FIGURE} if len(evaluation.selective) else set()))
+                  | ({SELECTIVE, SELECTIVE_FIGURE} if len(evaluation.selective) else set())
+                  | ({SUBGROUPS_FIGURE} if metrics["subgroups"]["groups"] else set()))
     evaluation_format.write_patient_flow(out, inputs.flow)
     evaluation_format.write_metrics(out, metrics)
     evaluation_format.write_confusion(out, confusion_rows(evaluation.confusion))
@@ -91,6 +98,7 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
     evaluation_format.write_decision_curve(out, evaluation.decision)
     if len(evaluation.selective):
         evaluation_format.write_selective(out, evaluation.selective)
+    evaluation_format.write_subgroups(out, evaluation.subgroups)
     for path, frame in evaluation.baselines.files.items():
         predictions_format.write_predictions(path, frame)
     _write_figures(out, evaluation)

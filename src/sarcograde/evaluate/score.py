@@ -17,6 +17,7 @@ from .abstention import abstention
 from .baselines import Baselines, score_baselines
 from .decision import decision_curves, decision_summary
 from .inputs import Inputs
+from .subgroups import subgroups
 from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block, single_class_resamples,
                       youden_block)
 from .survival import groupings, survival_analysis
@@ -43,6 +44,7 @@ class Evaluation:
     decision: pd.DataFrame     # decision_curve.csv
     selective: pd.DataFrame    # selective_prediction.csv (empty: no model has a spread)
     coverage: float            # the share kept of the abstention's metrics
+    subgroups: pd.DataFrame    # subgroups.csv
 
     @property
     def by_key(self) -> dict[str, dict]:
@@ -127,10 +129,11 @@ def score(args, inputs: Inputs) -> Evaluation:
     decision = decision_curves(y, models, indices)
     metrics["decision_curve"] = decision_summary(decision)
     metrics["abstention"], selective = abstention(inputs, models, y, indices, args.coverage)
+    metrics["subgroups"], subgroup_rows = subgroups(inputs, models, y, args.bootstrap, args.seed)
     survival, km_figures = survival_analysis(inputs.patients, groupings(models, y))
     if "note" in survival:
         warn(f"survival: {survival['note']}")
     return Evaluation(inputs=inputs, y=y, indices=indices, n_bins=n_bins, models=models,
                       metrics=metrics, confusion=confusion, baselines=baselines,
                       survival=survival, km_figures=km_figures, decision=decision,
-                      selective=selective, coverage=args.coverage)
+                      selective=selective, coverage=args.coverage, subgroups=subgroup_rows)

@@ -22,7 +22,7 @@ from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
-       ("decision", "Decision curves"), ("abstention", "Abstention"),
+       ("decision", "Decision curves"), ("abstention", "Abstention"), ("subgroups", "Subgroups"),
        ("calibration", "Calibration"), ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
@@ -99,6 +99,7 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
                              f"{name}: net benefit against treating all and none.",
                              f"decision curves {name}"),
         "abstention": utility.abstention(name, metrics, figures),
+        "subgroups": utility.subgroups(name, metrics, figures),
         "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
         "delong": delong(name, models, metrics),

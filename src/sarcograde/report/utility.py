@@ -1,9 +1,10 @@
 """The parts of both pages on clinical utility, as plain dicts for templates/utility.html.j2:
-abstention by the ensemble's spread (metrics.json's `abstention`, selective_prediction.png)."""
+abstention by the ensemble's spread (metrics.json's `abstention`, selective_prediction.png) and
+the subgroups (metrics.json's `subgroups`, subgroups.png)."""
 
 from __future__ import annotations
 
-from ..formats.evaluation import SELECTIVE_FIGURE
+from ..formats.evaluation import SELECTIVE_FIGURE, SUBGROUPS_FIGURE
 from . import sections as s
 from .format import format_number
 from .inputs import lookup
@@ -44,3 +45,33 @@ def abstention(site: str | None, metrics: dict, figures: dict[str, str]) -> dict
                                f"Selective prediction{where}: AUC and accuracy of the patients "
                                "kept, lowest ensemble spread first.", f"selective prediction"
                                f"{where}")}
+
+
+def subgroups(site: str | None, metrics: dict, figures: dict[str, str]) -> dict:
+    """One row per subgroup scored: its patients, then each model's AUC with its CI; the
+    subgroups too small to score listed below."""
+    where = f" ({site})" if site else ""
+    block = metrics.get("subgroups")
+    if not isinstance(block, dict) or not isinstance(block.get("groups"), list):
+        return {"not_run": f"subgroups{where}: metrics.json has no 'subgroups' (rerun "
+                           "evaluate)."}
+    groups = [g for g in block["groups"] if isinstance(g, dict)]
+    models = list(dict.fromkeys(m for g in groups for m in (g.get("models") or {})))
+    rows = [[f"{g.get('variable')}: {g.get('level')}",
+             s.num(f"{g.get('n')} ({g.get('n_low')} / {g.get('n_high')})")]
+            + [s.estimate(lookup(g, "models", model, "auc"), data_site=site, data_model=model,
+                          data_metric=f"subgroup_auc:{g.get('variable')}={g.get('level')}")
+               for model in models]
+            for g in groups]
+    small = [f"{g.get('variable')}: {g.get('level')} ({g.get('n')} patients, {g.get('n_high')} "
+             f"high; {g.get('reason')})" for g in block.get("too_small") or []
+             if isinstance(g, dict)]
+    suffix = f"-{site}" if site else ""
+    return {"not_run": None, "min_patients": block.get("min_patients", "n/a"),
+            "too_small": "; ".join(small),
+            "table": s.table(["Subgroup", "Patients (low / high)",
+                              *[f"AUC {model}" for model in models]], rows, wide=True,
+                             id=f"subgroup-table{suffix}") if rows else None,
+            "figure": s.figure(figures.get(SUBGROUPS_FIGURE),
+                               f"AUC by subgroup{where}, every model with its 95% bootstrap "
+                               "interval.", f"subgroups{where}")}

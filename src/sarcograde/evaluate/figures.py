@@ -11,6 +11,15 @@ from ..stats import reliability_curve, roc_band, roc_curve
 ROC_GRID = np.linspace(0, 1, 101)
 
 
+def _finish(fig, ax, title: str, legend: str):
+    """The axes' grid, legend (at `legend`) and title; the figure laid out."""
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], reference: str,
                indices: np.ndarray, cohort: str = "test cohort"):
     """ROC curves of all models; the `reference` one with its bootstrap 95% band and argmax
@@ -37,11 +46,8 @@ def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], refere
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"ROC, {cohort} (n={len(y)}, {int(y.sum())} high grade)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"ROC, {cohort} (n={len(y)}, {int(y.sum())} high grade)",
+                   "lower right")
 
 
 def _calibration_text(block: dict) -> str:
@@ -119,11 +125,7 @@ def decision_figure(curves, reference: str, cohort: str = "test cohort"):
     ax.set_xlim(t.min(), t.max())
     ax.set_xlabel("threshold probability of high grade")
     ax.set_ylabel("net benefit")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"decision curves, {cohort}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"decision curves, {cohort}", "upper right")
 
 
 def selective_figure(curves, coverage: float, cohort: str = "test cohort"):

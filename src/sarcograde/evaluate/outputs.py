@@ -11,7 +11,8 @@ from ..errors import SarcogradeError
 from ..formats import evaluation as evaluation_format
 from ..formats import predictions as predictions_format
 from ..formats.evaluation import (CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC,
-                                  SELECTIVE, SELECTIVE_FIGURE, SUBGROUPS_FIGURE)
+                                  RECALIBRATION_FIGURE, SELECTIVE, SELECTIVE_FIGURE,
+                                  SUBGROUPS_FIGURE)
 from .figures import (calibration_figure, decision_figure, roc_figure, selective_figure,
                       subgroup_figure)
 from .score import Evaluation
@@ -38,7 +39,7 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
     optional = [*_previous_km_figures(out), out / KM_PANEL, out / ROC,
                 out / evaluation_format.COHORT_TABLE_CSV, out / evaluation_format.COHORT_TABLE_MD,
                 out / CALIBRATION_MODELS, out / SELECTIVE, out / SELECTIVE_FIGURE,
-                out / SUBGROUPS_FIGURE]
+                out / SUBGROUPS_FIGURE, out / RECALIBRATION_FIGURE]
     for path in optional:
         if path.name not in keep:
             path.unlink(missing_ok=True)
@@ -46,6 +47,11 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 
 def _has_roc(evaluation: Evaluation) -> bool:
     return evaluation.models[0].block["auc"]["value"] is not None
+
+
+def _has_recalibration(evaluation: Evaluation) -> bool:
+    """--recalibrate was given and the first model could be recalibrated."""
+    return bool(evaluation.recalibrated) and evaluation.models[0].name in evaluation.recalibrated
 
 
 def _write_figures(out: Path, evaluation: Evaluation) -> None:
@@ -72,6 +78,15 @@ def _write_figures(out: Path, evaluation: Evaluation) -> None:
     if groups:
         overall = {m.name: m.block["auc"]["value"] for m in models}
         save_figure(subgroup_figure(groups, overall, cohort), out / SUBGROUPS_FIGURE)
+    if _has_recalibration(evaluation):
+        rest, block = evaluation.rest, evaluation.metrics["recalibration"]
+        fitted = block["models"][reference.name]
+        curves = {f"{reference.name} before": (reference.p[rest], fitted["before"]),
+                  f"{reference.name} after": (evaluation.recalibrated[reference.name],
+                                              fitted["after"])}
+        save_figure(calibration_figure(y[rest], curves, evaluation.n_bins,
+                                       f"{cohort} without the {block['n']} recalibration "
+                                       "patients"), out / RECALIBRATION_FIGURE)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:
@@ -83,7 +98,8 @@ def write_outputs(out: Path, evaluation: Evaluation) -> None:
                   | ({CALIBRATION_MODELS} if len(evaluation.models) > 1 else set())
                   | (COHORT_TABLE if table is not None else set())
                   | ({SELECTIVE, SELECTIVE_FIGURE} if len(evaluation.selective) else set())
-                  | ({SUBGROUPS_FIGURE} if metrics["subgroups"]["groups"] else set()))
+                  | ({SUBGROUPS_FIGURE} if metrics["subgroups"]["groups"] else set())
+                  | ({RECALIBRATION_FIGURE} if _has_recalibration(evaluation) else set()))
     evaluation_format.write_patient_flow(out, inputs.flow)
     evaluation_format.write_metrics(out, metrics)
     evaluation_format.write_confusion(out, confusion_rows(evaluation.confusion))

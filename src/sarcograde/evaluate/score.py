@@ -17,6 +17,7 @@ from .abstention import abstention
 from .baselines import Baselines, score_baselines
 from .decision import decision_curves, decision_summary
 from .inputs import Inputs
+from .recalibration import recalibration, recalibration_split
 from .subgroups import subgroups
 from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block, single_class_resamples,
                       youden_block)
@@ -45,6 +46,9 @@ class Evaluation:
     selective: pd.DataFrame    # selective_prediction.csv (empty: no model has a spread)
     coverage: float            # the share kept of the abstention's metrics
     subgroups: pd.DataFrame    # subgroups.csv
+    # --recalibrate: each model's recalibrated p of the patients not used to fit it (`rest`)
+    recalibrated: dict[str, np.ndarray] | None = None
+    rest: np.ndarray | None = None
 
     @property
     def by_key(self) -> dict[str, dict]:
@@ -130,10 +134,17 @@ def score(args, inputs: Inputs) -> Evaluation:
     metrics["decision_curve"] = decision_summary(decision)
     metrics["abstention"], selective = abstention(inputs, models, y, indices, args.coverage)
     metrics["subgroups"], subgroup_rows = subgroups(inputs, models, y, args.bootstrap, args.seed)
+    after, rest = None, None
+    if args.recalibrate is not None:
+        split = recalibration_split(y, args.recalibrate, args.seed)
+        rest = split[1]
+        metrics["recalibration"], after = recalibration(models, y, inputs.patients, split,
+                                                        args.seed, args.bootstrap)
     survival, km_figures = survival_analysis(inputs.patients, groupings(models, y))
     if "note" in survival:
         warn(f"survival: {survival['note']}")
     return Evaluation(inputs=inputs, y=y, indices=indices, n_bins=n_bins, models=models,
                       metrics=metrics, confusion=confusion, baselines=baselines,
                       survival=survival, km_figures=km_figures, decision=decision,
-                      selective=selective, coverage=args.coverage, subgroups=subgroup_rows)
+                      selective=selective, coverage=args.coverage, subgroups=subgroup_rows,
+                      recalibrated=after, rest=rest)

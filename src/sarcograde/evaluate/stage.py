@@ -32,6 +32,7 @@ from ..console import info
 from ..errors import SarcogradeError
 from .abstention import DEFAULT_COVERAGE
 from .inputs import Inputs, read_inputs, record_inputs
+from .recalibration import recalibration_split
 from .metrics import ARGMAX, RULE
 from .outputs import write_outputs
 from .score import score
@@ -68,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, metavar="C",
                         help="abstention: the metrics of the share C of patients whose ensemble "
                              "spread (p_high_sd) is lowest (default 0.9)")
+    parser.add_argument("--recalibrate", type=int, metavar="N",
+                        help="fit a logistic recalibration of each model on N patients of the "
+                             "cohort (stratified, drawn with --seed) and report calibration "
+                             "before and after on the others")
     parser.add_argument("--sequence", help="mask sequence for the tumour volume (default: the "
                                            "manifest's only sequence)")
 
@@ -87,7 +92,7 @@ def _check_arguments(args) -> None:
 def _config(args, inputs: Inputs) -> dict:
     """run.json's config: the settings and the models' files."""
     config = {"source": inputs.sources[inputs.reference], "bootstrap": args.bootstrap,
-              "coverage": args.coverage,
+              "coverage": args.coverage, "recalibrate": args.recalibrate,
               "seed": args.seed, "sequence": inputs.sequence, "threshold": ARGMAX,
               "threshold_rule": RULE, "ci": "bootstrap percentile, 95%"}
     if not inputs.single:
@@ -100,6 +105,8 @@ def _config(args, inputs: Inputs) -> dict:
 def run(args) -> int:
     _check_arguments(args)
     inputs = read_inputs(args)
+    if args.recalibrate is not None:  # a count the cohort cannot give stops before any output
+        recalibration_split(inputs.labels, args.recalibrate, args.seed)
     with RunRecord(args.out, config=_config(args, inputs), inputs=record_inputs(args, inputs),
                    seed=args.seed):
         evaluation = score(args, inputs)

@@ -43,6 +43,7 @@ KM_PANEL = "km_panel.png"
 DECISION_FIGURE = "decision_curve.png"
 SELECTIVE_FIGURE = "selective_prediction.png"
 SUBGROUPS_FIGURE = "subgroups.png"
+RECALIBRATION_FIGURE = "recalibration.png"
 
 CONFUSION_COLUMNS = ("model", "rule", "threshold", "tn", "fp", "fn", "tp")
 DELONG_COLUMNS = ("a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note")

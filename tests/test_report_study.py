@@ -68,6 +68,12 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
          "models": {m: {"auc": _estimate(kept_rng)} for m in models}} for level in ("F", "M")],
         "too_small": [{"variable": "age", "level": "<50", "n": 4, "n_high": 2,
                        "reason": "fewer than 10 patients"}]}
+    metrics["recalibration"] = {"n": 10, "n_evaluated": n - 10, "rule": "intercept only",
+                                "models": {m: {"fit": "intercept only", "intercept": 0.4213,
+                                               "slope": 1.0,
+                                               "before": _metrics_block(kept_rng),
+                                               "after": _metrics_block(kept_rng)}
+                                           for m in models}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     excluded = excluded if excluded is not None else [
         {"patient_id": f"{folder.name}-900", "reason": "grade unknown"}]
@@ -79,7 +85,8 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         "| --- | --- | --- | --- | --- | --- |\n"
         f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
         "Wilcoxon rank-sum for age.\n")
-    for name in ("roc", "calibration", "decision_curve", "selective_prediction", "subgroups") + (
+    for name in ("roc", "calibration", "decision_curve", "selective_prediction", "subgroups",
+                 "recalibration") + (
             ("calibration_models",) if n == 30 else ()):
         _png(folder / f"{name}.png", seed=len(name) + n)
     if survival:
@@ -200,7 +207,7 @@ def study(tmp_path_factory):
 def test_every_section_is_present_and_run(study):
     _, _, parsed = study
     for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "abstention",
-                    "subgroups", "calibration", "survival", "delong", "attention", "training", "methods", "provenance"):
+                    "subgroups", "calibration", "recalibration", "survival", "delong", "attention", "training", "methods", "provenance"):
         assert section in parsed.sections, section
         assert "Not run" not in parsed.sections[section], section
 
@@ -248,6 +255,17 @@ def test_subgroup_cells_equal_metrics_json(study):
     assert n_cells == 3 * 2 * len(MODELS)
     assert "Too small to score: age: <50 (4 patients, 2 high; fewer than 10 patients)" in \
         parsed.sections["subgroups"]
+
+
+def test_recalibration_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    for site in (*SITES, "pooled"):
+        for model, block in metrics_of(root, site)["recalibration"]["models"].items():
+            for when in ("before", "after"):
+                for key in ("brier", "calibration_slope", "calibration_intercept"):
+                    assert parsed.cells[(site, model, None, f"recalibration_{when}_{key}")] == \
+                        expected(block[when][key]), (site, model, when, key)
+    assert "fitted on 10 patients" in parsed.sections["recalibration"]
 
 
 def test_delong_matrices_equal_metrics_json(study):

@@ -305,7 +305,10 @@ STUDY_OVERRIDES = {**SETTINGS,
                                                  Interval(Integral, 1, None)),
                                 "coverage": Key("abstention: the share of patients kept, lowest "
                                                 "ensemble spread first",
-                                                Interval(Real, 0, 1, "right"))},
+                                                Interval(Real, 0, 1, "right")),
+                                "recalibrate": Key("patients of each site (and of the pooled "
+                                                   "sites) that fit a logistic recalibration",
+                                                   Interval(Integral, 2, None))},
                    "radiomics": RADIOMICS}
 
 

@@ -70,9 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="abstention: the metrics of the share C of patients whose ensemble "
                              "spread (p_high_sd) is lowest (default 0.9)")
     parser.add_argument("--recalibrate", type=int, metavar="N",
-                        help="fit a logistic recalibration of each model on N patients of the "
-                             "cohort (stratified, drawn with --seed) and report calibration "
-                             "before and after on the others")
+                        help="recalibrate each model on N patients (stratified, drawn with "
+                             "--seed); calibration before and after on the others")
     parser.add_argument("--sequence", help="mask sequence for the tumour volume (default: the "
                                            "manifest's only sequence)")
 

@@ -32,6 +32,7 @@ DECISION_CAPTION = ("Decision curves: net benefit of treating the patients with 
 
 TOC = (("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"), ("performance", "Performance"),
        ("abstention", "Abstention"), ("subgroups", "Subgroups"),
+       ("recalibration", "Recalibration"),
        ("survival", "Overall survival"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods (generated from the configuration)"),
        ("provenance", "Configuration and provenance"))
@@ -53,6 +54,7 @@ def context(inputs: ReportInputs) -> dict[str, Any]:
         "performance": performance(inputs),
         "abstention": utility.abstention(None, m, evaluation.figures),
         "subgroups": utility.subgroups(None, m, evaluation.figures),
+        "recalibration": utility.recalibration(None, m, evaluation.figures),
         "survival": s.survival(evaluation.survival, evaluation.figures),
         "attention": s.attention(inputs.attention) if inputs.attention else None,
         "training": s.training(inputs.run) if inputs.run else None,

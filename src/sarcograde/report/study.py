@@ -23,7 +23,8 @@ TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
        ("decision", "Decision curves"), ("abstention", "Abstention"), ("subgroups", "Subgroups"),
-       ("calibration", "Calibration"), ("survival", "Overall survival"),
+       ("calibration", "Calibration"), ("recalibration", "Recalibration"),
+       ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
 FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble outputs by a "
@@ -100,6 +101,7 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
                              f"decision curves {name}"),
         "abstention": utility.abstention(name, metrics, figures),
         "subgroups": utility.subgroups(name, metrics, figures),
+        "recalibration": utility.recalibration(name, metrics, figures),
         "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
         "delong": delong(name, models, metrics),

@@ -1,14 +1,17 @@
 """The parts of both pages on clinical utility, as plain dicts for templates/utility.html.j2:
 abstention by the ensemble's spread (metrics.json's `abstention`, selective_prediction.png) and
-the subgroups (metrics.json's `subgroups`, subgroups.png)."""
+the subgroups (metrics.json's `subgroups`, subgroups.png) and the recalibration for a new site
+(metrics.json's `recalibration`, recalibration.png)."""
 
 from __future__ import annotations
 
-from ..formats.evaluation import SELECTIVE_FIGURE, SUBGROUPS_FIGURE
+from ..formats.evaluation import RECALIBRATION_FIGURE, SELECTIVE_FIGURE, SUBGROUPS_FIGURE
 from . import sections as s
 from .format import format_number
 from .inputs import lookup
 
+RECALIBRATION_METRICS = (("brier", "Brier"), ("calibration_slope", "Calibration slope"),
+                         ("calibration_intercept", "Calibration intercept"))
 ABSTENTION_METRICS = (("auc", "AUC"), ("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"),
                       ("specificity", "Specificity"))
 
@@ -75,3 +78,34 @@ def subgroups(site: str | None, metrics: dict, figures: dict[str, str]) -> dict:
             "figure": s.figure(figures.get(SUBGROUPS_FIGURE),
                                f"AUC by subgroup{where}, every model with its 95% bootstrap "
                                "interval.", f"subgroups{where}")}
+
+
+def recalibration(site: str | None, metrics: dict, figures: dict[str, str]) -> dict:
+    """Each model's fitted recalibration and its calibration before and after, on the patients
+    that did not fit it."""
+    where = f" ({site})" if site else ""
+    block = metrics.get("recalibration")
+    if not isinstance(block, dict) or not isinstance(block.get("models"), dict):
+        return {"not_run": f"recalibration{where}: evaluate was not given --recalibrate N."}
+    rows, notes = [], []
+    for model, fitted in block["models"].items():
+        if not isinstance(fitted, dict) or fitted.get("note"):
+            notes.append(f"{model}: {lookup(fitted, 'note', default='no entry')}")
+            continue
+        rows.append([model, str(fitted.get("fit", "")),
+                     s.num(format_number(fitted.get("intercept"), 3)),
+                     s.num(format_number(fitted.get("slope"), 3))]
+                    + [s.estimate(lookup(fitted, when, key), data_site=site, data_model=model,
+                                  data_metric=f"recalibration_{when}_{key}")
+                       for key, _ in RECALIBRATION_METRICS for when in ("before", "after")])
+    suffix = f"-{site}" if site else ""
+    return {"not_run": None, "n": block.get("n"), "n_evaluated": block.get("n_evaluated"),
+            "rule": block.get("rule"), "notes": notes,
+            "table": s.table(["Model", "Fit", "Intercept", "Slope",
+                              *[f"{label} {when}" for _, label in RECALIBRATION_METRICS
+                                for when in ("before", "after")]], rows, wide=True,
+                             id=f"recalibration-table{suffix}") if rows else None,
+            "figure": s.figure(figures.get(RECALIBRATION_FIGURE),
+                               f"Calibration of the first model before and after the "
+                               f"recalibration{where}, on the patients that did not fit it.",
+                               f"recalibration{where}")}

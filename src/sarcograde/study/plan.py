@@ -221,8 +221,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     reference_run = layout.run(seq0) if kinds.DL in study.models else layout.radiomics_run(seq0)
     common = ["--run", str(reference_run), "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
-    if "coverage" in evaluate_options:
-        common += ["--coverage", str(evaluate_options["coverage"])]
+    common += [a for key in ("coverage", "recalibrate") if key in evaluate_options
+               for a in (f"--{key}", str(evaluate_options[key]))]
     if baselines:
         common += ["--train-manifest", str(manifests["train"])]
     for site in study.test:

@@ -108,6 +108,14 @@ def test_evaluate_recalibrate_end_to_end(tmp_path):
     model = block["models"]["DL"]
     assert abs(model["after"]["calibration_intercept"]["value"]) < \
         abs(model["before"]["calibration_intercept"]["value"])
+    # the report of the evaluation shows it
+    from sarcograde.report import build_report
+    page = build_report(out, tmp_path / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="recalibration">'):]
+    section = section[:section.index("</section>")]
+    assert "Not run" not in section and "fitted on 20 patients" in section
+    assert 'data-metric="recalibration_after_brier"' in section
+    assert 'alt="recalibration"' in section
     with pytest.raises(SarcogradeError, match="--recalibrate 59"):
         main([str(tmp_path / "predictions.csv"), "--manifest",
               str(tmp_path / "test" / "manifest.csv"), "--out", str(tmp_path / "bad"),

@@ -44,7 +44,8 @@ def _manifest_rows(inputs: Inputs) -> dict[str, dict]:
 
 
 def subgroup_values(inputs: Inputs) -> dict[str, list]:
-    """variable -> each evaluated patient's level (None: unknown), for the columns present."""
+    """variable -> each evaluated patient's level (None: unknown), for the columns present with
+    two levels or more."""
     rows = _manifest_rows(inputs)
     patients = inputs.patients
     values: dict[str, list] = {}
@@ -59,7 +60,8 @@ def subgroup_values(inputs: Inputs) -> dict[str, list]:
         if any(level is not None for level in levels) and variable not in values:
             values[variable] = levels
     values["age"] = [_age_band(pt.clinical.get("age")) for pt in patients]
-    return {k: v for k, v in values.items() if any(level is not None for level in v)}
+    # one level (e.g. the site of a single site's evaluation) is the whole cohort, no subgroup
+    return {k: v for k, v in values.items() if len({level for level in v} - {None}) > 1}
 
 
 def subgroups(inputs: Inputs, models: list[Scored], y: np.ndarray, n_resamples: int,

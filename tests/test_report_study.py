@@ -68,6 +68,7 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
          "models": {m: {"auc": _estimate(kept_rng)} for m in models}} for level in ("F", "M")],
         "too_small": [{"variable": "age", "level": "<50", "n": 4, "n_high": 2,
                        "reason": "fewer than 10 patients"}]}
+    metrics["decision_curve"] = {"thresholds": {"from": 0.05, "to": 0.95, "step": 0.01}}
     metrics["recalibration"] = {"n": 10, "n_evaluated": n - 10, "rule": "intercept only",
                                 "models": {m: {"fit": "intercept only", "intercept": 0.4213,
                                                "slope": 1.0,
@@ -342,7 +343,7 @@ def test_methods_and_provenance_come_from_study_json_and_the_runs(study):
     methods = parsed.sections["methods"]
     for snippet in ("2 external site(s) (hospital-a, hospital-b)", "seed: 3", "500 bootstrap",
                     "DL-T2FS: ", "2-fold cross-validation", "batch size 8", "late fusion",
-                    "Kaplan-Meier"):
+                    "Kaplan-Meier", "decision curves (net benefit"):
         assert snippet in methods, snippet
     provenance = parsed.sections["provenance"]
     assert "train T2FS" in provenance and "evaluate/hospital-a/run.json" in provenance

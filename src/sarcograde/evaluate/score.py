@@ -1,7 +1,7 @@
 """Score the matched predictions: every model's metrics on the same bootstrap resamples of
-patients, the Youden threshold of the training run, the baselines, the pairwise DeLong tests and
-the survival analysis. `Evaluation` holds everything evaluate writes, computed before any file is
-written."""
+patients, the Youden threshold of the training run, the baselines, the pairwise DeLong tests,
+the decision curves, the abstention, the subgroups, the recalibration and the survival analysis.
+`Evaluation` holds everything evaluate writes, computed before any file is written."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from .abstention import abstention
 from .baselines import Baselines, score_baselines
 from .decision import decision_curves, decision_summary
 from .inputs import Inputs
-from .recalibration import recalibration, recalibration_split
-from .subgroups import subgroups
 from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block, single_class_resamples,
                       youden_block)
+from .recalibration import recalibration, recalibration_split
+from .subgroups import subgroups
 from .survival import groupings, survival_analysis
 
 # A lone predictions file's key in baselines.csv, baseline_predictions.csv and km_dl.png, which

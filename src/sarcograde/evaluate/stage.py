@@ -1,9 +1,10 @@
 """Evaluate predictions on a graded test cohort, as in the paper's sections 2.8, 2.9 and 3.
 
 Metrics with 95% percentile CIs from a patient bootstrap (AUC, precision, sensitivity,
-specificity, F1, accuracy, Brier, calibration slope and intercept) at the argmax threshold and,
-with --run, at the Youden threshold of the training run's out-of-fold predictions; ROC curve with
-its CI band and reliability diagram; with --train-manifest the logistic-regression baselines
+specificity, F1, accuracy, Brier, calibration slope and intercept, net benefit) at the argmax
+threshold and, with --run, at the Youden threshold of the training run's out-of-fold predictions;
+ROC curve with its CI band and reliability diagram; decision curves; abstention by the ensemble's
+spread (--coverage); subgroups; with --recalibrate N a recalibration for the site; with --train-manifest the logistic-regression baselines
 (clinical, tumour volume, both; same cross-validation, DeLong test against the DL model) and the
 cohort table (training against test); Kaplan-Meier overall survival by predicted and true grade
 group with log-rank tests (Bonferroni-adjusted). Patients are matched by patient_id, never by
@@ -32,9 +33,9 @@ from ..console import info
 from ..errors import SarcogradeError
 from .abstention import DEFAULT_COVERAGE
 from .inputs import Inputs, read_inputs, record_inputs
-from .recalibration import recalibration_split
 from .metrics import ARGMAX, RULE
 from .outputs import write_outputs
+from .recalibration import recalibration_split
 from .score import score
 from .tables import print_summary
 

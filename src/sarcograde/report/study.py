@@ -223,6 +223,8 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
         f"At every site each model's metrics were estimated with 95% confidence intervals from "
         f"{bootstrap_count(first.metrics, first.record)} bootstrap resamples of patients, and "
         "every pair of models was compared by DeLong's test for paired AUCs."]
+    if any("decision_curve" in folder.metrics for folder in inputs.sites.values()):
+        evaluation.append(utility.METHODS_SENTENCE)
     fusion = kinds.name(kinds.FUSION)
     if any(fusion in folder.metrics["models"] for folder in inputs.sites.values()):
         evaluation.append(FUSION_SENTENCE)

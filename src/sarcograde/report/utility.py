@@ -10,6 +10,11 @@ from . import sections as s
 from .format import format_number
 from .inputs import lookup
 
+METHODS_SENTENCE = ("Clinical utility was assessed by decision curves (net benefit of treating the "
+                    "patients above threshold probabilities 0.05 to 0.95, with bootstrap bands, "
+                    "against treating all and none), by selective prediction on the ensemble's "
+                    "spread, and by subgroup metrics for subgroups of at least ten patients of "
+                    "both classes.")
 RECALIBRATION_METRICS = (("brier", "Brier"), ("calibration_slope", "Calibration slope"),
                          ("calibration_intercept", "Calibration intercept"))
 ABSTENTION_METRICS = (("auc", "AUC"), ("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"),

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import model_kinds as kinds
-from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
+from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC
 from . import sections as s
 from .acquisition import acquisition
+from . import utility
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
 from ..model_kinds import POOLED
@@ -23,7 +24,9 @@ TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
        ("acquisition", "Acquisition"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
-       ("calibration", "Calibration"), ("survival", "Overall survival"),
+       ("decision", "Decision curves"), ("abstention", "Abstention"), ("subgroups", "Subgroups"),
+       ("calibration", "Calibration"), ("recalibration", "Recalibration"),
+       ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
 FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble outputs by a "
@@ -50,6 +53,8 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
     sites = [site_context(inputs, name, folder) for name, folder in inputs.sites.items()]
     return {
         "toc": TOC, "source_folder": str(inputs.folder), "sites": sites,
+        "coverage": next((site["abstention"]["coverage"] for site in sites
+                          if not site["abstention"]["not_run"]), "share set"),
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
         "acquisition": acquisition(inputs),
@@ -102,6 +107,12 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "not_evaluated": [m for m in inputs.predictions.get(name, []) if m not in models],
         "roc": s.figure(figures.get(ROC), f"ROC curves of every model, {name}.",
                         f"ROC {name}"),
+        "decision": s.figure(figures.get(DECISION_FIGURE), f"Decision curves of every model, "
+                             f"{name}: net benefit against treating all and none.",
+                             f"decision curves {name}"),
+        "abstention": utility.abstention(name, metrics, figures),
+        "subgroups": utility.subgroups(name, metrics, figures),
+        "recalibration": utility.recalibration(name, metrics, figures),
         "calibration": calibration_figure(name, figures),
         "survival": survival(name, folder),
         "delong": delong(name, models, metrics),
@@ -231,6 +242,8 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
         f"At every site each model's metrics were estimated with 95% confidence intervals from "
         f"{bootstrap_count(first.metrics, first.record)} bootstrap resamples of patients, and "
         "every pair of models was compared by DeLong's test for paired AUCs."]
+    if any("decision_curve" in folder.metrics for folder in inputs.sites.values()):
+        evaluation.append(utility.METHODS_SENTENCE)
     fusion = kinds.name(kinds.FUSION)
     if any(fusion in folder.metrics["models"] for folder in inputs.sites.values()):
         evaluation.append(FUSION_SENTENCE)

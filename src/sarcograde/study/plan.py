@@ -119,7 +119,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     config_files = [layout.config] if study.config_overrides else []
     radiomics_files = [layout.radiomics_config] if study.overrides.get(RADIOMICS) else []
     radiomics_config = [a for f in radiomics_files for a in ("--config", str(f))]
-    bootstrap = str(study.overrides.get("evaluate", {}).get("bootstrap", 1000))
+    evaluate_options = study.overrides.get("evaluate", {})
+    bootstrap = str(evaluate_options.get("bootstrap", 1000))
     steps: list[Step] = []
 
     manifests = dict(study.cohorts)
@@ -241,6 +242,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         reference, reference_files = ["--run", str(run)], _run_files(run)
     common = [*reference, "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
+    common += [a for key in ("coverage", "recalibrate") if key in evaluate_options
+               for a in (f"--{key}", str(evaluate_options[key]))]
     train_manifest = [manifests["train"]] if "train" in manifests else []
     if baselines:
         common += ["--train-manifest", str(manifests["train"])]

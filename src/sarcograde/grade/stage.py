@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identify", action="store_true",
                         help="show the input files (which may name the patient) in the case "
                              "report; by default it shows only the pseudonymous id")
+    parser.add_argument("--dicom-out", action="store_true",
+                        help="DICOM inputs only: also write DIR/<id>/dicom/ with a DICOM SR of "
+                             "the result and a DICOM SEG of each sequence's contour, for the "
+                             "patient's exam in PACS")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
@@ -149,6 +153,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
+    from ..dicom_out import check_dicom_input, write_dicom
     from ..ensemble import resolve_precision
     from .report import write_case_report
 
@@ -156,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
     package = read_package(args.model)
     patients = patients_of(args, package)
+    if args.dicom_out:
+        for patient in patients:
+            check_dicom_input(patient)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}
@@ -168,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
             result = grade_patient(package, patient, args.out, ensembles, precision,
                                    args.batch_size)
             write_grade(args.out, result)
+            if args.dicom_out:
+                write_dicom(args.out, result, patient, package)
             write_case_report(case_report_path(args.out, patient.patient_id), result, package,
                               patient if args.identify else None)
             results.append(result)

@@ -1,0 +1,191 @@
+"""`sarcograde grade --dicom-out`: a synthetic two-sequence DICOM exam (the `new` site's patient of
+test_grade, written as MR series with identifying attributes) graded with test_grade's package.
+The SR read back with pydicom holds grade.json's numbers, codes and package, and refers to every
+source SOP instance and to the SEG of each sequence's contour; the SEG of the drawn sequence is
+its mask voxel for voxel; patient and study are copied, no other identifying attribute, and no
+identifier leaks into the other outputs; dciodvfy finds no error in any object; a NIfTI input
+is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from sarcograde.cli import main
+from sarcograde.formats.dicom_out import SR_NAME, dicom_folder, seg_name
+from sarcograde.formats.grade import grade_path, read_grade
+from sarcograde.formats.package import MODEL_JSON
+from dicom_exam import INSTITUTION, PATIENT, STUDY, write_series
+from test_grade import SEQUENCES, built, new_patient  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DESCRIPTIONS = {"T1FSGd": "T1 FS Gd axial", "T2FS": "T2 FS axial"}
+IMAGING_MEASUREMENTS, REFERENCED_SEGMENT, SOURCE_IMAGE = "126010", "121191", "121233"
+TRACKING_ID, DEVICE_SERIAL = "112039", "121016"
+
+
+@pytest.fixture(scope="module")
+def graded(built, tmp_path_factory):
+    """The exam, its series' UIDs and SOP instances, and the folder graded with --dicom-out."""
+    root = tmp_path_factory.mktemp("dicom-out")
+    row = new_patient(built)
+    series = {seq: write_series(sitk.ReadImage(str(built / "new" / row[f"image_{seq}"])),
+                                root / "exam", DESCRIPTIONS[seq], number)
+              for number, seq in enumerate(SEQUENCES, start=1)}
+    mask = built / "new" / row["mask_T1FSGd"]
+    assert main(["grade", "--model", str(built / "pkg"), "--exam", str(root / "exam"),
+                 "--mask", f"T1FSGd={mask}", "--out", str(root / "out"), "--id", "case-1",
+                 "--device", "cpu", "--dicom-out"]) == 0
+    return root / "out", series, mask
+
+
+def _value(code) -> str:
+    """A code's value (LongCodeValue where it is longer than 16 characters)."""
+    return str(code.get("CodeValue") or code.LongCodeValue)
+
+
+def _code(item) -> str:
+    return _value(item.ConceptNameCodeSequence[0])
+
+
+def _groups(sr) -> dict[str, dict]:
+    """Each measurement group by tracking identifier: its numbers (FD), coded values (lists),
+    referenced segment and source images, algorithm parameters."""
+    container, = [item for item in sr.ContentSequence if _code(item) == IMAGING_MEASUREMENTS]
+    groups = {}
+    for group in container.ContentSequence:
+        parsed = {"num": {}, "code": {}, "segment": None, "sources": [], "text": []}
+        for item in group.ContentSequence:
+            if item.ValueType == "NUM":
+                parsed["num"][_code(item)] = float(item.MeasuredValueSequence[0]
+                                                   .FloatingPointValue)
+            elif item.ValueType == "CODE":
+                parsed["code"].setdefault(_code(item), []).append(
+                    (item.ConceptCodeSequence[0].CodingSchemeDesignator,
+                     _value(item.ConceptCodeSequence[0])))
+            elif item.ValueType == "IMAGE" and _code(item) == REFERENCED_SEGMENT:
+                parsed["segment"] = item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            elif item.ValueType == "IMAGE" and _code(item) == SOURCE_IMAGE:
+                parsed["sources"].append(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            elif item.ValueType == "TEXT":
+                parsed["text"].append(str(item.TextValue))
+        identifier, = [str(i.TextValue) for i in group.ContentSequence
+                       if _code(i) == TRACKING_ID]
+        groups[identifier] = parsed
+    return groups
+
+
+def _flags(result: dict, sequence: str | None) -> list:
+    return [("99SARCOGRADE", f["code"].upper()) for f in result["qa_flags"]
+            if f["sequence"] == sequence]
+
+
+def test_sr_holds_grade_json_and_refers_to_the_source_instances_and_contours(graded, built):
+    out, series, _ = graded
+    result = read_grade(grade_path(out, "case-1"))
+    folder = dicom_folder(out, "case-1")
+    sr = pydicom.dcmread(folder / SR_NAME)
+    checksum = json.loads((built / "pkg" / MODEL_JSON).read_text())["checksum"]
+    assert result["model"]["checksum"] == checksum
+    device = {_code(i): str(i.TextValue) for i in sr.ContentSequence if i.ValueType == "TEXT"}
+    assert device[DEVICE_SERIAL] == checksum
+    groups = _groups(sr)
+    assert sorted(groups) == sorted(["fused", *SEQUENCES])
+    fused = groups["fused"]
+    spread = result["spread"]
+    assert fused["num"] == {"P_HIGH": result["p_high"], "THRESHOLD": result["threshold"],
+                            "P_HIGH_SD": spread["sd"], "P_HIGH_MIN": spread["min"],
+                            "P_HIGH_MAX": spread["max"]}
+    assert fused["code"]["GRADE"] == [("99SARCOGRADE", result["grade"].upper())]
+    assert fused["code"]["BORDERLINE"] == [("SCT", "373066001" if result["borderline"]
+                                            else "373067005")]
+    assert fused["code"].get("QA_FLAG", []) == _flags(result, None)
+    assert f"checksum {checksum}" in fused["text"] and result["model"]["graded_model"] in \
+        fused["text"]
+    assert {s for g in groups.values() for s in g["sources"]} == {
+        uid for _, sops in series.values() for uid in sops}
+    for seq in SEQUENCES:
+        graded_seq, attention = result["sequences"][seq], result["attention"][seq]
+        group = groups[seq]
+        assert group["num"] == {"P_HIGH": graded_seq["p_high"],
+                                "P_HIGH_SD": graded_seq["spread"]["sd"],
+                                "P_HIGH_MIN": graded_seq["spread"]["min"],
+                                "P_HIGH_MAX": graded_seq["spread"]["max"],
+                                "ATTN_INSIDE": attention["inside"],
+                                "ATTN_ON_TUMOUR": attention["on_tumour"]}
+        assert group["code"].get("QA_FLAG", []) == _flags(result, seq)
+        assert group["code"]["ATTN_OFF_TUMOUR"] == [
+            ("SCT", "373066001" if attention["off_tumour"] else "373067005")]
+        assert group["sources"] == series[seq][1]
+        seg = pydicom.dcmread(folder / seg_name(seq), stop_before_pixels=True)
+        assert group["segment"] == seg.SOPInstanceUID
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series[seq][0]
+    assert sorted(_flags(result, "T2FS")) == [("99SARCOGRADE", "CONTOUR_CARRIED")]
+    evidence = {ref.ReferencedSOPInstanceUID
+                for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for s in study.ReferencedSeriesSequence for ref in s.ReferencedSOPSequence}
+    assert evidence >= {uid for _, sops in series.values() for uid in sops}
+
+
+def test_seg_of_the_drawn_sequence_is_its_mask_voxel_for_voxel(graded):
+    out, series, mask = graded
+    seg = pydicom.dcmread(dicom_folder(out, "case-1") / seg_name("T1FSGd"))
+    frames = seg.pixel_array.astype(bool)
+    order = [f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+             for f in seg.PerFrameFunctionalGroupsSequence]
+    by_sop = dict(zip(order, frames))
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(mask))).astype(bool)
+    rebuilt = np.stack([by_sop[uid] for uid in series["T1FSGd"][1]])
+    assert expected.any() and np.array_equal(rebuilt, expected)
+
+
+def test_patient_and_study_copied_and_no_identifier_elsewhere(graded):
+    out, _, _ = graded
+    for path in sorted(dicom_folder(out, "case-1").iterdir()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for key, value in {**PATIENT, **STUDY}.items():
+            assert str(ds.get(key)) == value, (path.name, key)
+        assert "InstitutionName" not in ds
+    shown = [PATIENT["PatientID"], PATIENT["PatientName"], STUDY["AccessionNumber"], INSTITUTION]
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix != ".dcm" and path.parent.name != "cache":
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            assert not [s for s in shown if s in text], path
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None,
+                    reason="dciodvfy not installed (Debian package dicom3tools; .ci/run installs "
+                           "it)")
+def test_dciodvfy_finds_no_error_in_any_object(graded):
+    out, _, _ = graded
+    paths = sorted(dicom_folder(out, "case-1").iterdir())
+    assert [p.name for p in paths] == sorted([SR_NAME, *map(seg_name, SEQUENCES)])
+    for path in paths:
+        report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True)
+        lines = (report.stdout + report.stderr).splitlines()
+        errors = [line for line in lines if line.startswith("Error")]
+        assert errors == [], (path.name, errors)
+        # the one warning left: the private coding scheme is no DICOM defined term
+        assert all("99SARCOGRADE" in line for line in lines if line.startswith("Warning")), \
+            (path.name, lines)
+
+
+def test_dicom_out_from_image_files_is_refused_in_one_line(built, tmp_path, capsys):
+    row = new_patient(built)
+    base = built / "new"
+    argv = ["grade", "--model", str(built / "pkg"), "--out", str(tmp_path / "out"),
+            "--image", f"T1FSGd={base / row['image_T1FSGd']}",
+            "--mask", f"T1FSGd={base / row['mask_T1FSGd']}", "--device", "cpu", "--dicom-out"]
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dicom-out needs DICOM inputs" in err
+    assert not (tmp_path / "out" / "patient").exists()
+

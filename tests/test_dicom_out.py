@@ -21,6 +21,7 @@ from sarcograde.cli import main
 from sarcograde.formats.dicom_out import SR_NAME, dicom_folder, seg_name
 from sarcograde.formats.grade import grade_path, read_grade
 from sarcograde.formats.package import MODEL_JSON
+from sarcograde.io import read_image
 from dicom_exam import INSTITUTION, PATIENT, STUDY, write_series
 from test_grade import SEQUENCES, built, new_patient  # noqa: F401 (a fixture)
 
@@ -39,7 +40,14 @@ def graded(built, tmp_path_factory):
     series = {seq: write_series(sitk.ReadImage(str(built / "new" / row[f"image_{seq}"])),
                                 root / "exam", DESCRIPTIONS[seq], number)
               for number, seq in enumerate(SEQUENCES, start=1)}
-    mask = built / "new" / row["mask_T1FSGd"]
+    # the contour on the DICOM series' own geometry (NIfTI rounds it to float32, and
+    # preprocessing's crop follows the mask's geometry to the micrometre)
+    reference = read_image(root / "exam", series["T1FSGd"][0])
+    mask = sitk.GetImageFromArray(sitk.GetArrayFromImage(
+        sitk.ReadImage(str(built / "new" / row["mask_T1FSGd"]))))
+    mask.CopyInformation(reference)
+    sitk.WriteImage(mask, str(root / "mask.nrrd"))
+    mask = root / "mask.nrrd"
     assert main(["grade", "--model", str(built / "pkg"), "--exam", str(root / "exam"),
                  "--mask", f"T1FSGd={mask}", "--out", str(root / "out"), "--id", "case-1",
                  "--device", "cpu", "--dicom-out"]) == 0
@@ -189,3 +197,18 @@ def test_dicom_out_from_image_files_is_refused_in_one_line(built, tmp_path, caps
     assert len(err.splitlines()) == 1 and "--dicom-out needs DICOM inputs" in err
     assert not (tmp_path / "out" / "patient").exists()
 
+
+
+def test_the_seg_written_is_the_contour_found_in_the_exam_when_graded_again(graded, built,
+                                                                            tmp_path):
+    """The exam with the T1FSGd SEG that --dicom-out wrote in place of --mask: grade finds the
+    SEG as the contour of the series it references and gives the same result."""
+    out, _, _ = graded
+    exam = tmp_path / "exam"
+    shutil.copytree(out.parent / "exam", exam)
+    shutil.copy(dicom_folder(out, "case-1") / seg_name("T1FSGd"), exam / "contour.dcm")
+    assert main(["grade", "--model", str(built / "pkg"), "--exam", str(exam), "--out",
+                 str(tmp_path / "again"), "--id", "case-1", "--device", "cpu"]) == 0
+    again, first = (read_grade(grade_path(folder, "case-1")) for folder in (tmp_path / "again",
+                                                                            out))
+    assert again["p_high"] == first["p_high"] and again["sequences"] == first["sequences"]

@@ -67,7 +67,8 @@ def check_dicom_input(patient: Patient) -> None:
                               f"folders), not image files ({files})", patient=patient.patient_id)
 
 
-def _slice_headers(folder: Path, series_uid: str | None, image: sitk.Image) -> list:
+def slice_headers(folder: Path, series_uid: str | None, image: sitk.Image) -> list:
+    """The series' slice headers (no pixel data) in the order of `image`'s slice index."""
     import pydicom
 
     files = find_series(folder, series_uid).files
@@ -88,4 +89,4 @@ def source_series(patient: Patient, sequence: str) -> SourceSeries:
     image = read_sequence_image(patient.patient_id, where,
                                 source.mask if source and not source.carried else None)
     mask = read_patient_mask(patient.patient_id, image, source, where.path)
-    return SourceSeries(sequence, _slice_headers(where.path, where.series, image), image, mask)
+    return SourceSeries(sequence, slice_headers(where.path, where.series, image), image, mask)

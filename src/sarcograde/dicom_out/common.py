@@ -17,6 +17,12 @@ def equipment(package_id: str, package_checksum: str) -> dict:
             "software_versions": __version__, "device_serial_number": package_checksum}
 
 
+def copy_laterality(series, dataset) -> None:
+    """The source series' Laterality (empty where it has none): a new image series of the same
+    body part must say it (General Series, Type 2C), and only the source knows."""
+    dataset.Laterality = series.slices[0].get("Laterality", "")
+
+
 def save(dataset, path: Path) -> Path:
     """Write a DICOM object atomically (a PACS upload of a half-written file would fail)."""
     with atomic_path(path) as temporary:

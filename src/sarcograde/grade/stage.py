@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "report; by default it shows only the pseudonymous id")
     parser.add_argument("--dicom-out", action="store_true",
                         help="DICOM inputs only: also write DIR/<id>/dicom/ with a DICOM SR of "
-                             "the result and a DICOM SEG of each sequence's contour, for the "
+                             "the result and, per sequence, its contour (SEG), attention map "
+                             "(Parametric Map) and montage (Secondary Capture), for the "
                              "patient's exam in PACS")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",

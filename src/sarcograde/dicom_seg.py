@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom_tags import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
+from .dicom_tags import space_mismatch
 from .errors import SarcogradeError
 
 SEG_MODALITY = "SEG"
@@ -74,18 +74,10 @@ def referenced_series(path: str | Path) -> set[str]:
 
 
 def _check_references(ds, reference: sitk.Image, path: Path) -> None:
-    if reference.HasMetaDataKey(FRAME_OF_REFERENCE_TAG):
-        expected = str(ds.get("FrameOfReferenceUID", ""))
-        actual = reference.GetMetaData(FRAME_OF_REFERENCE_TAG).strip()
-        if expected and expected != actual:
-            raise SarcogradeError(f"the SEG is in frame of reference {expected}, the image in "
-                                  f"{actual}", path=path)
-    series = _referenced_series(ds)
-    if series and reference.HasMetaDataKey(SERIES_UID_TAG):
-        actual = reference.GetMetaData(SERIES_UID_TAG).strip()
-        if actual not in series:
-            raise SarcogradeError(f"the SEG was drawn on series {', '.join(sorted(series))}, the "
-                                  f"image is series {actual}", path=path)
+    problem = space_mismatch(reference, str(ds.get("FrameOfReferenceUID", "")),
+                             _referenced_series(ds))
+    if problem:
+        raise SarcogradeError(f"the SEG {problem}", path=path)
 
 
 def _functional(ds, frame, name: str):

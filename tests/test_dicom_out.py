@@ -5,13 +5,21 @@ source SOP instance and to the SEG of each sequence's contour; the SEG of the dr
 its mask voxel for voxel; each sequence's attention map lies on its source series' slices;
 patient and study are copied, no other identifying attribute, and no identifier leaks into the
 other outputs; dciodvfy finds no error in any object; a NIfTI input is refused in one line; the
-SEG written, put in the exam, is found as its contour and gives the same result."""
+SEG written, put in the exam, is found as its contour and gives the same result.
+
+The round trip through a real PACS: Orthanc with its DICOMweb plugin (Debian's packages, skipped
+where absent), started here on a loopback port with a throw-away storage folder: the exam and its
+SEG uploaded, `grade --pacs --study --store`, and the study then holds an SR equal to grade.json;
+a PACS that is down is one line saying nothing was stored."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -230,3 +238,96 @@ def test_the_seg_written_is_the_contour_found_in_the_exam_when_graded_again(grad
     again, first = (read_grade(grade_path(folder, "case-1")) for folder in (tmp_path / "again",
                                                                             out))
     assert again["p_high"] == first["p_high"] and again["sequences"] == first["sequences"]
+
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """An Orthanc of its own (loopback only, storage in tmp_path), stopped afterwards; its
+    HTTP root URL."""
+    if not (ORTHANC.exists() and DICOMWEB_PLUGIN.exists()):
+        pytest.skip("Orthanc with its DICOMweb plugin not installed (Debian packages orthanc "
+                    "and orthanc-dicomweb; .ci/run installs them)")
+    import requests
+
+    port = _free_port()
+    config = tmp_path / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "sarcograde-test", "StorageDirectory": str(tmp_path / "storage"),
+        "IndexDirectory": str(tmp_path / "storage"), "HttpPort": port,
+        "DicomPort": _free_port(), "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}))
+    log = (tmp_path / "orthanc.log").open("w")
+    server = subprocess.Popen([str(ORTHANC), str(config)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{url}/system", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"Orthanc did not start: {(tmp_path / 'orthanc.log').read_text()[-500:]}")
+        yield url, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_orthanc_round_trip(graded, built, orthanc, tmp_path):
+    import requests
+    from dicomweb_client import DICOMwebClient
+
+    url, _ = orthanc
+    out, _, _ = graded
+    uploads = [*sorted((out.parent / "exam").iterdir()),
+               dicom_folder(out, "case-1") / seg_name("T1FSGd")]
+    for path in uploads:
+        assert requests.post(f"{url}/instances", data=path.read_bytes(), timeout=30).ok
+    started = time.perf_counter()
+    assert main(["grade", "--model", str(built / "pkg"), "--pacs", f"{url}/dicom-web",
+                 "--study", STUDY["StudyInstanceUID"], "--store", "--out",
+                 str(tmp_path / "out"), "--id", "case-1", "--device", "cpu"]) == 0
+    print(f"round trip of one patient: {time.perf_counter() - started:.1f} s")
+    result = read_grade(grade_path(tmp_path / "out", "case-1"))
+    client = DICOMwebClient(f"{url}/dicom-web")
+    found = client.search_for_instances(study_instance_uid=STUDY["StudyInstanceUID"],
+                                        search_filters={"Modality": "SR"})
+    assert len(found) == 1
+    series_uid, sop_uid = (found[0][tag]["Value"][0] for tag in ("0020000E", "00080018"))
+    sr = client.retrieve_instance(STUDY["StudyInstanceUID"], series_uid, sop_uid)
+    fused = _groups(sr)["fused"]
+    assert fused["num"]["P_HIGH"] == result["p_high"]
+    assert fused["code"]["GRADE"] == [("99SARCOGRADE", result["grade"].upper())]
+    stored = client.search_for_instances(study_instance_uid=STUDY["StudyInstanceUID"])
+    assert {i["00080018"]["Value"][0] for i in stored} >= {
+        pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+        for p in dicom_folder(tmp_path / "out", "case-1").iterdir()}
+
+
+def test_a_pacs_that_is_down_is_one_line_saying_what_was_stored(graded, orthanc):
+    from sarcograde.dicom_out.pacs import store
+    from sarcograde.errors import SarcogradeError
+
+    url, server = orthanc
+    server.terminate()
+    server.wait(timeout=30)
+    out, _, _ = graded
+    paths = sorted(dicom_folder(out, "case-1").iterdir())
+    with pytest.raises(SarcogradeError) as refused:
+        store(f"{url}/dicom-web", paths)
+    line = str(refused.value)
+    assert len(line.splitlines()) == 1 and "stored: nothing" in line
+    assert all(p.name in line for p in paths)

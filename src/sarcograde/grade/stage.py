@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the result and, per sequence, its contour (SEG), attention map "
                              "(Parametric Map) and montage (Secondary Capture), for the "
                              "patient's exam in PACS")
+    parser.add_argument("--pacs", metavar="URL",
+                        help="a DICOMweb service (e.g. http://localhost:8042/dicom-web): "
+                             "retrieve the exam --study from it and grade it as --exam, with "
+                             "--dicom-out")
+    parser.add_argument("--study", metavar="UID", help="with --pacs: the StudyInstanceUID")
+    parser.add_argument("--store", action="store_true",
+                        help="with --pacs: send the DICOM objects written back to the PACS")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
@@ -160,6 +167,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.pacs is not None:
+        from ..dicom_out.pacs import grade_from_pacs
+
+        return grade_from_pacs(args, run)
+    if args.study or args.store:
+        raise SarcogradeError("--study and --store go with --pacs URL")
     package = read_package(args.model)
     patients = patients_of(args, package)
     if args.dicom_out:

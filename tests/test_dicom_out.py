@@ -10,7 +10,8 @@ SEG written, put in the exam, is found as its contour and gives the same result.
 The round trip through a real PACS: Orthanc with its DICOMweb plugin (Debian's packages, skipped
 where absent), started here on a loopback port with a throw-away storage folder: the exam and its
 SEG uploaded, `grade --pacs --study --store`, and the study then holds an SR equal to grade.json;
-a PACS that is down is one line saying nothing was stored."""
+a PACS that is down is one line saying nothing was stored; one that refuses an object mid-store
+is one line naming the objects it took, and it holds exactly those."""
 
 from __future__ import annotations
 
@@ -331,3 +332,28 @@ def test_a_pacs_that_is_down_is_one_line_saying_what_was_stored(graded, orthanc)
     line = str(refused.value)
     assert len(line.splitlines()) == 1 and "stored: nothing" in line
     assert all(p.name in line for p in paths)
+
+
+def test_a_refusal_mid_store_is_one_line_naming_what_went_in(graded, orthanc, tmp_path):
+    """Orthanc refuses an object without its UIDs (HTTP 400) between two good ones: the line
+    names the one stored before it, and the PACS holds exactly that one."""
+    from dicomweb_client import DICOMwebClient
+
+    from sarcograde.dicom_out.pacs import store
+    from sarcograde.errors import SarcogradeError
+
+    url, _ = orthanc
+    out, _, _ = graded
+    folder = dicom_folder(out, "case-1")
+    broken = pydicom.dcmread(folder / SR_NAME)
+    del broken.SOPInstanceUID, broken.StudyInstanceUID
+    broken.save_as(tmp_path / "broken.dcm", enforce_file_format=False)
+    paths = [folder / seg_name("T1FSGd"), tmp_path / "broken.dcm", folder / SR_NAME]
+    with pytest.raises(SarcogradeError) as refused:
+        store(f"{url}/dicom-web", paths)
+    line = str(refused.value)
+    assert len(line.splitlines()) == 1 and "did not take broken.dcm (HTTP 400" in line
+    assert f"stored: {seg_name('T1FSGd')}; not stored: broken.dcm, {SR_NAME}" in line
+    held = DICOMwebClient(f"{url}/dicom-web").search_for_instances()
+    assert [i["00080018"]["Value"][0] for i in held] == [
+        pydicom.dcmread(paths[0], stop_before_pixels=True).SOPInstanceUID]

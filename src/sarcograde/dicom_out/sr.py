@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydicom.sr.codedict import codes
 
 from . import codes as sg
-from .common import equipment
+from .common import MANUFACTURER
 from .sources import derived_uid
 
 SERIES_NUMBER = 9900
@@ -101,7 +101,7 @@ def structured_report(result: dict, model_names: dict[str, str], sources: dict, 
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
             uid=derived_uid(checksum, "device"), name="sarcograde",
-            manufacturer_name="sarcograde", model_name=result["model"]["graded_model"][:64],
+            manufacturer_name=MANUFACTURER, model_name=result["model"]["graded_model"][:64],
             serial_number=checksum))
     groups = [result_group(result, checksum),
               *(sequence_group(result, seq, model_names[seq], segs[seq], sources[seq], checksum)
@@ -117,7 +117,6 @@ def structured_report(result: dict, model_names: dict[str, str], sources: dict, 
                                         "sr-series"),
         series_number=SERIES_NUMBER,
         sop_instance_uid=derived_uid(checksum, first.study_uid, result["patient_id"], "sr"),
-        instance_number=1, manufacturer=equipment(result["model"]["id"], checksum)["manufacturer"],
-        is_complete=True)
+        instance_number=1, manufacturer=MANUFACTURER, is_complete=True)
     sr.CodingSchemeIdentificationSequence = sg.coding_scheme_identification()
     return sr

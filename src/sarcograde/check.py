@@ -43,7 +43,7 @@ from .dicom_tags import SERIES_UID_TAG
 from .errors import SarcogradeError
 from .formats.acquisition import ACQUISITION, write_acquisition
 from .formats.qa import QA, QA_COLUMNS, QA_RECORD, write_qa  # noqa: F401 QA_COLUMNS: public here
-from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
+from .io import (ImageWarning, grid_mismatches, is_dicom_contour, mask_pieces, orientation_code,
                  read_mask, tumour_volume_ml)
 from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source, read_drawn_mask,
                     volume_change)
@@ -227,8 +227,8 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
     elif mask_path is not None:
         row.values.update(mask_source=DRAWN)
         row.mask = str(mask_path)
-        # An RTSTRUCT needs its image: when that is unreadable, its problem is the one to report.
-        if image is not None or not is_rtstruct(mask_path):
+        # An RTSTRUCT or SEG needs its image: if that is unreadable, that is the problem to report.
+        if image is not None or not is_dicom_contour(mask_path):
             mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
             if mask is not None:
                 _measure_mask(mask, row, mask_path)

@@ -93,6 +93,7 @@ def result(patient_id: str, package, predictions: dict[str, dict],
     return {
         "patient_id": patient_id,
         "model": {"id": package.id, "graded_model": graded,
+                  "checksum": package.document.get("checksum"),
                   "version": package.document.get("versions", {}).get("exported_with", {})
                   .get("sarcograde")},
         "p_high": p_high, "grade": grade_of(p_high, threshold), "threshold": threshold,

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", action="append", default=[], metavar="SEQ=PATH",
                         help="one patient's image of a sequence (repeat per sequence)")
     parser.add_argument("--mask", action="append", default=[], metavar="SEQ=PATH",
-                        help="its tumour mask or RTSTRUCT; one drawn on one sequence is carried "
+                        help="its tumour mask, RTSTRUCT or DICOM SEG; one drawn on one sequence is carried "
                              "to the others")
     parser.add_argument("--id", default=DEFAULT_ID, metavar="PSEUDONYM",
                         help=f"the patient's pseudonymous id in the outputs (default: {DEFAULT_ID})")
@@ -78,6 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identify", action="store_true",
                         help="show the input files (which may name the patient) in the case "
                              "report; by default it shows only the pseudonymous id")
+    parser.add_argument("--dicom-out", action="store_true",
+                        help="DICOM inputs only: also write DIR/<id>/dicom/ with a DICOM SR of "
+                             "the result and, per sequence, its contour (SEG), attention map "
+                             "(Parametric Map) and montage (Secondary Capture), for the "
+                             "patient's exam in PACS")
+    parser.add_argument("--pacs", metavar="URL",
+                        help="a DICOMweb service (e.g. http://localhost:8042/dicom-web): "
+                             "retrieve the exam --study from it and grade it as --exam, with "
+                             "--dicom-out")
+    parser.add_argument("--study", metavar="UID", help="with --pacs: the StudyInstanceUID")
+    parser.add_argument("--store", action="store_true",
+                        help="with --pacs: send the DICOM objects written back to the PACS")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
@@ -172,13 +184,23 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
+    from ..dicom_out import check_dicom_input, write_dicom
     from ..ensemble import package_ensemble, resolve_precision
     from .report import write_case_report
 
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.pacs is not None:
+        from ..dicom_out.pacs import grade_from_pacs
+
+        return grade_from_pacs(args, run)
+    if args.study or args.store:
+        raise SarcogradeError("--study and --store go with --pacs URL")
     package = read_package(args.model)
     patients = patients_of(args, package)
+    if args.dicom_out:
+        for patient in patients:
+            check_dicom_input(patient)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     ensembles = {seq: package_ensemble(package, seq, device) for seq in package.sequences}
@@ -201,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(failure_row(patient.patient_id, package.id, exc.problem))
                 continue
             write_grade(args.out, result)
+            if args.dicom_out:
+                write_dicom(args.out, result, patient, package)
             write_case_report(case_report_path(args.out, patient.patient_id), result, package,
                               patient if args.identify else None)
             rows.append(grades_row(result))

@@ -68,6 +68,12 @@ class Ensemble:
     key: str                          # hash of the model files: changes when any model changes
     preprocess: dict = field(default_factory=dict)
     _stack: StackedDenseNet | None = field(default=None, repr=False)
+    # `engines.build_engine`'s engine; None: torch, the models as they are (`forward_pass` then
+    # makes a torch engine)
+    engine: object | None = field(default=None, repr=False)
+
+    def uses_onnx(self) -> bool:
+        return self.engine is not None and self.engine.name != "torch"
 
     @property
     def input_meta(self) -> dict:
@@ -125,6 +131,11 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
     models); default: on a GPU, where a single model's launches, not its arithmetic, set the
     pace. On CPU cores it is slightly slower (benchmarks/README.md).
     """
+    if ensemble.uses_onnx():
+        if precision is not None:
+            raise SarcogradeError(f"engine {ensemble.engine.name} runs in fp32 only; use "
+                                  f"--engine torch for {precision_name(precision)}")
+        return forward_pass(ensemble, images, batch_size)[0]
     models = ensemble.models
     if stacked is None:
         stacked = ensemble.device.type == "cuda"
@@ -150,6 +161,30 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
         if not parts:
             return np.empty((len(models), 0, 2), dtype=np.float32)
         return torch.cat(parts, 1).cpu().numpy()
+
+
+def forward_pass(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's logits (models, n, 2) and signed Grad-CAM maps (models, n, h, w) of slices
+    (n, S, S) from one forward pass each (`attention.ForwardGradCam`), by the ensemble's engine;
+    fp32."""
+    if ensemble.engine is None:
+        from .engines import TorchEngine
+
+        ensemble.engine = TorchEngine(ensemble.models)
+    device = ensemble.device if ensemble.engine.name == "torch" else torch.device("cpu")
+
+    def compute(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
+                                        ensemble.input_meta)
+        return ensemble.engine.run(batch)
+
+    parts = [outputs for _, _, outputs in batches_that_fit(len(images), batch_size, device,
+                                                           "forward pass", compute)]
+    if not parts:
+        return (np.empty((len(ensemble.models), 0, 2), np.float32),
+                np.empty((len(ensemble.models), 0, 1, 1), np.float32))
+    return tuple(torch.cat([part[i] for part in parts], 1).cpu().numpy() for i in (0, 1))
 
 
 def p_high_of_mean_logits(mean_logits: np.ndarray) -> np.ndarray:

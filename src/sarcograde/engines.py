@@ -62,6 +62,12 @@ def resolve_engine(name: str, device: torch.device) -> str:
     return name
 
 
+def engine_for_precision(name: str, precision: torch.dtype | None) -> str:
+    """`auto` is torch where a reduced precision (bf16, fp16) is asked for: the ONNX engines run
+    fp32 (`ensemble.slice_logits` refuses one named explicitly with bf16)."""
+    return "torch" if name == "auto" and precision is not None else name
+
+
 def onnx_graph(net: nn.Module, size: int) -> bytes:
     """`ForwardGradCam(net)` as an ONNX graph: input `slices` (n, 3, size, size), outputs
     `logits` (n, 2) and `signed_cam` (n, h, w); any n."""

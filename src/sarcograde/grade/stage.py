@@ -18,6 +18,7 @@ from pathlib import Path
 from ..artifacts import RunRecord
 from ..cohort import Patient
 from ..console import info
+from ..engines import ENGINES, engine_for_precision, engine_record, use_engine
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, write_cache_config, write_index
 from ..formats.grade import (ATTENTION, CACHE, SLICE_LOGITS, case_report_path, patient_folder,
@@ -60,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: OpenVINO, else ONNX Runtime, "
+                             "else torch on the CPU; torch on a GPU or in bf16)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for the engine (default: all)")
 
 
 def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache: Path):
@@ -143,8 +149,9 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
         if attended[sequence]["off_tumour"]:
             flags.append(rules.flag("attention_off_tumour", f"the {sequence} models looked "
                                     "mostly outside the tumour and its ring", sequence))
+    engine = engine_record(next(iter(ensembles.values())).engine)
     return {**rules.result(patient.patient_id, package, predictions, per_model, flags),
-            "attention": attended}
+            "attention": attended, **engine}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,16 +159,23 @@ def run(args: argparse.Namespace) -> int:
     from ..ensemble import resolve_precision
     from .report import write_case_report
 
+    import torch
+
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     package = read_package(args.model)
     patients = patients_of(args, package)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}
+    engine = engine_for_precision(args.engine, precision)
+    ensembles = {seq: use_engine(package.ensemble(seq, device), engine)
+                 for seq in package.sequences}
     results = []
     with RunRecord(args.out, config={"precision": args.precision, "device": device.type,
-                                     "model_id": package.id, "identify": args.identify},
+                                     "model_id": package.id, "identify": args.identify,
+                                     **engine_record(ensembles[package.sequences[0]].engine)},
                    inputs={"model": args.model / MODEL_JSON if args.model.is_dir()
                            else args.model}):
         for patient in patients:

@@ -121,7 +121,7 @@ def test_a_missing_engine_package_is_named_in_one_line(run_dir, cache_dir, tmp_p
                  "--engine", engine]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"needs the Python package {engine}" in err
+    assert f"{engine} is not installed: this needs the Python package {engine}" in err
     assert not out.exists()
 
 

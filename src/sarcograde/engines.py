@@ -31,18 +31,18 @@ OPSET = 17
 INPUT, OUTPUTS = "slices", ("logits", "signed_cam")
 
 
-def _module(engine: str):
-    """The engine's Python package, or a one-line error naming it."""
+def require(engine: str):
+    """The Python package `engine` (an engine, or onnx), or a one-line error naming it."""
     try:
         return importlib.import_module(engine)
     except ImportError:
-        raise SarcogradeError(f"engine {engine} needs the Python package {engine} "
-                              f"(pip install {engine})") from None
+        raise SarcogradeError(f"{engine} is not installed: this needs the Python package "
+                              f"{engine} (pip install {engine})") from None
 
 
 def available(engine: str) -> bool:
     try:
-        _module(engine)
+        require(engine)
     except SarcogradeError:
         return False
     return True
@@ -100,7 +100,7 @@ class OnnxEngine:
     """The fold models' ONNX graphs in ONNX Runtime or OpenVINO, fp32 on the CPU."""
 
     def __init__(self, name: str, graphs: list[bytes], threads: int):
-        package = _module(name)
+        package = require(name)
         self.name, self.version = name, importlib.metadata.version(name)
         if name == "onnxruntime":
             options = package.SessionOptions()
@@ -132,12 +132,20 @@ def use_engine(ensemble, name: str, graphs: list[bytes] | None = None):
     if name == "torch":
         ensemble.engine = TorchEngine(ensemble.models)
         return ensemble
-    _module(name)   # a missing package stops before the export
+    require(name)   # a missing package stops before the export
     if graphs is None:
         size = int(ensemble.input_meta["size"])
         graphs = [onnx_graph(net, size) for net in ensemble.models]
     ensemble.engine = OnnxEngine(name, graphs, torch.get_num_threads())
     return ensemble
+
+
+def package_ensemble(package, sequence: str, device: torch.device, name: str):
+    """The ensemble of `sequence` in a model package (`formats.package.Package`) with the engine
+    `name`: an ONNX engine runs the package's ONNX graphs where it holds them (`export --onnx`)."""
+    ensemble = package.ensemble(sequence, device)
+    name = resolve_engine(name, ensemble.device)
+    return use_engine(ensemble, name, None if name == "torch" else package.onnx_graphs(sequence))
 
 
 def engine_record(engine) -> dict:

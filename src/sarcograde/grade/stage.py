@@ -18,7 +18,7 @@ from pathlib import Path
 from ..artifacts import RunRecord
 from ..cohort import Patient
 from ..console import info
-from ..engines import ENGINES, engine_for_precision, engine_record, use_engine
+from ..engines import ENGINES, engine_for_precision, engine_record, package_ensemble
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, write_cache_config, write_index
 from ..formats.grade import (ATTENTION, CACHE, SLICE_LOGITS, case_report_path, patient_folder,
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     engine = engine_for_precision(args.engine, precision)
-    ensembles = {seq: use_engine(package.ensemble(seq, device), engine)
+    ensembles = {seq: package_ensemble(package, seq, device, engine)
                  for seq in package.sequences}
     results = []
     with RunRecord(args.out, config={"precision": args.precision, "device": device.type,

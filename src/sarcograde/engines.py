@@ -6,10 +6,13 @@ The ONNX engines run the graph `onnx_graph` exports (or the package's ONNX files
 CPU with the threads torch was given (`--threads`); OpenVINO is told to keep fp32, as it would
 otherwise pick bf16 on processors that have it.
 
-Measured on 2 shared AVX2 cores, 2 threads (benchmarks/README.md): the quick preset's network
-runs 4.5x faster with ONNX Runtime and 2.7x with OpenVINO than with torch eager; DenseNet-161 at
-224 px 2.4x and 3.9x. `auto` therefore takes OpenVINO on the CPU where it is installed, then ONNX
-Runtime, then torch; on a GPU torch (the ONNX engines here run on the CPU).
+Measured on 2 busy shared cores, interleaved in one run (benchmarks/README.md): ONNX Runtime was
+the fastest on the quick preset's network in every run (1.7-10x torch eager, OpenVINO 0.9-8x);
+on DenseNet-161 at 224 px both ran 2.4-4.2x torch, neither ahead in every run. `auto` therefore
+takes ONNX Runtime on the CPU where it is installed, then OpenVINO, then torch; on a GPU torch
+(the ONNX engines here run on the CPU). The fold models run as separate graphs: one graph
+holding them side by side was 1.2-1.3x faster for 15 quick networks but no faster for
+DenseNet-161 (0.97-1.14x), whose 15 graphs would also pass ONNX's 2 GB file limit together.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .attention import ForwardGradCam
 from .errors import SarcogradeError
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
-CPU_PREFERENCE = ("openvino", "onnxruntime")   # fastest first, as measured (module docstring)
+CPU_PREFERENCE = ("onnxruntime", "openvino")   # fastest first, as measured (module docstring)
 OPSET = 17
 INPUT, OUTPUTS = "slices", ("logits", "signed_cam")
 

@@ -132,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int,
                         help="CPU threads for the engine (default: all)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (default auto: OpenVINO, else ONNX Runtime, "
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
                              "else torch on the CPU; torch on a GPU)")
     parser.add_argument("--ring-mm", type=float, default=10.0,
                         help="width of the ring around the tumour, in mm (default 10)")

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (default, the same numbers on every device) or bf16")
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="inference engine (default auto: OpenVINO, else ONNX Runtime, "
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
                              "else torch on the CPU; torch on a GPU or in bf16)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for the engine (default: all)")

@@ -232,6 +232,7 @@ def engine_rows(models_wanted: list[str], reps: int) -> None:
                 for rep in range(reps + 1):   # the first round warms up
                     for engine in engines:
                         ensemble.engine = built[engine]
+                        ensemble.forget_pass()
                         start = time.perf_counter()
                         logits[engine] = predict_cache(ensemble, cache, index,
                                                        Path(tmp) / f"{engine}-{threads}-{rep}")

@@ -144,3 +144,18 @@ def test_an_onnx_engine_refuses_bf16(run_dir):
     ensemble = engines.use_engine(load_ensemble(run_dir), "onnxruntime")
     with pytest.raises(SarcogradeError, match="fp32 only"):
         slice_logits(ensemble, slices(), precision=torch.bfloat16)
+
+
+def test_the_same_slices_run_once_for_logits_and_maps(run_dir, monkeypatch):
+    """grade's predict and explain of one patient: one forward pass."""
+    ensemble = load_ensemble(run_dir)
+    calls = []
+    logits, signed = forward_pass(ensemble, slices(), batch_size=2)
+    run = ensemble.engine.run
+    monkeypatch.setattr(ensemble.engine, "run", lambda x: calls.append(len(x)) or run(x))
+    again = forward_pass(ensemble, slices(), batch_size=4)
+    assert calls == [] and again[0] is logits and again[1] is signed
+    other = slices()
+    other[0, 0, 0] += 1
+    forward_pass(ensemble, other, batch_size=4)
+    assert calls == [4, 1]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import io
+import warnings
 
 import numpy as np
 import torch
@@ -76,7 +77,10 @@ def onnx_graph(net: nn.Module, size: int) -> bytes:
     `logits` (n, 2) and `signed_cam` (n, h, w); any n."""
     buffer = io.BytesIO()
     example = torch.zeros(1, 3, size, size)
-    with torch.no_grad():
+    # The TorchScript exporter (exact and quick for these networks) announces its deprecation
+    # at every call: not the user's concern.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(ForwardGradCam(net).eval(), (example,), buffer, input_names=[INPUT],
                           output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
                           dynamic_axes={name: {0: "n"} for name in (INPUT, *OUTPUTS)})

@@ -5,6 +5,9 @@
    unpenalised LogisticRegression for the calibration slope (what one would write by hand).
 2. DeLong variance by midranks (evaluate) vs the positive x negative kernel matrix, n = 4000.
 3. Tumour volumes of the 12 real TCIA masks: first run vs rerun from the cache (if present).
+4. The clinical-utility additions (decision curves, abstention, subgroups) against the metric
+   blocks evaluate computed before them, on the demo's evaluations (6 models, 1000 resamples,
+   20 patients per site and 40 pooled): the extra share of evaluate's statistics.
 
 Run: .venv/bin/python benchmarks/bench_evaluate.py
 """
@@ -119,8 +122,45 @@ def bench_volumes() -> None:
           f"{first == cached}")
 
 
+def bench_utility(resamples: int = 1000) -> None:
+    from sarcograde.evaluate.metrics import metric_block
+    from sarcograde.evaluate.subgroups import SUBGROUP_METRICS
+    from sarcograde.stats import decision_curve, most_reliable, n_kept, selective_curve
+
+    rng = np.random.default_rng(2)
+    for n in (20, 40):  # a demo site, the pooled sites
+        y = (rng.random(n) < 0.6).astype(int)
+        models = [np.clip(0.5 + 0.2 * (2 * y - 1) + rng.normal(0, 0.25, n), 0.01, 0.99)
+                  for _ in range(6)]
+        spread = rng.uniform(0.01, 0.2, n)
+        idx = resample_indices(n, resamples, 0)
+        halves = [np.arange(n) < n // 2, np.arange(n) >= n // 2]  # e.g. sex, or the two sites
+
+        def before():
+            return [metric_block(y, p, 0.5, idx) for p in models]
+
+        def additions():
+            for p in models:
+                decision_curve(y, p, idx)
+            for p in models[:2]:  # the DL models carry a spread
+                k = n_kept(n, 0.9)
+                bootstrap(metric_statistic(0.5, ALL_METRICS), y, p, most_reliable(spread, idx, k))
+                selective_curve(y, p, spread)
+            for where in halves:
+                sub = resample_indices(int(where.sum()), resamples, 0)
+                for p in models:
+                    metric_block(y[where], p[where], 0.5, sub, SUBGROUP_METRICS)
+
+        t_before, _ = timed(before)
+        t_added, _ = timed(additions)
+        print(f"utility additions, n={n}, 6 models, {resamples} resamples: metric blocks "
+              f"{t_before:.2f} s, decision curves + abstention + 2 subgroups {t_added:.2f} s "
+              f"({t_added / t_before:.2f}x of the metric blocks)")
+
+
 if __name__ == "__main__":
     print(f"python {sys.version.split()[0]}")
     bench_bootstrap()
     bench_delong()
     bench_volumes()
+    bench_utility()

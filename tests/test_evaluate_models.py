@@ -316,3 +316,125 @@ def test_another_target_is_the_label_and_the_real_grade_stays(cohort, tmp_path):
     assert target["yes"].startswith(f"{int(y.sum())}/{len(y)} ")
     survival = _read(out / "survival.json")
     assert survival["models"]["grade"]["title"] == "True lung metastasis"
+def test_decision_curve_of_every_model_on_the_shared_resamples(cohort, compared):
+    curves = pd.read_csv(compared / "decision_curve.csv")
+    metrics = _read(compared / "metrics.json")
+    assert list(curves["model"].unique()) == list(MODELS)
+    assert (curves.groupby("model").size() == 91).all()
+    assert (compared / "decision_curve.png").read_bytes().startswith(PNG)
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    y = cohort["labels"][common].to_numpy()
+    prevalence = y.mean()
+    for name, path in cohort["files"].items():
+        p = pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id").loc[
+            common, "p_high"].to_numpy()
+        curve = curves[curves["model"] == name].set_index("threshold")
+        for t in (0.1, 0.25, 0.5, 0.73):
+            row = curve.loc[curve.index[np.isclose(curve.index, t)][0]]
+            tp, fp = int(((p > t) & (y == 1)).sum()), int(((p > t) & (y == 0)).sum())
+            assert row["net_benefit"] == pytest.approx(tp / len(y) - fp / len(y) * t / (1 - t))
+            assert row["treat_all"] == pytest.approx(prevalence - (1 - prevalence) * t / (1 - t))
+            assert row["treat_none"] == 0
+            assert row["net_benefit_ci_low"] <= row["net_benefit"] <= row["net_benefit_ci_high"]
+        # Table 2's net benefit is the curve's at the operating threshold (argmax, 0.5)
+        block = metrics["models"][name]["net_benefit"]
+        assert block["value"] == pytest.approx(curve.loc[0.5, "net_benefit"])
+        low, high = block["ci95"]
+        assert low == pytest.approx(curve.loc[0.5, "net_benefit_ci_low"])
+        assert high == pytest.approx(curve.loc[0.5, "net_benefit_ci_high"])
+    table = pd.read_csv(compared / "table2.csv")
+    assert "net_benefit_ci_low" in table.columns
+
+
+def test_abstention_by_ensemble_spread_equals_scikit_learn_on_the_kept(cohort, tmp_path):
+    rng = np.random.default_rng(3)
+    files = dict(cohort["files"])
+    for name in ("DL-T1FSGd", "DL-T2FS"):  # predict's files carry the spread; the fusion not
+        frame = pd.read_csv(files[name], dtype={"patient_id": str})
+        frame["p_high_sd"] = np.round(rng.uniform(0.01, 0.2, len(frame)), 3)
+        files[name] = tmp_path / f"{name}.csv"
+        frame.to_csv(files[name], index=False)
+    out = tmp_path / "eval"
+    assert _evaluate(cohort, out, *_model_args(files), "--coverage", "0.8") == 0
+    block = _read(out / "metrics.json")["abstention"]
+    assert block["coverage"] == 0.8
+    assert "no p_high_sd column" in block["models"]["DL-fusion"]["note"]
+    curves = pd.read_csv(out / "selective_prediction.csv")
+    assert list(curves["model"].unique()) == ["DL-T1FSGd", "DL-T2FS"]
+    assert (out / "selective_prediction.png").read_bytes().startswith(PNG)
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    for name in ("DL-T1FSGd", "DL-T2FS"):
+        frame = pd.read_csv(files[name], dtype={"patient_id": str}).set_index("patient_id")
+        frame = frame.loc[common].assign(label=cohort["labels"][common].to_numpy())
+        kept = frame.sort_values("p_high_sd", kind="stable").head(int(np.ceil(0.8 * 29)))
+        y, p = kept["label"].to_numpy(), kept["p_high"].to_numpy()
+        model = block["models"][name]
+        assert model["n_kept"] == len(kept) == 24 and model["n"] == 29
+        assert model["max_spread"] == pytest.approx(kept["p_high_sd"].max())
+        assert model["auc"]["value"] == pytest.approx(roc_auc_score(y, p))
+        assert model["accuracy"]["value"] == pytest.approx(accuracy_score(y, p > 0.5))
+        assert model["sensitivity"]["value"] == pytest.approx(recall_score(y, p > 0.5))
+        low, high = model["auc"]["ci95"]
+        assert low <= model["auc"]["value"] <= high
+        row = curves[(curves["model"] == name) & (curves["n_kept"] == 24)].iloc[0]
+        assert row["auc"] == pytest.approx(roc_auc_score(y, p))
+        assert row["coverage"] == pytest.approx(24 / 29)
+
+
+def test_coverage_outside_zero_one_is_a_one_line_error(cohort, tmp_path):
+    with pytest.raises(SarcogradeError, match="--coverage must be a share"):
+        _evaluate(cohort, tmp_path / "eval", *_model_args(cohort["files"]), "--coverage", "1.5")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_subgroup_metrics_equal_scikit_learn_on_the_subgroup(cohort, tmp_path):
+    test = cohort["test"].copy()
+    # two histologies of 15 and 12 patients and a rare one of 3 (too small to score)
+    test["histology"] = ["leiomyosarcoma"] * 15 + ["liposarcoma"] * 12 + ["synovial"] * 3
+    test.to_csv(cohort["root"] / "test" / "manifest_histology.csv", index=False)
+    out = tmp_path / "eval"
+    args = ["--manifest", str(cohort["root"] / "test" / "manifest_histology.csv"),
+            "--out", str(out), "--bootstrap", "200", "--seed", "5", *_model_args(cohort["files"])]
+    assert main(args) == 0
+    block = _read(out / "metrics.json")["subgroups"]
+    assert (out / "subgroups.png").read_bytes().startswith(PNG)
+    rows = pd.read_csv(out / "subgroups.csv")
+    common = [pid for pid in pd.read_csv(cohort["files"]["DL-T1FSGd"], dtype=str)["patient_id"]
+              if pid != MISSING]
+    manifest = test.set_index("patient_id").loc[common]
+    y_all = cohort["labels"][common].to_numpy()
+    levels = {"histology": manifest["histology"].to_numpy(), "sex": manifest["sex"].to_numpy(),
+              "age": np.where(manifest["age"].isna(), "unknown", np.where(
+                  manifest["age"] < 50, "<50", np.where(manifest["age"] < 65, "50-64", ">=65")))}
+    scored = {(g["variable"], g["level"]) for g in block["groups"]}
+    small = {(g["variable"], g["level"]) for g in block["too_small"]}
+    assert ("histology", "synovial") in small and ("histology", "liposarcoma") in scored
+    assert {("sex", "M"), ("sex", "F")} <= scored
+    n_checked = 0
+    for group in block["groups"]:
+        where = levels[group["variable"]] == group["level"]
+        y = y_all[where]
+        assert group["n"] == where.sum() >= 10 and 0 < y.sum() < len(y)
+        for name, path in cohort["files"].items():
+            p = pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id").loc[
+                common, "p_high"].to_numpy()[where]
+            model = group["models"][name]
+            assert model["auc"]["value"] == pytest.approx(roc_auc_score(y, p))
+            assert model["sensitivity"]["value"] == pytest.approx(recall_score(y, p > 0.5))
+            assert model["specificity"]["value"] == pytest.approx(
+                recall_score(y, p > 0.5, pos_label=0))
+            assert model["accuracy"]["value"] == pytest.approx(accuracy_score(y, p > 0.5))
+            assert model["brier"]["value"] == pytest.approx(brier_score_loss(y, p))
+            low, high = model["auc"]["ci95"]
+            assert low <= model["auc"]["value"] <= high
+            row = rows[(rows["variable"] == group["variable"]) & (rows["level"] == group["level"])
+                       & (rows["model"] == name)].iloc[0]
+            assert row["auc"] == pytest.approx(model["auc"]["value"])
+            n_checked += 1
+    assert n_checked >= 4 * len(MODELS)
+    for group in block["too_small"]:  # listed, never scored
+        where = levels[group["variable"]] == group["level"]
+        assert group["n"] == where.sum()
+        assert where.sum() < 10 or y_all[where].min() == y_all[where].max()

@@ -22,7 +22,7 @@ from sarcograde import __version__
 from sarcograde.artifacts import write_json
 from sarcograde.cli import main
 from sarcograde.data import load_slices
-from sarcograde.ensemble import aggregate, load_ensemble, slice_logits
+from sarcograde.ensemble import aggregate, load_ensemble, package_ensemble, slice_logits
 from sarcograde.formats.evaluation import format_estimate
 from sarcograde.formats.package import MODEL_CARD, MODEL_JSON, read_package
 from sarcograde.formats.run import CV_PREDICTIONS, write_cv_predictions
@@ -72,7 +72,7 @@ def test_the_package_gives_the_runs_slice_logits_and_p_high(trained, form, tmp_p
     slices = load_slices(trained / "cache")
     run = load_ensemble(trained / "run")
     package = read_package(trained / form)
-    ensemble = package.ensemble("T1")
+    ensemble = package_ensemble(package, "T1")
     assert ensemble.names == run.names == ["fold_00", "fold_01"]
     assert ensemble.input_meta == run.input_meta
     expected, got = slice_logits(run, slices.images), slice_logits(ensemble, slices.images)
@@ -88,7 +88,8 @@ def test_the_package_gives_the_runs_slice_logits_and_p_high(trained, form, tmp_p
 
 
 def test_the_package_holds_no_training_id_and_no_build_path(trained):
-    forbidden = [*GRADES, str(trained), str(trained.resolve()), "manifest"]
+    # '"manifest"': the caches' key naming their cohort's file, which must not travel
+    forbidden = [*GRADES, str(trained), str(trained.resolve()), '"manifest"']
     for form in ("pkg", "pkg.zip"):
         for name, data in package_files(trained / form).items():
             for text in forbidden:
@@ -273,7 +274,7 @@ def test_a_study_package_holds_no_id_nor_path_and_rebuilds_each_sequence(study):
     images = synthetic_slices(np.random.default_rng(0), 6)[0]
     for seq in SEQUENCES:
         run = load_ensemble(study / "train" / seq)
-        assert np.abs(slice_logits(package.ensemble(seq), images)
+        assert np.abs(slice_logits(package_ensemble(package, seq), images)
                       - slice_logits(run, images)).max() <= 1e-6
 
 
@@ -293,3 +294,13 @@ def test_a_study_refuses_a_second_fusion_and_a_fusion_of_other_sequences(study, 
     by_runs = read_package(tmp_path / "runs")
     assert by_runs.document["external_validation"] is None
     assert by_runs.threshold == read_package(study / "model.zip").threshold
+
+
+def test_a_training_cache_without_acquisition_columns_gives_a_package_without_ranges(trained):
+    """The fake cache is written as `preprocess` wrote caches before the acquisition columns:
+    the package says the ranges are unknown and why, and its card says so too."""
+    document = read_package(trained / "pkg").document
+    block = document["models"]["T1"]["acquisition_range"]
+    assert block["known"] is False and "did not record the acquisition" in block["reason"]
+    card = (trained / "pkg" / MODEL_CARD).read_text(encoding="utf-8")
+    assert "## Acquisition of the training cohort" in card and block["reason"] in card

@@ -14,6 +14,7 @@ import json
 
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import yaml
 
 from sarcograde.cli import main
@@ -22,6 +23,7 @@ from sarcograde.formats.grade import (CASE_REPORT, GRADES, grade_path, read_grad
 from sarcograde.formats.package import MODEL_JSON
 from sarcograde.formats.predictions import read_predictions
 from sarcograde.grade import BORDERLINE, grade_of, is_borderline
+from sarcograde.study.runner import command_line
 from test_report_browser import assert_renders, browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,7 +70,8 @@ def grade_one(built, out, *extra) -> dict:
     for seq in SEQUENCES:
         args += ["--image", f"{seq}={base / row[f'image_{seq}']}"]
     args += ["--mask", f"T1FSGd={base / row['mask_T1FSGd']}", *extra]
-    assert main(args) == 0
+    with command_line(args):  # sys.argv as typed, which run.json records
+        assert main(args) == 0
     return read_grade(grade_path(out, "case-1"))
 
 
@@ -106,7 +109,9 @@ def test_grade_equals_predict_and_fusion_apply_on_the_same_images(built, tmp_pat
     assert result["spread"]["n_models"] == 2
     assert result["spread"]["min"] <= result["spread"]["max"]
     codes = [f["code"] for f in result["qa_flags"]]
-    assert [c for c in codes if c not in ("borderline", "attention_off_tumour")] == [
+    # a patient of another site may fall outside the training range of an acquisition value
+    assert [c for c in codes if c not in ("borderline", "attention_off_tumour",
+                                          "acquisition_outside_training_range")] == [
         "contour_carried"]
     assert ("borderline" in codes) == result["borderline"]
     assert codes.count("attention_off_tumour") == sum(
@@ -153,8 +158,33 @@ def test_the_case_report_holds_grade_json_numbers_and_no_identifier_unless_asked
     assert f">{result['grade']}<" in page
     assert "Not for clinical use without local validation" in page
     assert identifier not in (tmp_path / "anonymous" / "case-1" / "grade.json").read_text()
+    command = json.loads((tmp_path / "anonymous" / "run.json").read_text())["command"]
+    assert identifier not in command and "--image T1FSGd=<PATH>" in command
     grade_one(built, tmp_path / "identified", "--identify")
     assert identifier in (tmp_path / "identified" / "case-1" / CASE_REPORT).read_text()
+    assert identifier in json.loads((tmp_path / "identified" / "run.json").read_text())["command"]
+
+
+def test_a_patient_that_cannot_be_graded_does_not_stop_the_batch(built, tmp_path, capsys):
+    manifest = pd.read_csv(built / "new" / "manifest.csv", dtype=str)
+    for column in [c for c in manifest.columns if c.startswith(("image_", "mask_"))]:
+        manifest[column] = [str(built / "new" / v) if isinstance(v, str) else v
+                            for v in manifest[column]]
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    manifest.loc[0, "image_T2FS"] = str(broken)
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    out = tmp_path / "batch"
+    assert main(["grade", "--model", str(built / "pkg"), "--out", str(out), "--manifest",
+                 str(tmp_path / "manifest.csv"), "--device", "cpu"]) == 1
+    bad, good = manifest["patient_id"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sarcograde grade: error: 1 of 2 patient(s) not graded")
+    assert any(bad in line and broken.name in line for line in err[:-1])
+    grades = read_grades(out / GRADES).set_index("patient_id")
+    assert grades.loc[bad, "grade"] == "not graded" and grades.loc[bad, "error"]
+    assert pd.isna(grades.loc[bad, "p_high"]) and not (out / bad).exists()
+    assert grades.loc[good, "p_high"] == pytest.approx(read_grade(grade_path(out, good))["p_high"])
 
 
 def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):
@@ -193,3 +223,94 @@ def test_the_case_report_renders_in_chromium(built, tmp_path, browser):
                    shot_name="case_report_screenshot.png")
     assert browser.evaluate("document.getElementById('p-high').textContent") == \
         f"{read_grade(grade_path(tmp_path / 'graded', 'case-1'))['p_high']:.3f}"
+
+
+# --- the acquisition against the training range ----------------------------------------------
+
+def grade_files(built, out, images: dict, masks: dict, model=None) -> dict:
+    args = ["grade", "--model", str(model or built / "pkg"), "--out", str(out), "--id", "case-1",
+            "--device", "cpu"]
+    args += [a for seq, path in images.items() for a in ("--image", f"{seq}={path}")]
+    args += [a for seq, path in masks.items() for a in ("--mask", f"{seq}={path}")]
+    assert main(args) == 0
+    return read_grade(grade_path(out, "case-1"))
+
+
+def training_patient(built) -> tuple[dict, dict]:
+    row = pd.read_csv(built / "train" / "manifest.csv", dtype=str, keep_default_na=False).iloc[0]
+    base = built / "train"
+    return ({seq: base / row[f"image_{seq}"] for seq in SEQUENCES},
+            {seq: base / row[f"mask_{seq}"] for seq in SEQUENCES if row.get(f"mask_{seq}")})
+
+
+def test_the_package_holds_the_training_images_spacing_range(built):
+    document = json.loads((built / "pkg" / MODEL_JSON).read_text())
+    manifest = pd.read_csv(built / "train" / "manifest.csv", dtype=str)
+    card = (built / "pkg" / "MODEL_CARD.md").read_text()
+    for seq in SEQUENCES:
+        spacing = [max(sitk.ReadImage(str(built / "train" / p)).GetSpacing()[:2])
+                   for p in manifest[f"image_{seq}"]]
+        block = document["models"][seq]["acquisition_range"]
+        assert block["known"] and block["n_patients"] == len(manifest)
+        pixel = block["values"]["pixel_spacing_mm"]
+        assert pixel["min"] == pytest.approx(min(spacing), abs=1e-4)
+        assert pixel["max"] == pytest.approx(max(spacing), abs=1e-4)
+        assert block["values"]["field_strength_t"] is None  # NIfTI holds none
+        assert f"- in-plane pixel spacing: {pixel['min']:.4g}–{pixel['max']:.4g} mm" in card
+
+
+def test_a_training_patient_is_inside_its_range_and_a_3_mm_one_is_flagged(built, tmp_path):
+    images, masks = training_patient(built)
+    inside = grade_files(built, tmp_path / "inside", images, masks)
+    block = inside["acquisition_range"]
+    assert block["checked"] and block["outside"] == []
+    assert "acquisition_outside_training_range" not in [f["code"] for f in inside["qa_flags"]]
+    assert block["sequences"]["T1FSGd"]["values"]["pixel_spacing_mm"] == pytest.approx(
+        max(sitk.ReadImage(str(images["T1FSGd"])).GetSpacing()[:2]), abs=1e-4)
+
+    # the same T1FSGd image and contour resampled to 3 mm pixels, as a coarser scanner gives
+    coarse = {}
+    for name, path, interpolator in (("image", images["T1FSGd"], sitk.sitkLinear),
+                                     ("mask", masks["T1FSGd"], sitk.sitkNearestNeighbor)):
+        source = sitk.ReadImage(str(path))
+        spacing = (3.0, 3.0, source.GetSpacing()[2])
+        size = [max(1, round(n * s / t)) for n, s, t in
+                zip(source.GetSize(), source.GetSpacing(), spacing)]
+        coarse[name] = tmp_path / f"coarse-{name}.nii.gz"
+        sitk.WriteImage(sitk.Resample(source, size, sitk.Transform(), interpolator,
+                                      source.GetOrigin(), spacing, source.GetDirection()),
+                        str(coarse[name]))
+    result = grade_files(built, tmp_path / "coarse", {"T1FSGd": coarse["image"]},
+                         {"T1FSGd": coarse["mask"]})
+    flagged = [o for o in result["acquisition_range"]["outside"]
+               if o["value"] == "pixel_spacing_mm"]
+    assert [(o["sequence"], o["patient"]) for o in flagged] == [("T1FSGd", 3.0)]
+    span = json.loads((built / "pkg" / MODEL_JSON).read_text())["models"]["T1FSGd"][
+        "acquisition_range"]["values"]["pixel_spacing_mm"]
+    message = (f"T1FSGd: in-plane pixel spacing 3 mm is outside the training range "
+               f"{span['min']:.4g}–{span['max']:.4g} mm ({span['n']} patients)")
+    assert {"code": "acquisition_outside_training_range", "sequence": "T1FSGd",
+            "message": message} in result["qa_flags"]
+    page = (tmp_path / "coarse" / "case-1" / CASE_REPORT).read_text()
+    assert message in page and "outside the training range" in page
+
+
+def test_a_package_without_ranges_grades_without_comparing_and_says_why(built, tmp_path):
+    import shutil
+
+    from sarcograde.formats.package import content_checksum
+
+    old = tmp_path / "old-pkg"  # as exported before the acquisition was recorded
+    shutil.copytree(built / "pkg", old)
+    document = json.loads((old / MODEL_JSON).read_text())
+    for block in document["models"].values():
+        del block["acquisition_range"]
+    document["checksum"] = content_checksum(document)
+    (old / MODEL_JSON).write_text(json.dumps(document, indent=2))
+    images, masks = training_patient(built)
+    result = grade_files(built, tmp_path / "graded", images, masks, model=old)
+    block = result["acquisition_range"]
+    assert block["checked"] is False and "exported before" in block["reason"]
+    assert "acquisition_outside_training_range" not in [f["code"] for f in result["qa_flags"]]
+    page = (tmp_path / "graded" / "case-1" / CASE_REPORT).read_text()
+    assert "Acquisition not compared with the training cohort" in page

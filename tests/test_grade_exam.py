@@ -67,3 +67,30 @@ def test_export_refuses_a_series_rule_that_is_no_pattern(package, tmp_path, caps
     assert main(["export", "--run", f"T1={run}", "--series-rule", "T1=t1(", "--out",
                  str(tmp_path / "pkg")]) == 1
     assert "not a regular expression" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None,
+                    reason="dciodvfy not installed (Debian package dicom3tools; .ci/run installs "
+                           "it)")
+def test_dicom_out_of_a_real_exam_has_only_the_errors_it_inherits(package, tcia_root,
+                                                                  tcia_two_series, tmp_path):
+    """The real exam's own dciodvfy errors (its Study ID is longer than DICOM allows) come back
+    in the objects written from it, through the copied study attributes, and nothing else."""
+    import subprocess
+
+    from sarcograde.formats.dicom_out import dicom_folder
+
+    folder, original, _ = tcia_two_series
+    shutil.copy(tcia_root / "dicom" / "STS_002" / "MR_T1" / "mask" / "RS.dcm", folder / "RS.dcm")
+    out = tmp_path / "graded"
+    assert main(["grade", "--model", str(package), "--exam", str(folder), "--out", str(out),
+                 "--id", "case-7", "--device", "cpu", "--series", f"T1={original}",
+                 "--dicom-out"]) == 0
+    paths = sorted(dicom_folder(out, "case-7").iterdir())
+    assert len(paths) == 4  # SR, SEG, attention map, montage
+    for path in paths:
+        report = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines()
+                  if line.startswith("Error")]
+        assert errors and all("StudyID" in line or "invalid data values" in line
+                              for line in errors), (path.name, errors)

@@ -95,3 +95,77 @@ def test_settings_file_overrides_and_rejects_unknown_keys(tmp_path):
     bad.write_text("features:\n  families: [glcm, wavelet]\n")
     with pytest.raises(SarcogradeError, match="wavelet"):
         load_settings(bad)
+
+
+def _features_from_nifti_files(image, mask, spacing, folder) -> dict[str, float]:
+    """MIRP on NIfTI files of the same box, as `compute_features` fed it before arrays."""
+    import SimpleITK as sitk
+    from mirp import extract_features
+
+    from sarcograde.radiomics.features import _bounding_box, _mirp_settings, _quiet_mirp
+
+    paths = {}
+    for name, array in (("image", image.astype(np.float32)), ("mask", mask.astype(np.uint8))):
+        volume = sitk.GetImageFromArray(np.ascontiguousarray(array[_bounding_box(mask)]))
+        volume.SetSpacing([spacing] * 3)
+        paths[name] = str(folder / f"{name}.nii")
+        sitk.WriteImage(volume, paths[name])
+    with _quiet_mirp():
+        table = extract_features(**paths, **_mirp_settings(SETTINGS))[0]
+    return {name: float(table[name].iloc[0]) for name in table.columns
+            if name.startswith(tuple(FAMILIES.values()))}
+
+
+def test_arrays_give_the_features_of_nifti_files(tmp_path):
+    """Under 1000 voxels MIRP computes Moran's I and Geary's C over every pair too, so every
+    feature of the array path equals MIRP's from files (spacing 2 mm: handed over, not 1 mm)."""
+    rng = np.random.default_rng(7)
+    image = rng.normal(size=(12, 13, 14)).astype(np.float32)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[3:9, 4:10, 3:11] = rng.random((6, 6, 8)) < 0.9              # about 260 voxels
+    image[mask > 0] += np.indices(image.shape)[0][mask > 0] * 0.3     # some spatial structure
+    spacing = 2.0
+    arrays = compute_features(image, mask, spacing, SETTINGS).values
+    files = _features_from_nifti_files(image, mask, spacing, tmp_path)
+    assert sorted(arrays) == sorted(files) and len(arrays) > 100
+    for name, value in files.items():
+        assert arrays[name] == pytest.approx(value, rel=1e-6, abs=1e-12, nan_ok=True), name
+    assert arrays["morph_vol_approx"] == pytest.approx(mask.sum() * spacing ** 3)
+
+
+def _all_pairs_moran_geary(positions, values, spacing):
+    """IBSI's definitions with every pair's 1/distance weight (the independent reference)."""
+    points = positions * spacing
+    distance = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(distance, np.inf)
+    weights = 1.0 / distance
+    deviation = values - values.mean()
+    n, variance = len(values), (deviation ** 2).sum()
+    moran = n * (weights * np.outer(deviation, deviation)).sum() / (weights.sum() * variance)
+    geary = ((n - 1) * (weights * (deviation[:, None] - deviation[None, :]) ** 2).sum()
+             / (2 * weights.sum() * variance))
+    return moran, geary
+
+
+@pytest.mark.parametrize("pattern", ["gradient", "checkerboard", "noise"])
+def test_moran_and_geary_of_a_large_tumour_are_over_every_pair(pattern):
+    """Above 999 voxels MIRP would average random subsets of 100 voxels; the values are the
+    all-pairs ones instead, the same on every run, and of the sign the pattern implies."""
+    rng = np.random.default_rng(11)
+    z, y, x = np.indices((16, 16, 16))
+    image = {"gradient": 0.2 * (z + y), "checkerboard": ((z + y + x) % 2) * 1.0,
+             "noise": rng.normal(size=z.shape)}[pattern].astype(np.float32)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[2:14, 2:14, 1:15] = 1                                         # 2016 voxels
+    values = compute_features(image, mask, 1.5, SETTINGS).values
+    positions = np.argwhere(mask)
+    moran, geary = _all_pairs_moran_geary(positions.astype(float),
+                                          image[mask > 0].astype(np.float64), 1.5)
+    assert values["morph_moran_i"] == pytest.approx(moran, rel=1e-9, abs=1e-12)
+    assert values["morph_geary_c"] == pytest.approx(geary, rel=1e-9)
+    assert compute_features(image, mask, 1.5, SETTINGS).values == values
+    expected_sign = {"gradient": 1, "checkerboard": -1, "noise": 0}[pattern]
+    if expected_sign:
+        assert np.sign(moran) == expected_sign and np.sign(1 - geary) == expected_sign
+    else:
+        assert abs(moran) < 0.01 and abs(geary - 1) < 0.05

@@ -18,7 +18,7 @@ from sarcograde.report import (SarcogradeError, build_report, format_ci, format_
                                format_p)
 
 METRIC_KEYS = ("auc", "precision", "sensitivity", "specificity", "f1", "accuracy", "brier",
-               "calibration_slope", "calibration_intercept")
+               "calibration_slope", "calibration_intercept", "net_benefit")
 SECTIONS = ("flow", "cohort", "performance", "survival", "attention", "training", "methods",
             "provenance")
 
@@ -98,7 +98,7 @@ def write_fixture(root: Path, *, baselines=True, survival=True, cohort=True, exp
     pd.DataFrame({"model": ["DL-T2FS", "DL-T2FS"], "rule": ["argmax", "youden"],
                   "threshold": [0.5, 0.6234], "tn": [4, 5], "fp": [2, 1], "fn": [3, 6],
                   "tp": [31, 28]}).to_csv(eval_dir / "confusion.csv", index=False)
-    for name in ("roc", "calibration"):
+    for name in ("roc", "calibration", "decision_curve"):
         _png(eval_dir / f"{name}.png", seed=len(name))
     if cohort:
         (eval_dir / "cohort_table.md").write_text(

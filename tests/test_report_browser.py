@@ -183,13 +183,15 @@ def test_report_renders_in_chromium(browser, tmp_path):
     paths = write_fixture(tmp_path / "fixture", synthetic=True)
     page = tmp_path / "report.html"
     build(paths, page)
-    assert_renders(browser, page, min_images=11, sections=8, shot_name="report_screenshot.png")
+    # + abstention, subgroups, recalibration ("not run" here: the fixture's metrics.json has none)
+    assert_renders(browser, page, min_images=11, sections=11, shot_name="report_screenshot.png")
 
 
 def test_study_report_renders_in_chromium(browser, tmp_path):
     root = write_study(tmp_path / "study", hostile=True)
     page = build_study_report(root)
-    assert_renders(browser, page, min_images=30, sections=12,
+    # + decision curves, abstention, subgroups and recalibration, with their figures
+    assert_renders(browser, page, min_images=30 + 3 * 4, sections=16,
                    shot_name="study_report_screenshot.png")
     # The hostile model name and patient id stay text: no element was injected.
     assert browser.evaluate("document.querySelectorAll('main b, main img[src=x]').length") == 0

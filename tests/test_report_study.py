@@ -23,7 +23,7 @@ from sarcograde.formats.run import Folds, write_folds
 from sarcograde.report import build_study_report
 from sarcograde.splits import make_splits
 
-from test_report import METRIC_KEYS, PageParser, _metrics_block, expected
+from test_report import METRIC_KEYS, PageParser, _estimate, _metrics_block, expected
 
 SITES = ("hospital-a", "hospital-b")
 SEQUENCES = ("T1FSGd", "T2FS")
@@ -59,6 +59,23 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
                "delong_adjustment": f"Bonferroni over {len(pairs)} pairs", "pooled": pooled}
     if pooled:
         metrics["sites"] = {s: {"n": 30 + 10 * i, "n_low": 9} for i, s in enumerate(SITES)}
+    kept_rng = np.random.default_rng(n)  # apart from `rng`, whose draws the other parts follow
+    metrics["abstention"] = {"coverage": 0.9, "score": "p_high_sd", "models": {
+        m: ({"n_kept": n - 3, "n": n, "max_spread": 0.0834, **_metrics_block(kept_rng)}
+            if m.startswith("DL-T") else {"note": "not computable: no p_high_sd column"})
+        for m in models}}
+    metrics["subgroups"] = {"min_patients": 10, "groups": [
+        {"variable": "sex", "level": level, "n": n // 2, "n_low": 5, "n_high": n // 2 - 5,
+         "models": {m: {"auc": _estimate(kept_rng)} for m in models}} for level in ("F", "M")],
+        "too_small": [{"variable": "age", "level": "<50", "n": 4, "n_high": 2,
+                       "reason": "fewer than 10 patients"}]}
+    metrics["decision_curve"] = {"thresholds": {"from": 0.05, "to": 0.95, "step": 0.01}}
+    metrics["recalibration"] = {"n": 10, "n_evaluated": n - 10, "rule": "intercept only",
+                                "models": {m: {"fit": "intercept only", "intercept": 0.4213,
+                                               "slope": 1.0,
+                                               "before": _metrics_block(kept_rng),
+                                               "after": _metrics_block(kept_rng)}
+                                           for m in models}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     excluded = excluded if excluded is not None else [
         {"patient_id": f"{folder.name}-900", "reason": "grade unknown"}]
@@ -70,7 +87,9 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
         "| --- | --- | --- | --- | --- | --- |\n"
         f"| Age | | 61.2 ± 9.1 | 58.{n % 10} ± 11.0 | 0.432 | 1.000 |\n\n"
         "Wilcoxon rank-sum for age.\n")
-    for name in ("roc", "calibration") + (("calibration_models",) if n == 30 else ()):
+    for name in ("roc", "calibration", "decision_curve", "selective_prediction", "subgroups",
+                 "recalibration") + (
+            ("calibration_models",) if n == 30 else ()):
         _png(folder / f"{name}.png", seed=len(name) + n)
     if survival:
         groups = {"n": n // 2, "deaths": 3, "median_months": 40.5}
@@ -189,8 +208,8 @@ def study(tmp_path_factory):
 
 def test_every_section_is_present_and_run(study):
     _, _, parsed = study
-    for section in ("summary", "flow", "cohort", "performance", "roc", "calibration",
-                    "survival", "delong", "attention", "training", "methods", "provenance"):
+    for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "abstention",
+                    "subgroups", "calibration", "recalibration", "survival", "delong", "attention", "training", "methods", "provenance"):
         assert section in parsed.sections, section
         assert "Not run" not in parsed.sections[section], section
 
@@ -208,6 +227,47 @@ def test_table2_cells_equal_metrics_json(study):
     assert n_cells == 3 * len(MODELS) * len(METRIC_KEYS)
     assert "Pooled from: hospital-a 30 (9 low grade), hospital-b 40" in parsed.sections["performance"]
     assert "all external sites, pooled: 70" in parsed.sections["performance"]
+
+
+def test_abstention_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    for site in (*SITES, "pooled"):
+        metrics = metrics_of(root, site)
+        for model, block in metrics["abstention"]["models"].items():
+            if "note" in block:
+                assert f"{model}: {block['note']}" in parsed.sections["abstention"]
+                continue
+            for key in ("auc", "accuracy", "sensitivity", "specificity"):
+                assert parsed.cells[(site, model, None, f"abstention_{key}")] == expected(
+                    block[key]), (site, model, key)
+            assert parsed.cells[(site, model, None, "n_kept")] == \
+                f"{block['n_kept']} of {block['n']}"
+    assert "the 90% with the lowest" in parsed.sections["abstention"]
+
+
+def test_subgroup_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    n_cells = 0
+    for site in (*SITES, "pooled"):
+        for group in metrics_of(root, site)["subgroups"]["groups"]:
+            metric = f"subgroup_auc:{group['variable']}={group['level']}"
+            for model, block in group["models"].items():
+                assert parsed.cells[(site, model, None, metric)] == expected(block["auc"])
+                n_cells += 1
+    assert n_cells == 3 * 2 * len(MODELS)
+    assert "Too small to score: age: <50 (4 patients, 2 high; fewer than 10 patients)" in \
+        parsed.sections["subgroups"]
+
+
+def test_recalibration_cells_equal_metrics_json(study):
+    root, _, parsed = study
+    for site in (*SITES, "pooled"):
+        for model, block in metrics_of(root, site)["recalibration"]["models"].items():
+            for when in ("before", "after"):
+                for key in ("brier", "calibration_slope", "calibration_intercept"):
+                    assert parsed.cells[(site, model, None, f"recalibration_{when}_{key}")] == \
+                        expected(block[when][key]), (site, model, when, key)
+    assert "fitted on 10 patients" in parsed.sections["recalibration"]
 
 
 def test_delong_matrices_equal_metrics_json(study):
@@ -335,7 +395,7 @@ def test_methods_and_provenance_come_from_study_json_and_the_runs(study):
     methods = parsed.sections["methods"]
     for snippet in ("2 external site(s) (hospital-a, hospital-b)", "seed: 3", "500 bootstrap",
                     "DL-T2FS: ", "2-fold cross-validation", "batch size 8", "late fusion",
-                    "Kaplan-Meier"):
+                    "Kaplan-Meier", "decision curves (net benefit"):
         assert snippet in methods, snippet
     provenance = parsed.sections["provenance"]
     assert "train T2FS" in provenance and "evaluate/hospital-a/run.json" in provenance
@@ -381,6 +441,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
     for site in SITES:
         (root / "evaluate" / site / "cohort_table.md").unlink()
         (root / "evaluate" / site / "roc.png").unlink()
+    (root / "evaluate" / "hospital-b" / "decision_curve.png").unlink()
     metrics = metrics_of(root, "pooled")
     metrics["models"] = {"DL-T2FS": metrics["models"]["DL-T2FS"]}
     del metrics["delong"]
@@ -390,6 +451,7 @@ def test_missing_optional_parts_say_not_run(tmp_path):
                           ("survival", "survival analysis (hospital-a)"),
                           ("cohort", "cohort table (hospital-b)"),
                           ("roc", "ROC curves (hospital-a)"),
+                          ("decision", "decision curves (hospital-b)"),
                           ("delong", "DeLong tests (pooled): one model only"),
                           ("provenance", "study steps")):
         assert f"Not run: {what}" in parsed.sections[section], section
@@ -465,3 +527,25 @@ def test_a_multi_model_evaluate_folder_alone_gets_the_study_page(tmp_path, capsy
     assert cli.main(["report", str(folder), "--run", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--study DIR" in err[0]
+
+
+def test_the_acquisition_section_shows_each_cohorts_summary_as_check_wrote_it(tmp_path):
+    from sarcograde.acquisition import Header, protocol_row, summary
+    from sarcograde.formats.acquisition import write_acquisition
+
+    root = write_study(tmp_path)
+    page = parse(build_study_report(root).read_text(encoding="utf-8"))
+    assert "Not run: acquisition table" in page.sections["acquisition"]
+    for cohort, (maker, tesla) in (("train", ("Siemens", 1.5)), ("hospital-a", ("GE", 3.0))):
+        header = Header("DICOM", (0.5, 0.5), 4.0, (512, 512), 30,
+                        {"Manufacturer": maker, "MagneticFieldStrength": tesla,
+                         "RepetitionTime": 600.0, "EchoTime": 12.0})
+        rows = [protocol_row(f"{cohort}-{i}", "T1FSGd", cohort, header) for i in range(3)]
+        write_acquisition(root / "check" / cohort, rows, summary(rows))
+    text = parse(build_study_report(root).read_text(encoding="utf-8")).sections["acquisition"]
+    assert "Not run" not in text
+    written = pd.read_csv(root / "check" / "hospital-a" / "acquisition-summary.csv", dtype=str)
+    assert written.loc[0, "manufacturer"] == "GE (3)" and written.loc[0, "n"] == "3"
+    for value in ("Siemens (3)", "GE (3)", "1.5 (3)", "3.0 (3)", "600", "512", "unknown (3)"):
+        assert value in text, value
+    assert text.index("hospital-a") < text.index("GE (3)") and "train" in text

@@ -143,6 +143,21 @@ def test_the_steps_parse_with_the_real_command_line(cohorts, tmp_path):
             cli.build_parser(step.argv[0]).parse_args(step.argv)
 
 
+def test_the_abstention_coverage_and_recalibration_reach_every_evaluation(cohorts, tmp_path):
+    overrides = {"train": {"folds": 2},
+                 "evaluate": {"bootstrap": 20, "coverage": 0.8, "recalibrate": 12}}
+    study = load_study(_write_study(tmp_path, cohorts, overrides=overrides))
+    evaluations = [s for s in build_steps(study, Layout(tmp_path / "out"))
+                   if s.stage == "evaluate" and s.argv and s.argv[0] == "evaluate"]
+    assert [s.name for s in evaluations] == ["evaluate/siteB", "evaluate/siteC", "evaluate/pooled"]
+    for step in evaluations:
+        parsed = cli.build_parser("evaluate").parse_args(step.argv)
+        assert (parsed.coverage, parsed.recalibrate) == (0.8, 12)
+    with pytest.raises(SarcogradeError, match="overrides.evaluate.coverage 1.5"):
+        load_study(_write_study(tmp_path / "bad", cohorts,
+                                overrides={"evaluate": {"coverage": 1.5}}))
+
+
 def test_the_executor_reaches_the_stages_that_take_it_and_leaves_the_keys(cohorts, tmp_path):
     study = load_study(_write_study(tmp_path, cohorts))
     ray = ("--executor", "ray", "--ray-address", "HEAD:6379")

@@ -242,11 +242,13 @@ class RunRecord:
     """
 
     def __init__(self, out_dir, *, config: Any = None, inputs: dict[str, str] | None = None,
-                 seed: int | None = None, name: str = FOLDER_RECORD):
+                 seed: int | None = None, name: str = FOLDER_RECORD,
+                 argv: list[str] | None = None):
         self.out_dir = Path(out_dir)
         self.name = name  # e.g. "qa.run.json" where the folder is shared with other stages
+        argv = sys.argv[1:] if argv is None else argv  # a stage may hide what names a patient
         self.record = {
-            "command": " ".join(["sarcograde", *sys.argv[1:]]) if sys.argv else "sarcograde",
+            "command": " ".join(["sarcograde", *argv]),
             "config": config,
             "seed": seed,
             "inputs": {name: hash_path(p) for name, p in (inputs or {}).items()},

@@ -25,7 +25,7 @@ from .cohort import Patient
 from .console import progress
 from .errors import SarcogradeError
 from .formats.evaluation import read_tumour_volumes, write_tumour_volumes
-from .io import is_rtstruct, read_mask
+from .io import is_dicom_contour, read_mask
 from .masks import MaskSource, mask_source
 from .sequence_image import read_sequence_image
 from .splits import Split, make_splits
@@ -41,14 +41,14 @@ LABELS = {_KEY[kinds.CLINICAL]: "Clinical", _KEY[kinds.VOLUME]: "Tumour volume",
 
 
 def _volume_key(source: MaskSource, patient_id: str) -> str:
-    """What the volume depends on: the mask's bytes (and the image and ROI for an RTSTRUCT)."""
+    """What the volume depends on: the mask's bytes (and image and ROI for an RTSTRUCT or SEG)."""
     mask = source.mask
-    rtstruct = is_rtstruct(mask)
-    for path in (mask, source.image) if rtstruct else (mask,):
+    dicom_contour = is_dicom_contour(mask)
+    for path in (mask, source.image) if dicom_contour else (mask,):
         if not path.exists():
             raise SarcogradeError("file not found", patient=patient_id, path=path)
     key = hash_path(mask)
-    if rtstruct:
+    if dicom_contour:
         key += f"|{source.roi or ''}|{hash_path(source.image)}"
         if source.series is not None:
             key += f"|{source.series}"
@@ -59,7 +59,7 @@ def _measure_volume(patient: Patient, source: MaskSource) -> tuple[int, float]:
     mask_path = source.mask
     try:
         reference = (read_sequence_image(patient.patient_id, source.drawn_on, mask_path)
-                     if is_rtstruct(mask_path) else None)
+                     if is_dicom_contour(mask_path) else None)
         mask = read_mask(mask_path, reference=reference, roi=source.roi)
     except SarcogradeError as exc:
         raise SarcogradeError(exc.problem, patient=patient.patient_id, path=exc.path) from None

@@ -1,4 +1,6 @@
-"""Validate a cohort before any work and write its QA table, qa.csv.
+"""Validate a cohort before any work and write its QA table, qa.csv, and its acquisition table,
+acquisition.csv (each image's scanner, protocol and geometry as its header gives them, no
+identifier) with its summary per site and sequence, acquisition-summary.csv.
 
 Every patient's image and mask are loaded and measured (shape, spacing, orientation, intensity
 percentiles, tumour volume, longest diameter, connected pieces). A patient is unusable when a
@@ -33,13 +35,15 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
+from .acquisition import protocol_row, read_header, summary
 from .artifacts import RunRecord
 from .cohort import Cohort, ManifestProblem, Patient, load_manifest
 from .console import progress
 from .dicom_tags import SERIES_UID_TAG
 from .errors import SarcogradeError
+from .formats.acquisition import ACQUISITION, write_acquisition
 from .formats.qa import QA, QA_COLUMNS, QA_RECORD, write_qa  # noqa: F401 QA_COLUMNS: public here
-from .io import (ImageWarning, grid_mismatches, is_rtstruct, mask_pieces, orientation_code,
+from .io import (ImageWarning, grid_mismatches, is_dicom_contour, mask_pieces, orientation_code,
                  read_mask, tumour_volume_ml)
 from .masks import (DRAWN, VOLUME_TOLERANCE, MaskSource, carry_mask, mask_source, read_drawn_mask,
                     volume_change)
@@ -72,6 +76,7 @@ class QaRow:
     values: dict = field(default_factory=dict)
     problems: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
+    acquisition: dict | None = None  # its row of acquisition.csv, where the image was read
 
     @property
     def usable(self) -> bool:
@@ -210,6 +215,11 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
         if image is not None:
             _measure_image(image, row, image_path)
             _check_image_contrast(image, row, image_path)
+            header = _read("image header", row, lambda path: read_header(
+                sequence_image(patient, sequence)), image_path)
+            if header is not None:
+                row.acquisition = protocol_row(patient.patient_id, sequence, patient.site or "",
+                                               header)
     if source is not None and source.carried:
         row.mask = str(source.mask)
         if image is not None:
@@ -217,8 +227,8 @@ def check_patient(patient: Patient, sequence: str) -> QaRow:
     elif mask_path is not None:
         row.values.update(mask_source=DRAWN)
         row.mask = str(mask_path)
-        # An RTSTRUCT needs its image: when that is unreadable, its problem is the one to report.
-        if image is not None or not is_rtstruct(mask_path):
+        # An RTSTRUCT or SEG needs its image: if that is unreadable, that is the problem to report.
+        if image is not None or not is_dicom_contour(mask_path):
             mask = _read("mask", row, read_mask, mask_path, image, patient.rois.get(sequence))
             if mask is not None:
                 _measure_mask(mask, row, mask_path)
@@ -339,6 +349,8 @@ def run(args: argparse.Namespace) -> int:
                    name=QA_RECORD) as run_record:
         rows = check_cohort(cohort, sequences)
         write_qa(out, [r.as_record() for r in rows])
+        acquired = [r.acquisition for r in rows if r.acquisition is not None]
+        write_acquisition(out, acquired, summary(acquired))
         unusable = sorted({r.patient_id for r in rows if not r.usable})
         run_record.record["summary"] = {"patients": len(cohort.patients), "rows": len(rows),
                                         "unusable": unusable}
@@ -355,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
     usable = len(cohort.patients) - len(set(unusable) & {p.patient_id for p in cohort.patients})
     print(f"{len(cohort.patients)} patient(s), {usable} usable; "
           f"{sum(len(r.problems) for r in rows)} problem(s), "
-          f"{sum(len(r.warnings) for r in rows)} warning(s); wrote {out / QA}",
+          f"{sum(len(r.warnings) for r in rows)} warning(s); wrote {out / QA} and "
+          f"{out / ACQUISITION}",
           file=sys.stderr)
     return 1 if unusable else 0

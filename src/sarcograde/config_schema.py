@@ -302,7 +302,13 @@ RADIOMICS = {
 # A study's `overrides`: the preset's sections, evaluate's options and the radiomics settings.
 STUDY_OVERRIDES = {**SETTINGS,
                    "evaluate": {"bootstrap": Key("bootstrap resamples of patients for the 95% CIs",
-                                                 Interval(Integral, 1, None))},
+                                                 Interval(Integral, 1, None)),
+                                "coverage": Key("abstention: the share of patients kept, lowest "
+                                                "ensemble spread first",
+                                                Interval(Real, 0, 1, "right")),
+                                "recalibrate": Key("patients of each site (and of the pooled "
+                                                   "sites) that fit a logistic recalibration",
+                                                   Interval(Integral, 2, None))},
                    "radiomics": RADIOMICS}
 
 

@@ -25,6 +25,7 @@ from .artifacts import RunRecord, write_csv
 from .console import info, warn
 from .errors import SarcogradeError
 from .formats.fusion import FUSION_MODEL, read_fusion_model, write_fusion_model
+from .formats.package import is_package, package_file, read_package
 from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .formats.run import CV_PREDICTIONS, read_cv_predictions
@@ -119,12 +120,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="a sequence's training run folder (repeat for each sequence)")
     fit_parser.add_argument("--out", type=Path, required=True, help="fusion folder")
     apply_parser = sub.add_parser("apply", help="grade a site with a fitted fusion -> CSV")
-    apply_parser.add_argument("model", type=Path, help="model.json written by `fusion fit`")
+    apply_parser.add_argument("model", type=Path, metavar="MODEL|PKG",
+                              help="model.json written by `fusion fit`, or a model package "
+                                   "(`sarcograde export`) with a fusion")
     add_renamed_option(apply_parser, "fusion apply", "--sequence", action="append",
                        required=True, metavar="SEQ=CSV",
                        help="a sequence and its DL model's predictions.csv, from `sarcograde "
                             "predict` (repeat for each sequence)")
     apply_parser.add_argument("--out", type=Path, required=True, help="output CSV (DL-fusion.csv)")
+
+
+def _fusion_model(path: Path) -> dict:
+    """`fusion fit`'s model.json, or a model package's fusion."""
+    if not is_package(path):
+        return read_fusion_model(path, MODEL_NAME)
+    fusion = read_package(path).fusion
+    if fusion is None:
+        raise SarcogradeError("the model package has no fusion (it grades one sequence)",
+                              path=path)
+    return fusion
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
              f"coefficients {', '.join(f'{s} {c:.3f}' for s, c in full['coefficients'].items())}"
              f" -> {args.out / FUSION_MODEL}")
         return 0
-    model = read_fusion_model(args.model, MODEL_NAME)
+    model = _fusion_model(args.model)
     paths = named_paths(args.sequence, "--sequence")
     frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():
@@ -151,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         if len(twice):
             raise SarcogradeError("patient predicted twice", patient=twice.iloc[0],
                                   path=paths[seq])
-    inputs = {"model": args.model, **{seq: path for seq, path in paths.items()}}
+    inputs = {"model": package_file(args.model) if is_package(args.model) else args.model,
+              **{seq: path for seq, path in paths.items()}}
     with RunRecord(args.out.parent, config={"model": str(args.model)}, inputs=inputs,
                    name=file_record_name(args.out)):
         table = apply(model, frames)

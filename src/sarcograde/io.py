@@ -166,18 +166,31 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
     return image
 
 
-def is_rtstruct(path: str | Path) -> bool:
-    """True for a DICOM file whose modality is RTSTRUCT."""
+DICOM_CONTOURS = ("RTSTRUCT", "SEG")  # the DICOM objects a contour may come as
+
+
+def dicom_modality(path: str | Path) -> str | None:
+    """The Modality of a DICOM file; None for a folder or a file that is not DICOM."""
     path = Path(path)
     if not path.is_file():
-        return False
+        return None
     import pydicom
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["Modality"])
     except Exception:  # not DICOM at all
-        return False
-    return getattr(ds, "Modality", None) == "RTSTRUCT"
+        return None
+    return getattr(ds, "Modality", None)
+
+
+def is_rtstruct(path: str | Path) -> bool:
+    """True for a DICOM file whose modality is RTSTRUCT."""
+    return dicom_modality(path) == "RTSTRUCT"
+
+
+def is_dicom_contour(path: str | Path) -> bool:
+    """True for an RTSTRUCT or a DICOM SEG: a contour that needs the image it was drawn on."""
+    return dicom_modality(path) in DICOM_CONTOURS
 
 
 def binarise_mask(mask: sitk.Image, path: str | Path) -> sitk.Image:
@@ -206,14 +219,21 @@ def binarise_mask(mask: sitk.Image, path: str | Path) -> sitk.Image:
 
 def read_mask(path: str | Path, reference: sitk.Image | None = None,
               roi: str | None = None) -> sitk.Image:
-    """Read a tumour mask as UInt8 0/1: an image file, a DICOM folder, or a DICOM-RTSTRUCT file.
+    """Read a tumour mask as UInt8 0/1: an image file, a DICOM folder, a DICOM-RTSTRUCT or a
+    DICOM SEG file.
 
-    An RTSTRUCT is rasterised onto `reference`, the image it was drawn on; `roi` names the ROI.
+    An RTSTRUCT is rasterised onto `reference`, the image it was drawn on, and a SEG's frames are
+    put on its slices; `roi` names the ROI or segment.
     """
     path = Path(path)
-    if is_rtstruct(path):
+    modality = dicom_modality(path)
+    if modality in DICOM_CONTOURS:
         if reference is None:
-            raise SarcogradeError("an RTSTRUCT mask needs its reference image", path=path)
+            raise SarcogradeError(f"an {modality} mask needs its reference image", path=path)
+        if modality == "SEG":
+            from .dicom_seg import read_seg
+
+            return read_seg(path, reference, roi)
         from .rtstruct import rasterise_rtstruct
 
         return rasterise_rtstruct(path, reference, roi)

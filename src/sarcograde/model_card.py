@@ -6,6 +6,7 @@ shows a package's result."""
 
 from __future__ import annotations
 
+from .acquisition import RANGE_RULE, range_words
 from .formats.evaluation import format_estimate
 from .formats.package import MODEL_CARD, MODEL_JSON
 
@@ -30,7 +31,8 @@ METRIC_HEADER = "| AUC (95% CI) | sensitivity | specificity |"
 def render_card(document: dict) -> str:
     """MODEL_CARD.md's text."""
     sections = [_title(document), _use(document), _sequences(document), _threshold(document),
-                _cohort(document["training_cohort"]), _cross_validation(document),
+                _cohort(document["training_cohort"]), _acquisition(document),
+                _cross_validation(document),
                 _external(document), _grading(document), _versions(document)]
     return "\n\n".join(sections) + "\n"
 
@@ -103,6 +105,17 @@ def _cohort(counts: dict) -> str:
     return "\n".join(lines)
 
 
+def _acquisition(document: dict) -> str:
+    """The training cohort's acquisition ranges per sequence: `grade` flags a patient outside."""
+    lines = ["## Acquisition of the training cohort", "",
+             f"Per sequence, the range ({RANGE_RULE}) of each acquisition value; `sarcograde "
+             "grade` flags a patient whose value falls outside it."]
+    for seq in document["sequences"]:
+        lines += ["", f"{seq}:", *(f"- {line}" for line in
+                                   range_words(document["models"][seq].get("acquisition_range")))]
+    return "\n".join(lines)
+
+
 def _metric_cells(block: dict) -> str:
     return " | ".join(format_estimate(block.get(k)) if block.get(k) else ""
                       for k in ("auc", "sensitivity", "specificity"))
@@ -140,7 +153,15 @@ def _external(document: dict) -> str:
 def _grading(document: dict) -> str:
     images = " ".join(f"--image {s}=IMAGE --mask {s}=MASK" for s in document["sequences"])
     return ("## How to grade with it\n\n"
-            f"```bash\nsarcograde grade --model PKG {images} --out DIR\n```\n\n"
+            f"```bash\nsarcograde grade --model PKG {images} --out DIR\n"
+            "sarcograde grade --model PKG --exam DICOM_EXAM_FOLDER --out DIR   # a whole exam\n"
+            "sarcograde grade --model PKG --manifest PATIENTS.csv --out DIR    # a batch\n"
+            "```\n\n"
+            "In a DICOM exam each sequence's series is found by the SeriesDescription rules "
+            "in model.json's `series_rules` (`--series SEQ=UID` names one), the contour "
+            "is its RTSTRUCT. "
+            "To validate the package on a site's own patients against the clinical and volume "
+            "baselines, without retraining, give it to a study as `model: PKG`. "
             "Each image is preprocessed with the package's settings above, graded by every fold "
             "model, and the result compared with the threshold. sarcograde checks every file "
             f"against the SHA-256 that {MODEL_JSON} lists before it uses the package, and "
@@ -156,5 +177,9 @@ def _versions(document: dict) -> str:
         trained = document["models"][seq].get("trained_with")
         if trained:
             lines.append(f"{seq} trained with {listed(trained)}.")
+    graphs = document.get("onnx")
+    if graphs:
+        lines.append(f"Each fold model is also an ONNX graph (opset {graphs['opset']}, "
+                     f"{listed(graphs['exported_with'])}), {graphs['check']}.")
     lines += ["", f"{MODEL_CARD} is written from {MODEL_JSON}, which holds the same in full."]
     return "\n".join(lines)

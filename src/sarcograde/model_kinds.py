@@ -9,7 +9,8 @@ and sequence and parsed back, the file that holds its predictions, and the poole
                       cohort (`baselines`)
     PKG-<SEQ>, PKG-fusion
                       a model package's sequences' models and their fusion (`export` names
-                      them in the package's model.json; no command predicts with them yet)
+                      them in the package's model.json; a study with `model: PKG` predicts
+                      with them under these names)
 
 A study lists the kinds it runs (`models:` in STUDY.yaml, `STUDY_KINDS`); every model's
 predictions are `<name>.csv` (patient_id, p_high, predicted). A new kind is an entry of

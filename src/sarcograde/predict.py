@@ -22,13 +22,14 @@ import torch
 from . import executors
 from .artifacts import RunRecord
 from .console import info, progress
+from .engines import ENGINES, engine_for_precision, engine_record, use_engine
 from .ensemble import (AGGREGATES, PRECISIONS, Ensemble, aggregate, check_cache_fits,
-                       load_ensemble, precision_name, resolve_precision, slice_logits)
+                       load_ensemble, models_file, precision_name, resolve_precision,
+                       slice_logits)
 from .errors import SarcogradeError
 from .formats.cache import INDEX, CacheIndex, patient_key, read_cache_config, read_patient
 from .formats.predictions import (PREDICTIONS, output_paths, read_slice_logits, slice_logits_key,
                                   slice_logits_path, write_predictions, write_slice_logits)
-from .formats.run import FOLDS
 from .device import resolve_device
 
 
@@ -121,13 +122,15 @@ class PatientBatchJob:
     batch_size: int
     precision: str
     threads: int = 1
+    engine: str = "torch"
 
 
 def predict_patient_batch(job: PatientBatchJob) -> int:
     """Predict (or reuse, after a dead worker) one batch of patients; how many."""
     torch.set_num_threads(job.threads)
     device = resolve_device(job.device)
-    predict_cache(load_ensemble(job.run, device), job.cache,
+    ensemble = load_ensemble(job.run, device, read_cache_config(job.cache).get("sequence"))
+    predict_cache(use_engine(ensemble, job.engine), job.cache,
                   CacheIndex.read(job.cache).rows(patients=list(job.patients), drop_empty=True),
                   job.slices_dir, batch_size=job.batch_size,
                   precision=resolve_precision(job.precision, device))
@@ -135,7 +138,9 @@ def predict_patient_batch(job: PatientBatchJob) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="training run folder (fold_XX/model.pt, folds.json)")
+    parser.add_argument("run", type=Path, metavar="RUN|PKG",
+                        help="training run folder (fold_XX/model.pt, folds.json), or a model "
+                             "package from `sarcograde export` (its model of the cache's sequence)")
     parser.add_argument("cache", type=Path, help="preprocessed cache of the patients to grade")
     parser.add_argument("--out", type=Path, default=Path(PREDICTIONS),
                         help=f"output CSV (default: {PREDICTIONS})")
@@ -147,7 +152,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default: the same numbers on every device), or bf16/fp16; "
                              "auto is bf16 on CUDA and fp32 on the CPU")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for the engine (default: all)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
+                             "else torch on the CPU; torch on a GPU or below fp32)")
     executors.add_arguments(parser)
 
 
@@ -161,20 +170,22 @@ def run(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     cache_config = read_cache_config(args.cache)
     index = CacheIndex.read(args.cache).rows(drop_empty=True)
-    ensemble = load_ensemble(args.run, device)
+    ensemble = load_ensemble(args.run, device, cache_config.get("sequence"))
     check_cache_fits(ensemble, cache_config, args.cache)
+    use_engine(ensemble, engine_for_precision(args.engine, precision))
     record_name, slices_dir = output_paths(args.out)
     config = {"aggregate": args.aggregate, "device": device.type, "batch_size": args.batch_size,
               "precision": precision_name(precision), "models": ensemble.names,
-              "preprocess": ensemble.preprocess}
-    inputs = {"cache_index": Path(args.cache) / INDEX, "folds": Path(args.run) / FOLDS}
+              "preprocess": ensemble.preprocess, **engine_record(ensemble.engine)}
+    inputs = {"cache_index": Path(args.cache) / INDEX, "models": models_file(args.run)}
     with RunRecord(args.out.parent, config=config, inputs=inputs, name=record_name):
         # Patients handed out (Ray tasks) leave their slice logits in slices_dir, keyed with
         # the driver's device, where the pass below finds them; it computes the others here.
         executor.map_patient_batches(
             predict_patient_batch, PatientBatchJob(args.run, args.cache, (), slices_dir,
                                                    device.type, args.batch_size,
-                                                   args.precision),
+                                                   args.precision,
+                                                   engine=ensemble.engine.name),
             index["patient_id"].tolist(), label="predict", gpu=device.type == "cuda")
         logits = predict_cache(ensemble, args.cache, index, slices_dir,
                                batch_size=args.batch_size, precision=precision)

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.path import Path as Polygon
 
-from .dicom_tags import FRAME_OF_REFERENCE_TAG, SERIES_UID_TAG
+from .dicom_tags import space_mismatch
 from .errors import SarcogradeError
 
 # A contour's distance from the nearest slice centre, and the spread of its points across the
@@ -133,20 +133,10 @@ def referenced_series(path: str | Path) -> set[str]:
 def _check_frame_of_reference(ds, item, reference: sitk.Image, path: Path) -> None:
     """Where the reference carries its DICOM frame of reference and series UIDs (a DICOM series
     read by `io.read_image`), the ROI's frame and the RTSTRUCT's referenced series must match."""
-    name = str(item.ROIName)
-    if reference.HasMetaDataKey(FRAME_OF_REFERENCE_TAG):
-        expected = str(item.get("ReferencedFrameOfReferenceUID", "")
-                       or ds.get("FrameOfReferenceUID", ""))
-        actual = reference.GetMetaData(FRAME_OF_REFERENCE_TAG).strip()
-        if expected and expected != actual:
-            raise SarcogradeError(f"ROI {name!r} is in frame of reference {expected}, "
-                                  f"the image in {actual}", path=path)
-    series = _referenced_series(ds)
-    if series and reference.HasMetaDataKey(SERIES_UID_TAG):
-        actual = reference.GetMetaData(SERIES_UID_TAG).strip()
-        if actual not in series:
-            raise SarcogradeError(f"ROI {name!r} was drawn on series {', '.join(sorted(series))}, "
-                                  f"the image is series {actual}", path=path)
+    frame = str(item.get("ReferencedFrameOfReferenceUID", "") or ds.get("FrameOfReferenceUID", ""))
+    problem = space_mismatch(reference, frame, _referenced_series(ds))
+    if problem:
+        raise SarcogradeError(f"ROI {str(item.ROIName)!r} {problem}", path=path)
 
 
 def physical_to_index(reference: sitk.Image, points: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The evaluation's figures: ROC curves (the reference model with its bootstrap 95% band and its
-argmax point) and reliability diagrams with Wilson intervals and the patients per bin."""
+argmax point), reliability diagrams with Wilson intervals and the patients per bin, and decision
+curves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from ..outcome import GRADE_OUTCOME, Outcome
 from ..stats import reliability_curve, roc_band, roc_curve
 
 ROC_GRID = np.linspace(0, 1, 101)
+
+
+def _finish(fig, ax, title: str, legend: str):
+    """The axes' grid, legend (at `legend`) and title; the figure laid out."""
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], reference: str,
@@ -38,12 +48,8 @@ def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], refere
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"ROC, {cohort} (n={len(y)}, {int(y.sum())} {outcome.classes[1]})",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"ROC, {cohort} (n={len(y)}, {int(y.sum())} {outcome.classes[1]})",
+                   "lower right")
 
 
 def _calibration_text(block: dict) -> str:
@@ -92,5 +98,91 @@ def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]]
     ax_count.set_xlabel(f"predicted probability of {outcome.classes[1]}")
     ax_count.set_xlim(0, 1)
     ax_count.set_ylim(0, max(1, max(c.max() for c in counts)) * 1.25)
+    fig.tight_layout()
+    return fig
+
+
+def decision_figure(curves, reference: str, cohort: str = "test cohort"):
+    """Net benefit of every model against the threshold probability (decision_curve.csv's
+    frame), the `reference` model with its bootstrap 95% band, beside treat all and treat none."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    first = curves[curves["model"] == reference]
+    t = first["threshold"].to_numpy()
+    treat_all = first["treat_all"].to_numpy()
+    ax.plot(t, treat_all, color="0.45", linewidth=1.2, label="treat all")
+    ax.axhline(0, color="0.2", linewidth=1, linestyle="--", label="treat none")
+    for name, curve in curves.groupby("model", sort=False):
+        line, = ax.plot(curve["threshold"], curve["net_benefit"], label=name,
+                        linewidth=2 if name == reference else 1.2,
+                        zorder=3 if name == reference else 2)
+        if name == reference:
+            ax.fill_between(curve["threshold"], curve["net_benefit_ci_low"],
+                            curve["net_benefit_ci_high"], color=line.get_color(), alpha=0.2,
+                            linewidth=0, label=f"{name}: 95% CI (bootstrap)")
+    # treat all falls steeply at high thresholds: the axis stops a little below zero
+    top = max(float(np.nanmax(curves["net_benefit_ci_high"])), float(np.nanmax(treat_all)), 0.1)
+    ax.set_ylim(-0.15 * top, top * 1.1)
+    ax.set_xlim(t.min(), t.max())
+    ax.set_xlabel("threshold probability of high grade")
+    ax.set_ylabel("net benefit")
+    return _finish(fig, ax, f"decision curves, {cohort}", "upper right")
+
+
+def selective_figure(curves, coverage: float, cohort: str = "test cohort"):
+    """AUC and accuracy of the patients kept against the share kept (selective_prediction.csv's
+    frame), one line per model, the chosen coverage marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True)
+    for name, curve in curves.groupby("model", sort=False):
+        for ax, metric in zip(axes, ("auc", "accuracy")):
+            ax.plot(curve["coverage"], curve[metric], label=name, linewidth=1.4)
+    for ax, label in zip(axes, ("AUC of the patients kept", "accuracy of the patients kept")):
+        ax.axvline(coverage, color="0.4", linestyle="--", linewidth=1,
+                   label=f"coverage {coverage:.0%}")
+        ax.set_xlabel("share of patients kept (lowest ensemble spread first)")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, 1.01)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"selective prediction, {cohort}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def subgroup_figure(groups: list[dict], overall: dict[str, float | None],
+                    cohort: str = "test cohort"):
+    """Forest plot of every model's AUC with its 95% CI per subgroup (metrics.json's
+    `subgroups.groups`), the models side by side in each row, their AUC on everyone dashed."""
+    import matplotlib.pyplot as plt
+
+    names = list(groups[0]["models"])
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * len(groups) * max(1, len(names) / 2)))
+    offsets = (np.arange(len(names)) - (len(names) - 1) / 2) * 0.8 / max(len(names), 1)
+    for k, name in enumerate(names):
+        for row, group in enumerate(groups):
+            block = group["models"][name]["auc"]
+            if block["value"] is None:
+                continue
+            y = row + offsets[k]
+            ci = block["ci95"] or [block["value"]] * 2
+            ax.plot(ci, [y, y], color=f"C{k}", linewidth=1.2)
+            ax.plot(block["value"], y, "s", color=f"C{k}", markersize=4,
+                    label=name if row == 0 else None)
+        if overall.get(name) is not None:
+            ax.axvline(overall[name], color=f"C{k}", linestyle=":", linewidth=1)
+    ax.axvline(0.5, color="0.5", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(groups)))
+    ax.set_yticklabels([f"{g['variable']}: {g['level']} (n={g['n']}, {g['n_high']} high)"
+                        for g in groups], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("AUC (95% bootstrap CI); dotted: the model on every patient")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(f"AUC by subgroup, {cohort}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -5,7 +5,7 @@ matched by patient_id, never by row position."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ class Inputs:
     probabilities: dict[str, np.ndarray]  # model -> p_high of `patients`
     flow: dict                            # patient_flow.json
     outcome: Outcome                      # what label 0/1 stands for (--target)
+    # model -> the ensemble's SD of p_high for `patients`; None where its file has none
+    spreads: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:
@@ -64,7 +66,9 @@ def read_predictions(path: Path) -> tuple[pd.DataFrame, str]:
     duplicated = frame["patient_id"][frame["patient_id"].duplicated()]
     if len(duplicated):
         raise SarcogradeError("patient predicted twice", patient=duplicated.iloc[0], path=path)
-    return frame[["patient_id", "p_high"]], "one prediction per patient (sarcograde predict)"
+    spread = [predictions_format.SPREAD] if predictions_format.SPREAD in frame else []
+    return (frame[["patient_id", "p_high", *spread]],
+            "one prediction per patient (sarcograde predict)")
 
 
 def out_of_fold(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
@@ -235,6 +239,15 @@ def match_models(frames: dict[str, tuple[pd.DataFrame, Path]], cohort: Cohort
     return patients, p, flow
 
 
+def patient_spreads(frame: pd.DataFrame, patients: list[Patient]) -> np.ndarray | None:
+    """A predictions file's p_high_sd for `patients` (NaN where empty); None without it."""
+    if predictions_format.SPREAD not in frame:
+        return None
+    spread = pd.to_numeric(frame.set_index("patient_id")[predictions_format.SPREAD],
+                           errors="coerce")
+    return spread.reindex([pt.patient_id for pt in patients]).to_numpy(float)
+
+
 def read_test_cohort(args) -> tuple[Cohort, dict[str, Path] | None]:
     """The test cohort: --manifest, or the sites of --pooled (then also site -> manifest)."""
     if (args.manifest is None) == (not args.pooled):
@@ -309,7 +322,9 @@ def read_inputs(args) -> Inputs:
                   shown={name: shown for name, (_, shown) in frames.items()},
                   test_cohort=test_cohort, sites=sites, train_cohort=train_cohort,
                   sequence=sequence, cohort=cohort, patients=patients,
-                  probabilities=probabilities, flow=flow, outcome=outcome(args.target))
+                  probabilities=probabilities, flow=flow, outcome=outcome(args.target),
+                  spreads={name: patient_spreads(frame, patients)
+                           for name, (frame, _) in frames.items()})
 
 
 def record_inputs(args, inputs: Inputs) -> dict[str, Path]:
@@ -332,4 +347,8 @@ def record_inputs(args, inputs: Inputs) -> dict[str, Path]:
         for name in (run_format.CV_PREDICTIONS, run_format.FOLDS):
             if (args.run / name).is_file():
                 record[f"run/{name}"] = args.run / name
+    if args.model is not None:
+        from ..formats.package import package_file
+
+        record["model"] = package_file(args.model)
     return record

@@ -10,14 +10,16 @@ import numpy as np
 
 from ..cohort import Patient
 from ..console import warn
+from ..errors import SarcogradeError
 from ..formats import run as run_format
 from ..stats import (METRICS, binary_metrics, bootstrap, calibration_intercept, calibration_slope,
-                     classify, confusion_counts, delong_test, percentile_ci, youden_threshold)
+                     classify, confusion_counts, delong_test, net_benefit, percentile_ci,
+                     youden_threshold)
 from ..survival import bonferroni
 from .inputs import read_cv_predictions
 
-ALL_METRICS = METRICS + ("calibration_slope", "calibration_intercept")
-THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy")
+ALL_METRICS = METRICS + ("calibration_slope", "calibration_intercept", "net_benefit")
+THRESHOLD_METRICS = ("precision", "sensitivity", "specificity", "f1", "accuracy", "net_benefit")
 ARGMAX = 0.5
 RULE = "high grade when p_high > threshold; 0.5 is the argmax of the softmax outputs"
 
@@ -50,6 +52,7 @@ def _why_undefined(name: str, y: np.ndarray) -> str:
         "specificity": "no low-grade patient",
         "precision": "no patient predicted high grade",
         "f1": "no high-grade patient and none predicted high grade",
+        "net_benefit": "the threshold is not strictly between 0 and 1",
     }
     if name.startswith("calibration"):
         return (f"{one_class}; the logistic recalibration needs both classes"
@@ -65,6 +68,8 @@ def metric_statistic(threshold: float, names: tuple[str, ...]):
         if "calibration_slope" in names:
             values["calibration_slope"] = calibration_slope(y, p)
             values["calibration_intercept"] = calibration_intercept(y, p)
+        if "net_benefit" in names:  # at the operating threshold, as the decision curve has it
+            values["net_benefit"] = net_benefit(y, p, threshold)
         return {name: values[name] for name in names}
     return statistic
 
@@ -73,9 +78,15 @@ def metric_block(y: np.ndarray, p: np.ndarray, threshold: float, indices: np.nda
                  names: tuple[str, ...] = ALL_METRICS) -> dict:
     """`{name: {"value", "ci95", "resamples"}}` (or a "not computable" note) and the confusion."""
     statistic = metric_statistic(threshold, names)
-    point = statistic(y, p)
-    samples = bootstrap(statistic, y, p, indices)
-    predicted = classify(p, threshold)
+    block = estimates(statistic(y, p), bootstrap(statistic, y, p, indices), y, names)
+    counts = confusion_counts(y, classify(p, threshold))
+    block["confusion"] = {k: int(v) for k, v in counts.items()}
+    return block
+
+
+def estimates(point: dict, samples: dict, y: np.ndarray, names: tuple[str, ...]) -> dict:
+    """`{name: {"value", "ci95", "resamples"}}` from the point values and the bootstrap samples,
+    or a "not computable" note saying why (`y`: the patients of the point estimate)."""
     block = {}
     for name in names:
         value = number(point[name])
@@ -85,7 +96,6 @@ def metric_block(y: np.ndarray, p: np.ndarray, threshold: float, indices: np.nda
             continue
         ci, valid = percentile_ci(samples[name])
         block[name] = {"value": value, "ci95": ci, "resamples": valid}
-    block["confusion"] = {k: int(v) for k, v in confusion_counts(y, predicted).items()}
     return block
 
 
@@ -114,6 +124,21 @@ def youden_block(run: Path, patients: list[Patient], y: np.ndarray, p: np.ndarra
                             "evaluated on: the metrics at the Youden threshold are optimistic")
         warn(f"youden: {block['caution']}")
     return {**block, **metric_block(y, p, threshold, indices, THRESHOLD_METRICS)}
+
+
+def package_threshold_block(package, models: dict[str, "Scored"], y: np.ndarray,
+                            indices: np.ndarray) -> dict:
+    """The metrics of a model package's graded model at the package's own operating threshold
+    (chosen on its training cohort, never on the patients evaluated here)."""
+    chosen = package.document["threshold"]
+    graded = chosen["model"]
+    if graded not in models:
+        raise SarcogradeError(f"the model package grades with {graded}, which is not among the "
+                              f"evaluated models ({', '.join(models)})", path=package.path)
+    threshold = package.threshold
+    return {"model": graded, "threshold": threshold, "package": package.id,
+            "rule": chosen.get("rule"), "description": chosen.get("description"),
+            **metric_block(y, models[graded].p, threshold, indices, THRESHOLD_METRICS)}
 
 
 def delong_matrix(y: np.ndarray, probabilities: dict[str, np.ndarray]) -> list[dict]:

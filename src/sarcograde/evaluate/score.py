@@ -1,21 +1,26 @@
 """Score the matched predictions: every model's metrics on the same bootstrap resamples of
-patients, the Youden threshold of the training run, the baselines, the pairwise DeLong tests and
-the survival analysis. `Evaluation` holds everything evaluate writes, computed before any file is
-written."""
+patients, the Youden threshold of the training run, the baselines, the pairwise DeLong tests,
+the decision curves, the abstention, the subgroups, the recalibration and the survival analysis.
+`Evaluation` holds everything evaluate writes, computed before any file is written."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..cohort import Patient
 from ..console import warn
 from ..stats import resample_indices
+from .abstention import abstention
 from .baselines import Baselines, score_baselines
+from .decision import decision_curves, decision_summary
 from .inputs import Inputs
-from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block, single_class_resamples,
-                      youden_block)
+from .metrics import (ARGMAX, RULE, Scored, delong_matrix, metric_block,
+                      package_threshold_block, single_class_resamples, youden_block)
+from .recalibration import recalibration, recalibration_split
+from .subgroups import subgroups
 from .survival import groupings, survival_analysis
 
 # A lone predictions file's key in baselines.csv, baseline_predictions.csv and km_dl.png, which
@@ -37,6 +42,13 @@ class Evaluation:
     baselines: Baselines
     survival: dict             # survival.json
     km_figures: dict           # file name -> Kaplan-Meier figure
+    decision: pd.DataFrame     # decision_curve.csv
+    selective: pd.DataFrame    # selective_prediction.csv (empty: no model has a spread)
+    coverage: float            # the share kept of the abstention's metrics
+    subgroups: pd.DataFrame    # subgroups.csv
+    # --recalibrate: each model's recalibrated p of the patients not used to fit it (`rest`)
+    recalibrated: dict[str, np.ndarray] | None = None
+    rest: np.ndarray | None = None
 
     @property
     def by_key(self) -> dict[str, dict]:
@@ -114,14 +126,33 @@ def score(args, inputs: Inputs) -> Evaluation:
     youden = metrics["youden"]
     if "threshold" in youden:
         confusion.insert(1, (reference.name, "youden", youden["threshold"], youden["confusion"]))
+    if args.model is not None:
+        from ..formats.package import read_package
+
+        block = package_threshold_block(read_package(args.model), {m.name: m for m in models},
+                                        y, indices)
+        metrics["operating_threshold"] = block
+        confusion.insert(1, (block["model"], "package", block["threshold"], block["confusion"]))
     baselines = score_baselines(args, inputs, y, indices, reference.p)
     metrics["baselines"] = baselines.block
     models += baselines.models
     confusion += _confusion(baselines.models)
     metrics.update(_comparison(inputs, models, y))
+    decision = decision_curves(y, models, indices)
+    metrics["decision_curve"] = decision_summary(decision)
+    metrics["abstention"], selective = abstention(inputs, models, y, indices, args.coverage)
+    metrics["subgroups"], subgroup_rows = subgroups(inputs, models, y, args.bootstrap, args.seed)
+    after, rest = None, None
+    if args.recalibrate is not None:
+        split = recalibration_split(y, args.recalibrate, args.seed)
+        rest = split[1]
+        metrics["recalibration"], after = recalibration(models, y, inputs.patients, split,
+                                                        args.seed, args.bootstrap)
     survival, km_figures = survival_analysis(inputs.patients, groupings(models, y, inputs.outcome))
     if "note" in survival:
         warn(f"survival: {survival['note']}")
     return Evaluation(inputs=inputs, y=y, indices=indices, n_bins=n_bins, models=models,
                       metrics=metrics, confusion=confusion, baselines=baselines,
-                      survival=survival, km_figures=km_figures)
+                      survival=survival, km_figures=km_figures, decision=decision,
+                      selective=selective, coverage=args.coverage, subgroups=subgroup_rows,
+                      recalibrated=after, rest=rest)

@@ -1,9 +1,10 @@
 """Evaluate predictions on a graded test cohort, as in the paper's sections 2.8, 2.9 and 3.
 
 Metrics with 95% percentile CIs from a patient bootstrap (AUC, precision, sensitivity,
-specificity, F1, accuracy, Brier, calibration slope and intercept) at the argmax threshold and,
-with --run, at the Youden threshold of the training run's out-of-fold predictions; ROC curve with
-its CI band and reliability diagram; with --train-manifest the logistic-regression baselines
+specificity, F1, accuracy, Brier, calibration slope and intercept, net benefit) at the argmax
+threshold and, with --run, at the Youden threshold of the training run's out-of-fold predictions;
+ROC curve with its CI band and reliability diagram; decision curves; abstention by the ensemble's
+spread (--coverage); subgroups; with --recalibrate N a recalibration for the site; with --train-manifest the logistic-regression baselines
 (clinical, tumour volume, both; same cross-validation, DeLong test against the DL model) and the
 cohort table (training against test); Kaplan-Meier overall survival by predicted and true grade
 group with log-rank tests (Bonferroni-adjusted). Patients are matched by patient_id, never by
@@ -30,9 +31,11 @@ from .. import model_kinds as kinds
 from ..artifacts import RunRecord
 from ..console import info
 from ..errors import SarcogradeError
+from .abstention import DEFAULT_COVERAGE
 from .inputs import Inputs, read_inputs, record_inputs
 from .metrics import ARGMAX, RULE
 from .outputs import write_outputs
+from .recalibration import recalibration_split
 from .score import score
 from .tables import print_summary
 
@@ -62,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path,
                         help="training run folder: Youden threshold from its cv_predictions.csv, "
                              "baseline folds from its folds.json")
+    parser.add_argument("--model", type=Path, metavar="PKG",
+                        help="the model package (`sarcograde export`) that made the predictions: "
+                             "its graded model's metrics at the package's own threshold")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples of patients for the 95%% CIs (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and CV splits")
@@ -69,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the outcome: grade (default; low G1 against high G2/G3) or a 0/1 "
                              "column of the manifests (e.g. lung_metastasis), which then names "
                              "the classes in every table and figure")
+    parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, metavar="C",
+                        help="abstention: the metrics of the share C of patients whose ensemble "
+                             "spread (p_high_sd) is lowest (default 0.9)")
+    parser.add_argument("--recalibrate", type=int, metavar="N",
+                        help="recalibrate each model on N patients (stratified, drawn with "
+                             "--seed); calibration before and after on the others")
     parser.add_argument("--sequence", help="mask sequence for the tumour volume (default: the "
                                            "manifest's only sequence)")
 
@@ -76,8 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args) -> None:
     if args.bootstrap < 1:
         raise SarcogradeError("--bootstrap must be at least 1")
+    if not 0 < args.coverage <= 1:
+        raise SarcogradeError(f"--coverage must be a share in (0, 1], not {args.coverage}")
     if args.run is not None and not args.run.is_dir():
         raise SarcogradeError("run folder not found", path=args.run)
+    if args.model is not None and not args.model.exists():
+        raise SarcogradeError("model package not found", path=args.model)
     if args.baseline_predictions is not None and args.train_manifest is None:
         raise SarcogradeError("--baseline-predictions needs --train-manifest (the baselines are "
                               "fitted on the training cohort)")
@@ -86,6 +102,7 @@ def _check_arguments(args) -> None:
 def _config(args, inputs: Inputs) -> dict:
     """run.json's config: the settings and the models' files."""
     config = {"source": inputs.sources[inputs.reference], "bootstrap": args.bootstrap,
+              "coverage": args.coverage, "recalibrate": args.recalibrate,
               "seed": args.seed, "sequence": inputs.sequence, "threshold": ARGMAX,
               "threshold_rule": RULE, "ci": "bootstrap percentile, 95%", "target": args.target}
     if not inputs.single:
@@ -98,6 +115,8 @@ def _config(args, inputs: Inputs) -> dict:
 def run(args) -> int:
     _check_arguments(args)
     inputs = read_inputs(args)
+    if args.recalibrate is not None:  # a count the cohort cannot give stops before any output
+        recalibration_split(inputs.labels, args.recalibrate, args.seed)
     with RunRecord(args.out, config=_config(args, inputs), inputs=record_inputs(args, inputs),
                    seed=args.seed):
         evaluation = score(args, inputs)

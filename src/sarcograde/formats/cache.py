@@ -16,6 +16,7 @@ from ..artifacts import hash_bytes, hash_path, write_csv, write_json, write_npz
 from ..cohort import patient_id_problem
 from ..console import warn
 from ..errors import SarcogradeError
+from .acquisition import INDEX_COLUMNS as ACQUISITION_COLUMNS
 from .common import read_json_object
 
 RERUN = "preprocess"
@@ -23,7 +24,7 @@ CONFIG = "config.json"
 INDEX = "index.csv"
 PREVIEW = "preview"  # --preview's montages, PREVIEW/<patient_id>.png
 INDEX_COLUMNS = ["patient_id", "sequence", "site", "grade", "label", "n_slices",
-                 "tumour_volume_ml", "npz", "key"]
+                 "tumour_volume_ml", *ACQUISITION_COLUMNS, "npz", "key"]
 REQUIRED_INDEX_COLUMNS = ("patient_id", "sequence", "label", "n_slices", "npz")
 PATIENT_ARRAYS = ("image", "mask", "z_mm", "area_mm2", "pixel_mm", "spacing", "origin",
                   "direction", "crop_index", "tumour_volume_ml", "key")
@@ -91,7 +92,8 @@ class CacheIndex:
         if missing:
             raise SarcogradeError(f"missing column(s) {', '.join(missing)}", path=path)
         frame = text.copy()
-        for column in ("grade", "label", "key", "site", "tumour_volume_ml"):
+        # columns a cache of an earlier version lacks: empty (unknown)
+        for column in ("grade", "label", "key", "site", "tumour_volume_ml", *ACQUISITION_COLUMNS):
             if column not in frame:
                 frame[column] = text[column] = ""
         for pid in frame["patient_id"]:

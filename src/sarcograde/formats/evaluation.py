@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..artifacts import write_csv, write_json, write_text
 from ..errors import SarcogradeError
+from ..stats import METRICS as SCORES
 from .common import read_csv_file, read_json_file, read_json_object
 
 RERUN = "evaluate"
@@ -30,15 +31,29 @@ DELONG = "delong.csv"
 BASELINE_PREDICTIONS = "baseline_predictions.csv"
 COHORT_TABLE_CSV, COHORT_TABLE_MD = "cohort_table.csv", "cohort_table.md"
 TUMOUR_VOLUMES = "tumour_volumes_{cohort}.csv"  # cohort: train | test
+DECISION_CURVE = "decision_curve.csv"
+SELECTIVE = "selective_prediction.csv"
+SUBGROUPS = "subgroups.csv"
 # the figures
 ROC = "roc.png"
 CALIBRATION = "calibration.png"
 CALIBRATION_MODELS = "calibration_models.png"
 KM = "km_{key}.png"  # key: a stratification of survival.json's `models`
 KM_PANEL = "km_panel.png"
+DECISION_FIGURE = "decision_curve.png"
+SELECTIVE_FIGURE = "selective_prediction.png"
+SUBGROUPS_FIGURE = "subgroups.png"
+RECALIBRATION_FIGURE = "recalibration.png"
 
 CONFUSION_COLUMNS = ("model", "rule", "threshold", "tn", "fp", "fn", "tp")
 DELONG_COLUMNS = ("a", "b", "auc_a", "auc_b", "difference", "z", "p", "p_adjusted", "note")
+DECISION_CURVE_COLUMNS = ("model", "threshold", "net_benefit", "net_benefit_ci_low",
+                          "net_benefit_ci_high", "treat_all", "treat_none")
+SELECTIVE_COLUMNS = ("model", "n_kept", "coverage", "max_spread", "auc", "accuracy")
+# the subgroups' metrics: stats.METRICS, without calibration (not meaningful in ten patients)
+SUBGROUP_COLUMNS = ("variable", "level", "n", "n_low", "n_high", "model",
+                    *[f"{metric}{suffix}" for metric in SCORES
+                      for suffix in ("", "_ci_low", "_ci_high")], "note")
 VOLUME_COLUMNS = ("patient_id", "sequence", "mask", "key", "voxels", "voxel_ml", "volume_ml")
 
 
@@ -170,6 +185,19 @@ def write_baseline_predictions(eval_dir: str | Path, patient_ids: list[str], lab
     write_csv(Path(eval_dir) / BASELINE_PREDICTIONS, pd.DataFrame(
         {"patient_id": patient_ids, "label": labels,
          **{f"p_{key}": p for key, p in probabilities.items()}}))
+
+
+def write_decision_curve(eval_dir: str | Path, frame: pd.DataFrame) -> None:
+    write_csv(Path(eval_dir) / DECISION_CURVE, frame[list(DECISION_CURVE_COLUMNS)])
+
+
+def write_selective(eval_dir: str | Path, frame: pd.DataFrame) -> None:
+    write_csv(Path(eval_dir) / SELECTIVE, frame[list(SELECTIVE_COLUMNS)])
+
+
+def write_subgroups(eval_dir: str | Path, frame: pd.DataFrame) -> None:
+    """One row per subgroup and model (a too-small subgroup: one row with its note)."""
+    write_csv(Path(eval_dir) / SUBGROUPS, frame[list(SUBGROUP_COLUMNS)])
 
 
 def write_cohort_table(eval_dir: str | Path, frame: pd.DataFrame, markdown: str) -> None:

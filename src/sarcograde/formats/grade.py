@@ -22,7 +22,8 @@ CACHE = "cache"  # DIR/<id>/cache/<SEQ>/: the patient preprocessed with the pack
 ATTENTION = "attention"  # DIR/<id>/attention/<SEQ>/: explain's maps and montage of the patient
 SLICE_LOGITS = "slices"  # CACHE/<SEQ>/slices/<id>.npz: its per-slice logits, as predict saves them
 GRADES_COLUMNS = ["patient_id", "p_high", "grade", "threshold", "borderline", "p_high_sd",
-                  "p_high_min", "p_high_max", "qa_flags", "model_id"]
+                  "p_high_min", "p_high_max", "qa_flags", "model_id", "error"]
+FAILED = "not graded"  # grades.csv's grade of a patient whose inputs could not be graded
 REQUIRED = ("patient_id", "model", "p_high", "grade", "threshold", "borderline", "sequences",
             "qa_flags")
 
@@ -65,12 +66,18 @@ def grades_row(result: dict) -> dict:
             "borderline": int(result["borderline"]), "p_high_sd": spread.get("sd"),
             "p_high_min": spread.get("min"), "p_high_max": spread.get("max"),
             "qa_flags": ";".join(flag["code"] for flag in result["qa_flags"]),
-            "model_id": result["model"]["id"]}
+            "model_id": result["model"]["id"], "error": ""}
 
 
-def write_grades(out: str | Path, results: list[dict]) -> Path:
+def failure_row(patient_id: str, model_id: str, problem: str) -> dict:
+    """grades.csv's row of a patient that could not be graded, with the problem."""
+    return {"patient_id": patient_id, "grade": FAILED, "model_id": model_id, "error": problem}
+
+
+def write_grades(out: str | Path, rows: list[dict]) -> Path:
+    """grades.csv from `grades_row` and `failure_row` rows, in the batch's order."""
     path = Path(out) / GRADES
-    write_csv(path, pd.DataFrame([grades_row(r) for r in results], columns=GRADES_COLUMNS))
+    write_csv(path, pd.DataFrame(rows, columns=GRADES_COLUMNS))
     return path
 
 

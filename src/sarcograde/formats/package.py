@@ -8,6 +8,9 @@ as a folder or one zip file of the same files.
     PKG/MODEL_CARD.md                the model card, in words
     PKG/<SEQ>/fold_XX.safetensors    each fold model's fp32 weights (safetensors: no pickle, so
                                      loading runs no code)
+    PKG/<SEQ>/fold_XX.onnx           with `export --onnx`: the fold model as an ONNX graph
+                                     (outputs: logits and the signed Grad-CAM map), for the
+                                     ONNX engines and inference servers
 
 `write_package` writes it atomically (a temporary folder or file beside it, renamed at the end);
 `read_package` is its one reader: it refuses an unknown format version, an edited model.json, a
@@ -25,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from ..artifacts import (folder_into_place, hash_config, temporary_folder_beside,
-                         zip_into_place)
+from ..artifacts import folder_into_place, temporary_folder_beside, zip_into_place
 from ..errors import SarcogradeError
 from .common import first_line
 
@@ -35,6 +37,7 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 MODEL_CARD = "MODEL_CARD.md"
 WEIGHTS_SUFFIX = ".safetensors"
+ONNX_SUFFIX = ".onnx"
 RERUN = "export"
 # A zip's entries carry this date, so that the same models give the same bytes.
 _CHUNK = 1 << 20
@@ -44,6 +47,11 @@ _ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 def weights_name(sequence: str, fold: str) -> str:
     """A fold model's weights file in the package: `<SEQ>/fold_XX.safetensors`."""
     return f"{sequence}/{fold}{WEIGHTS_SUFFIX}"
+
+
+def onnx_name(sequence: str, fold: str) -> str:
+    """A fold model's ONNX graph in the package: `<SEQ>/fold_XX.onnx`."""
+    return f"{sequence}/{fold}{ONNX_SUFFIX}"
 
 
 def content_checksum(document: dict) -> str:
@@ -67,13 +75,14 @@ def absolute_paths(value: Any) -> list[str]:
 
 def write_package(out: str | Path, document: dict,
                   weights: Iterable[tuple[str, dict]], card: Callable[[dict], str],
-                  as_zip: bool = False) -> dict:
+                  as_zip: bool = False, graphs: Iterable[tuple[str, bytes]] = ()) -> dict:
     """Write the package to `out` (a folder, or one zip file with `as_zip`) and return its
     model.json.
 
     `document` is model.json without `id`, `files` and `checksum`; `weights` yields (file name,
     state dict) one fold at a time (saved as fp32 safetensors, so at most one fold's bytes are
-    held); `card` renders MODEL_CARD.md from the finished document (with its `id`). An existing
+    held); `graphs` yields (file name, ONNX bytes) likewise; `card` renders MODEL_CARD.md from
+    the finished document (with its `id`). An existing
     `out` is replaced only if it is a package (`is_package`), else refused.
     """
     out = Path(out)
@@ -85,6 +94,9 @@ def write_package(out: str | Path, document: dict,
     out.parent.mkdir(parents=True, exist_ok=True)
     with temporary_folder_beside(out) as folder:
         files = {name: _save_weights(folder / name, state) for name, state in weights}
+        for name, graph in graphs:
+            (folder / name).write_bytes(graph)
+            files[name] = hashlib.sha256(graph).hexdigest()
         # plain JSON values only (numpy numbers become Python ones; NaN is refused)
         document = json.loads(json.dumps(document, allow_nan=False, default=_plain))
         document["id"] = content_checksum({"settings": document, "weights": files})[:16]
@@ -119,6 +131,13 @@ def _save_weights(path: Path, state: dict) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def package_file(path: str | Path) -> Path:
+    """The file whose hash identifies a package's content, as run.json records it: the
+    folder's model.json (it holds every other file's SHA-256), or the zip itself."""
+    path = Path(path)
+    return path / MODEL_JSON if path.is_dir() else path
 
 
 def is_package(path: str | Path) -> bool:
@@ -162,6 +181,7 @@ class Fold:
     fold: int
     best_epoch: int
     weights: str  # the weights file's name in the package
+    onnx: str | None = None  # its ONNX graph's name in the package (`export --onnx`)
 
 
 @dataclass(frozen=True)
@@ -214,9 +234,20 @@ class Package:
         """The fusion model (fusion fit's model.json), or None for a package of one sequence."""
         return self.document.get("fusion")
 
+    def model(self, sequence: str) -> "SequenceModel":
+        """The package's model of `sequence`; a one-line error where it has none."""
+        if sequence not in self.models:
+            raise SarcogradeError(f"the model package has no {sequence} model (it has "
+                                  f"{', '.join(self.sequences)})", path=self.path)
+        return self.models[sequence]
+
     @property
     def card(self) -> str:
         return self.read(MODEL_CARD).decode("utf-8")
+
+    def shown(self, name: str) -> Path:
+        """How a file of the package is named in messages (inside the zip, or in the folder)."""
+        return self._source.shown(name)
 
     def read(self, name: str) -> bytes:
         """A file of the package, verified against model.json's SHA-256."""
@@ -238,33 +269,12 @@ class Package:
                 raise SarcogradeError(f"not readable safetensors weights ({first_line(exc)})",
                                       path=self._source.shown(fold.weights)) from None
 
-    def ensemble(self, sequence: str, device: str = "cpu"):
-        """The ensemble of `sequence` (`sarcograde.ensemble.Ensemble`), the same networks as the
-        run it was exported from, for `ensemble.slice_logits`."""
-        import torch
-
-        from .. import model as model_lib
-        from ..ensemble import Ensemble
-
-        spec = self.models[sequence]
-        device = torch.device(device)
-        networks, metas = [], []
-        for fold, state in self.state_dicts(sequence):
-            network = model_lib.build_model(spec.model)
-            try:
-                network.load_state_dict(state)
-            except RuntimeError as exc:
-                raise SarcogradeError(f"weights do not fit the package's model settings "
-                                      f"({first_line(exc)})",
-                                      path=self._source.shown(fold.weights)) from None
-            networks.append(network.to(device).eval())
-            metas.append({"model": spec.model, "input": spec.input,
-                          "preprocess": spec.preprocess, "best_epoch": fold.best_epoch,
-                          "repeat": fold.repeat, "fold": fold.fold})
-        weights = [self.document["files"][fold.weights] for fold in spec.folds]
-        return Ensemble(run_dir=self.path / sequence, names=[f.name for f in spec.folds],
-                        models=networks, metas=metas, device=device, key=hash_config(weights),
-                        preprocess=dict(spec.preprocess))
+    def onnx_graphs(self, sequence: str) -> list[bytes] | None:
+        """Each fold's ONNX graph of `sequence` (verified), or None if exported without them."""
+        folds = self.models[sequence].folds
+        if any(fold.onnx is None for fold in folds):
+            return None
+        return [self.read(fold.onnx) for fold in folds]
 
 
 def read_package(path: str | Path) -> Package:
@@ -316,7 +326,8 @@ def _sequence_model(sequence: str, document: dict, shown: Path) -> SequenceModel
     try:
         block = document["models"][sequence]
         folds = tuple(Fold(name=str(f["name"]), repeat=int(f["repeat"]), fold=int(f["fold"]),
-                           best_epoch=int(f["best_epoch"]), weights=str(f["weights"]))
+                           best_epoch=int(f["best_epoch"]), weights=str(f["weights"]),
+                           onnx=str(f["onnx"]) if f.get("onnx") else None)
                       for f in block["folds"])
         model = SequenceModel(sequence=sequence, name=str(block["name"]),
                               preprocess=dict(block["preprocess"]), model=dict(block["model"]),
@@ -326,9 +337,10 @@ def _sequence_model(sequence: str, document: dict, shown: Path) -> SequenceModel
                               f"re-export the package", path=shown) from None
     if not folds:
         raise SarcogradeError(f"model.json: sequence {sequence} has no fold model", path=shown)
-    unlisted = [f.weights for f in folds if f.weights not in document["files"]]
+    unlisted = [name for f in folds for name in (f.weights, f.onnx)
+                if name is not None and name not in document["files"]]
     if unlisted:
-        raise SarcogradeError(f"model.json: weights {unlisted[0]} are not among its files",
+        raise SarcogradeError(f"model.json: {unlisted[0]} is not among its files",
                               path=shown)
     return model
 

@@ -18,6 +18,7 @@ from .cache import check_patient_id
 from .common import read_csv_file
 
 PREDICTIONS = "predictions.csv"  # predict's output when --out is not given
+SPREAD = "p_high_sd"  # the SD of p_high over the ensemble's fold models (predict, radiomics)
 ATTENTION = "attention.csv"
 ATTENTION_SLICES = "attention_slices.csv"
 MAPS = "maps"  # explain's saved maps, MAPS/<patient_id>.npz

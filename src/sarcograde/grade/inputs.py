@@ -1,7 +1,8 @@
 """Who `grade` grades, as manifest patients: the manifest's (`--manifest`), one patient's files
 (`--image SEQ=PATH --mask SEQ=PATH`), or one patient's whole DICOM exam (`--exam FOLDER`), whose
 series are found by the package's SeriesDescription rules (or `--series SEQ=UID`) and whose
-contour is an RTSTRUCT in the folder that references one of them (or `--mask SEQ=PATH`)."""
+contour is an RTSTRUCT (or else a DICOM SEG) in the folder that references one of them (or
+`--mask SEQ=PATH`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..dicom_series import SeriesChoiceError, describe, select_series
 from ..errors import SarcogradeError
 from ..formats.cache import check_patient_id
 from ..formats.package import Package
-from ..io import is_rtstruct
+from ..io import dicom_modality
 from ..options import named_paths, split_assignment
 
 DEFAULT_ID = "patient"
@@ -88,16 +89,20 @@ def exam_series(folder: Path, package: Package, specs: list[str]) -> dict[str, s
 
 
 def exam_contours(folder: Path, series: dict[str, str]) -> dict[str, Path]:
-    """The RTSTRUCT files of the exam by the sequence whose chosen series they reference."""
-    from ..rtstruct import referenced_series
+    """The RTSTRUCT (or else DICOM SEG) files of the exam by the sequence whose chosen series
+    they reference."""
+    from .. import dicom_seg, rtstruct
 
+    readers = {"RTSTRUCT": rtstruct.referenced_series, "SEG": dicom_seg.referenced_series}
     by_uid = {uid: sequence for sequence, uid in series.items()}
+    found = [(modality, path) for path in sorted(folder.rglob("*"))
+             if (modality := dicom_modality(path)) in readers]
     contours: dict[str, Path] = {}
-    for path in sorted(p for p in folder.rglob("*") if is_rtstruct(p)):
-        for uid in sorted(referenced_series(path) & set(by_uid)):
+    for modality, path in sorted(found, key=lambda pair: pair[0] != "RTSTRUCT"):
+        for uid in sorted(readers[modality](path) & set(by_uid)):
             contours.setdefault(by_uid[uid], path)
     if not contours:
-        raise SarcogradeError("no RTSTRUCT in the exam references the chosen series ("
+        raise SarcogradeError("no RTSTRUCT or DICOM SEG in the exam references the chosen series ("
                               + ", ".join(f"{seq} {uid}" for seq, uid in series.items())
                               + "); give the contour with --mask SEQ=PATH", path=folder)
     return contours

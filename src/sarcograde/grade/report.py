@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..acquisition import VALUES, amount, span
 from ..cohort import Patient
 from ..formats.evaluation import format_estimate
 from ..formats.package import Package
@@ -55,6 +56,36 @@ def attention_rows(result: dict) -> dict:
                   "Elsewhere", "Attention"], rows, id="attention")
 
 
+def acquisition_rows(block: dict) -> dict | None:
+    """Each compared sequence's acquisition values beside the training range, in words."""
+    rows, classes = [], []
+    for seq, compared in block["sequences"].items():
+        if not compared["checked"]:
+            continue
+        outside = {o["value"] for o in compared["outside"]}
+        for name, (words, unit) in VALUES.items():
+            value, known = compared["values"].get(name), compared["range"].get(name)
+            status = ("outside the training range" if name in outside
+                      else "unknown" if value is None or known is None else "inside")
+            rows.append([seq, words, num("unknown" if value is None else amount(value, unit)),
+                         num("unknown" if known is None
+                             else span(known["min"], known["max"], unit)),
+                         cell(status, cls="flag" if name in outside else None)])
+    return table(["Sequence", "Acquisition", "This patient", "Training range", "Compared"],
+                 rows, id="acquisition") if rows else None
+
+
+def acquisition_notes(block: dict) -> list[str]:
+    """What was and was not compared, in words."""
+    if not block["checked"]:
+        return [f"Acquisition not compared with the training cohort's: {block['reason']}."]
+    notes = [f"Acquisition compared with the training cohort's range (its minimum and maximum): "
+             f"{len(block['outside'])} value(s) outside."]
+    notes += [f"{seq}: not compared: {c['reason']}." for seq, c in block["sequences"].items()
+              if not c["checked"]]
+    return notes
+
+
 def context(result: dict, package: Package, patient: Patient | None, folder: Path) -> dict:
     sd, spread_words = spread_text(result["spread"])
     rows = [[seq, num(number(s["p_high"])), num(number(s["spread"]["sd"])),
@@ -79,7 +110,8 @@ def context(result: dict, package: Package, patient: Patient | None, folder: Pat
         "sequences": table(["Sequence", "p(high grade)", "SD", "Range", "Slices"], rows,
                            id="sequences"),
         "flags": [f["message"] for f in result["qa_flags"]],
-        "qa_notes": [f"Acquisition: {result['acquisition_range']['reason']}."],
+        "qa_notes": acquisition_notes(result["acquisition_range"]),
+        "acquisition": acquisition_rows(result["acquisition_range"]),
         "attention": attention_rows(result),
         "montages": [figure(png_data_uri(folder / a["montage"]),
                             f"{seq}: Grad-CAM ({a['method']}) of the predicted class at 0.5, mean "

@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 
 from .. import fusion as fusion_lib
+from ..acquisition import FLAG as ACQUISITION_FLAG
 
 BORDERLINE = 0.02  # a p_high this close to the threshold (or closer) is flagged borderline
 HIGH, LOW = "high", "low"
-ACQUISITION_NOT_CHECKED = ("the package holds no training range of spacing, slice thickness, "
-                           "field strength or intensities, so the acquisition was not compared "
-                           "with the training cohort's")
+ACQUISITION_NOT_CHECKED = "no sequence's acquisition was compared with the training cohort's"
 
 
 def is_borderline(p_high: float, threshold: float) -> bool:
@@ -55,10 +54,27 @@ def flag(code: str, message: str, sequence: str | None = None) -> dict:
     return {"code": code, "sequence": sequence, "message": message}
 
 
+def acquisition_range(compared: dict[str, dict]) -> tuple[dict, list[dict]]:
+    """grade.json's `acquisition_range` from each sequence's comparison (acquisition.compare),
+    and a QA flag for each value outside the training range."""
+    checked = {seq: c for seq, c in compared.items() if c["checked"]}
+    block = {"checked": bool(checked), "sequences": compared,
+             "outside": [{"sequence": seq, **o} for seq, c in checked.items()
+                         for o in c["outside"]]}
+    if not checked:
+        reasons = dict.fromkeys(c["reason"] for c in compared.values())
+        block["reason"] = "; ".join(reasons) or ACQUISITION_NOT_CHECKED
+    return block, [flag(ACQUISITION_FLAG, o["message"], o["sequence"]) for o in block["outside"]]
+
+
 def result(patient_id: str, package, predictions: dict[str, dict],
-           per_model: dict[str, dict[str, float]], flags: list[dict]) -> dict:
+           per_model: dict[str, dict[str, float]], flags: list[dict],
+           compared: dict[str, dict] | None = None) -> dict:
     """grade.json's content (docs/artifacts.md) from each sequence's prediction row
-    (predict.prediction_row), its fold models' p_high by name, and the QA flags so far."""
+    (predict.prediction_row), its fold models' p_high by name, the QA flags so far and each
+    sequence's acquisition compared with the training range."""
+    acquisition, outside = acquisition_range(compared or {})
+    flags = [*flags, *outside]
     p_seq = {seq: row["p_high"] for seq, row in predictions.items()}
     if package.fusion is not None:
         p_high = fused(package.fusion, p_seq)
@@ -77,6 +93,7 @@ def result(patient_id: str, package, predictions: dict[str, dict],
     return {
         "patient_id": patient_id,
         "model": {"id": package.id, "graded_model": graded,
+                  "checksum": package.document.get("checksum"),
                   "version": package.document.get("versions", {}).get("exported_with", {})
                   .get("sarcograde")},
         "p_high": p_high, "grade": grade_of(p_high, threshold), "threshold": threshold,
@@ -86,6 +103,6 @@ def result(patient_id: str, package, predictions: dict[str, dict],
                             "spread": spread(list(per_model[seq].values()))}
                       for seq, row in predictions.items()},
         "qa_flags": flags,
-        "acquisition_range": {"checked": False, "reason": ACQUISITION_NOT_CHECKED},
+        "acquisition_range": acquisition,
     }
 

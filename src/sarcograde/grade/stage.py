@@ -13,22 +13,45 @@ Writes `DIR/<id>/grade.json` and `DIR/<id>/case-report.html`, and for a batch `D
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
+from .. import acquisition
 from ..artifacts import RunRecord
 from ..cohort import Patient
-from ..console import info
+from ..console import info, warn
+from ..engines import ENGINES, engine_for_precision, engine_record
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, write_cache_config, write_index
-from ..formats.grade import (ATTENTION, CACHE, SLICE_LOGITS, case_report_path, patient_folder,
-                             write_grade, write_grades)
-from ..formats.package import MODEL_JSON, Package, read_package
+from ..formats.grade import (ATTENTION, CACHE, GRADES, SLICE_LOGITS, case_report_path,
+                             failure_row, grades_row, patient_folder, write_grade, write_grades)
+from ..formats.package import Package, package_file, read_package
 from ..masks import mask_source
 from ..sequence_image import sequence_image
 from . import result as rules
 from .inputs import DEFAULT_ID, patients_of
 
 PRECISIONS = ("fp32", "bf16")
+# Options whose values are the patient's files: run.json shows them as <PATH> unless --identify
+# (a folder or file name may be the patient's name).
+INPUT_OPTIONS = ("--image", "--mask", "--exam", "--manifest")
+
+
+def recorded_argv(argv: list[str]) -> list[str]:
+    """The command line with the patient's file names replaced by <PATH> (SEQ= kept)."""
+    shown, hide = [], False
+    for arg in argv:
+        option, equals, _ = arg.partition("=")
+        if hide:
+            sequence, _, path = arg.partition("=")
+            shown.append(f"{sequence}=<PATH>" if path and "/" not in sequence else "<PATH>")
+        elif option in INPUT_OPTIONS and equals:
+            shown.append(f"{option}=<PATH>")
+        else:
+            shown.append(arg)
+        hide = arg in INPUT_OPTIONS
+    return shown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", action="append", default=[], metavar="SEQ=PATH",
                         help="one patient's image of a sequence (repeat per sequence)")
     parser.add_argument("--mask", action="append", default=[], metavar="SEQ=PATH",
-                        help="its tumour mask or RTSTRUCT; one drawn on one sequence is carried "
+                        help="its tumour mask, RTSTRUCT or DICOM SEG; one drawn on one sequence is carried "
                              "to the others")
     parser.add_argument("--id", default=DEFAULT_ID, metavar="PSEUDONYM",
                         help=f"the patient's pseudonymous id in the outputs (default: {DEFAULT_ID})")
@@ -56,20 +79,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identify", action="store_true",
                         help="show the input files (which may name the patient) in the case "
                              "report; by default it shows only the pseudonymous id")
+    parser.add_argument("--dicom-out", action="store_true",
+                        help="DICOM inputs only: also write DIR/<id>/dicom/ with a DICOM SR of "
+                             "the result and, per sequence, its contour (SEG), attention map "
+                             "(Parametric Map) and montage (Secondary Capture), for the "
+                             "patient's exam in PACS")
+    parser.add_argument("--pacs", metavar="URL",
+                        help="a DICOMweb service (e.g. http://localhost:8042/dicom-web): "
+                             "retrieve the exam --study from it and grade it as --exam, with "
+                             "--dicom-out")
+    parser.add_argument("--study", metavar="UID", help="with --pacs: the StudyInstanceUID")
+    parser.add_argument("--store", action="store_true",
+                        help="with --pacs: send the DICOM objects written back to the PACS")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
+                             "else torch on the CPU; torch on a GPU or in bf16)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for the engine (default: all)")
 
 
 def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache: Path):
     """The patient's sequence preprocessed with the package's settings into its own cache;
     the cache's index rows and config (for `predict_cache`)."""
-    from ..preprocess.pipeline import Params
-    from ..preprocess.stage import Task, index_row, process_patient
+    from ..preprocess.stage import Task, index_row, package_params, process_patient
 
-    settings = package.models[sequence].preprocess
-    params = Params.from_config({k: v for k, v in settings.items() if k != "sequence"})
+    params = package_params(package, sequence)
     source = mask_source(patient, sequence)
     outcome = process_patient(Task(patient.patient_id, sequence_image(patient, sequence), source,
                                    cache, params, preview=False))
@@ -118,7 +156,7 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
     from ..predict import predict_cache, prediction_row
 
     folder = patient_folder(out, patient.patient_id)
-    predictions, per_model, flags, attended = {}, {}, [], {}
+    predictions, per_model, flags, attended, compared = {}, {}, [], {}, {}
     for sequence in package.sequences:
         if sequence not in patient.images:
             flags.append(rules.flag("sequence_missing", f"no {sequence} image: graded without "
@@ -132,6 +170,9 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
                                     f"from the one drawn on {source.sequence}", sequence))
         cache = folder / CACHE / sequence
         index, config = preprocess_sequence(package, patient, sequence, cache)
+        compared[sequence] = acquisition.compare(
+            sequence, acquisition.patient_values(index.iloc[0]),
+            package.models[sequence].settings.get("acquisition_range"))
         ensemble = ensembles[sequence]
         check_cache_fits(ensemble, config, cache)
         logits = predict_cache(ensemble, cache, index, cache / SLICE_LOGITS,
@@ -143,38 +184,73 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
         if attended[sequence]["off_tumour"]:
             flags.append(rules.flag("attention_off_tumour", f"the {sequence} models looked "
                                     "mostly outside the tumour and its ring", sequence))
-    return {**rules.result(patient.patient_id, package, predictions, per_model, flags),
-            "attention": attended}
+    engine = engine_record(next(iter(ensembles.values())).engine)
+    return {**rules.result(patient.patient_id, package, predictions, per_model, flags, compared),
+            "attention": attended, **engine}
 
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
-    from ..ensemble import resolve_precision
+    from ..dicom_out import check_dicom_input, write_dicom
+    from ..ensemble import package_ensemble, resolve_precision
     from .report import write_case_report
+
+    import torch
 
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.pacs is not None:
+        from ..dicom_out.pacs import grade_from_pacs
+
+        return grade_from_pacs(args, run)
+    if args.study or args.store:
+        raise SarcogradeError("--study and --store go with --pacs URL")
     package = read_package(args.model)
     patients = patients_of(args, package)
+    if args.dicom_out:
+        for patient in patients:
+            check_dicom_input(patient)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    ensembles = {seq: package.ensemble(seq, device) for seq in package.sequences}
-    results = []
+    engine = engine_for_precision(args.engine, precision)
+    ensembles = {seq: package_ensemble(package, seq, device, engine)
+                 for seq in package.sequences}
+    rows, failed = [], []
     with RunRecord(args.out, config={"precision": args.precision, "device": device.type,
-                                     "model_id": package.id, "identify": args.identify},
-                   inputs={"model": args.model / MODEL_JSON if args.model.is_dir()
-                           else args.model}):
+                                     "model_id": package.id, "identify": args.identify,
+                                     **engine_record(ensembles[package.sequences[0]].engine)},
+                   inputs={"model": package_file(args.model)},
+                   argv=None if args.identify else recorded_argv(sys.argv[1:])):
         for patient in patients:
-            result = grade_patient(package, patient, args.out, ensembles, precision,
-                                   args.batch_size)
+            try:
+                result = grade_patient(package, patient, args.out, ensembles, precision,
+                                       args.batch_size)
+            except SarcogradeError as exc:
+                if args.manifest is None:
+                    raise
+                # one patient's bad input must not cost the batch the others' grades
+                shutil.rmtree(patient_folder(args.out, patient.patient_id), ignore_errors=True)
+                warn(f"grade: not graded: {exc}")
+                failed.append(patient.patient_id)
+                rows.append(failure_row(patient.patient_id, package.id, exc.problem))
+                continue
             write_grade(args.out, result)
+            if args.dicom_out:
+                write_dicom(args.out, result, patient, package)
             write_case_report(case_report_path(args.out, patient.patient_id), result, package,
                               patient if args.identify else None)
-            results.append(result)
+            rows.append(grades_row(result))
             info(f"grade: {patient.patient_id}: p_high {result['p_high']:.3f}, "
                  f"{result['grade']} grade (threshold {result['threshold']:.3f})"
                  + (", borderline" if result["borderline"] else "")
                  + f" -> {patient_folder(args.out, patient.patient_id)}")
         if args.manifest is not None:
-            info(f"grade: {len(results)} patient(s) -> {write_grades(args.out, results)}")
+            info(f"grade: {len(rows) - len(failed)} patient(s) graded -> "
+                 f"{write_grades(args.out, rows)}")
+    if failed:
+        raise SarcogradeError(f"{len(failed)} of {len(rows)} patient(s) not graded "
+                              f"({', '.join(failed)}): the problems are above and in "
+                              f"{GRADES}'s error column")
     return 0

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.markup import escape
 
 from .. import executors
+from ..acquisition import index_values, read_header
 from ..artifacts import RunRecord
 from ..cohort import Patient, load_manifest
 from ..config import PRESETS, load_config
 from ..console import console, info, warn
 from ..errors import SarcogradeError
 from ..formats.cache import (INDEX, npz_relpath, patient_summary, preview_path,
-                             read_cache_config, stored_key, write_cache_config, write_index)
+                             read_cache_config, read_patient_file, stored_key,
+                             write_cache_config, write_index)
 from ..masks import MaskSource, mask_source
 from ..sequence_image import SequenceImage, sequence_image
 from .cache import cache_key, write_patient
@@ -50,6 +52,7 @@ class Outcome:
     tumour_volume_ml: float = float("nan")
     seconds: float = 0.0
     notes: tuple[str, ...] = ()  # "patient: file: what was repaired", shown as warnings
+    acquisition: dict = field(default_factory=dict)  # index.csv's acquisition columns
 
 
 def _number_or_text(value: str) -> float | str:
@@ -67,8 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "may be left out when the manifest has only one")
     parser.add_argument("--out", type=Path, required=True, metavar="CACHE",
                         help="cache folder (created; reused and completed on a rerun)")
-    parser.add_argument("--preset", choices=PRESETS, default="paper", help="parameter preset")
+    parser.add_argument("--preset", choices=PRESETS, help="parameter preset (default: paper)")
     parser.add_argument("--config", type=Path, help="YAML file overriding the preset")
+    parser.add_argument("--model", type=Path, metavar="PKG",
+                        help="a model package (`sarcograde export`): preprocess exactly as its "
+                             "model of this sequence was trained (no preset, config or flag)")
     parser.add_argument("--no-n4", dest="n4", action="store_false", default=None,
                         help="skip N4 bias-field correction (e.g. for already corrected images)")
     parser.add_argument("--n4-grid-mm", metavar="MM", type=_number_or_text,
@@ -103,6 +109,9 @@ def process_patient(task: Task) -> Outcome:
         if task.preview and (status == "computed" or not preview.exists()):
             save_preview(path, preview, task.patient_id)
         n_slices, volume = patient_summary(path)
+        # from the header and the cached slices, so that a reused patient gets them too
+        slices = read_patient_file(path, ("image", "mask"), task.patient_id)
+        acquisition = index_values(read_header(task.image), slices["image"], slices["mask"])
     except SarcogradeError as exc:
         where = exc.path if exc.path is not None else task.image.path
         return Outcome(task.patient_id, "failed", f"{task.patient_id}: {where}: {exc.problem}",
@@ -114,6 +123,7 @@ def process_patient(task: Task) -> Outcome:
                        npz=npz, seconds=time.perf_counter() - start)
     return Outcome(task.patient_id, status, npz=npz, key=key, n_slices=n_slices,
                    tumour_volume_ml=volume, seconds=time.perf_counter() - start,
+                   acquisition=acquisition,
                    notes=tuple(f"{task.patient_id}: {task.mask.mask}: {n}" for n in notes))
 
 
@@ -128,19 +138,43 @@ def index_row(patient: Patient, sequence: str, outcome: Outcome) -> dict:
             "grade": "" if patient.grade is None else patient.grade,
             "label": "" if patient.label is None else patient.label,
             "n_slices": outcome.n_slices, "tumour_volume_ml": round(outcome.tumour_volume_ml, 3),
-            "npz": outcome.npz, "key": outcome.key}
+            **outcome.acquisition, "npz": outcome.npz, "key": outcome.key}
+
+
+def package_params(package, sequence: str) -> Params:
+    """The preprocessing a model package's model of `sequence` was trained with."""
+    settings = package.model(sequence).preprocess
+    return Params.from_config({k: v for k, v in settings.items() if k != "sequence"})
+
+
+def _params(args: argparse.Namespace, sequence: str) -> tuple[Params, dict]:
+    """The preset's parameters with the config file's and the flags' changes, or the package's;
+    and where they came from, for run.json."""
+    flags = {"n4": args.n4, "n4_grid_mm": args.n4_grid_mm, "margin_mm": args.margin_mm,
+             "size": args.size}
+    if args.model is None:
+        config = load_config(args.preset or "paper", args.config, {"preprocess": flags})
+        return Params.from_config(config["preprocess"]), {"preset": config["preset"]}
+    options = {"--preset": args.preset, "--config": args.config, "--no-n4": args.n4,
+               "--n4-grid-mm": args.n4_grid_mm, "--margin-mm": args.margin_mm,
+               "--size": args.size}
+    given = [option for option, value in options.items() if value is not None]
+    if given:
+        raise SarcogradeError(f"{given[0]} with --model: the package's settings are used as "
+                              "they are; leave it out")
+    from ..formats.package import read_package
+
+    package = read_package(args.model)
+    return package_params(package, sequence), {"model": package.id}
 
 
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SarcogradeError(f"--jobs must be at least 1, not {args.jobs}")
     executor = executors.from_arguments(args, workers=args.jobs)
-    flags = {"n4": args.n4, "n4_grid_mm": args.n4_grid_mm, "margin_mm": args.margin_mm,
-             "size": args.size}
-    config = load_config(args.preset, args.config, {"preprocess": flags})
-    params = Params.from_config(config["preprocess"])
     cohort = load_manifest(args.manifest, strict=True)
     sequence = cohort.require_sequence(args.sequence)
+    params, source = _params(args, sequence)
     cache: Path = args.out
     cache_config = {"sequence": sequence, **params.as_dict(),
                     "manifest": str(Path(args.manifest).resolve())}
@@ -155,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
     tasks = [Task(p.patient_id, sequence_image(p, sequence), mask_source(p, sequence), cache,
                   params, args.preview) for p in cohort]
-    with RunRecord(cache, config={"preset": config["preset"], **cache_config},
+    with RunRecord(cache, config={**source, **cache_config},
                    inputs={"manifest": args.manifest}) as record:
         info(f"preprocess: {len(tasks)} patients, sequence {sequence}, {executor.where} -> "
              f"{cache}")

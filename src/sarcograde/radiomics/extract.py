@@ -34,7 +34,7 @@ from .features import compute_features
 from .settings import Settings
 
 # Bump when a change of the method changes the features, so that old caches recompute.
-METHOD_VERSION = 1
+METHOD_VERSION = 2  # 2: Moran's I and Geary's C over every voxel pair
 
 
 @dataclass(frozen=True)

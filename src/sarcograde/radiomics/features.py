@@ -1,8 +1,10 @@
 """IBSI radiomics features of one tumour with MIRP: the z-scored 1 mm volume inside the mask.
 
-MIRP reads the image and mask from NIfTI files (that is how it learns the voxel spacing), so the
-tumour's bounding box, with a margin, is written to a temporary folder and handed over. Feature
-names are MIRP's (e.g. `stat_mean`, `morph_vol_approx`, `cm_joint_max_d1_3d_v_mrg_fbs_w0.25`).
+The tumour's bounding box, with a margin, is handed to MIRP as arrays with their voxel spacing
+(no file: MIRP's NIfTI reader loads ITK, seconds in every process). Moran's I and Geary's C are
+computed over every pair of voxels by `spatial` (the values of MIRP's `no_approximation`; its
+default is a slow random estimate). Feature names are MIRP's (e.g. `stat_mean`,
+`morph_vol_approx`, `cm_joint_max_d1_3d_v_mrg_fbs_w0.25`).
 
 A feature class that cannot be computed (a mask too small for texture matrices, an image that
 is constant inside the mask) is left empty (NaN) and named in `PatientFeatures.empty`.
@@ -12,15 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..formats.radiomics import PatientFeatures
 from .settings import FAMILIES, TEXTURE
+from .spatial import exact_spatial_statistics
 
 # Voxels of air around the box: MIRP's mesh (morphology) needs the surface inside the image.
 _MARGIN = 2
@@ -52,11 +52,18 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
-def _to_nifti(array: np.ndarray, spacing_mm: float, path: Path) -> Path:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing([float(spacing_mm)] * 3)
-    sitk.WriteImage(image, str(path))
-    return path
+def _mirp_arrays(image: np.ndarray, mask: np.ndarray, spacing_mm: float):
+    """MIRP's in-memory image and mask: its public array input assumes 1 mm voxels, its
+    array classes take the spacing. The sample name is fixed (MIRP draws a random one)."""
+    from mirp._data_import.numpy_file import ImageNumpyFile, MaskNumpyFile
+
+    spacing = (float(spacing_mm),) * 3
+    image_file = ImageNumpyFile(image_data=image, image_spacing=spacing, image_modality="mr",
+                                sample_name="tumour")
+    mask_file = MaskNumpyFile(image_data=mask, image_spacing=spacing, sample_name="tumour")
+    # MIRP reads an array's shape from its "metadata"
+    image_file.image_metadata, mask_file.image_metadata = image, mask
+    return image_file, mask_file
 
 
 def _mirp_settings(settings: dict) -> dict:
@@ -76,11 +83,9 @@ def compute_features(image: np.ndarray, mask: np.ndarray, spacing_mm: float,
     box = _bounding_box(mask)
     image = np.ascontiguousarray(image[box], dtype=np.float32)
     mask = np.ascontiguousarray(mask[box] > 0, dtype=np.uint8)
-    with tempfile.TemporaryDirectory(prefix="sarcograde-radiomics-") as tmp, _quiet_mirp():
-        table = extract_features(
-            image=str(_to_nifti(image, spacing_mm, Path(tmp) / "image.nii")),
-            mask=str(_to_nifti(mask, spacing_mm, Path(tmp) / "mask.nii")),
-            **_mirp_settings(settings))[0]
+    image_file, mask_file = _mirp_arrays(image, mask, spacing_mm)
+    with _quiet_mirp(), exact_spatial_statistics():
+        table = extract_features(image=image_file, mask=mask_file, **_mirp_settings(settings))[0]
     prefixes = tuple(FAMILIES[f] for f in settings["families"])
     values = {name: float(table[name].iloc[0]) for name in table.columns
               if name.startswith(prefixes)}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..formats.evaluation import CALIBRATION, ROC
+from ..formats.evaluation import CALIBRATION, DECISION_FIGURE, ROC
 from . import sections as s
+from . import utility
 from .format import format_cell, format_list, format_number, format_p, pretty_name
 from .inputs import ReportInputs, lookup
 from .methods import bootstrap_count, methods_paragraph
@@ -16,7 +17,7 @@ from ..outcome import outcome
 SMALL_COHORT = 100
 CLASSIFICATION_METRICS = (("auc", "AUC"), ("precision", "Precision"),
                           ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
-                          ("f1", "F1"), ("accuracy", "Accuracy"))
+                          ("f1", "F1"), ("accuracy", "Accuracy"), ("net_benefit", "Net benefit"))
 CALIBRATION_METRICS = (("brier", "Brier score"), ("calibration_slope", "Calibration slope"),
                        ("calibration_intercept", "Calibration intercept"))
 SUMMARY_METRICS = (("auc", "AUC"), ("sensitivity", "Sensitivity"),
@@ -25,9 +26,14 @@ CONFUSION_HEADER = {"model": "Model", "rule": "Threshold rule", "threshold": "Th
                     "tn": "TN", "fp": "FP", "fn": "FN", "tp": "TP"}
 ROC_CAPTION = "ROC curves of the evaluated patients, with the 95% bootstrap band of the DL model."
 CALIBRATION_CAPTION = "Reliability diagram: observed share of high grade per bin of p_high."
+DECISION_CAPTION = ("Decision curves: net benefit of treating the patients with p_high above the "
+                    "threshold, against treating all and none; 95% bootstrap band of the first "
+                    "model.")
 
 
 TOC = (("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"), ("performance", "Performance"),
+       ("abstention", "Abstention"), ("subgroups", "Subgroups"),
+       ("recalibration", "Recalibration"),
        ("survival", "Overall survival"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods (generated from the configuration)"),
        ("provenance", "Configuration and provenance"))
@@ -49,6 +55,9 @@ def context(inputs: ReportInputs) -> dict[str, Any]:
         "flow": s.flow(evaluation.flow),
         "cohort": s.cohort(evaluation.cohort),
         "performance": performance(inputs),
+        "abstention": utility.abstention(None, m, evaluation.figures),
+        "subgroups": utility.subgroups(None, m, evaluation.figures),
+        "recalibration": utility.recalibration(None, m, evaluation.figures),
         "survival": s.survival(evaluation.survival, evaluation.figures),
         "attention": s.attention(inputs.attention) if inputs.attention else None,
         "training": s.training(inputs.run) if inputs.run else None,
@@ -100,6 +109,8 @@ def performance(inputs: ReportInputs) -> dict:
     primary_first = ["primary"] + [None] * (len(rows) - 1)
     calibration_names = [name for name, _ in CALIBRATION_METRICS]
     figures = [f for f in (s.figure(inputs.evaluation.figures.get(ROC), ROC_CAPTION, "roc"),
+                           s.figure(inputs.evaluation.figures.get(DECISION_FIGURE),
+                                    DECISION_CAPTION, "decision curves"),
                            s.figure(inputs.evaluation.figures.get(CALIBRATION),
                                     CALIBRATION_CAPTION, "calibration")) if f]
     return {

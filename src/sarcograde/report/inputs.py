@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..errors import SarcogradeError
+from ..formats.acquisition import ACQUISITION_SUMMARY, AcquisitionTable
 from ..formats.cache import read_cache_config
 from ..formats.evaluation import (CohortTable, read_cohort_table, read_confusion, read_figure,
                                   read_metrics, read_model_metrics, read_patient_flow,
@@ -231,6 +232,8 @@ class StudyInputs:
     runs: dict[str, TrainingRun] = field(default_factory=dict)
     predictions: dict[str, list[str]] = field(default_factory=dict)  # site -> model names
     records: dict[str, dict] = field(default_factory=dict)  # relative path -> run.json
+    # cohort -> check/<cohort>/acquisition-summary.csv, where check wrote one
+    acquisition: dict[str, AcquisitionTable] = field(default_factory=dict)
 
     @classmethod
     def from_evaluation(cls, folder: Path) -> "StudyInputs":
@@ -267,6 +270,9 @@ class StudyInputs:
                        if any(run.glob("fold_*"))}
         inputs.predictions = {site.name: sorted(p.stem for p in site.glob("*.csv"))
                               for site in _subfolders(folder / "predict")}
+        inputs.acquisition = {cohort.name: AcquisitionTable.read(cohort, summary=True)
+                              for cohort in _subfolders(folder / "check")
+                              if (cohort / ACQUISITION_SUMMARY).is_file()}
         inputs.records = {str(p.relative_to(folder)): read_record(p)
                           for p in sorted(folder.rglob(f"*{FOLDER_RECORD}"))}
         return inputs

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import model_kinds as kinds
-from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, KM_PANEL, ROC
+from ..formats.evaluation import CALIBRATION, CALIBRATION_MODELS, DECISION_FIGURE, KM_PANEL, ROC
 from . import sections as s
+from .acquisition import acquisition
+from . import utility
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS, SMALL_COHORT
 from .format import format_list, format_number
 from ..model_kinds import POOLED
@@ -21,8 +23,11 @@ from ..outcome import Outcome, outcome
 
 TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
+       ("acquisition", "Acquisition"),
        ("performance", "Performance (Table 2)"), ("roc", "ROC curves"),
-       ("calibration", "Calibration"), ("survival", "Overall survival"),
+       ("decision", "Decision curves"), ("abstention", "Abstention"), ("subgroups", "Subgroups"),
+       ("calibration", "Calibration"), ("recalibration", "Recalibration"),
+       ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
        ("methods", "Methods"), ("provenance", "Provenance"))
 FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble outputs by a "
@@ -30,10 +35,18 @@ FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble
                    "only (late fusion).")
 
 
-def dl_model(sequence: str) -> str:
-    """The DL model of a sequence folder (explain/<site>/<SEQ>, train/<SEQ>): DL-<SEQ>."""
+def dl_model(sequence: str, received: bool = False) -> str:
+    """The DL model of a sequence folder (explain/<site>/<SEQ>, train/<SEQ>): DL-<SEQ>, or
+    PKG-<SEQ> in a study of a received model package."""
+    kind = kinds.PACKAGE if received else kinds.DL
     named = kinds.kind_of(sequence)
-    return sequence if named and named.kind == kinds.DL else kinds.name(kinds.DL, sequence)
+    return sequence if named and named.kind == kind else kinds.name(kind, sequence)
+
+
+def received_package(config: dict | None) -> bool:
+    """True for a study that graded with a received model package (`model:`) instead of
+    training its DL models."""
+    return bool(config and config.get("model"))
 
 
 def context(inputs: StudyInputs) -> dict[str, Any]:
@@ -43,9 +56,12 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
     return {
         "toc": TOC, "source_folder": str(inputs.folder), "sites": sites,
         "subtitle": target.subtitle, "classes": target.classes,
+        "coverage": next((site["abstention"]["coverage"] for site in sites
+                          if not site["abstention"]["not_run"]), "share set"),
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
-        "attention": attention(inputs, target),
+        "acquisition": acquisition(inputs),
+        "attention": attention(inputs, target, received_package(config)),
         "training": [{"model": dl_model(seq), **s.training(run, model=dl_model(seq))}
                      for seq, run in inputs.runs.items()],
         "methods": methods(inputs, config),
@@ -102,6 +118,12 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder,
         "not_evaluated": [m for m in inputs.predictions.get(name, []) if m not in models],
         "roc": s.figure(figures.get(ROC), f"ROC curves of every model, {name}.",
                         f"ROC {name}"),
+        "decision": s.figure(figures.get(DECISION_FIGURE), f"Decision curves of every model, "
+                             f"{name}: net benefit against treating all and none.",
+                             f"decision curves {name}"),
+        "abstention": utility.abstention(name, metrics, figures),
+        "subgroups": utility.subgroups(name, metrics, figures),
+        "recalibration": utility.recalibration(name, metrics, figures),
         "calibration": calibration_figure(name, figures),
         "survival": {**survival(name, folder, target), "truth": target.title},
         "delong": delong(name, models, metrics),
@@ -193,11 +215,11 @@ def summary(inputs: StudyInputs) -> dict:
             "n_models": len(models), "n_sites": sum(not inputs.is_pooled(n) for n in inputs.sites)}
 
 
-def attention(inputs: StudyInputs, target: Outcome) -> list[dict]:
-    """One gallery per DL model (explain/<site>/<SEQ>/ -> DL-<SEQ>), per site."""
+def attention(inputs: StudyInputs, target: Outcome, received: bool = False) -> list[dict]:
+    """One gallery per DL model (explain/<site>/<SEQ>/ -> DL-<SEQ> or PKG-<SEQ>), per site."""
     sequences = list(dict.fromkeys(seq for by_seq in inputs.attention.values() for seq in by_seq))
-    return [{"model": dl_model(seq),
-             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq),
+    return [{"model": dl_model(seq, received),
+             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq, received),
                                    words=target.short)
                        for site, by_seq in inputs.attention.items() if seq in by_seq]}
             for seq in sequences]
@@ -209,9 +231,17 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
     if config:
         external = [n for n in inputs.sites if not inputs.is_pooled(n)]
         models = config.get("models")
+        if received_package(config):
+            design = (f"The DL models were those of the model package {config['model']}, "
+                      "applied as received, without retraining (each site preprocessed with the "
+                      "package's settings)" + (f"; the other models were fitted on the training "
+                                               f"cohort ({config['train']})"
+                                               if config.get("train") else "") + ". Models were")
+        else:
+            design = (f"Models were trained on the training cohort "
+                      f"({config.get('train', 'not recorded')}) and")
         paragraphs.append(
-            f"Models were trained on the training cohort ({config.get('train', 'not recorded')}) "
-            f"and tested on {len(external)} external site(s) ({', '.join(external)}), each on "
+            f"{design} tested on {len(external)} external site(s) ({', '.join(external)}), each on "
             f"its own and pooled. Target: {config.get('target', 'grade')}; sequences: "
             f"{format_list(config.get('sequences', 'not recorded'))}; models: "
             f"{format_list(models) if models is not None else 'not recorded'}; preset: "
@@ -224,6 +254,8 @@ def methods(inputs: StudyInputs, config: dict | None) -> list[str]:
         f"At every site each model's metrics were estimated with 95% confidence intervals from "
         f"{bootstrap_count(first.metrics, first.record)} bootstrap resamples of patients, and "
         "every pair of models was compared by DeLong's test for paired AUCs."]
+    if any("decision_curve" in folder.metrics for folder in inputs.sites.values()):
+        evaluation.append(utility.METHODS_SENTENCE)
     fusion = kinds.name(kinds.FUSION)
     if any(fusion in folder.metrics["models"] for folder in inputs.sites.values()):
         evaluation.append(FUSION_SENTENCE)

@@ -80,6 +80,18 @@ def calibration_intercept(y, p):
     return _newton(y, _logit(p), fit_slope=False)[0]
 
 
+def recalibration_fit(y, p, fit_slope: bool) -> tuple[float, float]:
+    """(a, b) of the logistic recalibration ``y ~ a + b logit(p)``, or of ``y ~ a +
+    offset(logit(p))`` (b = 1) without `fit_slope`; NaN where no finite fit exists."""
+    a, b = _newton(y, _logit(p), fit_slope)
+    return float(a), float(b)
+
+
+def recalibrated(p, a: float, b: float) -> np.ndarray:
+    """The probabilities after the recalibration (a, b): ``expit(a + b logit(p))``."""
+    return expit(a + b * _logit(p))
+
+
 def wilson_interval(successes, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a proportion (good coverage at the small counts of a bin)."""
     successes, n = np.asarray(successes, float), np.asarray(n, float)

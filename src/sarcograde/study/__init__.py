@@ -59,7 +59,8 @@ def run_study(path: str | Path, out: str | Path, *, jobs: int = 1, until: str = 
     steps = build_steps(study, layout, jobs=jobs, until=until, executor=executor)
     info(f"study {study.path}: {len(study.sequences)} sequence(s), {len(study.test)} external "
          f"site(s), models {', '.join(study.model_names())}, {len(steps)} steps -> {layout.out}")
-    if (study.preset == "paper" and "dl" in study.models and not executor
+    trains_dl = "dl" in study.models and study.model is None
+    if (study.preset == "paper" and trains_dl and not executor
             and STAGES.index(until) >= STAGES.index("train")):
         from ..train.cpu_estimate import say_epoch_time_before_study  # torch, only when needed
 

@@ -14,6 +14,7 @@ from .. import model_kinds as kinds
 from ..cohort import is_missing, read_table
 from ..formats.cache import INDEX
 from ..formats.evaluation import METRICS
+from ..formats.package import package_file
 from ..model_kinds import POOLED
 from ..formats.fusion import FUSION_MODEL
 from ..formats.predictions import ATTENTION
@@ -118,7 +119,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     config_files = [layout.config] if study.config_overrides else []
     radiomics_files = [layout.radiomics_config] if study.overrides.get(RADIOMICS) else []
     radiomics_config = [a for f in radiomics_files for a in ("--config", str(f))]
-    bootstrap = str(study.overrides.get("evaluate", {}).get("bootstrap", 1000))
+    evaluate_options = study.overrides.get("evaluate", {})
+    bootstrap = str(evaluate_options.get("bootstrap", 1000))
     steps: list[Step] = []
 
     manifests = dict(study.cohorts)
@@ -139,13 +141,17 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                            "--out", str(layout.check(cohort))]))
     dl_sequences = study.sequences if kinds.DL in study.models else []
     radiomics_sequences = study.sequences if kinds.RADIOMICS in study.models else []
+    # A received package's models: preprocessed with its settings, nothing of them trained here.
+    received = study.model is not None
+    dl_settings = ["--model", str(study.model)] if received else config
+    dl_files = [package_file(study.model)] if received else config_files
     for cohort, manifest in manifests.items():
-        for seq in dl_sequences:
+        for seq in dl_sequences if cohort != "train" or not received else []:
             steps.append(Step(f"preprocess/{cohort}/{seq}", "preprocess",
-                              _manifest_files(study.cohorts[cohort], [seq]) + config_files,
+                              _manifest_files(study.cohorts[cohort], [seq]) + dl_files,
                               [layout.cache(cohort, seq) / INDEX],
                               ["preprocess", str(manifest), "--sequence", seq,
-                               "--out", str(layout.cache(cohort, seq)), *config,
+                               "--out", str(layout.cache(cohort, seq)), *dl_settings,
                                "--jobs", str(jobs), *executor]))
         # radiomics features are extracted from the manifest's images (with their own settings,
         # configs/radiomics.yaml and overrides.radiomics), in the preprocess stage
@@ -156,7 +162,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                               ["radiomics", "extract", str(manifest), "--sequence", seq,
                                "--out", str(layout.features(cohort, seq).parent),
                                *radiomics_config, "--jobs", str(jobs)]))
-    for seq in dl_sequences:
+    for seq in dl_sequences if not received else []:
         steps.append(Step(f"train/{seq}", "train",
                           [layout.cache("train", seq) / INDEX, *config_files],
                           _run_files(layout.run(seq)),
@@ -176,7 +182,7 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                            "--out", str(layout.radiomics_run(seq)), "--preset", study.preset,
                            *cv_flags, "--seed", str(study.seed), *radiomics_config]))
     fused = kinds.FUSION in study.models
-    if fused:
+    if fused and not received:
         steps.append(Step("train/fusion", "train",
                           [f for seq in study.sequences for f in _run_files(layout.run(seq))],
                           [layout.fusion / FUSION_MODEL],
@@ -185,23 +191,34 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                            "--out", str(layout.fusion)]))
 
     baselines = [m for m in kinds.BASELINES if m in study.models]
+    dl_kind, fusion_kind = ((kinds.PACKAGE, kinds.PACKAGE_FUSION) if received
+                            else (kinds.DL, kinds.FUSION))
+
+    def dl_models(seq: str) -> tuple[list[Path], str]:
+        """The files of a sequence's DL models and the argument naming them: the study's run,
+        or the received package."""
+        if received:
+            return dl_files, str(study.model)
+        return _run_files(layout.run(seq)), str(layout.run(seq))
+
+    fusion_file = package_file(study.model) if received else layout.fusion / FUSION_MODEL
     for site in study.test:
         for seq in dl_sequences:
-            model = kinds.name(kinds.DL, seq)
+            model = kinds.name(dl_kind, seq)
+            files, models = dl_models(seq)
             steps.append(Step(f"predict/{site}/{model}", "predict",
-                              [*_run_files(layout.run(seq)),
-                               layout.cache(site, seq) / INDEX],
+                              [*files, layout.cache(site, seq) / INDEX],
                               [layout.predictions(site, model)],
-                              ["predict", str(layout.run(seq)), str(layout.cache(site, seq)),
+                              ["predict", models, str(layout.cache(site, seq)),
                                "--out", str(layout.predictions(site, model)), *executor]))
         if fused:
-            model = kinds.name(kinds.FUSION)
-            inputs = {seq: layout.predictions(site, kinds.name(kinds.DL, seq))
+            model = kinds.name(fusion_kind)
+            inputs = {seq: layout.predictions(site, kinds.name(dl_kind, seq))
                       for seq in study.sequences}
             steps.append(Step(f"predict/{site}/{model}", "predict",
-                              [layout.fusion / FUSION_MODEL, *inputs.values()],
+                              [fusion_file, *inputs.values()],
                               [layout.predictions(site, model)],
-                              ["fusion", "apply", str(layout.fusion / FUSION_MODEL),
+                              ["fusion", "apply", str(study.model if received else fusion_file),
                                *[a for seq, file in inputs.items()
                                  for a in ("--sequence", f"{seq}={file}")],
                                "--out", str(layout.predictions(site, model))]))
@@ -216,23 +233,30 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     # DL and fusion models are read from their files; the baselines are fitted by evaluate on
     # the training cohort (with Table 1), which also writes their predictions of each site.
     files_of = [m for m in study.model_names() if m not in baselines]
-    # the first model's run: its Youden threshold and the baselines' folds (same formats)
-    reference_run = layout.run(seq0) if kinds.DL in study.models else layout.radiomics_run(seq0)
-    common = ["--run", str(reference_run), "--bootstrap", bootstrap, "--seed", str(study.seed),
+    # the first model's run: its Youden threshold and the baselines' folds (same formats); a
+    # received package brings its own threshold, and the baselines draw their own folds
+    if received:
+        reference, reference_files = ["--model", str(study.model)], dl_files
+    else:
+        run = layout.run(seq0) if kinds.DL in study.models else layout.radiomics_run(seq0)
+        reference, reference_files = ["--run", str(run)], _run_files(run)
+    common = [*reference, "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
     # evaluate reads another target from its own column, and keeps the real grade for Table 1:
     # it takes the study's manifests, not the derived ones that code the target as a grade
     evaluated = study.cohorts
     if study.target != "grade":
         common += ["--target", study.target]
+    common += [a for key in ("coverage", "recalibrate") if key in evaluate_options
+               for a in (f"--{key}", str(evaluate_options[key]))]
+    train_manifest = [evaluated["train"]] if "train" in evaluated else []
     if baselines:
         common += ["--train-manifest", str(evaluated["train"])]
     for site in study.test:
         files = [layout.predictions(site, m) for m in files_of]
         written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
         steps.append(Step(f"evaluate/{site}", "evaluate",
-                          [*files, evaluated[site], evaluated["train"],
-                           *_run_files(reference_run)],
+                          [*files, evaluated[site], *train_manifest, *reference_files],
                           [layout.evaluate(site) / METRICS,
                            *[layout.predictions(site, m) for m in baselines]],
                           ["evaluate", *[a for m, f in zip(files_of, files)
@@ -244,8 +268,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         templates = {m: layout.predictions("{site}", m) for m in files_of}
         steps.append(Step(f"evaluate/{POOLED}", "evaluate",
                           [*[layout.predictions(s, m) for s in study.test for m in files_of],
-                           *[evaluated[s] for s in study.test], evaluated["train"],
-                           *_run_files(reference_run)],
+                           *[evaluated[s] for s in study.test], *train_manifest,
+                           *reference_files],
                           [layout.evaluate(POOLED) / METRICS],
                           ["evaluate", *[a for m, template in templates.items()
                                          for a in ("--predictions", f"{m}={template}")],
@@ -254,13 +278,13 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
     if kinds.DL in study.models:
         for site in study.test:
             for seq in study.sequences:
+                files, models = dl_models(seq)
                 steps.append(Step(f"explain/{site}/{seq}", "explain",
-                                  [*_run_files(layout.run(seq)),
-                                   layout.cache(site, seq) / INDEX],
+                                  [*files, layout.cache(site, seq) / INDEX],
                                   [layout.explain(site, seq) / ATTENTION],
-                                  ["explain", str(layout.run(seq)), str(layout.cache(site, seq)),
+                                  ["explain", models, str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq)), "--slice-logits",
-                                   str(layout.predictions(site, kinds.name(kinds.DL, seq))),
+                                   str(layout.predictions(site, kinds.name(dl_kind, seq))),
                                    *executor]))
     explained = [layout.explain(site, seq) / ATTENTION for site in study.test
                  for seq in study.sequences] if kinds.DL in study.models else []

@@ -462,6 +462,19 @@ def test_missing_optional_parts_say_not_run(tmp_path):
     assert parsed.cells[("pooled", "DL-T2FS", None, "auc")] == expected(only)
 
 
+def test_an_evaluation_from_before_the_utility_measures_still_renders(tmp_path):
+    """A study evaluated by the previous version (no subgroups, abstention or decision curves in
+    metrics.json) gets its page, each missing part saying so."""
+    root = write_study(tmp_path)
+    for site in (*SITES, "pooled"):
+        metrics = metrics_of(root, site)
+        for key in ("subgroups", "abstention", "decision_curve"):
+            metrics.pop(key, None)
+        (root / "evaluate" / site / "metrics.json").write_text(json.dumps(metrics))
+    parsed = parse(build_study_report(root).read_text(encoding="utf-8"))
+    assert "metrics.json has no 'subgroups'" in parsed.sections["subgroups"]
+
+
 @pytest.mark.parametrize("damage, named", [
     ("no_evaluate", "evaluate"),
     ("no_metrics", "hospital-b"),

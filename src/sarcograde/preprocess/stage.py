@@ -147,14 +147,20 @@ def package_params(package, sequence: str) -> Params:
     return Params.from_config({k: v for k, v in settings.items() if k != "sequence"})
 
 
-def _params(args: argparse.Namespace, sequence: str) -> tuple[Params, dict]:
-    """The preset's parameters with the config file's and the flags' changes, or the package's;
-    and where they came from, for run.json."""
+def _preset_params(args: argparse.Namespace) -> tuple[Params, dict]:
+    """The preset's parameters with the config file's and the flags' changes, and where they
+    came from, for run.json."""
     flags = {"n4": args.n4, "n4_grid_mm": args.n4_grid_mm, "margin_mm": args.margin_mm,
              "size": args.size}
+    config = load_config(args.preset or "paper", args.config, {"preprocess": flags})
+    return Params.from_config(config["preprocess"]), {"preset": config["preset"]}
+
+
+def _package(args: argparse.Namespace):
+    """The `--model` package (verified), or None; a preset, config or setting flag beside it is
+    refused, since the package's settings are used as they are."""
     if args.model is None:
-        config = load_config(args.preset or "paper", args.config, {"preprocess": flags})
-        return Params.from_config(config["preprocess"]), {"preset": config["preset"]}
+        return None
     options = {"--preset": args.preset, "--config": args.config, "--no-n4": args.n4,
                "--n4-grid-mm": args.n4_grid_mm, "--margin-mm": args.margin_mm,
                "--size": args.size}
@@ -164,17 +170,21 @@ def _params(args: argparse.Namespace, sequence: str) -> tuple[Params, dict]:
                               "they are; leave it out")
     from ..formats.package import read_package
 
-    package = read_package(args.model)
-    return package_params(package, sequence), {"model": package.id}
+    return read_package(args.model)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SarcogradeError(f"--jobs must be at least 1, not {args.jobs}")
     executor = executors.from_arguments(args, workers=args.jobs)
+    # settings are checked before the manifest is read: a typo costs no work
+    package = _package(args)
+    if package is None:
+        params, source = _preset_params(args)
     cohort = load_manifest(args.manifest, strict=True)
     sequence = cohort.require_sequence(args.sequence)
-    params, source = _params(args, sequence)
+    if package is not None:
+        params, source = package_params(package, sequence), {"model": package.id}
     cache: Path = args.out
     cache_config = {"sequence": sequence, **params.as_dict(),
                     "manifest": str(Path(args.manifest).resolve())}

@@ -147,7 +147,10 @@ def test_sr_holds_grade_json_and_refers_to_the_source_instances_and_contours(gra
         seg = pydicom.dcmread(folder / seg_name(seq), stop_before_pixels=True)
         assert group["segment"] == seg.SOPInstanceUID
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series[seq][0]
-    assert sorted(_flags(result, "T2FS")) == [("99SARCOGRADE", "CONTOUR_CARRIED")]
+    # the T2FS contour was carried (acquisition flags may join it: a tiny training cohort's
+    # ranges are narrow), and every flag of grade.json is in the SR (checked above)
+    assert ("99SARCOGRADE", "CONTOUR_CARRIED") in _flags(result, "T2FS")
+    assert ("99SARCOGRADE", "CONTOUR_CARRIED") not in _flags(result, "T1FSGd")
     evidence = {ref.ReferencedSOPInstanceUID
                 for study in sr.CurrentRequestedProcedureEvidenceSequence
                 for s in study.ReferencedSeriesSequence for ref in s.ReferencedSOPSequence}

@@ -190,8 +190,9 @@ def test_report_renders_in_chromium(browser, tmp_path):
 def test_study_report_renders_in_chromium(browser, tmp_path):
     root = write_study(tmp_path / "study", hostile=True)
     page = build_study_report(root)
-    # + decision curves, abstention, subgroups and recalibration, with their figures
-    assert_renders(browser, page, min_images=30 + 3 * 4, sections=16,
+    # + decision curves, abstention, subgroups and recalibration, with their figures; the
+    # acquisition table and the TRIPOD+AI checklist
+    assert_renders(browser, page, min_images=30 + 3 * 4, sections=18,
                    shot_name="study_report_screenshot.png")
     # The hostile model name and patient id stay text: no element was injected.
     assert browser.evaluate("document.querySelectorAll('main b, main img[src=x]').length") == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ FORMAT = "sarcograde-model-package"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 MODEL_CARD = "MODEL_CARD.md"
+RECALIBRATION = "recalibration"  # model.json's block of `sarcograde recalibrate`
 WEIGHTS_SUFFIX = ".safetensors"
 RERUN = "export"
 # A zip's entries carry this date, so that the same models give the same bytes.
@@ -201,6 +203,7 @@ class Package:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise SarcogradeError("model.json: 'threshold' has no value in [0, 1]", path=shown)
         self.models = {seq: _sequence_model(seq, document, shown) for seq in sequences}
+        self.recalibration = _recalibration(document, shown)
 
     @property
     def id(self) -> str:
@@ -299,6 +302,19 @@ def read_package(path: str | Path) -> Package:
 def _changed(shown: Path) -> SarcogradeError:
     return SarcogradeError("SHA-256 differs from model.json's: the file was changed or damaged "
                            "after export; use the package as exported", path=shown)
+
+
+def _recalibration(document: dict, shown: Path) -> dict | None:
+    """model.json's recalibration for a site (`sarcograde recalibrate`), or None."""
+    block = document.get(RECALIBRATION)
+    if block is None:
+        return None
+    values = [block.get(k) for k in ("intercept", "slope")] if isinstance(block, dict) else []
+    if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) for v in values):
+        raise SarcogradeError(f"model.json: '{RECALIBRATION}' has no finite intercept and slope",
+                              path=shown)
+    return block
 
 
 def _sequence_model(sequence: str, document: dict, shown: Path) -> SequenceModel:

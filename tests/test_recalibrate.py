@@ -17,7 +17,7 @@ import pytest
 from scipy.special import expit, logit
 
 from sarcograde.cli import main
-from sarcograde.formats.grade import grade_path, read_grade
+from sarcograde.formats.grade import CASE_REPORT, grade_path, read_grade
 from sarcograde.formats.package import MODEL_CARD, MODEL_JSON, read_package
 from test_grade import SEQUENCES, built, new_patient  # noqa: F401 (a fixture)
 
@@ -73,6 +73,10 @@ def test_grade_with_the_recalibrated_package_is_expit_of_the_originals(built, si
     assert after["recalibration"]["site"] == "hospital-x"
     assert after["model"]["id"] == read_package(out).id != before["model"]["id"]
     assert after["grade"] == ("high" if after["p_high"] > after["threshold"] else "low")
+    page = (tmp_path / "after" / "case-1" / CASE_REPORT).read_text()
+    assert (f"recalibrated for hospital-x (intercept only, fitted on {block['n']} patients of "
+            f"that site); before the recalibration: {before['p_high']:.3f}") in page
+    assert 'id="recalibration"' not in (tmp_path / "before" / "case-1" / CASE_REPORT).read_text()
 
 
 def test_fusion_apply_with_the_recalibrated_package(built, site, tmp_path):

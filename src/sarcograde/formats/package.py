@@ -3,8 +3,10 @@ as a folder or one zip file of the same files.
 
     PKG/model.json                   what the package is (format, version), its sequences' settings
                                      and folds, the fusion, the operating threshold, the training
-                                     cohort's counts, the metrics, the versions, and the SHA-256 of
-                                     every other file; `checksum` is the SHA-256 of its own content
+                                     cohort's counts, the metrics, the versions, the recalibration
+                                     for a site (`sarcograde recalibrate`, if any), and the SHA-256
+                                     of every other file; `checksum` is the SHA-256 of its own
+                                     content
     PKG/MODEL_CARD.md                the model card, in words
     PKG/<SEQ>/fold_XX.safetensors    each fold model's fp32 weights (safetensors: no pickle, so
                                      loading runs no code)

@@ -1,6 +1,6 @@
 """`sarcograde recalibrate`: a new package version whose graded model (here the fusion) is
 recalibrated for a site. The recalibrated package's p_high equals expit(a + b logit(p)) of the
-original's, in `grade` and in `fusion apply`; the fit solves the logistic score equations on the
+original's, in `grade`, in `fusion apply` and, for a package of one sequence, in `predict`; the fit solves the logistic score equations on the
 site's patients; the card names the site and N; no patient id of the site enters the package;
 an edited recalibration, a second recalibration and another package's grades are refused.
 
@@ -94,6 +94,26 @@ def test_fusion_apply_with_the_recalibrated_package(built, site, tmp_path):
     assert np.allclose(after["p_high"], expit(block["intercept"] + block["slope"]
                                                * logit(before["p_high"])))
     assert np.allclose(after["p_high_uncalibrated"], before["p_high"])
+
+
+def test_predict_with_a_recalibrated_package_of_one_sequence(built, site, tmp_path):
+    root, manifest, ids, p, _ = site
+    single = tmp_path / "pkg-t1"
+    assert main(["export", "--run", f"T1FSGd={built / 'run-T1FSGd'}", "--out", str(single)]) == 0
+    predictions = root / "PKG-fusion.csv"  # any p_high of the site's patients will do
+    assert main(["recalibrate", str(single), "--predictions", str(predictions), "--manifest",
+                 str(manifest), "--site", "hospital-x", "--out", str(tmp_path / "pkg-t1-x")]) == 0
+    cache = built / "cache-T1FSGd"
+    for model, name in ((single, "before.csv"), (tmp_path / "pkg-t1-x", "after.csv")):
+        assert main(["predict", str(model), str(cache), "--out", str(tmp_path / name),
+                     "--device", "cpu"]) == 0
+    before, after = (pd.read_csv(tmp_path / n) for n in ("before.csv", "after.csv"))
+    block = read_package(tmp_path / "pkg-t1-x").recalibration
+    assert np.allclose(after["p_high"], expit(block["intercept"] + block["slope"]
+                                               * logit(before["p_high"])))
+    assert np.allclose(after["p_high_uncalibrated"], before["p_high"])
+    assert (after["predicted"] == (after["p_high"] > 0.5)).all()
+    assert np.allclose(after["p_high_sd"], before["p_high_sd"])  # the fold models' spread
 
 
 def test_the_card_names_the_site_and_n_and_the_package_holds_no_site_id(built, site):

@@ -30,7 +30,7 @@ from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .formats.run import CV_PREDICTIONS, read_cv_predictions
 from .options import add_renamed_option, named_paths
-from .stats import recalibrated
+from .recalibrate import recalibrate_table
 
 MODEL_NAME = kinds.name(kinds.FUSION)  # model.json's "model"
 # Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
@@ -141,18 +141,6 @@ def _fusion_model(path: Path) -> tuple[dict, dict | None]:
         raise SarcogradeError("the model package has no fusion (it grades one sequence)",
                               path=path)
     return package.fusion, package.recalibration
-
-
-def recalibrate_table(table: pd.DataFrame, recalibration: dict | None) -> pd.DataFrame:
-    """The fused p_high after the package's recalibration for a site, the fused value kept as
-    p_high_uncalibrated; the table unchanged without one."""
-    if recalibration is None:
-        return table
-    table = table.assign(p_high_uncalibrated=table["p_high"])
-    table["p_high"] = recalibrated(table["p_high"].to_numpy(), recalibration["intercept"],
-                                   recalibration["slope"])
-    table["predicted"] = (table["p_high"] > 0.5).astype(int)
-    return table
 
 
 def run(args: argparse.Namespace) -> int:

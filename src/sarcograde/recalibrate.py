@@ -7,8 +7,9 @@ model's p_high of them (grade's grades.csv, or a study's predict/<site>/PKG-fusi
 manifest gives their grades. The logistic recalibration is `evaluate --recalibrate`'s (the same
 fit and the same rule for fitting the slope), on every graded patient or on --n of them drawn
 stratified by class with --seed. PKG2 is PKG's weights and settings with model.json's
-`recalibration` block, a new id and a model card that names the site, N and the change; `grade`
-and `fusion apply` then apply it to the graded model's p_high.
+`recalibration` block, a new id and a model card that names the site, N and the change; `grade`,
+`fusion apply` (a fusion package) and `predict` (a package of one sequence) then apply it to the
+graded model's p_high (`recalibrate_table`).
 """
 
 from __future__ import annotations
@@ -18,20 +19,44 @@ import datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .artifacts import RunRecord
 from .cohort import load_manifest
 from .console import info
 from .errors import SarcogradeError
 from .evaluate.recalibration import SLOPE_RULE, fit_recalibration, recalibration_split
-from .formats.package import (MODEL_JSON, RECALIBRATION, package_file, read_package,
-                              write_package)
+from .formats.package import (MODEL_JSON, RECALIBRATION, is_package, package_file,
+                              read_package, write_package)
 from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .model_card import render_card
+from .stats import recalibrated
 
 # model.json's keys that write_package sets afresh
 WRITTEN = ("id", "files", "checksum")
+
+
+def recalibrate_table(table: pd.DataFrame, recalibration: dict | None) -> pd.DataFrame:
+    """A predictions table of the graded model with p_high after the package's recalibration
+    for a site (`predicted` following it) and the value before kept as p_high_uncalibrated; the
+    table unchanged without one."""
+    if recalibration is None or table.empty:
+        return table
+    table = table.assign(p_high_uncalibrated=table["p_high"])
+    table["p_high"] = recalibrated(table["p_high"].to_numpy(float), recalibration["intercept"],
+                                   recalibration["slope"])
+    table["predicted"] = (table["p_high"] > 0.5).astype(int)
+    return table
+
+
+def graded_recalibration(model: Path) -> dict | None:
+    """The recalibration that `predict` applies: a package's, where the package grades with
+    the one sequence it predicts (a fusion package's sequence models are not its graded model)."""
+    if not is_package(model):
+        return None
+    package = read_package(model)
+    return package.recalibration if package.fusion is None else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -62,6 +62,23 @@ def test_the_fit_solves_the_score_equations_on_the_sites_patients(site):
     assert expit(block["intercept"] + logit(p)).sum() == pytest.approx(y.sum(), abs=1e-6)
 
 
+def test_n_draws_the_patients_as_evaluate_recalibrate_does(built, site, tmp_path):
+    from sarcograde.evaluate.recalibration import recalibration_split
+
+    root, manifest, ids, p, _ = site
+    out = tmp_path / "pkg-n"
+    assert main(["recalibrate", str(built / "pkg"), "--predictions",
+                 str(root / "PKG-fusion.csv"), "--manifest", str(manifest), "--site", "x",
+                 "--n", "4", "--seed", "1", "--out", str(out)]) == 0
+    block = read_package(out).recalibration
+    grades = pd.read_csv(manifest, dtype=str).set_index("patient_id")["grade"].astype(int)
+    y = (grades.loc[ids].to_numpy() >= 2).astype(int)
+    fit, _ = recalibration_split(y, 4, 1)
+    assert (block["n"], block["seed"], block["n_high"]) == (4, 1, y[fit].sum())
+    assert expit(block["intercept"] + logit(p[fit])).sum() == pytest.approx(y[fit].sum(),
+                                                                             abs=1e-6)
+
+
 def test_grade_with_the_recalibrated_package_is_expit_of_the_originals(built, site, tmp_path):
     _, _, _, _, out = site
     before = grade_with(built, built / "pkg", tmp_path / "before")

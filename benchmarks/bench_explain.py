@@ -11,8 +11,14 @@ The three modes of `attention.ensemble_cam`, same run, interleaved:
 Quick-preset DenseNets (3 models, 64 x 64), 30 random slices, batch 16, Grad-CAM and Grad-CAM++,
 one torch thread; the median of `REPEATS` interleaved runs, maps compared with MONAI's.
 `--memory` adds each mode's peak resident memory above the loaded models, each in a fresh
-process (CPU only). Run from the repository root:
-`.venv/bin/python benchmarks/bench_explain.py [--models 1] [--memory] [--device cuda]`.
+process (CPU only).
+
+`--engines` (issue 24): Grad-CAM from the forward pass (`ensemble.forward_pass` and
+`attention.forward_cam`, explain's default for Grad-CAM) per engine (torch, ONNX Runtime,
+OpenVINO) against MONAI's backward pass and against the same engine's predict (`slice_logits`)
+on the same slices: explain's time over predict's, and the maps' difference from MONAI's.
+Run from the repository root:
+`.venv/bin/python benchmarks/bench_explain.py [--models 1] [--memory] [--device cuda] [--engines]`.
 """
 
 from __future__ import annotations
@@ -63,6 +69,50 @@ def one_mode(mode: str, method: str, n_models: int) -> None:
     print(f"{status_mib('VmHWM') - before:.1f}")
 
 
+def engine_rows(models: list, images: np.ndarray, meta: dict, repeats: int) -> None:
+    from sarcograde.attention import forward_cam
+    from sarcograde.engines import OnnxEngine, available, onnx_graph
+    from sarcograde.ensemble import Ensemble, forward_pass, slice_logits
+
+    size = images.shape[-1]
+    graphs = [onnx_graph(net, size) for net in models]
+    engines = {"torch": None, **{e: OnnxEngine(e, graphs, 1) for e in ("onnxruntime", "openvino")
+                                 if available(e)}}
+    ensemble = Ensemble(run_dir=Path("."), names=[str(k) for k in range(len(models))],
+                        models=models, metas=[{"input": meta}] * len(models),
+                        device=torch.device("cpu"), key="bench")
+    explainers = cam_explainers(models, "gradcam")
+    seconds = {(e, step): [] for e in engines for step in ("predict", "explain")}
+    seconds[("torch", "monai")] = []
+    maps = {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        maps["monai"] = ensemble_cam(explainers, images, 1, meta, "cpu", BATCH, mode="monai")
+        seconds[("torch", "monai")].append(time.perf_counter() - start)
+        for name, engine in engines.items():
+            ensemble.engine = engine
+            ensemble.forget_pass()
+            start = time.perf_counter()
+            slice_logits(ensemble, images, BATCH)
+            seconds[(name, "predict")].append(time.perf_counter() - start)
+            ensemble.forget_pass()   # predict's pass just ran on the same slices
+            start = time.perf_counter()
+            maps[name] = forward_cam(forward_pass(ensemble, images, BATCH)[1], 1, size)
+            seconds[(name, "explain")].append(time.perf_counter() - start)
+    median = {key: float(np.median(s)) for key, s in seconds.items()}
+    scale = np.abs(maps["monai"]).max()
+    print(f"\nGrad-CAM from the forward pass, {len(models)} models, {SLICES} slices, 1 thread; "
+          f"MONAI's backward pass: {median[('torch', 'monai')]:.3f} s")
+    print("| engine | predict (s) | explain, forward Grad-CAM (s) | explain / predict | "
+          "MONAI / explain | maps vs MONAI (of scale) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in engines:
+        p, e = median[(name, "predict")], median[(name, "explain")]
+        print(f"| {name} | {p:.3f} | {e:.3f} | {e / p:.2f}x | "
+              f"{median[('torch', 'monai')] / e:.1f}x | "
+              f"{np.abs(maps[name] - maps['monai']).max() / scale:.1e} |")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -73,6 +123,8 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=N_MODELS)
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--engines", action="store_true",
+                        help="only forward Grad-CAM per engine against predict (issue 24)")
     parser.add_argument("--one-mode", nargs=2, metavar=("MODE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -81,6 +133,10 @@ def main() -> None:
         return
     print(f"load average at start: {loadavg()}")
     models, images, meta = setup(args.models, args.device)
+    if args.engines:
+        engine_rows(models, images, meta, args.repeats)
+        print(f"load average at end: {loadavg()}")
+        return
     print(f"{args.models} quick-preset models, {SLICES} slices of {images.shape[-1]} px, "
           f"batch {BATCH}, {args.device}, 1 torch thread, median of {args.repeats} interleaved")
     print("| method | " + " | ".join(f"{m} (s)" for m in CAM_MODES)

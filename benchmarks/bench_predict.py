@@ -11,9 +11,17 @@
   compared with fp32 model by model; on CUDA the share of peak (forward FLOPs from torch's
   flop counter, times slices/s, over `--peak-tflops`).
 
+- engines (issue 24, `--engines`): `predict_cache` of whole patients (reading, batching, every
+  model) with torch eager fp32 against ONNX Runtime and OpenVINO (graphs exported beforehand, as
+  a package made with `export --onnx` holds them), interleaved, with 1 and 2 threads; the quick
+  network and DenseNet-161; slices/s, the ratio against torch, the share of the CPU's fp32 peak
+  (cores x 2 FMA units x 8 fp32 lanes x 2 flops x clock, printed with the CPU model) and the
+  process's peak resident memory.
+
 Quick-preset DenseNets (3 models, 64 x 64) on a synthetic cache; one torch thread, so that the
 ratios do not depend on what else the machine runs. Run from the repository root:
-`.venv/bin/python benchmarks/bench_predict.py [--device cuda] [--n-models 15]`.
+`.venv/bin/python benchmarks/bench_predict.py [--device cuda] [--n-models 15]`, or
+`.venv/bin/python benchmarks/bench_predict.py --engines [--engine-models quick,densenet161]`.
 """
 
 from __future__ import annotations
@@ -158,6 +166,100 @@ def stacked_row(cfg: dict, name: str, size: int, n_models: int, n_slices: int,
           f"a slice counts once for all {n_models} networks; median of {reps})", flush=True)
 
 
+def cpu_peak_gflops(cores: int) -> tuple[float, str]:
+    """The fp32 FMA peak of `cores` cores and how it was computed."""
+    info = Path("/proc/cpuinfo").read_text()
+    model = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name"))
+    mhz = float(next(line.split(":", 1)[1] for line in info.splitlines()
+                     if line.startswith("cpu MHz")))
+    peak = cores * 2 * 8 * 2 * mhz / 1e3
+    return peak, (f"{model}: {cores} cores x 2 FMA units x 8 fp32 lanes (256 bit) x 2 flops x "
+                  f"{mhz / 1e3:.2f} GHz = {peak:.0f} GFLOP/s")
+
+
+def engine_rows(models_wanted: list[str], reps: int) -> None:
+    """predict_cache of whole patients per engine and thread count, interleaved."""
+    import os
+    import resource
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sarcograde.engines import OnnxEngine, TorchEngine, available, onnx_graph
+
+    engines = ["torch"] + [e for e in ("onnxruntime", "openvino") if available(e)]
+    print(f"load average at start: {' '.join(map(str, os.getloadavg()))}")
+    for which in models_wanted:
+        cfg = {"architecture": "densenet161"} if which == "densenet161" else \
+            load_preset("quick")["model"]
+        size, n_models, patients, slices = (224, 1, 2, 12) if which == "densenet161" else \
+            (64, 3, 4, 30)
+        meta = model_lib.input_meta(size, pretrained=False)
+        rng = np.random.default_rng(0)
+        images = {f"P{i}": rng.normal(size=(slices, size, size)).astype(np.float16)
+                  for i in range(patients)}
+        calib = torch.from_numpy(images["P0"][:12])
+        models = [calibrated(cfg, k, calib, meta, torch.device("cpu")) for k in range(n_models)]
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            models[0](model_lib.prepare_input(calib[:1], meta))
+        flops = counter.get_total_flops() * n_models   # one slice through every network
+        graphs = [onnx_graph(net, size) for net in models]
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = Path(tmp) / "cache"
+            rows = []
+            for pid, image in images.items():
+                write_patient(cache / "patients" / f"{pid}.npz", {
+                    "image": image, "mask": np.zeros(image.shape, np.uint8),
+                    "z_mm": np.arange(slices, dtype=float), "area_mm2": np.ones(slices),
+                    "pixel_mm": np.ones(slices), "spacing": np.ones(3), "origin": np.zeros(3),
+                    "direction": np.eye(3).ravel(), "crop_index": np.zeros(2, np.int64),
+                    "tumour_volume_ml": np.float64(1.0), "key": np.array(pid)})
+                rows.append({"patient_id": pid, "sequence": "T1", "site": "A", "grade": 2,
+                             "label": 1, "n_slices": slices, "tumour_volume_ml": 1.0,
+                             "npz": f"patients/{pid}.npz", "key": pid})
+            write_index(cache, rows)
+            index = CacheIndex.read(cache).rows(drop_empty=True)
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                ensemble = Ensemble(run_dir=Path("."), names=[f"fold_{k:02d}" for k in
+                                                               range(n_models)],
+                                    models=models, metas=[{"input": meta}] * n_models,
+                                    device=torch.device("cpu"), key="bench")
+                built = {"torch": None, **{e: OnnxEngine(e, graphs, threads)
+                                           for e in engines[1:]}}
+                seconds = {e: [] for e in engines}
+                logits = {}
+                for rep in range(reps + 1):   # the first round warms up
+                    for engine in engines:
+                        ensemble.engine = built[engine]
+                        ensemble.forget_pass()
+                        start = time.perf_counter()
+                        logits[engine] = predict_cache(ensemble, cache, index,
+                                                       Path(tmp) / f"{engine}-{threads}-{rep}")
+                        if rep:
+                            seconds[engine].append(time.perf_counter() - start)
+                peak, formula = cpu_peak_gflops(threads)
+                n = patients * slices
+                base = statistics.median(seconds["torch"])
+                name = "DenseNet-161" if which == "densenet161" else "quick DenseNet"
+                print(f"\n{name} x {n_models} ({size} px, {flops / n_models / 1e9:.3g} GFLOP "
+                      f"per slice per network), predict of {patients} patients x {slices} "
+                      f"slices, {threads} thread(s), median of {reps}; peak {formula}")
+                print("| engine | slices/s | vs torch eager | share of fp32 peak | "
+                      "logits vs torch |")
+                print("| --- | ---: | ---: | ---: | ---: |")
+                for engine in engines:
+                    rate = n / statistics.median(seconds[engine])
+                    diff = max(np.abs(logits[engine][p] - logits["torch"][p]).max()
+                               for p in images)
+                    print(f"| {engine} | {rate:.1f} | {base / statistics.median(seconds[engine]):.2f}x"
+                          f" | {100 * flops * rate / (peak * 1e9):.1f} % | {diff:.1e} |",
+                          flush=True)
+    print(f"peak resident memory of the process: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"load average at end: {' '.join(map(str, os.getloadavg()))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -172,9 +274,16 @@ def main() -> None:
                                                    "cuda, 360 on cpu)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--stacked-only", action="store_true", help="only the stacked row")
+    parser.add_argument("--engines", action="store_true",
+                        help="only the engines' rows (issue 24)")
+    parser.add_argument("--engine-models", default="quick,densenet161",
+                        help="networks of the engines' rows (quick, densenet161)")
     parser.add_argument("--peak-tflops", type=float, help="peak for the share of peak "
                                                           "(default from the GPU's name)")
     args = parser.parse_args()
+    if args.engines:
+        engine_rows(args.engine_models.split(","), args.reps)
+        return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"

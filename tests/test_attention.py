@@ -137,3 +137,33 @@ def test_capturing_an_unknown_layer_is_refused():
     with pytest.raises(ValueError, match="features.norm9"):
         stack(torch.zeros(1, 2, 3, 32, 32), capture="features.norm9")
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_forward_gradcam_equals_monai_for_each_model(target):
+    """The map from one forward pass (the head's weights and the ReLU's mask) is MONAI's Grad-CAM
+    of the margin, with its backward pass, model by model and for the ensemble."""
+    nets = tiny_models()
+    x = model_lib.prepare_input(torch.from_numpy(images(5)), META)
+    signed = []
+    for net, explainer in zip(nets, cam_explainers(nets, "gradcam")):
+        with torch.no_grad():
+            logits, model_signed = attention.ForwardGradCam(net)(x)
+            torch.testing.assert_close(logits, net(x))
+        with torch.enable_grad():
+            reference = explainer(x.clone().requires_grad_(True), class_idx=target)[:, 0]
+        ours = attention.class_map(model_signed, target, (32, 32))
+        assert (ours > 0).any() and (reference.detach() == 0).any()   # ReLU cuts somewhere
+        assert_same_maps(ours.numpy(), reference.detach().numpy())
+        signed.append(model_signed.numpy())
+    ensemble = ensemble_cam(cam_explainers(nets, "gradcam"), images(5), target, META,
+                            mode="monai")
+    assert_same_maps(attention.forward_cam(np.stack(signed), target, 32), ensemble)
+
+
+def test_forward_gradcam_needs_relu_pooling_and_a_linear_head():
+    net = tiny_models(1)[0]
+    net.class_layers = torch.nn.Sequential(torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
+                                           torch.nn.Linear(16, 2))
+    with pytest.raises(ValueError, match="linear head"):
+        attention.ForwardGradCam(net)

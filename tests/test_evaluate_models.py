@@ -227,7 +227,7 @@ def test_baselines_written_as_prediction_files_and_compared(cohort, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--predictions", "DL_T2=x.csv"], "unknown model name 'DL_T2'"),
+    (["--predictions", "../reader=x.csv"], "model name '../reader' cannot be a file name"),
     (["--predictions", "DL-T2FS=a.csv", "--predictions", "DL-T2FS=b.csv"],
      "model DL-T2FS given twice"),
     (["--predictions", "DL-T2FS"], "is not NAME=PATH"),
@@ -240,6 +240,82 @@ def test_bad_model_arguments_are_one_line_errors(cohort, tmp_path, extra, messag
     assert not (tmp_path / "eval").exists()
 
 
+def _without_images(frame: pd.DataFrame, path) -> str:
+    """The manifest of ids, grades and clinical columns only (no image_/mask_ column)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.drop(columns=[c for c in frame if c.startswith(("image_", "mask_"))]).to_csv(
+        path, index=False)
+    return str(path)
+
+
+def test_any_named_predictions_on_manifests_without_images(cohort, tmp_path, capsys):
+    root = cohort["root"]
+    train = pd.read_csv(root / "train" / "manifest.csv", dtype=str)
+    test = pd.read_csv(root / "test" / "manifest.csv", dtype=str)
+    bare = {"train": _without_images(train, tmp_path / "bare" / "train.csv"),
+            "test": _without_images(test, tmp_path / "bare" / "test.csv")}
+    reader = tmp_path / "r.csv"  # a radiologist's reading: any name that is a file name
+    pd.read_csv(cohort["files"]["DL-fusion"]).to_csv(reader, index=False)
+    files = {"reader-1": reader, "DL-T1FSGd": cohort["files"]["DL-T1FSGd"]}
+    out = tmp_path / "bare_eval"
+    assert main(["--manifest", bare["test"], "--train-manifest", bare["train"], *_model_args(files),
+                 "--out", str(out), "--bootstrap", "200", "--seed", "5"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    metrics = _read(out / "metrics.json")
+    assert list(metrics["models"]) == ["reader-1", "DL-T1FSGd", "clinical"]
+    frame = pd.read_csv(reader, dtype={"patient_id": str}).set_index("patient_id")
+    y = cohort["labels"][frame.index]
+    assert metrics["models"]["reader-1"]["auc"]["value"] == pytest.approx(
+        roc_auc_score(y, frame["p_high"]))
+    for name in ("volume", "clinical_volume"):  # they need masks, and say so in one line
+        note = metrics["baselines"]["models"][name]["note"]
+        assert "needs the masks" in note and f"baseline {name}: {note}" in err
+    table = pd.read_csv(out / "cohort_table.csv")
+    assert "Tumour volume (ml)" not in set(table["variable"]) and "Age (years)" in set(
+        table["variable"])
+    # the clinical baseline does not depend on whether the manifests name images
+    full = tmp_path / "full_eval"
+    assert _evaluate(cohort, full, *_model_args(files),
+                     "--train-manifest", str(root / "train" / "manifest.csv")) == 0
+    full_metrics = _read(full / "metrics.json")["models"]["clinical"]
+    for metric in ALL_METRICS:
+        assert metrics["models"]["clinical"][metric]["value"] == pytest.approx(
+            full_metrics[metric]["value"]), metric
+
+
+def test_another_target_is_the_label_and_the_real_grade_stays(cohort, tmp_path):
+    root = cohort["root"]
+    manifests = {}
+    rng = np.random.default_rng(3)
+    for name in ("train", "test"):
+        frame = pd.read_csv(root / name / "manifest.csv", dtype=str)
+        frame["lung_metastasis"] = rng.integers(0, 2, len(frame))
+        frame.loc[2, "lung_metastasis"] = None  # unknown: left out like an unknown grade
+        manifests[name] = root / name / "manifest_lung.csv"
+        frame.to_csv(manifests[name], index=False)
+    out = tmp_path / "eval"
+    assert main(["--manifest", str(manifests["test"]), "--train-manifest",
+                 str(manifests["train"]), *_model_args({"DL-fusion": cohort["files"]["DL-fusion"]}),
+                 "--target", "lung_metastasis", "--out", str(out), "--bootstrap", "50"]) == 0
+    metrics = _read(out / "metrics.json")
+    assert metrics["target"] == "lung_metastasis"
+    assert metrics["classes"] == ["lung metastasis: no", "lung metastasis: yes"]
+    test = pd.read_csv(manifests["test"], dtype={"patient_id": str}).set_index("patient_id")
+    predictions = pd.read_csv(cohort["files"]["DL-fusion"], dtype={"patient_id": str})
+    known = predictions[predictions["patient_id"].map(test["lung_metastasis"]).notna()]
+    y = known["patient_id"].map(test["lung_metastasis"]).astype(int)
+    assert metrics["n"] == len(known) and metrics["n_high"] == int(y.sum())
+    assert metrics["auc"]["value"] == pytest.approx(roc_auc_score(y, known["p_high"]))
+    table = pd.read_csv(out / "cohort_table.csv", dtype=str, keep_default_na=False)
+    grades = table[table["variable"] == "Grade (FNCLCC)"].set_index("level")["test"]
+    # the real grades of the included patients, not the target written as G1/G3
+    real = test.loc[known["patient_id"], "grade"].astype(int)
+    for grade in (1, 2, 3):
+        assert grades[f"G{grade}"].startswith(f"{int((real == grade).sum())}/{len(real)} ")
+    target = table[table["variable"] == "Lung metastasis"].set_index("level")["test"]
+    assert target["yes"].startswith(f"{int(y.sum())}/{len(y)} ")
+    survival = _read(out / "survival.json")
+    assert survival["models"]["grade"]["title"] == "True lung metastasis"
 def test_decision_curve_of_every_model_on_the_shared_resamples(cohort, compared):
     curves = pd.read_csv(compared / "decision_curve.csv")
     metrics = _read(compared / "metrics.json")

@@ -375,19 +375,23 @@ def test_methods_paragraph_takes_its_numbers_from_the_config(full):
     assert "2.13.0" in provenance and "sarcograde train cache --preset quick" in provenance
 
 
-def test_images_are_embedded_png_data_uris(full):
+def test_images_are_embedded_compressed_data_uris(full):
     from PIL import Image
 
     paths, page, parsed = full
     n_expected = (2 + 2  # roc, calibration, two KM curves
                   + 3)   # learning curves
     assert len(parsed.images) >= n_expected + 4  # + at least four attention montages
+    formats = []
     for src in parsed.images:
-        assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            assert img.format == "PNG" and img.width > 0
+            assert img.width > 0 and src.startswith(f"data:image/{img.format.lower()};base64,")
+            formats.append(img.format)
+    # the plots as PNG, the montages of the gallery as WebP
+    assert formats.count("WEBP") == len(parsed.gallery) >= 4
+    assert formats.count("PNG") == len(formats) - len(parsed.gallery)
     # Self-contained: no external resource, no script needed.
     assert parsed.external == []
     assert not {"script", "link", "iframe"} & parsed.tags

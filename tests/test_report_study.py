@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.ndimage import gaussian_filter
 
 from sarcograde import cli
 from sarcograde.formats.run import Folds, write_folds
@@ -320,10 +321,11 @@ def test_tripod_checklist_holds_the_studys_numbers_and_links_to_its_sections(stu
         flow = json.loads((root / "evaluate" / site / "patient_flow.json").read_text())
         assert (f"{site}: {flow['n_included']} patients included, {len(flow['excluded'])} left "
                 "out") in answer["Participants"]
-        assert f"{site}: {metrics['n']} patients, {metrics['n_high']} events (high)" in \
+        assert f"{site}: {metrics['n']} patients, {metrics['n_high']} events (high grade)" in \
             answer["Sample size"]
-        assert f"{site}: {metrics['n_low']} low, {metrics['n_high']} high" in answer["Outcome"]
-        assert answer["Outcome"].startswith("Target: grade;")
+        assert (f"{site}: {metrics['n_low']} low grade, {metrics['n_high']} high grade"
+                in answer["Outcome"])
+        assert answer["Outcome"].startswith("Target: grade (FNCLCC);")
         first = next(iter(metrics["models"]))
         assert f"{site}: {first} AUC {expected(metrics['models'][first]['auc'])}" in \
             answer["Performance measures"]
@@ -336,6 +338,22 @@ def test_tripod_checklist_holds_the_studys_numbers_and_links_to_its_sections(stu
     assert rows["Outcome"]["href"] == "#cohort" and rows["Clinical utility"]["href"] == "#decision"
     assert "Ethical approval" in parsed.sections["tripod"]
     assert "For the authors" in parsed.sections["tripod"]
+
+
+def test_tripod_checklist_names_another_target_and_its_classes(tmp_path):
+    root = write_study(tmp_path)
+    study_json = json.loads((root / "study.json").read_text())
+    study_json["config"]["target"] = "lung_metastasis"
+    (root / "study.json").write_text(json.dumps(study_json))
+    checklist = ChecklistParser()
+    checklist.feed(build_study_report(root).read_text(encoding="utf-8"))
+    answer = {row["cells"][1]: row["cells"][2] for row in checklist.rows if row["cells"]}
+    metrics = metrics_of(root, "hospital-a")
+    assert answer["Outcome"].startswith("Target: lung metastasis;")
+    assert (f"hospital-a: {metrics['n_low']} lung metastasis: no, {metrics['n_high']} lung "
+            "metastasis: yes") in answer["Outcome"]
+    assert f"{metrics['n_high']} events (lung metastasis: yes)" in answer["Sample size"]
+    assert "grade" not in answer["Outcome"] + answer["Sample size"]
 
 
 def test_delong_matrices_equal_metrics_json(study):
@@ -386,7 +404,7 @@ def test_flow_survival_cohort_attention_and_training(study):
         assert expected(metrics_of(root, "hospital-a")["models"][model]["auc"]) in summary
 
 
-def test_images_are_embedded_pngs_and_the_page_is_self_contained(study):
+def test_images_are_embedded_compressed_and_the_page_is_self_contained(study):
     from PIL import Image
 
     _, _, parsed = study
@@ -398,13 +416,64 @@ def test_images_are_embedded_pngs_and_the_page_is_self_contained(study):
     calibration = parsed.sections["calibration"]
     assert "Calibration of every model, hospital-a." in calibration
     assert "Reliability diagram, hospital-b." in calibration
-    for src in parsed.images:
-        assert src.startswith("data:image/png;base64,")
+    for src, alt in zip(parsed.images, parsed.alts):
+        # attention montages as WebP, plots as PNG; each says what it is
+        expected = "WEBP" if alt.startswith("attention map") else "PNG"
+        assert src.startswith(f"data:image/{expected.lower()};base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as im:
             im.load()
-            assert im.format == "PNG"
+            assert im.format == expected
+    assert sum(alt.startswith("attention map") for alt in parsed.alts) >= len(parsed.gallery) > 0
     assert parsed.external == []
     assert not {"script", "link", "iframe"} & parsed.tags
+
+
+def _montage(path: Path, seed: int) -> None:
+    """A PNG like explain's montages: 3 x 4 slices of 280 pixels (smooth noise, a tumour, its
+    map in colour) on white, 1180 x 900 pixels, several hundred kB."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:280, :280]
+    blob = np.exp(-((yy - 130) ** 2 + (xx - 150) ** 2) / 3000.0)
+    page = np.full((900, 1180, 3), 255, np.uint8)
+    for k in range(12):
+        grey = gaussian_filter(rng.normal(size=(280, 280)), 2) * 0.15 + 0.4 + 0.4 * blob
+        tile = 0.6 * np.clip(grey, 0, 1)[..., None] + 0.4 * colormaps["jet"](blob)[..., :3]
+        top, left = 20 + 295 * (k // 4), 10 + 290 * (k % 4)
+        page[top:top + 280, left:left + 280] = (255 * tile).astype(np.uint8)
+    Image.fromarray(page).save(path, format="PNG")
+
+
+def test_the_page_embeds_montages_at_screen_size_within_a_budget(tmp_path):
+    """explain's montages (about 1200 pixels wide, hundreds of kB) go into the page as WebP of
+    at most MONTAGE_WIDTH pixels: the page grows by a bounded amount per montage shown."""
+    from PIL import Image
+
+    from sarcograde.report.images import MONTAGE_WIDTH
+
+    root = write_study(tmp_path / "study")
+    without = len(build_study_report(root, tmp_path / "plain.html").read_bytes())
+    montages = sorted((root / "explain").glob("*/*/*.png"))
+    for k, path in enumerate(montages):
+        _montage(path, k)
+    png_bytes = {p.stem: p.stat().st_size for p in montages}
+    page = build_study_report(root).read_text(encoding="utf-8")
+    parsed = parse(page)
+    shown = [(src, alt) for src, alt in zip(parsed.images, parsed.alts)
+             if alt.startswith("attention map")]
+    assert len(shown) >= 4
+    embedded = 0
+    for src, alt in shown:  # each smaller than a fifth of its file, as wide as a screen shows it
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "WEBP" and im.width == MONTAGE_WIDTH
+        assert len(data) * 5 < png_bytes[alt.removeprefix("attention map ")]
+        embedded += len(src)
+    # the page is what it was with tiny images, plus at most 80 kB per montage shown
+    assert embedded < 80_000 * len(shown)
+    assert len(page.encode("utf-8")) < without + 80_000 * len(shown)
 
 
 def test_methods_and_provenance_come_from_study_json_and_the_runs(study):

@@ -433,3 +433,43 @@ def test_a_study_without_dl_evaluates_radiomics_like_every_model(cohorts, tmp_pa
     pooled = json.loads((out / "evaluate" / "pooled" / "metrics.json").read_text())
     assert "radiomics-T2FS" in pooled["models"] and pooled["pooled"] is True
     assert (out / "report.html").is_file()
+
+
+@pytest.mark.slow  # about a minute on two free CPU cores, like the radiomics study below
+def test_a_study_of_another_target_names_it_in_its_report_beside_the_real_grades(cohorts,
+                                                                                tmp_path):
+    """Radiomics and the baselines only, one coarse sequence, one test site: seconds per
+    patient. The target is a 0/1 column unrelated to the grade."""
+    manifests = {}
+    for site, values in (("siteA", [0, 1] * 5), ("siteB", [1, 0, 0, 1])):
+        frame = pd.read_csv(cohorts / site / "manifest.csv", dtype=str)
+        frame["lung_metastasis"] = values
+        manifests[site] = cohorts / site / "with-lung-metastasis.csv"  # beside its images
+        frame.to_csv(manifests[site], index=False)
+    overrides = {"train": {"folds": 2}, "evaluate": {"bootstrap": 20},
+                 "radiomics": {"preprocess": {"spacing_mm": 3.0, "n4": False}}}
+    path = _write_study(tmp_path, cohorts, sequences=["T2FS"], overrides=overrides,
+                        train=str(manifests["siteA"]), test={"siteB": str(manifests["siteB"])},
+                        target="lung_metastasis",
+                        models=["radiomics", "clinical", "volume", "clinical+volume"])
+    out = tmp_path / "out"
+    assert cli.main(["study", str(path), "--out", str(out), "--jobs", "1"]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "lung metastasis: no vs yes" in page and "FNCLCC G1) vs" not in page
+    assert "predicted lung metastasis: yes at the argmax" in page
+    metrics = json.loads((out / "evaluate" / "siteB" / "metrics.json").read_text())
+    assert metrics["target"] == "lung_metastasis" and metrics["n_high"] == 2
+    # Table 1: the real grades of siteA and siteB under "Grade (FNCLCC)", the target beside them
+    table = pd.read_csv(out / "evaluate" / "siteB" / "cohort_table.csv", dtype=str,
+                        keep_default_na=False)
+    rows = table.set_index(["variable", "level"])
+    for site, column in (("siteA", "training"), ("siteB", "test")):
+        grades = load_manifest(cohorts / site / "manifest.csv").patients
+        for grade in (1, 2, 3):
+            count = sum(p.grade == grade for p in grades)
+            assert rows.loc[("Grade (FNCLCC)", f"G{grade}"), column].startswith(
+                f"{count}/{len(grades)}")
+            assert f"<td>G{grade}</td>" in page
+    assert rows.loc[("Lung metastasis", "yes"), "training"].startswith("5/10")
+    assert rows.loc[("Lung metastasis", "yes"), "test"].startswith("2/4")
+    assert ">Lung metastasis<" in page

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import SarcogradeError
+from .outcome import GRADE
 
 CLINICAL_COLUMNS = ("age", "sex", "t_stage", "n_stage", "m_stage", "os_months", "os_event")
 MISSING = {"", "na", "n/a", "nan", "none", "unknown", "?", "-", "--", "nd", "not available"}
@@ -57,10 +58,15 @@ class Patient:
     series: dict[str, str] = field(default_factory=dict)    # sequence -> SeriesInstanceUID
     clinical: dict[str, object] = field(default_factory=dict)
     site: str | None = None
+    target: str = GRADE                 # the outcome `label` is the class of
+    target_class: int | None = None     # its 0/1 value, for a target other than the grade
 
     @property
     def label(self) -> int | None:
-        """Class 0 = low grade (G1), class 1 = high grade (G2/G3), None when the grade is unknown."""
+        """The outcome's class, None when unknown: for the grade, class 0 = low grade (G1) and
+        class 1 = high grade (G2/G3); for another target, its 0/1 value."""
+        if self.target != GRADE:
+            return self.target_class
         return None if self.grade is None else int(self.grade >= 2)
 
 
@@ -128,6 +134,16 @@ def parse_grade(value) -> int | None:
         return int(m.group(1)) if m.group(1) else _ROMAN[m.group(2)]
     raise ValueError(f"unparseable grade {value!r} (use 1-3, G1-G3, low/intermediate/high, "
                      "or leave empty for unknown)")
+
+
+def parse_target_class(value) -> int | None:
+    """A 0/1 target's class; None if missing."""
+    if is_missing(value):
+        return None
+    text = str(value).strip()
+    if text in ("0", "0.0", "1", "1.0"):
+        return int(float(text))
+    raise ValueError(f"target value {value!r} is not 0 or 1 (or empty for unknown)")
 
 
 def _number_with_unit(value, units: dict[str, float], what: str) -> float:
@@ -228,16 +244,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
-    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`."""
+def load_manifest(path: str | Path, strict: bool = False, *, images: bool = True,
+                  target: str = GRADE) -> Cohort:
+    """Parse a manifest CSV. With `strict`, any row problem raises a `SarcogradeError`.
+
+    `images=False` (evaluate, which reads masks for the tumour volume only): a manifest without
+    image and mask columns is read, and its sequences are those with both columns.
+    `target`: the outcome of each patient's `label`, the grade or another 0/1 column.
+    """
     path = Path(path)
     frame = read_table(path)
     sequences = [c[len("image_"):] for c in frame.columns if c.startswith("image_")]
-    if not sequences:
+    if not images:
+        sequences = [seq for seq in sequences if f"mask_{seq}" in frame.columns]
+    if not sequences and images:
         raise SarcogradeError("manifest has no image_<SEQ> column", path=path)
     for seq in sequences:
         if f"mask_{seq}" not in frame.columns:
             raise SarcogradeError(f"image_{seq} has no mask_{seq} column", path=path)
+    if target != GRADE and target not in frame.columns:
+        raise SarcogradeError(f"target {target!r} is not a column of the manifest", path=path)
     for column in frame.columns:
         if column.startswith("series_") and column[len("series_"):] not in sequences:
             raise SarcogradeError(f"{column} has no image_{column[len('series_'):]} column",
@@ -269,13 +295,19 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
             grade = None
             problems.append(ManifestProblem(line, pid, "grade", str(exc)))
         patient = Patient(pid, line, grade,
-                          site=None if is_missing(row.get("site")) else str(row["site"]).strip())
+                          site=None if is_missing(row.get("site")) else str(row["site"]).strip(),
+                          target=target)
+        if target != GRADE:
+            try:
+                patient.target_class = parse_target_class(row[target])
+            except ValueError as exc:
+                problems.append(ManifestProblem(line, pid, target, str(exc)))
         for seq in sequences:
             for kind, store in (("image", patient.images), ("mask", patient.masks)):
                 value = row[f"{kind}_{seq}"]
                 if not is_missing(value):
                     store[seq] = _resolve(base, value)
-                elif kind == "image":
+                elif kind == "image" and images:
                     problems.append(ManifestProblem(line, pid, f"{kind}_{seq}", "no file given"))
             roi = row.get(f"roi_{seq}")
             if not is_missing(roi):
@@ -288,7 +320,7 @@ def load_manifest(path: str | Path, strict: bool = False) -> Cohort:
                 else:
                     patient.series[seq] = str(series).strip()
         # An empty mask cell is filled by another sequence's contour (sarcograde.masks).
-        if not patient.masks:
+        if not patient.masks and images:
             problems += [ManifestProblem(line, pid, f"mask_{seq}", "no file given")
                          for seq in sequences]
         for column, parse in PARSERS.items():

@@ -12,6 +12,7 @@ import pandas as pd
 from scipy.stats import MonteCarloMethod, fisher_exact, mannwhitneyu
 
 from .cohort import Patient
+from .outcome import GRADE_OUTCOME, Outcome
 from .survival import bonferroni, kaplan_meier, logrank_test
 
 COLUMNS = ["variable", "level", "training", "test", "test_used", "p", "p_adjusted"]
@@ -23,7 +24,7 @@ FOOTNOTE = ("Continuous values are mean ± SD (median); categories n/N (%). p: W
             "variables (age, tumour volume, T/N/M stage, grade); Fisher's exact test "
             "(scipy.stats.fisher_exact; 2 x 2 tables exact, two-sided; larger tables by Monte "
             "Carlo over 20,000 random tables with the observed margins, seeded) for nominal "
-            "variables (sex); log-rank for overall "
+            "variables (sex{target}); log-rank for overall "
             "survival (median by Kaplan-Meier). p adjusted: Bonferroni over the {k} tests made. "
             "Missing values are left out of each test; a variable with a single value in both "
             "cohorts is not tested.")
@@ -114,11 +115,12 @@ def _os_row(cohorts: tuple[list[Patient], list[Patient]]) -> dict:
 
 
 def cohort_table(training: list[Patient], test: list[Patient],
-                 volumes: tuple[dict[str, float], dict[str, float]] | None = None
-                 ) -> tuple[pd.DataFrame, str]:
+                 volumes: tuple[dict[str, float], dict[str, float]] | None = None,
+                 outcome: Outcome = GRADE_OUTCOME) -> tuple[pd.DataFrame, str]:
     """The Table 1 rows (columns `COLUMNS`) and the footnote that says which test gave which p.
 
     `volumes` are the tumour volumes (ml) by patient id of the training and the test cohort.
+    With a target other than the grade, its classes get their own rows after the real grade's.
     """
     cohorts = (training, test)
 
@@ -142,6 +144,11 @@ def cohort_table(training: list[Patient], test: list[Patient],
     grade = values(lambda p: p.grade)
     rows += _level_rows("Grade (FNCLCC)", grade, [1, 2, 3], lambda v: f"G{v}", WILCOXON,
                         _wilcoxon(*grade))
+    if not outcome.is_grade:
+        target = values(lambda p: p.label)
+        counts = [[sum(v == level for v in vals) for vals in target] for level in (0, 1)]
+        rows += _level_rows(outcome.title[:1].upper() + outcome.title[1:], target, [0, 1],
+                            lambda v: outcome.short[v], "Fisher's exact", nominal_test(counts))
     if volumes is not None:
         volume = tuple([vols.get(p.patient_id) for p in patients]
                        for vols, patients in zip(volumes, cohorts))
@@ -152,7 +159,8 @@ def cohort_table(training: list[Patient], test: list[Patient],
     table = pd.DataFrame(rows)
     table["p_adjusted"] = bonferroni(table["p"].to_numpy())
     n_tests = int(np.isfinite(table["p"]).sum())
-    return table[COLUMNS], FOOTNOTE.format(k=n_tests)
+    target = "" if outcome.is_grade else f", {outcome.title}"
+    return table[COLUMNS], FOOTNOTE.format(k=n_tests, target=target)
 
 
 def _p_text(p: float) -> str:

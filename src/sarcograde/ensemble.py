@@ -8,6 +8,7 @@ explain all aggregate here, and all choose the inference precision with `resolve
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +33,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COHORT_KEYS = frozenset({"manifest"})
 
 
-def package_ensemble(package: Package, sequence: str,
-                     device: torch.device | str = "cpu") -> Ensemble:
+def package_ensemble(package: Package, sequence: str, device: torch.device | str = "cpu",
+                     engine: str = "torch") -> Ensemble:
     """A model package's ensemble of `sequence`: the same networks as the run it was exported
-    from, each fold's weights checked against the package's SHA-256 as they are read."""
+    from, each fold's weights checked against the package's SHA-256 as they are read, run by
+    `engine` (an ONNX engine runs the package's ONNX graphs where it holds them)."""
     spec = package.model(sequence)
     device = torch.device(device)
     networks, metas = [], []
@@ -51,9 +53,14 @@ def package_ensemble(package: Package, sequence: str,
         metas.append({"model": spec.model, "input": spec.input, "preprocess": spec.preprocess,
                       "best_epoch": fold.best_epoch, "repeat": fold.repeat, "fold": fold.fold})
     weights = [package.document["files"][fold.weights] for fold in spec.folds]
-    return Ensemble(run_dir=package.path / sequence, names=[f.name for f in spec.folds],
-                    models=networks, metas=metas, device=device, key=hash_config(weights),
-                    preprocess=dict(spec.preprocess))
+    ensemble = Ensemble(run_dir=package.path / sequence, names=[f.name for f in spec.folds],
+                        models=networks, metas=metas, device=device, key=hash_config(weights),
+                        preprocess=dict(spec.preprocess))
+    from .engines import resolve_engine, use_engine
+
+    engine = resolve_engine(engine, ensemble.device)
+    return use_engine(ensemble, engine,
+                      None if engine == "torch" else package.onnx_graphs(sequence))
 
 
 def models_file(run_dir: str | Path) -> Path:
@@ -100,6 +107,17 @@ class Ensemble:
     key: str                          # hash of the model files: changes when any model changes
     preprocess: dict = field(default_factory=dict)
     _stack: StackedDenseNet | None = field(default=None, repr=False)
+    # `engines.build_engine`'s engine; None: torch, the models as they are (`forward_pass` then
+    # makes a torch engine)
+    engine: object | None = field(default=None, repr=False)
+    _last_pass: tuple | None = field(default=None, repr=False)  # (key, logits, signed maps)
+
+    def forget_pass(self) -> None:
+        """Drop the last forward pass that `forward_pass` keeps (a benchmark times a new one)."""
+        self._last_pass = None
+
+    def uses_onnx(self) -> bool:
+        return self.engine is not None and self.engine.name != "torch"
 
     @property
     def input_meta(self) -> dict:
@@ -161,6 +179,11 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
     models); default: on a GPU, where a single model's launches, not its arithmetic, set the
     pace. On CPU cores it is slightly slower (benchmarks/README.md).
     """
+    if ensemble.uses_onnx():
+        if precision is not None:
+            raise SarcogradeError(f"engine {ensemble.engine.name} runs in fp32 only; use "
+                                  f"--engine torch for {precision_name(precision)}")
+        return forward_pass(ensemble, images, batch_size)[0]
     models = ensemble.models
     if stacked is None:
         stacked = ensemble.device.type == "cuda"
@@ -186,6 +209,37 @@ def slice_logits(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64,
         if not parts:
             return np.empty((len(models), 0, 2), dtype=np.float32)
         return torch.cat(parts, 1).cpu().numpy()
+
+
+def forward_pass(ensemble: Ensemble, images: np.ndarray, batch_size: int = 64
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's logits (models, n, 2) and signed Grad-CAM maps (models, n, h, w) of slices
+    (n, S, S) from one forward pass each (`attention.ForwardGradCam`), by the ensemble's engine;
+    fp32. A second call on the same slices with the same engine returns the first call's arrays
+    (grade: predict's logits, then explain's maps of the same patient, from one pass)."""
+    if ensemble.engine is None:
+        from .engines import TorchEngine
+
+        ensemble.engine = TorchEngine(ensemble.models)
+    key = (id(ensemble.engine), images.shape, images.dtype.str,
+           hashlib.sha256(np.ascontiguousarray(images).data).hexdigest())
+    if ensemble._last_pass is not None and ensemble._last_pass[0] == key:
+        return ensemble._last_pass[1], ensemble._last_pass[2]
+    device = ensemble.device if ensemble.engine.name == "torch" else torch.device("cpu")
+
+    def compute(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = model_lib.prepare_input(to_device(torch.from_numpy(images[start:stop]), device),
+                                        ensemble.input_meta)
+        return ensemble.engine.run(batch)
+
+    parts = [outputs for _, _, outputs in batches_that_fit(len(images), batch_size, device,
+                                                           "forward pass", compute)]
+    if not parts:
+        return (np.empty((len(ensemble.models), 0, 2), np.float32),
+                np.empty((len(ensemble.models), 0, 1, 1), np.float32))
+    logits, signed = (torch.cat([part[i] for part in parts], 1).cpu().numpy() for i in (0, 1))
+    ensemble._last_pass = (key, logits, signed)
+    return logits, signed
 
 
 def p_high_of_mean_logits(mean_logits: np.ndarray) -> np.ndarray:

@@ -28,11 +28,12 @@ import torch
 
 from . import LABELS, executors
 from .artifacts import RunRecord, hash_config, save_figure
-from .attention import (METHODS, cam_explainers, ensemble_cam, patient_shares, slice_shares,
-                        tumour_regions)
+from .attention import (METHODS, cam_explainers, ensemble_cam, forward_cam, patient_shares,
+                        slice_shares, tumour_regions)
 from .console import info, progress, warn
-from .ensemble import (PRECISIONS, Ensemble, aggregate, check_cache_fits, load_ensemble,
-                       models_file, slice_logits, slice_p_high)
+from .engines import ENGINES, engine_record, use_engine
+from .ensemble import (PRECISIONS, Ensemble, aggregate, check_cache_fits, forward_pass,
+                       load_ensemble, models_file, slice_logits, slice_p_high)
 from .errors import SarcogradeError
 from .formats.cache import INDEX, CacheIndex, patient_key, read_cache_config, read_patient
 from .formats.predictions import (ATTENTION, ATTENTION_SLICES, maps_path, montage_path,
@@ -44,6 +45,9 @@ from .options import add_renamed_option
 
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+# Methods whose maps come from the forward pass (`attention.ForwardGradCam`); the others take
+# a backward pass per model (`attention.ensemble_cam`).
+FORWARD_METHODS = ("gradcam",)
 
 
 def montage_slices(n: int, max_slices: int) -> np.ndarray:
@@ -126,7 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuple(METHODS), default="gradcam")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per Grad-CAM pass")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for the engine (default: all)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
+                             "else torch on the CPU; torch on a GPU)")
     parser.add_argument("--ring-mm", type=float, default=10.0,
                         help="width of the ring around the tumour, in mm (default 10)")
     parser.add_argument("--min-attention", type=float, default=0.5,
@@ -189,6 +197,7 @@ class ExplainJob:
     slice_logits: Path | None = None  # predict's <stem>.slices/ folder
     patients: tuple[str, ...] = ()
     threads: int = 1
+    engine: str = "torch"
 
 
 def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
@@ -204,11 +213,15 @@ def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
     saved = read_maps(saved_maps, row.patient_id, key)
     if saved is None:
         logits = predicted_logits(ensemble, job.cache, row, job.slice_logits)
-        if logits is None:
-            logits = slice_logits(ensemble, arrays["image"], job.batch_size)
-        predicted = int(aggregate(logits)[0] > 0.5)
-        cam = ensemble_cam(explainers, arrays["image"], predicted, ensemble.input_meta,
-                           ensemble.device, job.batch_size)
+        if job.method in FORWARD_METHODS:
+            own_logits, signed = forward_pass(ensemble, arrays["image"], job.batch_size)
+            logits = own_logits if logits is None else logits
+            cam = forward_cam(signed, int(aggregate(logits)[0] > 0.5), size)
+        else:
+            if logits is None:
+                logits = slice_logits(ensemble, arrays["image"], job.batch_size)
+            cam = ensemble_cam(explainers, arrays["image"], int(aggregate(logits)[0] > 0.5),
+                               ensemble.input_meta, ensemble.device, job.batch_size)
         saved = {"cam": display_maps(cam), "logits": logits}
         write_maps(saved_maps, saved["cam"], logits, key)
     logits, cam = saved["logits"], saved["cam"]
@@ -237,7 +250,8 @@ def explain_patients(job: ExplainJob, ensemble: Ensemble, index: pd.DataFrame,
                      advance: Callable[[], object] = lambda: None
                      ) -> list[tuple[dict, list[dict]]]:
     """`explain_patient` of every patient in `index`, in its order."""
-    explainers = cam_explainers(ensemble.models, job.method)
+    explainers = ([] if job.method in FORWARD_METHODS
+                  else cam_explainers(ensemble.models, job.method))
     results = []
     for row in index.itertuples(index=False):
         results.append(explain_patient(job, ensemble, explainers, row))
@@ -251,7 +265,7 @@ def explain_patient_batch(job: ExplainJob) -> list[tuple[dict, list[dict]]]:
     torch.set_num_threads(job.threads)
     device = resolve_device(job.device)
     ensemble = load_ensemble(job.run, device, read_cache_config(job.cache).get("sequence"))
-    return explain_patients(job, ensemble,
+    return explain_patients(job, use_engine(ensemble, job.engine),
                             CacheIndex.read(job.cache).rows(patients=list(job.patients),
                                                             drop_empty=True))
 
@@ -266,15 +280,18 @@ def run(args: argparse.Namespace) -> int:
     index = CacheIndex.read(args.cache).rows(patients=patients, drop_empty=True)
     ensemble = load_ensemble(args.run, device, cache_config.get("sequence"))
     check_cache_fits(ensemble, cache_config, args.cache)
+    use_engine(ensemble, args.engine)
     out = Path(args.out)
     job = ExplainJob(Path(args.run), Path(args.cache), out, args.method, device.type,
                      args.batch_size, args.ring_mm, args.min_attention, args.montage_slices,
-                     slice_logits_folder(args.slice_logits))
+                     slice_logits_folder(args.slice_logits), engine=ensemble.engine.name)
     config = {"method": args.method, "target": "margin of the predicted class",
               "ring_mm": args.ring_mm, "min_attention": args.min_attention,
               "slice_weighting": "equal", "montage_slices": args.montage_slices,
               "device": device.type, "batch_size": args.batch_size, "models": ensemble.names,
-              "preprocess": ensemble.preprocess}
+              "preprocess": ensemble.preprocess,
+              "attention_pass": "forward" if args.method in FORWARD_METHODS else "backward",
+              **engine_record(ensemble.engine)}
     inputs = {"cache_index": Path(args.cache) / INDEX, "models": models_file(args.run)}
     with RunRecord(out, config=config, inputs=inputs):
         # Patients handed out (Ray tasks) come back as rows; the others are explained here.

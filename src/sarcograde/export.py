@@ -2,7 +2,9 @@
 models as fp32 safetensors weights, the preprocessing and model settings the runs used, the
 fusion where there is one, the operating threshold and how it was chosen, the training cohort's
 counts, the cross-validated metrics with bootstrap CIs (and, from a study, every external
-site's), the versions, and a model card, MODEL_CARD.md.
+site's), the versions, and a model card, MODEL_CARD.md. With `--onnx`, each fold model also as
+an ONNX graph (`engines.onnx_graph`), checked before it is written: its logits must equal torch's
+within ONNX_TOLERANCE on real slices of the run's training cache, run by ONNX Runtime.
 
 `--study DIR` takes a study's runs (DIR/train/<SEQ>), its fusion (DIR/train/fusion) and its
 evaluations (DIR/evaluate/<site>/metrics.json); `--run SEQ=RUN` (one per sequence) and
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy.special import expit
 
@@ -33,10 +36,10 @@ from .ensemble import COHORT_KEYS, Ensemble, load_ensemble
 from .errors import SarcogradeError
 from .evaluate import metric_block
 from .evaluate.inputs import read_cv_predictions
-from .formats.cache import INDEX, CacheIndex
+from .formats.cache import INDEX, CacheIndex, read_patient
 from .formats.evaluation import METRICS, read_metrics
 from .formats.fusion import FUSION_MODEL, read_fusion_model
-from .formats.package import FORMAT, FORMAT_VERSION, weights_name, write_package
+from .formats.package import FORMAT, FORMAT_VERSION, onnx_name, weights_name, write_package
 from .formats.records import file_record_name, read_record, record_path
 from .formats.run import CV_PREDICTIONS, FOLDS, read_run_config
 from .formats.study import read_study
@@ -53,6 +56,8 @@ AGGREGATE = ("p_high = softmax of the logits averaged over every fold model and 
              "slice (the paper's rule)")
 YOUDEN_RULE = ("maximises sensitivity + specificity - 1 on the training cohort's out-of-fold "
                "predictions of {model}")
+ONNX_TOLERANCE = 1e-4
+CHECK_SLICES = 16   # slices of the training cache each ONNX graph is checked on
 EXTERNAL_THRESHOLD = "sensitivity and specificity at 0.5 (the argmax), as evaluate reports them"
 
 
@@ -67,6 +72,7 @@ class Sources:
     study: Path | None = None
     target: str = "grade"
     series_rules: dict[str, list[str]] = field(default_factory=dict)  # --series-rule's, by SEQ
+    onnx: bool = False   # --onnx: the fold models as ONNX graphs too
 
 
 @dataclass
@@ -272,7 +278,8 @@ def versions(found: dict[str, str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- model.json
 
-def sequence_block(trained: Trained, series_rules: list[str] | None = None) -> dict:
+def sequence_block(trained: Trained, series_rules: list[str] | None = None,
+                   onnx: bool = False) -> dict:
     """model.json's `models[SEQ]`: what rebuilds the ensemble, what it was trained with, and the
     SeriesDescription rules that find its series in an exam (`grade --exam`)."""
     ensemble, config = trained.ensemble, trained.config or {}
@@ -289,7 +296,8 @@ def sequence_block(trained: Trained, series_rules: list[str] | None = None) -> d
         "aggregate": AGGREGATE,
         "folds": [{"name": name, "repeat": int(m.get("repeat", 0)), "fold": int(m.get("fold", 0)),
                    "best_epoch": int(m.get("best_epoch", 0)),
-                   "weights": weights_name(trained.sequence, name)}
+                   "weights": weights_name(trained.sequence, name),
+                   **({"onnx": onnx_name(trained.sequence, name)} if onnx else {})}
                   for name, m in zip(ensemble.names, ensemble.metas)],
         "training_cohort": cohort_counts(trained.cohort),
         "acquisition_range": trained.acquisition_range,
@@ -323,7 +331,8 @@ def build_document(sources: Sources, trained: list[Trained], fusion_model: dict 
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "target": sources.target, "classes": list(LABELS),
         "sequences": [t.sequence for t in trained],
-        "models": {t.sequence: sequence_block(t, sources.series_rules.get(t.sequence))
+        "models": {t.sequence: sequence_block(t, sources.series_rules.get(t.sequence),
+                                              sources.onnx)
                    for t in trained},
         "fusion": fusion,
         "graded_model": graded,
@@ -336,6 +345,16 @@ def build_document(sources: Sources, trained: list[Trained], fusion_model: dict 
             {**package_versions(), "sarcograde": __version__,
              "safetensors": metadata.version("safetensors")})},
     }
+    if sources.onnx:
+        from .engines import OPSET
+
+        document["onnx"] = {
+            "opset": OPSET, "outputs": ["logits", "signed Grad-CAM map of class 1"],
+            "exported_with": {"torch": metadata.version("torch"),
+                              "onnx": metadata.version("onnx"),
+                              "checked_with": f"onnxruntime {metadata.version('onnxruntime')}"},
+            "check": (f"checked at export: logits within {ONNX_TOLERANCE:g} of torch's on up to "
+                      f"{CHECK_SLICES} slices of the training cache")}
     if sources.study is not None:
         document["external_validation"] = external_validation(sources.study, names)
     return document
@@ -346,6 +365,48 @@ def fold_weights(trained: list[Trained]):
     for t in trained:
         for name, network in zip(t.ensemble.names, t.ensemble.models):
             yield weights_name(t.sequence, name), network.state_dict()
+
+
+def check_slices(sequence: str, cache: Path | None, size: int) -> np.ndarray:
+    """Up to CHECK_SLICES tumour slices of the run's training cache (n, S, S)."""
+    if cache is None or not (cache / INDEX).is_file():
+        raise SarcogradeError(f"--onnx checks each {sequence} graph on slices of the run's "
+                              f"training cache, which is not found; export on the machine that "
+                              f"trained, or without --onnx", path=cache)
+    images = []
+    for row in CacheIndex.read(cache).rows(drop_empty=True).itertuples(index=False):
+        images.append(read_patient(cache, row, ("image",), size)["image"])
+        if sum(map(len, images)) >= CHECK_SLICES:
+            break
+    return np.concatenate(images)[:CHECK_SLICES].astype(np.float32)
+
+
+def fold_graphs(trained: list[Trained], caches: dict[str, Path | None], largest: dict):
+    """(ONNX file name, graph) of every fold model, each checked first: its logits by ONNX
+    Runtime within ONNX_TOLERANCE of torch's on real slices, else the export stops. The largest
+    difference of each sequence goes into `largest`."""
+    import torch
+
+    from . import model as model_lib
+    from .engines import OnnxEngine, onnx_graph
+
+    for t in trained:
+        size = int(t.ensemble.input_meta["size"])
+        x = model_lib.prepare_input(check_slices(t.sequence, caches.get(t.sequence), size),
+                                    t.ensemble.input_meta)
+        largest[t.sequence] = 0.0
+        for name, network in zip(t.ensemble.names, t.ensemble.models):
+            graph = onnx_graph(network, size)
+            logits = OnnxEngine("onnxruntime", [graph], torch.get_num_threads()).run(x)[0][0]
+            with torch.no_grad():
+                difference = float((logits - network(x)).abs().max())
+            if not difference <= ONNX_TOLERANCE:
+                raise SarcogradeError(f"--onnx: the ONNX graph of {t.sequence} {name} gives "
+                                      f"logits up to {difference:.3g} from torch's on {len(x)} "
+                                      f"training slices (at most {ONNX_TOLERANCE:g}); nothing "
+                                      "was written", path=t.run / name)
+            largest[t.sequence] = max(largest[t.sequence], difference)
+            yield onnx_name(t.sequence, name), graph
 
 
 # ------------------------------------------------------------------------------- command
@@ -384,6 +445,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "series in an exam for `grade --exam`; repeat for several; replaces "
                              "the defaults for SEQ (T1FSGd: T1 fat-saturated after contrast, "
                              "T2FS: T2 fat-saturated or STIR)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write each fold model as an ONNX graph (checked against "
+                             "torch on slices of the training cache), for `grade --engine "
+                             "onnxruntime|openvino` and inference servers")
     parser.add_argument("--zip", action="store_true",
                         help="write one zip file instead of a folder")
     parser.add_argument("--out", type=Path, required=True, metavar="PKG",
@@ -400,6 +465,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         sources = run_sources(args.run, args.fusion)
     sources.series_rules = series_rules(args.series_rule, list(sources.runs))
+    sources.onnx = args.onnx
+    if args.onnx:
+        from .engines import require
+
+        for package in ("onnx", "onnxruntime"):   # the export, the check
+            require(package)
     fusion_model = None
     if sources.fusion is not None:
         fusion_model = read_fusion_model(sources.fusion / FUSION_MODEL, FUSION_NAME)
@@ -420,9 +491,14 @@ def run(args: argparse.Namespace) -> int:
         trained = [load_trained(seq, run, sources.caches.get(seq), sources.target == "grade")
                    for seq, run in sources.runs.items()]
         document = build_document(sources, trained, fusion_model, args.threshold)
-        document = write_package(out, document, fold_weights(trained), render_card, args.zip)
+        largest: dict[str, float] = {}
+        graphs = fold_graphs(trained, sources.caches, largest) if args.onnx else ()
+        document = write_package(out, document, fold_weights(trained), render_card, args.zip,
+                                 graphs)
         record.record["package"] = {"id": document["id"], "format_version": FORMAT_VERSION,
                                     "sarcograde": __version__}
+        if args.onnx:
+            record.record["onnx_largest_logit_difference"] = largest
     threshold = document["threshold"]
     folds = sum(len(t.ensemble.names) for t in trained)
     info(f"export: {', '.join(document['sequences'])} ({folds} fold models"

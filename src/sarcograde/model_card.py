@@ -193,5 +193,9 @@ def _versions(document: dict) -> str:
         trained = document["models"][seq].get("trained_with")
         if trained:
             lines.append(f"{seq} trained with {listed(trained)}.")
+    graphs = document.get("onnx")
+    if graphs:
+        lines.append(f"Each fold model is also an ONNX graph (opset {graphs['opset']}, "
+                     f"{listed(graphs['exported_with'])}), {graphs['check']}.")
     lines += ["", f"{MODEL_CARD} is written from {MODEL_JSON}, which holds the same in full."]
     return "\n".join(lines)

@@ -14,7 +14,9 @@ and sequence and parsed back, the file that holds its predictions, and the poole
 
 A study lists the kinds it runs (`models:` in STUDY.yaml, `STUDY_KINDS`); every model's
 predictions are `<name>.csv` (patient_id, p_high, predicted). A new kind is an entry of
-`TEMPLATES` here, and the code that computes it.
+`TEMPLATES` here, and the code that computes it. `evaluate` compares any other predictions too
+(a radiologist's reading, another group's model) under any name that can be a file name
+(`check_model_name`); a name of no kind has no kind-specific meaning.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ SEQUENCE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _PATTERNS = {kind: re.compile(re.escape(template).replace(re.escape("{seq}"),
                                                           f"(?P<seq>{SEQUENCE_NAME})"))
              for kind, template in TEMPLATES.items()}
+# Any model's name: it names files (<name>.csv, km_<name>.png), so it must be able to be one.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+MODEL_NAME_RULE = "letters, digits, '_.+-', starting with a letter or digit"
 # How each kind is written in messages and help: DL-<SEQ>, DL-fusion, ...
 FORMS = tuple(template.replace("{seq}", "<SEQ>") for template in TEMPLATES.values())
 
@@ -94,6 +99,14 @@ def parse(text: str) -> ModelName:
         raise SarcogradeError(f"unknown model name {text!r}: use {', '.join(FORMS[:-1])} or "
                               f"{FORMS[-1]}")
     return parsed
+
+
+def check_model_name(text: str) -> str:
+    """`text` when it can name a model's files (reader-1, DL-T2FS, clinical+volume); else a
+    one-line error."""
+    if not MODEL_NAME.fullmatch(text):
+        raise SarcogradeError(f"model name {text!r} cannot be a file name ({MODEL_NAME_RULE})")
+    return text
 
 
 def study_models(kinds: list[str] | tuple[str, ...], sequences: list[str]) -> list[str]:

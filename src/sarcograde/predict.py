@@ -22,6 +22,7 @@ import torch
 from . import executors
 from .artifacts import RunRecord
 from .console import info, progress
+from .engines import ENGINES, engine_for_precision, engine_record, use_engine
 from .ensemble import (AGGREGATES, PRECISIONS, Ensemble, aggregate, check_cache_fits,
                        load_ensemble, models_file, precision_name, resolve_precision,
                        slice_logits)
@@ -122,6 +123,7 @@ class PatientBatchJob:
     batch_size: int
     precision: str
     threads: int = 1
+    engine: str = "torch"
 
 
 def predict_patient_batch(job: PatientBatchJob) -> int:
@@ -129,7 +131,7 @@ def predict_patient_batch(job: PatientBatchJob) -> int:
     torch.set_num_threads(job.threads)
     device = resolve_device(job.device)
     ensemble = load_ensemble(job.run, device, read_cache_config(job.cache).get("sequence"))
-    predict_cache(ensemble, job.cache,
+    predict_cache(use_engine(ensemble, job.engine), job.cache,
                   CacheIndex.read(job.cache).rows(patients=list(job.patients), drop_empty=True),
                   job.slices_dir, batch_size=job.batch_size,
                   precision=resolve_precision(job.precision, device))
@@ -151,7 +153,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default: the same numbers on every device), or bf16/fp16; "
                              "auto is bf16 on CUDA and fp32 on the CPU")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for the engine (default: all)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
+                             "else torch on the CPU; torch on a GPU or below fp32)")
     executors.add_arguments(parser)
 
 
@@ -167,10 +173,11 @@ def run(args: argparse.Namespace) -> int:
     index = CacheIndex.read(args.cache).rows(drop_empty=True)
     ensemble = load_ensemble(args.run, device, cache_config.get("sequence"))
     check_cache_fits(ensemble, cache_config, args.cache)
+    use_engine(ensemble, engine_for_precision(args.engine, precision))
     record_name, slices_dir = output_paths(args.out)
     config = {"aggregate": args.aggregate, "device": device.type, "batch_size": args.batch_size,
               "precision": precision_name(precision), "models": ensemble.names,
-              "preprocess": ensemble.preprocess}
+              "preprocess": ensemble.preprocess, **engine_record(ensemble.engine)}
     inputs = {"cache_index": Path(args.cache) / INDEX, "models": models_file(args.run)}
     with RunRecord(args.out.parent, config=config, inputs=inputs, name=record_name):
         # Patients handed out (Ray tasks) leave their slice logits in slices_dir, keyed with
@@ -178,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         executor.map_patient_batches(
             predict_patient_batch, PatientBatchJob(args.run, args.cache, (), slices_dir,
                                                    device.type, args.batch_size,
-                                                   args.precision),
+                                                   args.precision,
+                                                   engine=ensemble.engine.name),
             index["patient_id"].tolist(), label="predict", gpu=device.type == "cuda")
         logits = predict_cache(ensemble, args.cache, index, slices_dir,
                                batch_size=args.batch_size, precision=precision)

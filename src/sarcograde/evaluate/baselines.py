@@ -19,12 +19,15 @@ from ..cohort_table import cohort_table, to_markdown
 from ..console import info, warn
 from ..formats import evaluation as evaluation_format
 from ..formats import run as run_format
+from ..outcome import outcome
 from ..stats import classify, delong_test
 from .inputs import Inputs
 from .metrics import ARGMAX, Scored, metric_block
 
 # a baseline's key in baselines.py -> its model name
 BASELINE_NAMES = {key: name for name, key in kinds.BASELINE_KEYS.items()}
+NO_MASKS = ("not computable: the tumour volume needs the masks, and the manifests have no "
+            "image_<SEQ> and mask_<SEQ> columns")
 
 
 @dataclass
@@ -79,16 +82,18 @@ def _imputation_notes(train: pd.DataFrame, test: pd.DataFrame, columns: list[str
 
 
 def run_baselines(args, train_patients: list[Patient], test_patients: list[Patient],
-                  volumes: tuple[dict, dict], y: np.ndarray, p_dl: np.ndarray,
+                  volumes: tuple[dict, dict] | None, y: np.ndarray, p_dl: np.ndarray,
                   indices: np.ndarray
                   ) -> tuple[dict, dict[str, np.ndarray], dict[str, bl.BaselineFit]]:
     """Fit the three baselines by CV on the training cohort; metrics and DeLong on the test one.
+    `volumes` None: the manifests name no masks, and the baselines with the volume are not fitted.
 
     Returns metrics.json's baselines block, the test patients' p_high and the fits by baseline."""
-    x_train = bl.feature_table(train_patients, volumes[0])
-    x_test = bl.feature_table(test_patients, volumes[1])
+    x_train = bl.feature_table(train_patients, volumes and volumes[0])
+    x_test = bl.feature_table(test_patients, volumes and volumes[1])
     labels = pd.Series([p.label for p in train_patients], index=x_train.index)
-    empty = [c for c in x_train.columns if x_train[c].isna().all()]
+    empty = [c for c in x_train.columns if x_train[c].isna().all()
+             and (volumes is not None or c not in bl.VOLUME)]
     usable = [c for c in x_train.columns if c not in empty]
     block = {"model": "logistic regression (scikit-learn), standardised features, class-weighted",
              "features": {name: list(cols) for name, cols in bl.BASELINES.items()},
@@ -103,6 +108,9 @@ def run_baselines(args, train_patients: list[Patient], test_patients: list[Patie
         return block, {}, {}
     probabilities, fits = {}, {}
     for name, columns in bl.BASELINES.items():
+        if volumes is None and set(columns) & set(bl.VOLUME):
+            block["models"][name] = {"note": NO_MASKS}
+            continue
         columns = tuple(c for c in columns if c in usable)
         if not columns:
             block["models"][name] = {"note": "not computable: none of its features has a value "
@@ -128,7 +136,7 @@ def run_baselines(args, train_patients: list[Patient], test_patients: list[Patie
 
 
 def baseline_predictions(folder: Path, fits: dict[str, bl.BaselineFit],
-                         patients: list[Patient], volumes: dict[str, float]
+                         patients: list[Patient], volumes: dict[str, float] | None
                          ) -> dict[Path, pd.DataFrame]:
     """Each fitted baseline's predictions of `patients` by file, FOLDER/<model>.csv (patient_id,
     p_high, predicted): the prediction files a study gives evaluate like any other model's."""
@@ -155,8 +163,9 @@ def score_baselines(args, inputs: Inputs, y: np.ndarray, indices: np.ndarray,
     test_patients = list(inputs.test_cohort)
     measured = test_patients if args.baseline_predictions is not None else inputs.patients
     cache = evaluation_format.tumour_volumes_path
-    volumes = (bl.tumour_volumes(train_patients, inputs.sequence, cache(args.out, "train")),
-               bl.tumour_volumes(measured, inputs.sequence, cache(args.out, "test")))
+    volumes = None if inputs.sequence is None else (
+        bl.tumour_volumes(train_patients, inputs.sequence, cache(args.out, "train")),
+        bl.tumour_volumes(measured, inputs.sequence, cache(args.out, "test")))
     block, probabilities, fits = run_baselines(args, train_patients, inputs.patients, volumes,
                                                y, p_reference, indices)
     for note in block["imputation"] + block["dropped_features"]:
@@ -173,7 +182,9 @@ def score_baselines(args, inputs: Inputs, y: np.ndarray, indices: np.ndarray,
         models.append(Scored(name=name, key=key, shown=bl.LABELS[key] if inputs.single else name,
                              p=probabilities[key], block={"n": len(y), **result}))
     files = ({} if args.baseline_predictions is None else
-             baseline_predictions(args.baseline_predictions, fits, test_patients, volumes[1]))
-    frame, footnote = cohort_table(train_patients, inputs.patients, volumes)
+             baseline_predictions(args.baseline_predictions, fits, test_patients,
+                                  volumes and volumes[1]))
+    frame, footnote = cohort_table(train_patients, inputs.patients, volumes,
+                                   outcome(args.target))
     names = (_cohort_name(train_patients, "Training"), _cohort_name(inputs.patients, "Test"))
     return Baselines(block, models, files, (frame, to_markdown(frame, footnote, names)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..outcome import GRADE_OUTCOME, Outcome
 from ..stats import reliability_curve, roc_band, roc_curve
 
 ROC_GRID = np.linspace(0, 1, 101)
@@ -21,7 +22,8 @@ def _finish(fig, ax, title: str, legend: str):
 
 
 def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], reference: str,
-               indices: np.ndarray, cohort: str = "test cohort"):
+               indices: np.ndarray, cohort: str = "test cohort",
+               outcome: Outcome = GRADE_OUTCOME):
     """ROC curves of all models; the `reference` one with its bootstrap 95% band and argmax
     point."""
     import matplotlib.pyplot as plt
@@ -46,7 +48,7 @@ def roc_figure(y: np.ndarray, curves: dict[str, tuple[np.ndarray, dict]], refere
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
-    return _finish(fig, ax, f"ROC, {cohort} (n={len(y)}, {int(y.sum())} high grade)",
+    return _finish(fig, ax, f"ROC, {cohort} (n={len(y)}, {int(y.sum())} {outcome.classes[1]})",
                    "lower right")
 
 
@@ -57,7 +59,7 @@ def _calibration_text(block: dict) -> str:
 
 
 def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]], n_bins: int,
-                       cohort: str = "test cohort"):
+                       cohort: str = "test cohort", outcome: Outcome = GRADE_OUTCOME):
     """Reliability diagram of each model with Wilson 95% intervals, and the patient count of each
     bin; one model's slope and intercept in the title, several models' in the legend."""
     import matplotlib.pyplot as plt
@@ -80,7 +82,7 @@ def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]]
     title = f"calibration, {cohort} (n={len(y)})"
     text = _calibration_text(next(iter(models.values()))[1]) if single else ""
     ax.set_title(title + (f"\n{text}" if text else ""), fontsize=10)
-    ax.set_ylabel("observed fraction high grade")
+    ax.set_ylabel(f"observed fraction {outcome.classes[1]}")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -93,7 +95,7 @@ def calibration_figure(y: np.ndarray, models: dict[str, tuple[np.ndarray, dict]]
             if c and single:
                 ax_count.text(x, c, str(int(c)), ha="center", va="bottom", fontsize=7)
     ax_count.set_ylabel("patients")
-    ax_count.set_xlabel("predicted probability of high grade")
+    ax_count.set_xlabel(f"predicted probability of {outcome.classes[1]}")
     ax_count.set_xlim(0, 1)
     ax_count.set_ylim(0, max(1, max(c.max() for c in counts)) * 1.25)
     fig.tight_layout()

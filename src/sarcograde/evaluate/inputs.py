@@ -18,6 +18,7 @@ from ..errors import SarcogradeError
 from ..formats import predictions as predictions_format
 from ..formats import run as run_format
 from ..options import split_assignment
+from ..outcome import Outcome, outcome
 
 CV_COLUMNS = set(run_format.CV_COLUMNS)
 
@@ -38,6 +39,7 @@ class Inputs:
     patients: list[Patient]               # graded and predicted by every model
     probabilities: dict[str, np.ndarray]  # model -> p_high of `patients`
     flow: dict                            # patient_flow.json
+    outcome: Outcome                      # what label 0/1 stands for (--target)
     # model -> the ensemble's SD of p_high for `patients`; None where its file has none
     spreads: dict[str, np.ndarray | None] = field(default_factory=dict)
 
@@ -139,12 +141,12 @@ def prediction_inputs(args, reference: str) -> dict[str, str]:
     """Model name -> predictions path (a `{site}` template when pooled), in the order given.
 
     The positional file is the model `reference` (DL or DL-<SEQ>), then the --predictions ones,
-    each named as `model_kinds` names models.
+    each under any name that can be a file name (`model_kinds.check_model_name`).
     """
     inputs = {} if args.predictions is None else {reference: str(args.predictions)}
     for spec in args.model_predictions:
         name, path = split_assignment(spec, "--predictions")
-        kinds.parse(name)
+        kinds.check_model_name(name)
         if name in inputs:
             raise SarcogradeError(f"model {name} given twice")
         inputs[name] = path
@@ -153,7 +155,13 @@ def prediction_inputs(args, reference: str) -> dict[str, str]:
     return inputs
 
 
-def pooled_cohort(specs: list[str]) -> tuple[Cohort, dict[str, Path]]:
+def read_manifest(path: Path, target: str) -> Cohort:
+    """A cohort as evaluate reads it: `target` as each patient's label, images and masks
+    optional (only the tumour volume needs masks)."""
+    return load_manifest(path, strict=True, images=False, target=target)
+
+
+def pooled_cohort(specs: list[str], target: str) -> tuple[Cohort, dict[str, Path]]:
     """The union of the sites' manifests; a patient's id becomes `<site>/<patient_id>` (ids may
     repeat between hospitals) and its `site` the site's name."""
     cohorts = {}
@@ -161,7 +169,7 @@ def pooled_cohort(specs: list[str]) -> tuple[Cohort, dict[str, Path]]:
         site, path = split_assignment(spec, "--pooled")
         if site in cohorts:
             raise SarcogradeError(f"site {site} given twice to --pooled")
-        cohorts[site] = load_manifest(Path(path), strict=True)
+        cohorts[site] = read_manifest(Path(path), target)
     if len(cohorts) < 2:
         raise SarcogradeError("--pooled needs at least two sites (SITE=MANIFEST each)")
     first = next(iter(cohorts.values()))
@@ -249,18 +257,22 @@ def read_test_cohort(args) -> tuple[Cohort, dict[str, Path] | None]:
         if args.baseline_predictions is not None:
             raise SarcogradeError("--baseline-predictions writes one site's predictions: "
                                   "evaluate each site without --pooled")
-        return pooled_cohort(args.pooled)
-    return load_manifest(args.manifest, strict=True), None
+        return pooled_cohort(args.pooled, args.target)
+    return read_manifest(args.manifest, args.target), None
 
 
 def _training_cohort(args, test_cohort: Cohort, models: dict[str, str]
                      ) -> tuple[Cohort | None, str | None]:
-    """--train-manifest's cohort and the sequence of the tumour volume, both checked."""
+    """--train-manifest's cohort and the sequence of the tumour volume, both checked; no
+    sequence where neither cohort names images and masks and none is asked for (then the
+    baselines that need the volume say so)."""
     if args.train_manifest is None:
         return None, None
-    train_cohort = load_manifest(args.train_manifest, strict=True)
-    sequence = test_cohort.require_sequence(args.sequence)
-    train_cohort.require_sequence(sequence)
+    train_cohort = read_manifest(args.train_manifest, args.target)
+    sequence = None
+    if args.sequence is not None or test_cohort.sequences or train_cohort.sequences:
+        sequence = test_cohort.require_sequence(args.sequence)
+        train_cohort.require_sequence(sequence)
     for name in kinds.BASELINES:
         if name in models:
             raise SarcogradeError(f"model {name} given as a predictions file and fitted by "
@@ -310,7 +322,7 @@ def read_inputs(args) -> Inputs:
                   shown={name: shown for name, (_, shown) in frames.items()},
                   test_cohort=test_cohort, sites=sites, train_cohort=train_cohort,
                   sequence=sequence, cohort=cohort, patients=patients,
-                  probabilities=probabilities, flow=flow,
+                  probabilities=probabilities, flow=flow, outcome=outcome(args.target),
                   spreads={name: patient_spreads(frame, patients)
                            for name, (frame, _) in frames.items()})
 

@@ -56,20 +56,22 @@ def _has_recalibration(evaluation: Evaluation) -> bool:
 
 def _write_figures(out: Path, evaluation: Evaluation) -> None:
     y, models, cohort = evaluation.y, evaluation.models, evaluation.inputs.cohort
+    outcome = evaluation.inputs.outcome
     reference = models[0]
     for name, fig in evaluation.km_figures.items():
         save_figure(fig, out / name)
     if _has_roc(evaluation):
         curves = {m.shown: (m.p, m.block) for m in models}
-        save_figure(roc_figure(y, curves, reference.shown, evaluation.indices, cohort),
+        save_figure(roc_figure(y, curves, reference.shown, evaluation.indices, cohort, outcome),
                     out / ROC)
     else:
         warn(f"roc.png not drawn: {reference.block['auc']['note']}")
     save_figure(calibration_figure(y, {reference.name: (reference.p, reference.block)},
-                                   evaluation.n_bins, cohort), out / CALIBRATION)
+                                   evaluation.n_bins, cohort, outcome), out / CALIBRATION)
     if len(models) > 1:
         save_figure(calibration_figure(y, {m.name: (m.p, m.block) for m in models},
-                                       evaluation.n_bins, cohort), out / CALIBRATION_MODELS)
+                                       evaluation.n_bins, cohort, outcome),
+                    out / CALIBRATION_MODELS)
     save_figure(decision_figure(evaluation.decision, reference.name, cohort), out / DECISION_FIGURE)
     if len(evaluation.selective):
         save_figure(selective_figure(evaluation.selective, evaluation.coverage, cohort),
@@ -86,7 +88,7 @@ def _write_figures(out: Path, evaluation: Evaluation) -> None:
                                               fitted["after"])}
         save_figure(calibration_figure(y[rest], curves, evaluation.n_bins,
                                        f"{cohort} without the {block['n']} recalibration "
-                                       "patients"), out / RECALIBRATION_FIGURE)
+                                       "patients", outcome), out / RECALIBRATION_FIGURE)
 
 
 def write_outputs(out: Path, evaluation: Evaluation) -> None:

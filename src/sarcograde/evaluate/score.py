@@ -70,6 +70,7 @@ def _reference_metrics(args, inputs: Inputs, reference: Scored, y: np.ndarray,
     return {
         "model": reference.name, "predictions": str(inputs.shown[reference.name]),
         "source": inputs.sources[reference.name],
+        "target": inputs.outcome.target, "classes": list(inputs.outcome.classes),
         "n": len(y), "n_low": int((y == 0).sum()), "n_high": int(y.sum()),
         "threshold": ARGMAX, "threshold_rule": RULE,
         **{k: v for k, v in reference.block.items() if k not in ("label", "n", "threshold")},
@@ -147,7 +148,7 @@ def score(args, inputs: Inputs) -> Evaluation:
         rest = split[1]
         metrics["recalibration"], after = recalibration(models, y, inputs.patients, split,
                                                         args.seed, args.bootstrap)
-    survival, km_figures = survival_analysis(inputs.patients, groupings(models, y))
+    survival, km_figures = survival_analysis(inputs.patients, groupings(models, y, inputs.outcome))
     if "note" in survival:
         warn(f"survival: {survival['note']}")
     return Evaluation(inputs=inputs, y=y, indices=indices, n_bins=n_bins, models=models,

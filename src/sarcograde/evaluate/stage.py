@@ -47,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", dest="model_predictions", action="append", default=[],
                         metavar="MODEL=CSV",
                         help="a named model's predictions (patient_id, p_high, predicted); repeat "
-                             "to compare models on the patients they share. MODEL: "
-                             f"{', '.join(kinds.FORMS)}. With --pooled, CSV holds {{site}}, "
-                             "replaced by each site's name")
+                             "to compare models on the patients they share. MODEL: any name "
+                             f"that can be a file name ({kinds.MODEL_NAME_RULE}; "
+                             f"{', '.join(kinds.FORMS)} are sarcograde's own). With --pooled, "
+                             "CSV holds {site}, replaced by each site's name")
     parser.add_argument("--manifest", type=Path,
                         help="manifest of the test cohort (grades, clinical data, masks)")
     parser.add_argument("--pooled", action="append", default=[], metavar="SITE=MANIFEST",
@@ -70,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples of patients for the 95%% CIs (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and CV splits")
+    parser.add_argument("--target", default="grade", metavar="COLUMN",
+                        help="the outcome: grade (default; low G1 against high G2/G3) or a 0/1 "
+                             "column of the manifests (e.g. lung_metastasis), which then names "
+                             "the classes in every table and figure")
     parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE, metavar="C",
                         help="abstention: the metrics of the share C of patients whose ensemble "
                              "spread (p_high_sd) is lowest (default 0.9)")
@@ -99,7 +104,7 @@ def _config(args, inputs: Inputs) -> dict:
     config = {"source": inputs.sources[inputs.reference], "bootstrap": args.bootstrap,
               "coverage": args.coverage, "recalibrate": args.recalibrate,
               "seed": args.seed, "sequence": inputs.sequence, "threshold": ARGMAX,
-              "threshold_rule": RULE, "ci": "bootstrap percentile, 95%"}
+              "threshold_rule": RULE, "ci": "bootstrap percentile, 95%", "target": args.target}
     if not inputs.single:
         config["models"] = inputs.paths
     if inputs.sites is not None:
@@ -120,6 +125,7 @@ def run(args) -> int:
         info(f"wrote baseline predictions {path}")
     y = evaluation.y
     print_summary(evaluation.by_key, inputs.cohort)
-    info(f"evaluated {len(y)} patients ({int((y == 0).sum())} low, {int(y.sum())} high grade); "
-         f"wrote {args.out}")
+    classes = inputs.outcome.classes
+    info(f"evaluated {len(y)} patients ({int((y == 0).sum())} {classes[0]}, {int(y.sum())} "
+         f"{classes[1]}); wrote {args.out}")
     return 0

@@ -8,22 +8,26 @@ import numpy as np
 
 from ..cohort import Patient
 from ..formats.evaluation import KM, KM_PANEL
+from ..outcome import GRADE_OUTCOME, Outcome
 from ..stats import classify
 from ..survival import (bonferroni, kaplan_meier, logrank_test, plot_kaplan_meier,
                         plot_kaplan_meier_panel)
 from .metrics import Scored, number
 
-PREDICTED_GROUPS = ("predicted low", "predicted high")
 GRADE_GROUPS = ("low (G1)", "high (G2/G3)")
 
 
-def groupings(models: list[Scored], y: np.ndarray
+def groupings(models: list[Scored], y: np.ndarray, outcome: Outcome = GRADE_OUTCOME
               ) -> dict[str, tuple[str, np.ndarray, tuple[str, str]]]:
-    """Each model's predicted grade groups (by the model's key), then the true grade's."""
-    groups = {m.key: (f"{m.block['label']}: predicted grade",
-                      np.where(classify(m.p) == 1, *PREDICTED_GROUPS[::-1]), PREDICTED_GROUPS)
+    """Each model's predicted groups (by the model's key), then the true outcome's (key
+    "grade", whatever the target: the file km_grade.png keeps its name)."""
+    predicted = tuple(f"predicted {word}" for word in outcome.short)
+    what = "grade" if outcome.is_grade else outcome.title
+    groups = {m.key: (f"{m.block['label']}: predicted {what}",
+                      np.where(classify(m.p) == 1, *predicted[::-1]), predicted)
               for m in models}
-    groups["grade"] = ("True grade (FNCLCC)", np.where(y == 1, *GRADE_GROUPS[::-1]), GRADE_GROUPS)
+    true = GRADE_GROUPS if outcome.is_grade else outcome.short
+    groups["grade"] = (f"True {outcome.title}", np.where(y == 1, *true[::-1]), true)
     return groups
 
 

@@ -10,6 +10,9 @@ as a folder or one zip file of the same files.
     PKG/MODEL_CARD.md                the model card, in words
     PKG/<SEQ>/fold_XX.safetensors    each fold model's fp32 weights (safetensors: no pickle, so
                                      loading runs no code)
+    PKG/<SEQ>/fold_XX.onnx           with `export --onnx`: the fold model as an ONNX graph
+                                     (outputs: logits and the signed Grad-CAM map), for the
+                                     ONNX engines and inference servers
 
 `write_package` writes it atomically (a temporary folder or file beside it, renamed at the end);
 `read_package` is its one reader: it refuses an unknown format version, an edited model.json, a
@@ -38,6 +41,7 @@ MODEL_JSON = "model.json"
 MODEL_CARD = "MODEL_CARD.md"
 RECALIBRATION = "recalibration"  # model.json's block of `sarcograde recalibrate`
 WEIGHTS_SUFFIX = ".safetensors"
+ONNX_SUFFIX = ".onnx"
 RERUN = "export"
 # A zip's entries carry this date, so that the same models give the same bytes.
 _CHUNK = 1 << 20
@@ -47,6 +51,11 @@ _ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 def weights_name(sequence: str, fold: str) -> str:
     """A fold model's weights file in the package: `<SEQ>/fold_XX.safetensors`."""
     return f"{sequence}/{fold}{WEIGHTS_SUFFIX}"
+
+
+def onnx_name(sequence: str, fold: str) -> str:
+    """A fold model's ONNX graph in the package: `<SEQ>/fold_XX.onnx`."""
+    return f"{sequence}/{fold}{ONNX_SUFFIX}"
 
 
 def content_checksum(document: dict) -> str:
@@ -70,13 +79,14 @@ def absolute_paths(value: Any) -> list[str]:
 
 def write_package(out: str | Path, document: dict,
                   weights: Iterable[tuple[str, dict]], card: Callable[[dict], str],
-                  as_zip: bool = False) -> dict:
+                  as_zip: bool = False, graphs: Iterable[tuple[str, bytes]] = ()) -> dict:
     """Write the package to `out` (a folder, or one zip file with `as_zip`) and return its
     model.json.
 
     `document` is model.json without `id`, `files` and `checksum`; `weights` yields (file name,
     state dict) one fold at a time (saved as fp32 safetensors, so at most one fold's bytes are
-    held); `card` renders MODEL_CARD.md from the finished document (with its `id`). An existing
+    held); `graphs` yields (file name, ONNX bytes) likewise; `card` renders MODEL_CARD.md from
+    the finished document (with its `id`). An existing
     `out` is replaced only if it is a package (`is_package`), else refused.
     """
     out = Path(out)
@@ -88,6 +98,9 @@ def write_package(out: str | Path, document: dict,
     out.parent.mkdir(parents=True, exist_ok=True)
     with temporary_folder_beside(out) as folder:
         files = {name: _save_weights(folder / name, state) for name, state in weights}
+        for name, graph in graphs:
+            (folder / name).write_bytes(graph)
+            files[name] = hashlib.sha256(graph).hexdigest()
         # plain JSON values only (numpy numbers become Python ones; NaN is refused)
         document = json.loads(json.dumps(document, allow_nan=False, default=_plain))
         document["id"] = content_checksum({"settings": document, "weights": files})[:16]
@@ -172,6 +185,7 @@ class Fold:
     fold: int
     best_epoch: int
     weights: str  # the weights file's name in the package
+    onnx: str | None = None  # its ONNX graph's name in the package (`export --onnx`)
 
 
 @dataclass(frozen=True)
@@ -260,6 +274,13 @@ class Package:
                 raise SarcogradeError(f"not readable safetensors weights ({first_line(exc)})",
                                       path=self._source.shown(fold.weights)) from None
 
+    def onnx_graphs(self, sequence: str) -> list[bytes] | None:
+        """Each fold's ONNX graph of `sequence` (verified), or None if exported without them."""
+        folds = self.models[sequence].folds
+        if any(fold.onnx is None for fold in folds):
+            return None
+        return [self.read(fold.onnx) for fold in folds]
+
 
 def read_package(path: str | Path) -> Package:
     """The package at `path` (its folder or its zip file), verified: format and version,
@@ -323,7 +344,8 @@ def _sequence_model(sequence: str, document: dict, shown: Path) -> SequenceModel
     try:
         block = document["models"][sequence]
         folds = tuple(Fold(name=str(f["name"]), repeat=int(f["repeat"]), fold=int(f["fold"]),
-                           best_epoch=int(f["best_epoch"]), weights=str(f["weights"]))
+                           best_epoch=int(f["best_epoch"]), weights=str(f["weights"]),
+                           onnx=str(f["onnx"]) if f.get("onnx") else None)
                       for f in block["folds"])
         model = SequenceModel(sequence=sequence, name=str(block["name"]),
                               preprocess=dict(block["preprocess"]), model=dict(block["model"]),
@@ -333,9 +355,10 @@ def _sequence_model(sequence: str, document: dict, shown: Path) -> SequenceModel
                               f"re-export the package", path=shown) from None
     if not folds:
         raise SarcogradeError(f"model.json: sequence {sequence} has no fold model", path=shown)
-    unlisted = [f.weights for f in folds if f.weights not in document["files"]]
+    unlisted = [name for f in folds for name in (f.weights, f.onnx)
+                if name is not None and name not in document["files"]]
     if unlisted:
-        raise SarcogradeError(f"model.json: weights {unlisted[0]} are not among its files",
+        raise SarcogradeError(f"model.json: {unlisted[0]} is not among its files",
                               path=shown)
     return model
 

@@ -21,6 +21,7 @@ from .. import acquisition
 from ..artifacts import RunRecord
 from ..cohort import Patient
 from ..console import info, warn
+from ..engines import ENGINES, engine_for_precision, engine_record
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, write_cache_config, write_index
 from ..formats.grade import (ATTENTION, CACHE, GRADES, SLICE_LOGITS, case_report_path,
@@ -94,6 +95,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, the same numbers on every device) or bf16")
     parser.add_argument("--batch-size", type=int, default=64, help="slices per forward pass")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference engine (default auto: ONNX Runtime, else OpenVINO, "
+                             "else torch on the CPU; torch on a GPU or in bf16)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for the engine (default: all)")
 
 
 def preprocess_sequence(package: Package, patient: Patient, sequence: str, cache: Path):
@@ -178,8 +184,9 @@ def grade_patient(package: Package, patient: Patient, out: Path, ensembles: dict
         if attended[sequence]["off_tumour"]:
             flags.append(rules.flag("attention_off_tumour", f"the {sequence} models looked "
                                     "mostly outside the tumour and its ring", sequence))
+    engine = engine_record(next(iter(ensembles.values())).engine)
     return {**rules.result(patient.patient_id, package, predictions, per_model, flags, compared),
-            "attention": attended}
+            "attention": attended, **engine}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,8 +195,12 @@ def run(args: argparse.Namespace) -> int:
     from ..ensemble import package_ensemble, resolve_precision
     from .report import write_case_report
 
+    import torch
+
     if args.batch_size < 1:
         raise SarcogradeError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.pacs is not None:
         from ..dicom_out.pacs import grade_from_pacs
 
@@ -203,10 +214,13 @@ def run(args: argparse.Namespace) -> int:
             check_dicom_input(patient)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    ensembles = {seq: package_ensemble(package, seq, device) for seq in package.sequences}
+    engine = engine_for_precision(args.engine, precision)
+    ensembles = {seq: package_ensemble(package, seq, device, engine)
+                 for seq in package.sequences}
     rows, failed = [], []
     with RunRecord(args.out, config={"precision": args.precision, "device": device.type,
-                                     "model_id": package.id, "identify": args.identify},
+                                     "model_id": package.id, "identify": args.identify,
+                                     **engine_record(ensembles[package.sequences[0]].engine)},
                    inputs={"model": package_file(args.model)},
                    argv=None if args.identify else recorded_argv(sys.argv[1:])):
         for patient in patients:

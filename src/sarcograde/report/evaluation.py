@@ -11,6 +11,7 @@ from . import utility
 from .format import format_cell, format_list, format_number, format_p, pretty_name
 from .inputs import ReportInputs, lookup
 from .methods import bootstrap_count, methods_paragraph
+from ..outcome import outcome
 
 # Below this many test patients the report warns that the confidence intervals are wide.
 SMALL_COHORT = 100
@@ -43,8 +44,10 @@ def context(inputs: ReportInputs) -> dict[str, Any]:
     m = inputs.metrics
     evaluation = inputs.evaluation
     n = m.get("n")
+    target = outcome(m.get("target"))
     return {
         "toc": TOC, "synthetic": inputs.synthetic,
+        "subtitle": target.subtitle, "classes": target.classes,
         "small_cohort": isinstance(n, int) and n < SMALL_COHORT,
         "n": n if n is not None else "n/a", "n_low": m.get("n_low", "n/a"),
         "n_high": m.get("n_high", "n/a"),

@@ -41,8 +41,9 @@ def pretty_name(key: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def grade_word(label: Any) -> str:
-    """A 0/1 class as the grade it stands for; "unknown" where missing."""
+def grade_word(label: Any, words: tuple[str, str] = ("low", "high")) -> str:
+    """A 0/1 class as the grade (or the `words` of another target) it stands for; "unknown"
+    where missing."""
     if label is None or (isinstance(label, float) and math.isnan(label)):
         return "unknown"
-    return "high" if int(label) == 1 else "low"
+    return words[int(label)]

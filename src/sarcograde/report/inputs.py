@@ -1,7 +1,8 @@
 """Every artifact the report reads, read here through `sarcograde.formats` (the one reader of
 each file) and nowhere else in the report.
 
-The report's other modules see only the plain objects below (dicts, data frames, PNG data URIs).
+The report's other modules see only the plain objects below (dicts, data frames, image data
+URIs, compressed for the page by images.py).
 A required file that is missing or unreadable is a one-line `SarcogradeError` naming it; an
 optional one is `None`, which the page shows as "not run".
 """
@@ -28,17 +29,23 @@ from ..formats.run import (FOLDS, HISTORY, LEARNING_CURVE, MODEL, read_folds, re
 from ..formats.study import read_study
 from ..formats.synth import RECORD as SYNTH_RECORD
 from ..model_kinds import POOLED
+from .images import montage_uri, plot_uri
 
 __all__ = ["CohortTable", "ReportInputs", "StudyInputs"]
 
 
 def png_data_uri(path: Path) -> str:
-    """The PNG figure as a base64 data URI."""
+    """The PNG figure as a base64 data URI, as it is."""
     return "data:image/png;base64," + base64.b64encode(read_figure(path)).decode("ascii")
 
 
-def optional_png(path: Path) -> str | None:
-    return png_data_uri(path) if path.is_file() else None
+def plot_data_uri(path: Path) -> str:
+    """A plot as the page embeds it (images.plot_uri)."""
+    return plot_uri(read_figure(path))
+
+
+def optional_plot(path: Path) -> str | None:
+    return plot_data_uri(path) if path.is_file() else None
 
 
 def lookup(mapping: Any, *keys: str, default: Any = None) -> Any:
@@ -77,7 +84,7 @@ def load_evaluation(folder: Path, *, models: bool = False) -> EvaluationFolder:
         folder=folder, metrics=metrics, record=read_record(record_path(folder)),
         flow=read_patient_flow(folder), survival=read_survival(folder),
         cohort=read_cohort_table(folder), confusion=read_confusion(folder),
-        figures={p.name: png_data_uri(p) for p in sorted(folder.glob("*.png"))})
+        figures={p.name: plot_data_uri(p) for p in sorted(folder.glob("*.png"))})
 
 
 @dataclass
@@ -86,7 +93,12 @@ class AttentionFolder:
 
     folder: Path
     frame: pd.DataFrame
-    montages: dict[str, str | None]  # patient id -> data URI (None: montage missing)
+
+    def montage(self, patient_id: str) -> str | None:
+        """The patient's montage as the page embeds it (images.montage_uri), None if missing;
+        read when a gallery shows it, not for every patient."""
+        path = montage_path(self.folder, patient_id)
+        return montage_uri(read_figure(path)) if path.is_file() else None
 
 
 def load_attention(folder: Path) -> AttentionFolder:
@@ -95,8 +107,7 @@ def load_attention(folder: Path) -> AttentionFolder:
         raise SarcogradeError(f"no {ATTENTION}: not a `sarcograde explain` folder", path=folder)
     frame = read_attention(path)
     frame["patient_id"] = frame["patient_id"].astype(str)
-    return AttentionFolder(Path(folder), frame, {
-        pid: optional_png(montage_path(folder, pid)) for pid in frame["patient_id"]})
+    return AttentionFolder(Path(folder), frame)
 
 
 @dataclass
@@ -126,7 +137,7 @@ def load_training_run(folder: Path) -> TrainingRun:
     histories = [FoldHistory(
         fold.name,
         read_history(fold / HISTORY) if (fold / HISTORY).is_file() else None,
-        optional_png(fold / LEARNING_CURVE)) for fold in folds]
+        optional_plot(fold / LEARNING_CURVE)) for fold in folds]
     folds_spec = read_folds(folder).as_dict() if (folder / FOLDS).is_file() else None
     return TrainingRun(folder, read_run_config(folder, required=False), folds_spec,
                        read_record(record_path(folder)), histories,

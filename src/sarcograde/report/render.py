@@ -14,8 +14,8 @@ import jinja2
 from .. import __version__
 from ..artifacts import RunRecord, write_text
 from ..formats.records import file_record_name
+from ..outcome import GRADE_OUTCOME
 
-SUBTITLE = "low grade (FNCLCC G1) vs high grade (G2/G3)"
 
 
 @lru_cache(maxsize=1)
@@ -26,11 +26,13 @@ def environment() -> jinja2.Environment:
 
 
 def render(template: str, context: dict[str, Any], *, title: str) -> str:
-    """The page as one HTML string."""
+    """The page as one HTML string; its header names the classes (`subtitle` in `context`,
+    the grade's by default)."""
     css = resources.files("sarcograde.report").joinpath("templates", "report.css").read_text(
         encoding="utf-8")
     page = environment().get_template(template).render(
-        **context, title=title, css=css, version=__version__, subtitle=SUBTITLE,
+        **{"subtitle": GRADE_OUTCOME.subtitle, **context}, title=title, css=css,
+        version=__version__,
         created=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
     return page if page.endswith("\n") else page + "\n"
 

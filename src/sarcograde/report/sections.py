@@ -134,8 +134,9 @@ def survival(data: dict | None, figures: dict[str, str], *, site: str | None = N
 
 
 def attention(data: AttentionFolder, *, site: str | None = None,
-              model: str | None = None) -> dict:
-    """The gallery (best and worst cases of each kind) and the table of every patient."""
+              model: str | None = None, words: tuple[str, str] = ("low", "high")) -> dict:
+    """The gallery (best and worst cases of each kind) and the table of every patient; `words`
+    name the predicted and true classes 0 and 1."""
     frame = data.frame
     off = frame["off_tumour"].astype(str).str.lower().isin(("true", "1", "yes"))
     frame = frame.assign(off_tumour=off, on_tumour=frame["inside"] + frame["ring"])
@@ -164,14 +165,15 @@ def attention(data: AttentionFolder, *, site: str | None = None,
         status += ["off tumour"] if row["off_tumour"] else []
         kinds = list(dict.fromkeys(status + kinds))
         cards.append({
-            "patient": pid, "uri": data.montages.get(pid), "kinds": ";".join(kinds),
+            "patient": pid, "uri": data.montage(pid), "kinds": ";".join(kinds),
             "tags": [{"text": k, "bad": k in ("wrong", "off tumour")} for k in kinds],
             "text": (f"p_high {format_number(row['p_high'])}, predicted "
-                     f"{grade_word(row['predicted'])}, true {grade_word(row['label'])}; "
+                     f"{grade_word(row['predicted'], words)}, true "
+                     f"{grade_word(row['label'], words)}; "
                      f"attention inside {format_number(row['inside'])}, ring "
                      f"{format_number(row['ring'])}, elsewhere {format_number(row['elsewhere'])}")})
     rows = [[r.patient_id, num(r.n_slices), num(format_number(r.p_high)),
-             grade_word(r.predicted), grade_word(r.label),
+             grade_word(r.predicted, words), grade_word(r.label, words),
              num(format_number(r.inside), data_site=site, data_model=model,
                  data_patient=r.patient_id, data_metric="inside"),
              num(format_number(r.ring)), num(format_number(r.elsewhere)),

@@ -19,6 +19,7 @@ from .format import format_list, format_number
 from ..model_kinds import POOLED
 from .inputs import EvaluationFolder, StudyInputs, is_synthetic, lookup
 from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
+from ..outcome import Outcome, outcome
 from .tripod import checklist
 
 TITLE = "Soft-tissue sarcoma grading: study results"
@@ -51,21 +52,23 @@ def received_package(config: dict | None) -> bool:
 
 def context(inputs: StudyInputs) -> dict[str, Any]:
     config = study_config(inputs)
-    sites = [site_context(inputs, name, folder) for name, folder in inputs.sites.items()]
+    target = study_outcome(inputs, config)
+    sites = [site_context(inputs, name, folder, target) for name, folder in inputs.sites.items()]
     return {
         "toc": TOC, "source_folder": str(inputs.folder), "sites": sites,
+        "subtitle": target.subtitle, "classes": target.classes,
         "coverage": next((site["abstention"]["coverage"] for site in sites
                           if not site["abstention"]["not_run"]), "share set"),
         "synthetic": _synthetic(inputs, config),
         "summary": summary(inputs),
         "acquisition": acquisition(inputs),
-        "attention": attention(inputs, received_package(config)),
+        "attention": attention(inputs, target, received_package(config)),
         "training": [{"model": dl_model(seq), **s.training(run, model=dl_model(seq))}
                      for seq, run in inputs.runs.items()],
         "methods": methods(inputs, config),
         "provenance": s.provenance(inputs.records, config, label="Record"),
         "steps": steps(inputs.study),
-        "tripod": checklist(inputs, config, TOC),
+        "tripod": checklist(inputs, config, target, TOC),
     }
 
 
@@ -78,13 +81,21 @@ def study_config(inputs: StudyInputs) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
+def study_outcome(inputs: StudyInputs, config: dict | None) -> Outcome:
+    """The study's target (STUDY.yaml's `target`, else the one its evaluations name) in words."""
+    named = [(config or {}).get("target"),
+             *(folder.metrics.get("target") for folder in inputs.sites.values())]
+    return outcome(next((t for t in named if isinstance(t, str)), None))
+
+
 def site_label(inputs: StudyInputs, name: str) -> str:
     if not inputs.is_pooled(name):
         return name
     return "all external sites, pooled" if name == POOLED else f"{name} (pooled sites)"
 
 
-def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> dict:
+def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder,
+                 target: Outcome) -> dict:
     metrics = folder.metrics
     models = metrics["models"]
     flow = s.flow(folder.flow)
@@ -97,7 +108,7 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "flow": flow, "cohort": s.cohort(folder.cohort, id=f"cohort-table-{name}"),
         "composition": ", ".join(
             f"{site} {lookup(counts, 'n', default='n/a')} ({lookup(counts, 'n_low', default='n/a')}"
-            f" low grade)" for site, counts in (metrics.get("sites") or {}).items()),
+            f" {target.classes[0]})" for site, counts in (metrics.get("sites") or {}).items()),
         "table2": metric_table(name, models, CLASSIFICATION_METRICS, f"table2-{name}"),
         "calibration_table": metric_table(name, models, CALIBRATION_METRICS,
                                           f"calibration-table-{name}"),
@@ -116,7 +127,7 @@ def site_context(inputs: StudyInputs, name: str, folder: EvaluationFolder) -> di
         "subgroups": utility.subgroups(name, metrics, figures),
         "recalibration": utility.recalibration(name, metrics, figures),
         "calibration": calibration_figure(name, figures),
-        "survival": survival(name, folder),
+        "survival": {**survival(name, folder, target), "truth": target.title},
         "delong": delong(name, models, metrics),
     }
 
@@ -140,11 +151,11 @@ def calibration_figure(site: str, figures: dict[str, str]) -> dict | None:
                     f"calibration {site}")
 
 
-def survival(site: str, folder: EvaluationFolder) -> dict:
+def survival(site: str, folder: EvaluationFolder, target: Outcome) -> dict:
     """survival.json with its KM figures; without it, whatever km_*.png evaluate drew."""
     panel = s.figure(folder.figures.get(KM_PANEL), f"Kaplan-Meier estimates of overall "
-                     f"survival by each model's predicted grade and by the true grade, {site}.",
-                     f"Kaplan-Meier panel {site}")
+                     f"survival by each model's predicted class and by the true "
+                     f"{target.title}, {site}.", f"Kaplan-Meier panel {site}")
     if folder.survival is not None:
         result = s.survival(folder.survival, folder.figures, site=site)
         if panel and not result["not_run"]:
@@ -206,11 +217,12 @@ def summary(inputs: StudyInputs) -> dict:
             "n_models": len(models), "n_sites": sum(not inputs.is_pooled(n) for n in inputs.sites)}
 
 
-def attention(inputs: StudyInputs, received: bool = False) -> list[dict]:
+def attention(inputs: StudyInputs, target: Outcome, received: bool = False) -> list[dict]:
     """One gallery per DL model (explain/<site>/<SEQ>/ -> DL-<SEQ> or PKG-<SEQ>), per site."""
     sequences = list(dict.fromkeys(seq for by_seq in inputs.attention.values() for seq in by_seq))
     return [{"model": dl_model(seq, received),
-             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq, received))
+             "sites": [s.attention(by_seq[seq], site=site, model=dl_model(seq, received),
+                                   words=target.short)
                        for site, by_seq in inputs.attention.items() if seq in by_seq]}
             for seq in sequences]
 

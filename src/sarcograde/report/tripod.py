@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..outcome import Outcome
 from .evaluation import CALIBRATION_METRICS, CLASSIFICATION_METRICS
 from .format import format_estimate, format_list
 from .inputs import EvaluationFolder, StudyInputs, lookup
@@ -23,6 +24,7 @@ class Study:
 
     inputs: StudyInputs
     config: dict
+    target: Outcome  # the outcome's words
 
     @property
     def external(self) -> dict[str, EvaluationFolder]:
@@ -84,10 +86,10 @@ def data_preparation(study: Study) -> str:
 
 
 def outcome(study: Study) -> str:
-    target = study.config.get("target", "grade")
-    counts = study.per_site(lambda _, f: f"{lookup(f.metrics, 'n_low', default='n/a')} low, "
-                                         f"{lookup(f.metrics, 'n_high', default='n/a')} high")
-    return f"Target: {target}; patients per class (low, high): {counts}."
+    low, high = study.target.classes
+    counts = study.per_site(lambda _, f: f"{lookup(f.metrics, 'n_low', default='n/a')} {low}, "
+                                         f"{lookup(f.metrics, 'n_high', default='n/a')} {high}")
+    return f"Target: {study.target.title}; patients per class: {counts}."
 
 
 def predictors(study: Study) -> str:
@@ -99,7 +101,7 @@ def sample_size(study: Study) -> str:
     return ("All eligible patients of each site, no sample size calculation: "
             + study.per_site(lambda _, f: f"{patients(f)} patients, "
                                           f"{lookup(f.metrics, 'n_high', default='n/a')} events "
-                                          "(high)") + ".")
+                                          f"({study.target.classes[1]})") + ".")
 
 
 def missing_data(study: Study) -> str:
@@ -210,10 +212,10 @@ FOR_AUTHORS = (("1", "Title"), ("2", "Abstract"), ("3", "Background"), ("4", "Ob
                ("26", "Limitations"), ("27", "Usability of the model in current care"))
 
 
-def checklist(inputs: StudyInputs, config: dict | None, toc: tuple) -> dict:
+def checklist(inputs: StudyInputs, config: dict | None, target: Outcome, toc: tuple) -> dict:
     """The filled items (number, topic, answer, link to its section) and the authors' items."""
     titles = dict(toc)
-    study = Study(inputs, config or {})
+    study = Study(inputs, config or {}, target)
     return {"filled": [{"number": item.number, "topic": item.topic, "answer": item.answer(study),
                        "anchor": item.anchor, "section": titles[item.anchor]}
                       for item in ITEMS],

@@ -242,33 +242,38 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
         reference, reference_files = ["--run", str(run)], _run_files(run)
     common = [*reference, "--bootstrap", bootstrap, "--seed", str(study.seed),
               "--sequence", seq0]
+    # evaluate reads another target from its own column, and keeps the real grade for Table 1:
+    # it takes the study's manifests, not the derived ones that code the target as a grade
+    evaluated = study.cohorts
+    if study.target != "grade":
+        common += ["--target", study.target]
     common += [a for key in ("coverage", "recalibrate") if key in evaluate_options
                for a in (f"--{key}", str(evaluate_options[key]))]
-    train_manifest = [manifests["train"]] if "train" in manifests else []
+    train_manifest = [evaluated["train"]] if "train" in evaluated else []
     if baselines:
-        common += ["--train-manifest", str(manifests["train"])]
+        common += ["--train-manifest", str(evaluated["train"])]
     for site in study.test:
         files = [layout.predictions(site, m) for m in files_of]
         written = ["--baseline-predictions", str(layout.predict(site))] if baselines else []
         steps.append(Step(f"evaluate/{site}", "evaluate",
-                          [*files, manifests[site], *train_manifest, *reference_files],
+                          [*files, evaluated[site], *train_manifest, *reference_files],
                           [layout.evaluate(site) / METRICS,
                            *[layout.predictions(site, m) for m in baselines]],
                           ["evaluate", *[a for m, f in zip(files_of, files)
                                          for a in ("--predictions", f"{m}={f}")],
-                           "--manifest", str(manifests[site]), *written,
+                           "--manifest", str(evaluated[site]), *written,
                            "--out", str(layout.evaluate(site)), *common]))
     if len(study.test) > 1:
         # evaluate reads each model's file per site from the {site} template
         templates = {m: layout.predictions("{site}", m) for m in files_of}
         steps.append(Step(f"evaluate/{POOLED}", "evaluate",
                           [*[layout.predictions(s, m) for s in study.test for m in files_of],
-                           *[manifests[s] for s in study.test], *train_manifest,
+                           *[evaluated[s] for s in study.test], *train_manifest,
                            *reference_files],
                           [layout.evaluate(POOLED) / METRICS],
                           ["evaluate", *[a for m, template in templates.items()
                                          for a in ("--predictions", f"{m}={template}")],
-                           *[a for s in study.test for a in ("--pooled", f"{s}={manifests[s]}")],
+                           *[a for s in study.test for a in ("--pooled", f"{s}={evaluated[s]}")],
                            "--out", str(layout.evaluate(POOLED)), *common]))
     if kinds.DL in study.models:
         for site in study.test:

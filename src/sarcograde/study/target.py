@@ -3,7 +3,9 @@
 Every stage takes its label from the manifest's grade (G1 = class 0, G2/G3 = class 1), so the
 study writes `DIR/manifests/<cohort>.csv`: the manifest with grade G1 where the target is 0, G3
 where it is 1, empty where it is unknown, the original grade kept as `grade_original`, and every
-file path made absolute. The stages run on that manifest unchanged.
+file path made absolute. The stages run on that manifest unchanged, except evaluate, which
+reads the study's own manifests with `--target` (the label from the column, the real grade kept
+for Table 1).
 """
 
 from __future__ import annotations

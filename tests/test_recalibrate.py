@@ -116,7 +116,8 @@ def test_fusion_apply_with_the_recalibrated_package(built, site, tmp_path):
 def test_predict_with_a_recalibrated_package_of_one_sequence(built, site, tmp_path):
     root, manifest, ids, p, _ = site
     single = tmp_path / "pkg-t1"
-    assert main(["export", "--run", f"T1FSGd={built / 'run-T1FSGd'}", "--out", str(single)]) == 0
+    assert main(["export", "--run", f"T1FSGd={built / 'run-T1FSGd'}", "--onnx", "--out",
+                 str(single)]) == 0
     predictions = root / "PKG-fusion.csv"  # any p_high of the site's patients will do
     assert main(["recalibrate", str(single), "--predictions", str(predictions), "--manifest",
                  str(manifest), "--site", "hospital-x", "--out", str(tmp_path / "pkg-t1-x")]) == 0
@@ -131,6 +132,12 @@ def test_predict_with_a_recalibrated_package_of_one_sequence(built, site, tmp_pa
     assert np.allclose(after["p_high_uncalibrated"], before["p_high"])
     assert (after["predicted"] == (after["p_high"] > 0.5)).all()
     assert np.allclose(after["p_high_sd"], before["p_high_sd"])  # the fold models' spread
+    # the weights and the ONNX graphs are the original package's, byte for byte
+    files = [json.loads((path / MODEL_JSON).read_text())["files"]
+             for path in (single, tmp_path / "pkg-t1-x")]
+    assert any(name.endswith(".onnx") for name in files[0])
+    assert [{k: v for k, v in f.items() if k != MODEL_CARD} for f in files] == \
+        [{k: v for k, v in files[0].items() if k != MODEL_CARD}] * 2
 
 
 def test_the_card_names_the_site_and_n_and_the_package_holds_no_site_id(built, site):

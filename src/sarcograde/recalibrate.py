@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
         document[RECALIBRATION] = block
         weights = ((fold.weights, state) for seq in package.sequences
                    for fold, state in package.state_dicts(seq))
-        written = write_package(args.out, document, weights, render_card, args.zip)
+        graphs = ((fold.onnx, package.read(fold.onnx)) for model in package.models.values()
+                  for fold in model.folds if fold.onnx)  # `export --onnx`'s, carried as they are
+        written = write_package(args.out, document, weights, render_card, args.zip, graphs)
         record.record["package"] = {"id": written["id"], "previous": package.id}
     info(f"recalibrate: {block['fit']} on {block['n']} patients of {args.site} ({block['n_high']}"
          f" high), intercept {block['intercept']:.3f}, slope {block['slope']:.3f}; package "

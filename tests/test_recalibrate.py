@@ -1,7 +1,7 @@
 """`sarcograde recalibrate`: a new package version whose graded model (here the fusion) is
 recalibrated for a site. The recalibrated package's p_high equals expit(a + b logit(p)) of the
-original's, in `grade`, in `fusion apply` and, for a package of one sequence, in `predict`; the fit solves the logistic score equations on the
-site's patients; the card names the site and N; no patient id of the site enters the package;
+original's, in `grade`, in `fusion apply` and, for a package of one sequence, in `predict`; the
+fit solves the logistic score equations on the site's patients; the card names the site and N; no patient id of the site enters the package;
 an edited recalibration, a second recalibration and another package's grades are refused.
 
 The package is test_grade's (two tiny runs, their fusion); the site's predictions are written
@@ -43,9 +43,10 @@ def site(built, tmp_path_factory):
 
 def grade_with(built, model, out) -> dict:
     row = new_patient(built)
+    images = [a for s in SEQUENCES
+              for a in ("--image", f"{s}={built / 'new' / row[f'image_{s}']}")]
     args = ["grade", "--model", str(model), "--out", str(out), "--id", "case-1", "--device",
-            "cpu", *[a for s in SEQUENCES for a in ("--image", f"{s}={built / 'new' / row[f'image_{s}']}")],
-            "--mask", f"T1FSGd={built / 'new' / row['mask_T1FSGd']}"]
+            "cpu", *images, "--mask", f"T1FSGd={built / 'new' / row['mask_T1FSGd']}"]
     assert main(args) == 0
     return read_grade(grade_path(out, "case-1"))
 

@@ -1,8 +1,9 @@
 """`sarcograde recalibrate`: a new package version whose graded model (here the fusion) is
 recalibrated for a site. The recalibrated package's p_high equals expit(a + b logit(p)) of the
 original's, in `grade`, in `fusion apply` and, for a package of one sequence, in `predict`; the
-fit solves the logistic score equations on the site's patients; the card names the site and N; no patient id of the site enters the package;
-an edited recalibration, a second recalibration and another package's grades are refused.
+fit solves the logistic score equations on the site's patients; the card names the site and N;
+no patient id of the site enters the package; an edited recalibration, a second recalibration
+and another package's grades are refused.
 
 The package is test_grade's (two tiny runs, their fusion); the site's predictions are written
 by hand, since the command only reads them."""

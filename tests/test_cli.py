@@ -14,7 +14,7 @@ from sarcograde import __version__, cli
 from sarcograde.errors import SarcogradeError
 
 PIPELINE = ["check", "synth", "import", "preprocess", "train", "predict", "radiomics", "fusion",
-            "evaluate", "export", "grade", "explain", "report", "study", "demo"]
+            "evaluate", "export", "recalibrate", "grade", "explain", "report", "study", "demo"]
 
 
 def test_commands_are_registered_in_pipeline_order():

@@ -11,6 +11,7 @@ import base64
 import io
 import itertools
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ def write_site(folder: Path, rng, models, *, n: int, pooled: bool = False,
     delong = [{"a": a, "b": b, "difference": float(d), "ci95": [float(d) - 0.2, float(d) + 0.1],
                "z": 1.0, "p": float(p), "p_adjusted": float(min(1, p * len(pairs)))}
               for (a, b), p, d in zip(pairs, raw, rng.uniform(-0.3, 0.3, size=len(pairs)))]
-    metrics = {"n": n, "bootstrap": {"resamples": 500, "seed": 0},
+    n_high = n // 3 + (4 if pooled else 0)
+    metrics = {"n": n, "n_low": n - n_high, "n_high": n_high,
+               "bootstrap": {"resamples": 500, "seed": 0},
                "models": {m: {"n": n, **_metrics_block(rng)} for m in models}, "delong": delong,
                "delong_adjustment": f"Bonferroni over {len(pairs)} pairs", "pooled": pooled}
     if pooled:
@@ -209,7 +212,8 @@ def study(tmp_path_factory):
 def test_every_section_is_present_and_run(study):
     _, _, parsed = study
     for section in ("summary", "flow", "cohort", "performance", "roc", "decision", "abstention",
-                    "subgroups", "calibration", "recalibration", "survival", "delong", "attention", "training", "methods", "provenance"):
+                    "subgroups", "calibration", "recalibration", "survival", "delong",
+                    "attention", "training", "methods", "provenance", "tripod"):
         assert section in parsed.sections, section
         assert "Not run" not in parsed.sections[section], section
 
@@ -268,6 +272,88 @@ def test_recalibration_cells_equal_metrics_json(study):
                     assert parsed.cells[(site, model, None, f"recalibration_{when}_{key}")] == \
                         expected(block[when][key]), (site, model, when, key)
     assert "fitted on 10 patients" in parsed.sections["recalibration"]
+
+
+class ChecklistParser(HTMLParser):
+    """The TRIPOD+AI table's rows (cell texts and the link's target) and every id on the page."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+        self.rows: list[dict] = []
+        self._in_table = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, name, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        self._in_table = self._in_table or attrs.get("id") == "tripod-table"
+        if self._in_table and name == "tr":
+            self.rows.append({"cells": [], "href": None})
+        if self._in_table and name == "td":
+            self._cell = []
+        if self._in_table and name == "a":
+            self.rows[-1]["href"] = attrs["href"]
+
+    def handle_endtag(self, name):
+        if name == "td" and self._cell is not None:
+            self.rows[-1]["cells"].append("".join(self._cell).strip())
+            self._cell = None
+        self._in_table = self._in_table and name != "table"
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_tripod_checklist_holds_the_studys_numbers_and_links_to_its_sections(study):
+    root, page, parsed = study
+    checklist = ChecklistParser()
+    checklist.feed(page)
+    rows = {row["cells"][1]: row for row in checklist.rows if row["cells"]}
+    assert len(rows) == 13
+    for row in rows.values():  # every link lands on a section of the page
+        assert row["href"].startswith("#") and row["href"][1:] in checklist.ids, row
+    answer = {topic: row["cells"][2] for topic, row in rows.items()}
+    for site in SITES:
+        metrics = metrics_of(root, site)
+        flow = json.loads((root / "evaluate" / site / "patient_flow.json").read_text())
+        assert (f"{site}: {flow['n_included']} patients included, {len(flow['excluded'])} left "
+                "out") in answer["Participants"]
+        assert f"{site}: {metrics['n']} patients, {metrics['n_high']} events (high grade)" in \
+            answer["Sample size"]
+        assert (f"{site}: {metrics['n_low']} low grade, {metrics['n_high']} high grade"
+                in answer["Outcome"])
+        assert answer["Outcome"].startswith("Target: grade (FNCLCC);")
+        first = next(iter(metrics["models"]))
+        assert f"{site}: {first} AUC {expected(metrics['models'][first]['auc'])}" in \
+            answer["Performance measures"]
+        assert f"{site}: fitted on {metrics['recalibration']['n']} patients" in \
+            answer["Model updating"]
+    assert "hospital-b: 1 grade unknown, 1 not predicted by every model" in answer["Missing data"]
+    assert "training cohort train/manifest.csv" in answer["Source of data"]
+    assert "500 bootstrap resamples" in answer["Performance measures"]
+    assert "MRI sequences T1FSGd, T2FS" in answer["Predictors"]
+    assert rows["Outcome"]["href"] == "#cohort" and rows["Clinical utility"]["href"] == "#decision"
+    assert "Ethical approval" in parsed.sections["tripod"]
+    assert "For the authors" in parsed.sections["tripod"]
+
+
+def test_tripod_checklist_names_another_target_and_its_classes(tmp_path):
+    root = write_study(tmp_path)
+    study_json = json.loads((root / "study.json").read_text())
+    study_json["config"]["target"] = "lung_metastasis"
+    (root / "study.json").write_text(json.dumps(study_json))
+    checklist = ChecklistParser()
+    checklist.feed(build_study_report(root).read_text(encoding="utf-8"))
+    answer = {row["cells"][1]: row["cells"][2] for row in checklist.rows if row["cells"]}
+    metrics = metrics_of(root, "hospital-a")
+    assert answer["Outcome"].startswith("Target: lung metastasis;")
+    assert (f"hospital-a: {metrics['n_low']} lung metastasis: no, {metrics['n_high']} lung "
+            "metastasis: yes") in answer["Outcome"]
+    assert f"{metrics['n_high']} events (lung metastasis: yes)" in answer["Sample size"]
+    assert "grade" not in answer["Outcome"] + answer["Sample size"]
 
 
 def test_delong_matrices_equal_metrics_json(study):

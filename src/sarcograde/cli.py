@@ -30,6 +30,8 @@ COMMANDS = [
     ("evaluate", "sarcograde.evaluate.stage", "metrics with CIs, baselines, survival and Table 1"),
     ("export", "sarcograde.export",
      "a model package to share: fold weights, settings, threshold, metrics, model card"),
+    ("recalibrate", "sarcograde.recalibrate",
+     "a new version of a model package, its graded model recalibrated for a site"),
     ("grade", "sarcograde.grade.stage",
      "grade new patients with a model package: grade.json and a case report each"),
     ("explain", "sarcograde.explain", "Grad-CAM attention maps and tumour-attention scores"),

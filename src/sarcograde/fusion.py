@@ -30,6 +30,7 @@ from .formats.predictions import read_predictions
 from .formats.records import file_record_name
 from .formats.run import CV_PREDICTIONS, read_cv_predictions
 from .options import add_renamed_option, named_paths
+from .recalibrate import recalibrate_table
 
 MODEL_NAME = kinds.name(kinds.FUSION)  # model.json's "model"
 # Probabilities of exactly 0 or 1 (float32 softmax) would give infinite margins.
@@ -130,15 +131,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     apply_parser.add_argument("--out", type=Path, required=True, help="output CSV (DL-fusion.csv)")
 
 
-def _fusion_model(path: Path) -> dict:
-    """`fusion fit`'s model.json, or a model package's fusion."""
+def _fusion_model(path: Path) -> tuple[dict, dict | None]:
+    """`fusion fit`'s model.json, or a model package's fusion; with the package's
+    recalibration for a site (`sarcograde recalibrate`), if it has one."""
     if not is_package(path):
-        return read_fusion_model(path, MODEL_NAME)
-    fusion = read_package(path).fusion
-    if fusion is None:
+        return read_fusion_model(path, MODEL_NAME), None
+    package = read_package(path)
+    if package.fusion is None:
         raise SarcogradeError("the model package has no fusion (it grades one sequence)",
                               path=path)
-    return fusion
+    return package.fusion, package.recalibration
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
              f"coefficients {', '.join(f'{s} {c:.3f}' for s, c in full['coefficients'].items())}"
              f" -> {args.out / FUSION_MODEL}")
         return 0
-    model = _fusion_model(args.model)
+    model, recalibration = _fusion_model(args.model)
     paths = named_paths(args.sequence, "--sequence")
     frames = {seq: read_predictions(path) for seq, path in paths.items()}
     for seq, frame in frames.items():
@@ -169,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
               **{seq: path for seq, path in paths.items()}}
     with RunRecord(args.out.parent, config={"model": str(args.model)}, inputs=inputs,
                    name=file_record_name(args.out)):
-        table = apply(model, frames)
+        table = recalibrate_table(apply(model, frames), recalibration)
         write_csv(args.out, table)
     partial = table[table["complete"] == 0]
     if len(partial):

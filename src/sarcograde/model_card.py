@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .acquisition import RANGE_RULE, range_words
 from .formats.evaluation import format_estimate
-from .formats.package import MODEL_CARD, MODEL_JSON
+from .formats.package import MODEL_CARD, MODEL_JSON, RECALIBRATION
 
 INTENDED_USE = ("Research use: grading a soft-tissue sarcoma from MRI as low grade (FNCLCC G1) "
                 "or high grade (G2/G3), to study the method and to validate it on one's own "
@@ -33,8 +33,24 @@ def render_card(document: dict) -> str:
     sections = [_title(document), _use(document), _sequences(document), _threshold(document),
                 _cohort(document["training_cohort"]), _acquisition(document),
                 _cross_validation(document),
-                _external(document), _grading(document), _versions(document)]
-    return "\n\n".join(sections) + "\n"
+                _external(document), _recalibration(document), _grading(document),
+                _versions(document)]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _recalibration(document: dict) -> str:
+    """The site the package was recalibrated for (`sarcograde recalibrate`); none: empty."""
+    block = document.get(RECALIBRATION)
+    if not block:
+        return ""
+    return (f"## Recalibration for {block['site']}\n\n"
+            f"This package is package {block['previous_package']} recalibrated for the site "
+            f"{block['site']} on {block['date']}: the graded model's p_high becomes "
+            f"expit({block['intercept']:.4f} + {block['slope']:.4f} logit(p_high)), a logistic "
+            f"recalibration ({block['fit']}) fitted on {block['n']} labelled patients of the site "
+            f"({block['n_low']} low, {block['n_high']} high). The weights, the settings and the "
+            "threshold are unchanged; the metrics above are those of the package before the "
+            "recalibration.")
 
 
 def _title(document: dict) -> str:

@@ -31,6 +31,7 @@ from .formats.cache import INDEX, CacheIndex, patient_key, read_cache_config, re
 from .formats.predictions import (PREDICTIONS, output_paths, read_slice_logits, slice_logits_key,
                                   slice_logits_path, write_predictions, write_slice_logits)
 from .device import resolve_device
+from .recalibrate import graded_recalibration, recalibrate_table
 
 
 def prediction_row(patient_id: str, logits: np.ndarray, names: list[str],
@@ -191,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, precision=precision)
         rows = [prediction_row(pid, logits[pid], ensemble.names, args.aggregate)
                 for pid in index["patient_id"]]
-        write_predictions(args.out, rows)
-    n_high = sum(r["predicted"] for r in rows)
+        written = write_predictions(args.out, recalibrate_table(
+            pd.DataFrame(rows), graded_recalibration(args.run)))
+    n_high = int(written["predicted"].sum())
     info(f"predict: {len(rows)} patient(s), {n_high} predicted high grade, "
          f"{len(ensemble.names)} model(s) -> {args.out}")
     return 0

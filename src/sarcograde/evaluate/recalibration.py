@@ -50,6 +50,13 @@ def _fit(y: np.ndarray, p: np.ndarray, fit_slope: bool) -> tuple[float, float, s
     return a, b, "intercept and slope" if fit_slope else "intercept only"
 
 
+def fit_recalibration(y: np.ndarray, p: np.ndarray) -> tuple[float, float, str]:
+    """The logistic recalibration of p on these patients by SLOPE_RULE: intercept, slope and
+    the form fitted; a NaN intercept where no finite fit exists."""
+    smaller = int(min(y.sum(), len(y) - y.sum()))
+    return _fit(y, p, smaller >= 2 * EVENTS_PER_PARAMETER)
+
+
 def _estimates(y: np.ndarray, p: np.ndarray, indices: np.ndarray) -> dict:
     block = metric_block(y, p, ARGMAX, indices, RECALIBRATION_METRICS)
     return {k: v for k, v in block.items() if k != "confusion"}
@@ -62,12 +69,10 @@ def recalibration(models: list[Scored], y: np.ndarray, patients: list[Patient],
     `split`: the indices of the recalibration patients and of the others
     (`recalibration_split`)."""
     fit, rest = split
-    smaller = int(min(y[fit].sum(), len(fit) - y[fit].sum()))
-    fit_slope = smaller >= 2 * EVENTS_PER_PARAMETER
     indices = resample_indices(len(rest), n_resamples, seed)
     blocks, after = {}, {}
     for model in models:
-        a, b, form = _fit(y[fit], model.p[fit], fit_slope)
+        a, b, form = fit_recalibration(y[fit], model.p[fit])
         if not np.isfinite(a):
             blocks[model.name] = {"note": "not computable: no finite logistic fit on the "
                                           "recalibration patients"}

@@ -3,8 +3,10 @@ as a folder or one zip file of the same files.
 
     PKG/model.json                   what the package is (format, version), its sequences' settings
                                      and folds, the fusion, the operating threshold, the training
-                                     cohort's counts, the metrics, the versions, and the SHA-256 of
-                                     every other file; `checksum` is the SHA-256 of its own content
+                                     cohort's counts, the metrics, the versions, the recalibration
+                                     for a site (`sarcograde recalibrate`, if any), and the SHA-256
+                                     of every other file; `checksum` is the SHA-256 of its own
+                                     content
     PKG/MODEL_CARD.md                the model card, in words
     PKG/<SEQ>/fold_XX.safetensors    each fold model's fp32 weights (safetensors: no pickle, so
                                      loading runs no code)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ FORMAT = "sarcograde-model-package"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 MODEL_CARD = "MODEL_CARD.md"
+RECALIBRATION = "recalibration"  # model.json's block of `sarcograde recalibrate`
 WEIGHTS_SUFFIX = ".safetensors"
 ONNX_SUFFIX = ".onnx"
 RERUN = "export"
@@ -215,6 +219,7 @@ class Package:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise SarcogradeError("model.json: 'threshold' has no value in [0, 1]", path=shown)
         self.models = {seq: _sequence_model(seq, document, shown) for seq in sequences}
+        self.recalibration = _recalibration(document, shown)
 
     @property
     def id(self) -> str:
@@ -320,6 +325,19 @@ def read_package(path: str | Path) -> Package:
 def _changed(shown: Path) -> SarcogradeError:
     return SarcogradeError("SHA-256 differs from model.json's: the file was changed or damaged "
                            "after export; use the package as exported", path=shown)
+
+
+def _recalibration(document: dict, shown: Path) -> dict | None:
+    """model.json's recalibration for a site (`sarcograde recalibrate`), or None."""
+    block = document.get(RECALIBRATION)
+    if block is None:
+        return None
+    values = [block.get(k) for k in ("intercept", "slope")] if isinstance(block, dict) else []
+    if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) for v in values):
+        raise SarcogradeError(f"model.json: '{RECALIBRATION}' has no finite intercept and slope",
+                              path=shown)
+    return block
 
 
 def _sequence_model(sequence: str, document: dict, shown: Path) -> SequenceModel:

@@ -86,6 +86,16 @@ def acquisition_notes(block: dict) -> list[str]:
     return notes
 
 
+def recalibration_words(result: dict) -> str | None:
+    """The package's recalibration for a site in words, or None where it has none."""
+    block = result.get("recalibration")
+    if not block:
+        return None
+    return (f"p(high grade) recalibrated for {block['site']} ({block['fit']}, fitted on "
+            f"{block['n']} patients of that site); before the recalibration: "
+            f"{number(result['p_high_uncalibrated'])}.")
+
+
 def context(result: dict, package: Package, patient: Patient | None, folder: Path) -> dict:
     sd, spread_words = spread_text(result["spread"])
     rows = [[seq, num(number(s["p_high"])), num(number(s["spread"]["sd"])),
@@ -106,7 +116,7 @@ def context(result: dict, package: Package, patient: Patient | None, folder: Pat
         "p_high": number(result["p_high"]), "threshold": number(result["threshold"]),
         "graded_model": result["model"]["graded_model"], "spread": sd,
         "spread_words": spread_words, "borderline": result["borderline"],
-        "margin": result["borderline_margin"],
+        "margin": result["borderline_margin"], "recalibration": recalibration_words(result),
         "sequences": table(["Sequence", "p(high grade)", "SD", "Range", "Slices"], rows,
                            id="sequences"),
         "flags": [f["message"] for f in result["qa_flags"]],

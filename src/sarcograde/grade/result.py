@@ -9,9 +9,12 @@ import pandas as pd
 
 from .. import fusion as fusion_lib
 from ..acquisition import FLAG as ACQUISITION_FLAG
+from ..stats import recalibrated
 
 BORDERLINE = 0.02  # a p_high this close to the threshold (or closer) is flagged borderline
 HIGH, LOW = "high", "low"
+# the package's recalibration as grade.json repeats it
+RECALIBRATION_SHOWN = ("site", "n", "fit", "intercept", "slope", "previous_package")
 ACQUISITION_NOT_CHECKED = "no sequence's acquisition was compared with the training cohort's"
 
 
@@ -84,6 +87,10 @@ def result(patient_id: str, package, predictions: dict[str, dict],
         (seq, p_high), = p_seq.items()
         models = list(per_model[seq].values())
         graded = package.models[seq].name
+    uncalibrated = p_high
+    if package.recalibration is not None:  # `sarcograde recalibrate` fitted it for a site
+        p_high = float(recalibrated(p_high, package.recalibration["intercept"],
+                                    package.recalibration["slope"]))
     threshold = package.threshold
     borderline = is_borderline(p_high, threshold)
     if borderline:
@@ -97,6 +104,9 @@ def result(patient_id: str, package, predictions: dict[str, dict],
                   "version": package.document.get("versions", {}).get("exported_with", {})
                   .get("sarcograde")},
         "p_high": p_high, "grade": grade_of(p_high, threshold), "threshold": threshold,
+        **({"p_high_uncalibrated": uncalibrated,
+            "recalibration": {k: package.recalibration.get(k) for k in RECALIBRATION_SHOWN}}
+           if package.recalibration is not None else {}),
         "borderline": borderline, "borderline_margin": BORDERLINE,
         "spread": spread(models) if models else None,
         "sequences": {seq: {"p_high": row["p_high"], "n_slices": int(row["n_slices"]),

@@ -20,6 +20,7 @@ from ..model_kinds import POOLED
 from .inputs import EvaluationFolder, StudyInputs, is_synthetic, lookup
 from .methods import SURVIVAL_SENTENCE, bootstrap_count, training_sentences
 from ..outcome import Outcome, outcome
+from .tripod import checklist
 
 TITLE = "Soft-tissue sarcoma grading: study results"
 TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Table 1)"),
@@ -29,7 +30,7 @@ TOC = (("summary", "Summary"), ("flow", "Patient flow"), ("cohort", "Cohorts (Ta
        ("calibration", "Calibration"), ("recalibration", "Recalibration"),
        ("survival", "Overall survival"),
        ("delong", "DeLong tests"), ("attention", "Attention maps"), ("training", "Training"),
-       ("methods", "Methods"), ("provenance", "Provenance"))
+       ("methods", "Methods"), ("provenance", "Provenance"), ("tripod", "TRIPOD+AI checklist"))
 FUSION_SENTENCE = (f"{kinds.name(kinds.FUSION)} combined the sequences' ensemble outputs by a "
                    "logistic regression fitted on the training cohort's out-of-fold predictions "
                    "only (late fusion).")
@@ -67,6 +68,7 @@ def context(inputs: StudyInputs) -> dict[str, Any]:
         "methods": methods(inputs, config),
         "provenance": s.provenance(inputs.records, config, label="Record"),
         "steps": steps(inputs.study),
+        "tripod": checklist(inputs, config, target, TOC),
     }
 
 

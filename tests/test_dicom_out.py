@@ -360,3 +360,33 @@ def test_a_refusal_mid_store_is_one_line_naming_what_went_in(graded, orthanc, tm
     held = DICOMwebClient(f"{url}/dicom-web").search_for_instances()
     assert [i["00080018"]["Value"][0] for i in held] == [
         pydicom.dcmread(paths[0], stop_before_pixels=True).SOPInstanceUID]
+
+
+def test_orthanc_stopped_mid_store_is_one_line_naming_what_went_in(graded, orthanc,
+                                                                   monkeypatch):
+    """Orthanc is stopped right after it took the first object: the line names that one as
+    stored and every other as not stored."""
+    from dicomweb_client import DICOMwebClient
+
+    from sarcograde.dicom_out.pacs import store
+    from sarcograde.errors import SarcogradeError
+
+    url, server = orthanc
+    original = DICOMwebClient.store_instances
+
+    def store_then_stop(self, *args, **kwargs):
+        taken = original(self, *args, **kwargs)
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+        return taken
+
+    monkeypatch.setattr(DICOMwebClient, "store_instances", store_then_stop)
+    out, _, _ = graded
+    paths = sorted(dicom_folder(out, "case-1").iterdir())
+    with pytest.raises(SarcogradeError) as refused:
+        store(f"{url}/dicom-web", paths)
+    line = str(refused.value)
+    assert len(line.splitlines()) == 1
+    assert (f"stored: {paths[0].name}; not stored: "
+            f"{', '.join(p.name for p in paths[1:])}") in line

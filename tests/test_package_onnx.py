@@ -63,6 +63,19 @@ def test_grade_runs_the_packages_graphs_with_torchs_result(built, onnx_package, 
                    - reference["sequences"][seq]["p_high"]) <= 1e-3
 
 
+def test_auto_runs_the_packages_graphs_and_torch_where_it_has_none(built, onnx_package,
+                                                                    monkeypatch):
+    """`--engine auto` (the default) takes the fastest engine for a package with graphs, and
+    torch for one without: exporting graphs at grading costs more than one patient gains."""
+    from sarcograde.ensemble import package_ensemble
+
+    monkeypatch.setattr(engines, "onnx_graph", lambda *a: pytest.fail("exported at grade"))
+    with_graphs = package_ensemble(read_package(onnx_package), SEQUENCES[0], "cpu", "auto")
+    assert with_graphs.engine.name == engines.resolve_engine("auto", torch.device("cpu"))
+    without = package_ensemble(read_package(built / "pkg"), SEQUENCES[0], "cpu", "auto")
+    assert without.engine.name == "torch"
+
+
 def test_a_damaged_graph_is_refused_in_one_line(onnx_package, tmp_path):
     damaged = tmp_path / "pkg"
     damaged.mkdir()

@@ -58,6 +58,9 @@ def package_ensemble(package: Package, sequence: str, device: torch.device | str
                         preprocess=dict(spec.preprocess))
     from .engines import resolve_engine, use_engine
 
+    if engine == "auto" and any(fold.onnx is None for fold in spec.folds):
+        # exporting the graphs here costs more than one patient's forward passes gain
+        engine = "torch"
     engine = resolve_engine(engine, ensemble.device)
     return use_engine(ensemble, engine,
                       None if engine == "torch" else package.onnx_graphs(sequence))

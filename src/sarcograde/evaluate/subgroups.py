@@ -1,7 +1,7 @@
 """Subgroup analysis: every model's metrics with bootstrap CIs within each level of the
 categorical clinical columns the manifests hold (sex, site, histology, tumour location, scanner
-manufacturer, field strength) and within age bands. A subgroup needs `MIN_PATIENTS` patients of
-both classes; the others are listed as too small, never scored."""
+manufacturer, field strength) and within age bands. A subgroup needs `MIN_PATIENTS` patients,
+both classes among them; the others are listed as too small, never scored."""
 
 from __future__ import annotations
 

@@ -175,16 +175,26 @@ def test_a_patient_that_cannot_be_graded_does_not_stop_the_batch(built, tmp_path
     manifest.loc[0, "image_T2FS"] = str(broken)
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     out = tmp_path / "batch"
+    bad, good = manifest["patient_id"]
+    # an --out that already holds a folder of the failing patient's name, with a user's file
+    (out / bad).mkdir(parents=True)
+    (out / bad / "notes.txt").write_text("not sarcograde's")
     assert main(["grade", "--model", str(built / "pkg"), "--out", str(out), "--manifest",
                  str(tmp_path / "manifest.csv"), "--device", "cpu"]) == 1
-    bad, good = manifest["patient_id"]
+    assert [p.name for p in (out / bad).iterdir()] == ["notes.txt"]  # only the user's file
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("sarcograde grade: error: 1 of 2 patient(s) not graded")
     assert any(bad in line and broken.name in line for line in err[:-1])
     grades = read_grades(out / GRADES).set_index("patient_id")
     assert grades.loc[bad, "grade"] == "not graded" and grades.loc[bad, "error"]
-    assert pd.isna(grades.loc[bad, "p_high"]) and not (out / bad).exists()
+    assert pd.isna(grades.loc[bad, "p_high"])
     assert grades.loc[good, "p_high"] == pytest.approx(read_grade(grade_path(out, good))["p_high"])
+    # a patient folder grade began is removed whole
+    (out / bad / "notes.txt").unlink()
+    (out / bad).rmdir()
+    assert main(["grade", "--model", str(built / "pkg"), "--out", str(out), "--manifest",
+                 str(tmp_path / "manifest.csv"), "--device", "cpu"]) == 1
+    assert not (out / bad).exists() and (out / good / "grade.json").is_file()
 
 
 def test_a_tampered_package_is_refused_in_one_line(built, tmp_path, capsys):

@@ -6,6 +6,7 @@ for a batch, `DIR/grades.csv` with one row per patient.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,8 @@ import pandas as pd
 from ..artifacts import write_csv, write_json
 from ..errors import SarcogradeError
 from .common import read_csv_file, read_json_object
+from .dicom_out import DICOM
+from .records import record_path
 
 RERUN = "grade"
 GRADE = "grade.json"
@@ -39,6 +42,19 @@ def grade_path(out: str | Path, patient_id: str) -> Path:
 
 def case_report_path(out: str | Path, patient_id: str) -> Path:
     return patient_folder(out, patient_id) / CASE_REPORT
+
+
+def remove_patient_outputs(out: str | Path, patient_id: str) -> None:
+    """Remove what grade writes for a patient (never another file of its folder), and the
+    folder where nothing else is left in it."""
+    folder = patient_folder(out, patient_id)
+    report = case_report_path(out, patient_id)
+    for path in (grade_path(out, patient_id), report, record_path(report)):
+        path.unlink(missing_ok=True)
+    for name in (CACHE, ATTENTION, DICOM):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def write_grade(out: str | Path, result: dict) -> Path:

@@ -13,7 +13,6 @@ Writes `DIR/<id>/grade.json` and `DIR/<id>/case-report.html`, and for a batch `D
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from ..engines import ENGINES, engine_for_precision, engine_record
 from ..errors import SarcogradeError
 from ..formats.cache import CacheIndex, write_cache_config, write_index
 from ..formats.grade import (ATTENTION, CACHE, GRADES, SLICE_LOGITS, case_report_path,
-                             failure_row, grades_row, patient_folder, write_grade, write_grades)
+                             failure_row, grades_row, patient_folder, remove_patient_outputs,
+                             write_grade, write_grades)
 from ..formats.package import Package, package_file, read_package
 from ..masks import mask_source
 from ..sequence_image import sequence_image
@@ -230,8 +230,9 @@ def run(args: argparse.Namespace) -> int:
             except SarcogradeError as exc:
                 if args.manifest is None:
                     raise
-                # one patient's bad input must not cost the batch the others' grades
-                shutil.rmtree(patient_folder(args.out, patient.patient_id), ignore_errors=True)
+                # one patient's bad input must not cost the batch the others' grades; what
+                # grade began (or wrote earlier) for the patient goes
+                remove_patient_outputs(args.out, patient.patient_id)
                 warn(f"grade: not graded: {exc}")
                 failed.append(patient.patient_id)
                 rows.append(failure_row(patient.patient_id, package.id, exc.problem))

@@ -45,7 +45,7 @@ def _recalibration(document: dict) -> str:
         return ""
     return (f"## Recalibration for {block['site']}\n\n"
             f"This package is package {block['previous_package']} recalibrated for the site "
-            f"{block['site']} on {block['date']}: the graded model's p_high becomes "
+            f"{block['site']}: the graded model's p_high becomes "
             f"expit({block['intercept']:.4f} + {block['slope']:.4f} logit(p_high)), a logistic "
             f"recalibration ({block['fit']}) fitted on {block['n']} labelled patients of the site "
             f"({block['n_low']} low, {block['n_high']} high). The weights, the settings and the "

@@ -15,7 +15,6 @@ graded model's p_high (`recalibrate_table`).
 from __future__ import annotations
 
 import argparse
-import datetime
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +115,6 @@ def recalibration_block(p: np.ndarray, y: np.ndarray, site: str, previous: str,
     return {"site": site, "n": len(y), "n_low": int((y == 0).sum()), "n_high": int(y.sum()),
             **drawn, "fit": form, "rule": SLOPE_RULE, "intercept": a, "slope": b,
             "model": "p_high = expit(intercept + slope * logit(p_high of the graded model))",
-            "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
             "previous_package": previous}
 
 

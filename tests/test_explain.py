@@ -160,6 +160,31 @@ def test_montage_slices_are_evenly_spaced():
     np.testing.assert_array_equal(montage_slices(5, 12), np.arange(5))
 
 
+@pytest.mark.parametrize("target, predicted, truth", [
+    ("grade", "predicted high grade", "true grade G3 (high)"),
+    ("lung_metastasis", "predicted lung metastasis yes", "true lung metastasis: no"),
+])
+def test_the_montage_title_names_the_target_and_its_classes(target, predicted, truth):
+    """A study of another target keeps the target's class as grade G1/G3 in its caches; the
+    montage names the class, never a grade it is not."""
+    import matplotlib.pyplot as plt
+
+    from sarcograde.explain import plot_montage
+
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.normal(size=(3, 16, 16)), "mask": np.ones((3, 16, 16), bool),
+              "pixel_mm": np.ones(3)}
+    grade, label = (3, 1) if target == "grade" else (1, 0)
+    summary = {"predicted": 1, "grade": grade, "label": label, "p_high": 0.7, "inside": 0.5,
+               "ring": 0.3, "elsewhere": 0.2, "off_tumour": False}
+    fig = plot_montage("p1", arrays, rng.uniform(size=(3, 16, 16)), np.full(3, 0.7), summary,
+                       ring_mm=10, method="gradcam", n_models=2, target=target)
+    title = fig._suptitle.get_text()
+    plt.close(fig)
+    assert predicted in title and truth in title
+    assert ("grade" in title) == (target == "grade")
+
+
 def test_explain_end_to_end(run_dir, cache_dir, tmp_path):
     out = tmp_path / "explain"
     table = explain(run_dir, cache_dir, out)

@@ -453,6 +453,14 @@ def test_a_study_of_another_target_names_it_in_its_report_beside_the_real_grades
                         target="lung_metastasis",
                         models=["radiomics", "clinical", "volume", "clinical+volume"])
     out = tmp_path / "out"
+    # with DL models, explain names the target in its montages (--target, a real option)
+    with_dl = load_study(_write_study(tmp_path / "dl", cohorts, sequences=["T2FS"],
+                                      train=str(manifests["siteA"]),
+                                      test={"siteB": str(manifests["siteB"])},
+                                      target="lung_metastasis", models=["dl"]))
+    explain = {s.name: s for s in build_steps(with_dl, Layout(out))}["explain/siteB/T2FS"].argv
+    assert explain[explain.index("--target") + 1] == "lung_metastasis"
+    cli.build_parser("explain").parse_args(explain)
     assert cli.main(["study", str(path), "--out", str(out), "--jobs", "1"]) == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "lung metastasis: no vs yes" in page and "FNCLCC G1) vs" not in page

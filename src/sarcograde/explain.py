@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from . import LABELS, executors
+from .outcome import GRADE, outcome
 from .artifacts import RunRecord, hash_config, save_figure
 from .attention import (METHODS, cam_explainers, ensemble_cam, forward_cam, patient_shares,
                         slice_shares, tumour_regions)
@@ -67,7 +68,7 @@ def display_maps(cam: np.ndarray) -> np.ndarray:
 
 def plot_montage(patient_id: str, arrays: dict[str, np.ndarray], cam: np.ndarray,
                  p_high_per_slice: np.ndarray, summary: dict, *, ring_mm: float, method: str,
-                 n_models: int, max_slices: int = 12):
+                 n_models: int, max_slices: int = 12, target: str = GRADE):
     """A figure of the chosen slices: grey image, map in colour, tumour contour (white), ring
     border (dashed), slice position and p_high; the patient's prediction and scores on top."""
     import matplotlib.pyplot as plt
@@ -101,16 +102,22 @@ def plot_montage(patient_id: str, arrays: dict[str, np.ndarray], cam: np.ndarray
     fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes, shrink=0.6,
                  label="attention (slice maximum = 1)")
 
-    predicted = LABELS[summary["predicted"]]
-    truth, colour = "true grade unknown", "black"
-    if summary["grade"] is not None:
-        truth = f"true grade G{summary['grade']} ({LABELS[summary['label']]})"
-        colour = "darkgreen" if summary["label"] == summary["predicted"] else "firebrick"
+    words = outcome(target)
+    if words.is_grade:
+        predicted = f"{LABELS[summary['predicted']]} grade"
+        truth = ("true grade unknown" if summary["grade"] is None
+                 else f"true grade G{summary['grade']} ({LABELS[summary['label']]})")
+    else:  # the cache's grade is the target's class written as G1/G3: name the class
+        predicted = f"{words.title} {words.short[summary['predicted']]}"
+        truth = (f"true {words.title} unknown" if summary["grade"] is None
+                 else f"true {words.class_name(summary['label'])}")
+    colour = ("black" if summary["grade"] is None
+              else "darkgreen" if summary["label"] == summary["predicted"] else "firebrick")
     shown = (f"{len(chosen)} of {len(image)} slices, evenly spaced" if len(chosen) < len(image)
              else f"all {len(image)} slices")
     flag = "  ·  OFF TUMOUR" if summary["off_tumour"] else ""
     fig.suptitle(
-        f"{patient_id}: predicted {predicted} grade (p_high {summary['p_high']:.2f}), {truth}\n"
+        f"{patient_id}: predicted {predicted} (p_high {summary['p_high']:.2f}), {truth}\n"
         f"attention inside {summary['inside']:.0%}, {ring_mm:g} mm ring {summary['ring']:.0%}, "
         f"elsewhere {summary['elsewhere']:.0%}{flag}\n"
         f"{METHOD_NAMES[method]} of the predicted class, mean of {n_models} model(s); {shown}",
@@ -141,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="flag off_tumour when inside + ring is below this (default 0.5)")
     parser.add_argument("--montage-slices", type=int, default=12,
                         help="at most this many slices per montage (default 12)")
+    parser.add_argument("--target", default=GRADE, metavar="COLUMN",
+                        help="what the cache's label stands for, in the montages' titles: grade "
+                             "(default) or the 0/1 column a study took as its target")
     add_renamed_option(parser, "explain", "--slice-logits", type=Path, metavar="CSV",
                        help="predict's output for this run and cache (predictions.csv, or its "
                             "<stem>.slices/ folder): the per-slice logits saved there are "
@@ -198,6 +208,7 @@ class ExplainJob:
     patients: tuple[str, ...] = ()
     threads: int = 1
     engine: str = "torch"
+    target: str = GRADE  # what the label means, in the montages' words
 
 
 def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
@@ -241,7 +252,7 @@ def explain_patient(job: ExplainJob, ensemble: Ensemble, explainers: list, row
                   for i, s in enumerate(shares)]
     fig = plot_montage(row.patient_id, arrays, cam, per_slice, {**summary, "grade": grade},
                        ring_mm=job.ring_mm, method=job.method, n_models=len(ensemble.models),
-                       max_slices=job.montage_slices)
+                       max_slices=job.montage_slices, target=job.target)
     save_figure(fig, montage_path(job.out, row.patient_id))
     return summary, slice_rows
 
@@ -284,8 +295,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     job = ExplainJob(Path(args.run), Path(args.cache), out, args.method, device.type,
                      args.batch_size, args.ring_mm, args.min_attention, args.montage_slices,
-                     slice_logits_folder(args.slice_logits), engine=ensemble.engine.name)
+                     slice_logits_folder(args.slice_logits), engine=ensemble.engine.name,
+                     target=args.target)
     config = {"method": args.method, "target": "margin of the predicted class",
+              "outcome": args.target,
               "ring_mm": args.ring_mm, "min_attention": args.min_attention,
               "slice_weighting": "equal", "montage_slices": args.montage_slices,
               "device": device.type, "batch_size": args.batch_size, "models": ensemble.names,

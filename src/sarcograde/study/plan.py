@@ -285,6 +285,8 @@ def build_steps(study: Study, layout: Layout, *, jobs: int = 1, until: str = STA
                                   ["explain", models, str(layout.cache(site, seq)),
                                    "--out", str(layout.explain(site, seq)), "--slice-logits",
                                    str(layout.predictions(site, kinds.name(dl_kind, seq))),
+                                   *(["--target", study.target] if study.target != "grade"
+                                     else []),
                                    *executor]))
     explained = [layout.explain(site, seq) / ATTENTION for site in study.test
                  for seq in study.sequences] if kinds.DL in study.models else []

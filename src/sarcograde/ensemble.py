@@ -110,8 +110,8 @@ class Ensemble:
     key: str                          # hash of the model files: changes when any model changes
     preprocess: dict = field(default_factory=dict)
     _stack: StackedDenseNet | None = field(default=None, repr=False)
-    # `engines.build_engine`'s engine; None: torch, the models as they are (`forward_pass` then
-    # makes a torch engine)
+    # the engine `engines.use_engine` set; None: torch, the models as they are (`forward_pass`
+    # then makes a torch engine)
     engine: object | None = field(default=None, repr=False)
     _last_pass: tuple | None = field(default=None, repr=False)  # (key, logits, signed maps)
 

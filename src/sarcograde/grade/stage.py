@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", action="append", default=[], metavar="SEQ=PATH",
                         help="one patient's image of a sequence (repeat per sequence)")
     parser.add_argument("--mask", action="append", default=[], metavar="SEQ=PATH",
-                        help="its tumour mask, RTSTRUCT or DICOM SEG; one drawn on one sequence is carried "
-                             "to the others")
+                        help="its tumour mask, RTSTRUCT or DICOM SEG; one drawn on one "
+                             "sequence is carried to the others")
     parser.add_argument("--id", default=DEFAULT_ID, metavar="PSEUDONYM",
                         help=f"the patient's pseudonymous id in the outputs (default: {DEFAULT_ID})")
     parser.add_argument("--manifest", type=Path, metavar="CSV",
